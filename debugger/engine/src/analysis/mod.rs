@@ -1,0 +1,1 @@
+//! Analysis of snapshots and events: statistics, deadlocks, lock order.

@@ -1,0 +1,1 @@
+//! gdb Remote Serial Protocol client.

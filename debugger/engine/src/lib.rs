@@ -1,0 +1,15 @@
+//! lockscope's engine: everything lockscope knows, without a screen.
+//!
+//! - [`gdb`]: our own client for the gdb Remote Serial Protocol, tuned to QEMU's stub.
+//! - [`symbols`]: ELF and DWARF symbolization and RISC-V disassembly.
+//! - [`reader`]: decodes the lockscope ABI (`lockscope-abi`) out of guest memory.
+//! - [`model`]: the source-independent model of a target.
+//! - [`analysis`]: statistics, deadlock and lock-order analysis over the model.
+//! - [`qemu`]: how to boot the lockscope kernel in QEMU.
+
+pub mod analysis;
+pub mod gdb;
+pub mod model;
+pub mod qemu;
+pub mod reader;
+pub mod symbols;

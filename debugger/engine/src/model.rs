@@ -1,0 +1,275 @@
+//! The engine's model of a target: what a kernel's locks, harts, allocator and buffer cache look
+//! like at one moment, and the lock events between moments.
+//!
+//! Nothing here knows how it was read. The lockscope kernel fills it from its ABI (shared RAM or
+//! the gdb stub); other kernels may fill only part of it (an unmodified xv6 read through DWARF has
+//! counters, holders and registers but no event ring), so every source-specific field is optional
+//! and the analysis copes with its absence. Times are nanoseconds of target time.
+
+use serde::{Deserialize, Serialize};
+
+/// Index into [`Snapshot::locks`].
+pub type LockId = u32;
+/// A hart (CPU) number, as the kernel numbers them.
+pub type HartId = u32;
+
+/// Name and class of one lock. Instances of a class (the 13 bucket locks) share the class name
+/// but keep their own identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockMeta {
+    pub id: LockId,
+    pub name: String,
+    pub class: String,
+}
+
+/// Exact per-lock counters, as the kernel keeps them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockCounters {
+    pub acquires: u64,
+    pub contended: u64,
+    /// Failed test-and-set attempts (the lab's `#test-and-set`).
+    pub spins: u64,
+    pub wait_total_ns: u64,
+    pub wait_max_ns: u64,
+    pub hold_total_ns: u64,
+    pub hold_max_ns: u64,
+}
+
+impl LockCounters {
+    /// Adds another lock's counters into this one (for class totals).
+    pub fn merge(&mut self, o: &LockCounters) {
+        self.acquires += o.acquires;
+        self.contended += o.contended;
+        self.spins += o.spins;
+        self.wait_total_ns += o.wait_total_ns;
+        self.wait_max_ns = self.wait_max_ns.max(o.wait_max_ns);
+        self.hold_total_ns += o.hold_total_ns;
+        self.hold_max_ns = self.hold_max_ns.max(o.hold_max_ns);
+    }
+}
+
+/// One lock at one moment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockState {
+    pub meta: LockMeta,
+    pub counters: LockCounters,
+    /// The hart holding it, when the source knows.
+    pub holder: Option<HartId>,
+}
+
+/// What a hart is doing, as far as the source can tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HartRun {
+    Offline,
+    Booting,
+    Running,
+    /// Done with its work, waiting for interrupts.
+    Idle,
+    /// Stopped because another hart panicked.
+    Halted,
+    /// This hart panicked.
+    Panicked,
+    Unknown,
+}
+
+/// One lock a hart holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    pub lock: LockId,
+    /// Return address into the code that acquired it (symbolize `pc - 1`).
+    pub pc: u64,
+    pub since_ns: Option<u64>,
+}
+
+/// The lock a hart is spinning on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spin {
+    pub lock: LockId,
+    /// Return address into the code that is spinning (symbolize `pc - 1`).
+    pub pc: u64,
+    pub since_ns: u64,
+}
+
+/// Registers of a stopped hart, read through the gdb stub.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HartRegs {
+    pub pc: u64,
+    pub ra: u64,
+    pub sp: u64,
+    /// s0, the frame pointer.
+    pub fp: u64,
+    /// Privilege level (0 U, 1 S, 3 M), when the stub reports it.
+    pub privilege: Option<u8>,
+    pub scause: Option<u64>,
+    pub sepc: Option<u64>,
+    pub stval: Option<u64>,
+}
+
+/// One hart at one moment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HartSnapshot {
+    pub hart: HartId,
+    pub run: HartRun,
+    /// Progress counter; a running hart whose heartbeat stops has stalled.
+    pub heartbeat: Option<u64>,
+    /// Held locks, outermost first.
+    pub held: Vec<Held>,
+    /// True when the hart holds more locks than the source could list.
+    pub held_truncated: bool,
+    pub spinning: Option<Spin>,
+    /// Workload operations completed.
+    pub ops: Option<u64>,
+    /// Present when the hart was stopped and its registers were read.
+    pub regs: Option<HartRegs>,
+}
+
+/// Page allocator counters of one hart's free list.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KmemList {
+    pub hart: HartId,
+    pub free_pages: u64,
+    pub allocs: u64,
+    pub frees: u64,
+    pub steals: u64,
+    pub pages_stolen: u64,
+    pub lock: Option<LockId>,
+}
+
+/// The page allocator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KmemSnapshot {
+    /// `percpu` or `global`.
+    pub mode: String,
+    pub lists: Vec<KmemList>,
+}
+
+/// One hash bucket of the buffer cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketSnapshot {
+    pub index: u32,
+    pub lock: Option<LockId>,
+    pub nbuf: u32,
+    pub hits: u64,
+    pub misses: u64,
+    pub steals: u64,
+}
+
+/// One buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BufSnapshot {
+    pub index: u32,
+    pub dev: u32,
+    pub blockno: u32,
+    pub refcnt: u32,
+    pub valid: bool,
+    /// `ticks` at last use.
+    pub last_use_ticks: u64,
+    pub bucket: Option<u32>,
+    pub lock: Option<LockId>,
+}
+
+/// The buffer cache.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BcacheSnapshot {
+    /// `hashed` or `global`.
+    pub mode: String,
+    pub evict_lock: Option<LockId>,
+    pub buckets: Vec<BucketSnapshot>,
+    pub bufs: Vec<BufSnapshot>,
+}
+
+/// The trap that led to a panic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrapInfo {
+    pub scause: u64,
+    pub sepc: u64,
+    pub stval: u64,
+}
+
+/// A kernel panic as the kernel recorded it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PanicSnapshot {
+    pub hart: HartId,
+    pub message: String,
+    pub trap: Option<TrapInfo>,
+    /// Where the panic was raised.
+    pub pc: u64,
+    pub fp: u64,
+    /// Return addresses of the kernel's own frame-pointer backtrace, innermost first.
+    pub frames: Vec<u64>,
+    pub time_ns: Option<u64>,
+}
+
+/// How the kernel was booted, when the source knows.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetConfig {
+    pub bootargs: String,
+    pub workload: Option<String>,
+    pub kalloc: Option<String>,
+    pub bcache: Option<String>,
+    pub bug: Option<String>,
+    pub trace_on: bool,
+    pub nharts: u32,
+}
+
+/// Where the workload is, and its verdict once it has one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Running,
+    Pass,
+    Fail,
+    Panic,
+}
+
+/// Everything known about a target at one moment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Target time of the snapshot.
+    pub time_ns: u64,
+    pub ticks: Option<u64>,
+    pub config: TargetConfig,
+    /// Workload phase name (`kalloctest`, `bcachetest-test0`, ...), when known.
+    pub phase: Option<String>,
+    pub outcome: Option<Outcome>,
+    /// Indexed by [`LockId`].
+    pub locks: Vec<LockState>,
+    pub harts: Vec<HartSnapshot>,
+    pub kmem: Option<KmemSnapshot>,
+    pub bcache: Option<BcacheSnapshot>,
+    pub panic: Option<PanicSnapshot>,
+}
+
+impl Snapshot {
+    pub fn lock(&self, id: LockId) -> Option<&LockState> {
+        self.locks.get(id as usize)
+    }
+
+    /// The lock's name, or `lock#N` for an id the table does not have.
+    pub fn lock_name(&self, id: LockId) -> String {
+        match self.lock(id) {
+            Some(l) => l.meta.name.clone(),
+            None => format!("lock#{id}"),
+        }
+    }
+}
+
+/// What happened in one lock event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventKind {
+    /// The first test-and-set failed; the hart starts spinning.
+    Spin,
+    /// The lock was taken; `contended` when it was taken after spinning.
+    Acquired { contended: bool },
+    Released,
+}
+
+/// One lock event from a hart's ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockEvent {
+    pub time_ns: u64,
+    pub hart: HartId,
+    pub lock: LockId,
+    pub kind: EventKind,
+    /// Return address into the code that did it (symbolize `pc - 1`).
+    pub pc: u64,
+}

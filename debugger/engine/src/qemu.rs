@@ -1,0 +1,1 @@
+//! Booting QEMU for the lockscope kernel.

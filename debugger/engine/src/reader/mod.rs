@@ -1,0 +1,1 @@
+//! Reads the lockscope ABI out of guest memory.

@@ -1,0 +1,1 @@
+//! ELF and DWARF symbols, and disassembly.
