@@ -9,6 +9,7 @@
 
 pub mod analysis;
 pub mod gdb;
+pub mod memory;
 pub mod model;
 pub mod qemu;
 pub mod reader;

@@ -1,0 +1,1 @@
+//! Helpers for the QEMU boot tests in `tests/`.
