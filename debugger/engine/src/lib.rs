@@ -6,11 +6,14 @@
 //! - [`model`]: the source-independent model of a target.
 //! - [`analysis`]: statistics, deadlock and lock-order analysis over the model.
 //! - [`qemu`]: how to boot the lockscope kernel in QEMU.
+//! - [`feed`]: what any source (live or recorded) delivers; [`trace`] records and replays it.
 
 pub mod analysis;
+pub mod feed;
 pub mod gdb;
 pub mod memory;
 pub mod model;
 pub mod qemu;
 pub mod reader;
 pub mod symbols;
+pub mod trace;
