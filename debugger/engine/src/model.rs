@@ -38,12 +38,12 @@ pub struct LockCounters {
 impl LockCounters {
     /// Adds another lock's counters into this one (for class totals).
     pub fn merge(&mut self, o: &LockCounters) {
-        self.acquires += o.acquires;
-        self.contended += o.contended;
-        self.spins += o.spins;
-        self.wait_total_ns += o.wait_total_ns;
+        self.acquires = self.acquires.saturating_add(o.acquires);
+        self.contended = self.contended.saturating_add(o.contended);
+        self.spins = self.spins.saturating_add(o.spins);
+        self.wait_total_ns = self.wait_total_ns.saturating_add(o.wait_total_ns);
         self.wait_max_ns = self.wait_max_ns.max(o.wait_max_ns);
-        self.hold_total_ns += o.hold_total_ns;
+        self.hold_total_ns = self.hold_total_ns.saturating_add(o.hold_total_ns);
         self.hold_max_ns = self.hold_max_ns.max(o.hold_max_ns);
     }
 }

@@ -1,0 +1,327 @@
+//! Plain, serializable views of the analysis for the TUI, the CLI and `lockscope check --json`.
+//! PCs are raw: a report layer symbolizes them (return addresses: symbolize `pc - 1`).
+
+use serde::{Deserialize, Serialize};
+
+use super::events::{IngestStats, Site};
+use super::hist::HistView;
+use super::order::EdgeSite;
+use super::scause::Scause;
+use super::series::Rates;
+use super::watch::{DeadlockCycle, StallReport};
+use crate::model::{HartId, HartRegs, HartRun, KmemList, LockId, Outcome};
+
+/// Wait or hold time of a lock or class.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TimeStats {
+    /// What `total_ns` and `avg_ns` are over: contended acquisitions for wait time, releases for
+    /// hold time.
+    pub count: u64,
+    pub total_ns: u64,
+    pub avg_ns: Option<u64>,
+    pub max_ns: Option<u64>,
+    /// From events only (the kernel keeps no minimum): `None` when no event measured one.
+    pub min_ns: Option<u64>,
+    /// `count`, `total_ns`, `avg_ns` and `max_ns` come from the kernel's exact counters; when
+    /// false they come from events and may miss lost ones.
+    pub exact: bool,
+    /// From events; `hist.samples` says how many.
+    pub hist: HistView,
+}
+
+/// One row of the lock table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LockRow {
+    pub id: LockId,
+    pub name: String,
+    pub class: String,
+    pub acquires: u64,
+    pub contended: u64,
+    /// Failed test-and-set attempts (the lab's `#test-and-set`); from events (Spin count) when
+    /// there are no counters.
+    pub spins: u64,
+    /// `contended / acquires`, in percent.
+    pub contention_pct: Option<f64>,
+    /// The counts above come from a snapshot's exact counters.
+    pub counters_exact: bool,
+    pub wait: TimeStats,
+    pub hold: TimeStats,
+    /// Over the sliding window; `None` before two snapshots have shown the lock.
+    pub rates: Option<Rates>,
+    /// Contended acquisitions per history interval, oldest first (a sparkline).
+    pub history_contended: Vec<u64>,
+    /// Acquisitions per history interval, oldest first.
+    pub history_acquires: Vec<u64>,
+    pub holder: Option<HartId>,
+    /// Harts spinning on it in the last snapshot.
+    pub waiters: Vec<HartId>,
+    /// The top contention points by count (lock_stat's "contention points").
+    pub top_sites: Vec<Site>,
+    /// Contention at sites beyond the bounded site table, lumped together.
+    pub sites_other: Site,
+    /// Events this lock's histograms, minimum and sites are based on.
+    pub events: u64,
+}
+
+/// Locks of one class, together.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClassRow {
+    pub class: String,
+    pub locks: Vec<LockId>,
+    pub acquires: u64,
+    pub contended: u64,
+    pub spins: u64,
+    pub contention_pct: Option<f64>,
+    pub wait: TimeStats,
+    pub hold: TimeStats,
+    /// Sums of the instances' rates; `None` when no instance has one.
+    pub rates: Option<Rates>,
+    pub history_contended: Vec<u64>,
+    pub top_sites: Vec<Site>,
+}
+
+/// A lock a hart holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldRow {
+    pub lock: LockId,
+    pub name: String,
+    /// Where it was acquired (return address).
+    pub pc: u64,
+    pub since_ns: Option<u64>,
+    pub held_for_ns: Option<u64>,
+}
+
+/// The lock a hart spins on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitRow {
+    pub lock: LockId,
+    pub name: String,
+    /// Where it spins (return address).
+    pub pc: u64,
+    pub since_ns: u64,
+    pub for_ns: u64,
+    pub holder: Option<HartId>,
+}
+
+/// One hart.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HartRow {
+    pub hart: HartId,
+    pub run: HartRun,
+    /// Outermost first.
+    pub held: Vec<HeldRow>,
+    /// The hart may hold more than listed.
+    pub held_truncated: bool,
+    pub waiting: Option<WaitRow>,
+    pub heartbeat: Option<u64>,
+    /// `None` until the hart has been watched long enough to tell.
+    pub heartbeat_advancing: Option<bool>,
+    /// How long the heartbeat has kept its value.
+    pub heartbeat_still_ns: Option<u64>,
+    pub ops: Option<u64>,
+    /// From registers, when the hart was stopped and read.
+    pub pc: Option<u64>,
+    /// Events ingested from this hart and events reported lost.
+    pub events: u64,
+    pub lost: u64,
+    /// The held stack rebuilt from its events is complete, so its lock-order edges count.
+    pub order_in_sync: bool,
+}
+
+/// One hash bucket.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BucketRow {
+    pub index: u32,
+    pub lock: Option<LockId>,
+    pub lock_name: Option<String>,
+    pub nbuf: u32,
+    /// Buffers of this bucket with `refcnt > 0`.
+    pub in_use: u32,
+    pub hits: u64,
+    pub misses: u64,
+    pub steals: u64,
+    /// `hits / (hits + misses)`, 0..=1.
+    pub hit_rate: Option<f64>,
+}
+
+/// The buffer cache.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BcacheView {
+    pub mode: String,
+    pub evict_lock: Option<LockId>,
+    pub buckets: Vec<BucketRow>,
+    pub nbuf: u64,
+    pub in_use: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub steals: u64,
+    pub hit_rate: Option<f64>,
+}
+
+/// The page allocator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KmemView {
+    pub mode: String,
+    pub lists: Vec<KmemList>,
+    pub free_pages: u64,
+    pub steals: u64,
+    pub pages_stolen: u64,
+}
+
+/// One edge of the lock-order graph: `to` acquired while `from` was held.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderEdgeView {
+    pub from: LockId,
+    pub from_name: String,
+    pub to: LockId,
+    pub to_name: String,
+    pub count: u64,
+    /// The first occurrence: both acquisition sites, hart and time.
+    pub first: EdgeSite,
+    /// Locks held around every occurrence.
+    pub gates: Vec<LockId>,
+}
+
+/// A cycle in the lock-order graph: a potential deadlock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inversion {
+    /// The locks in cycle order, starting at the lowest id.
+    pub locks: Vec<LockId>,
+    pub names: Vec<String>,
+    /// `edges[i]` goes from `locks[i]` to `locks[i + 1]` (wrapping).
+    pub edges: Vec<OrderEdgeView>,
+    /// Every occurrence of every edge happened under a common lock (`common_gates`), so the
+    /// orders cannot interleave.
+    pub guarded: bool,
+    pub common_gates: Vec<LockId>,
+}
+
+/// The lock-order analysis.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockOrderReport {
+    /// Inversions no common lock guards: potential deadlocks.
+    pub inversions: Vec<Inversion>,
+    /// Inversions a common lock serialises.
+    pub guarded: Vec<Inversion>,
+    /// Edges in the graph.
+    pub edges: usize,
+    /// The cycle search stopped at its budget; there may be more cycles longer than 2.
+    pub search_truncated: bool,
+}
+
+/// The trap behind a panic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrapView {
+    pub scause: Scause,
+    pub sepc: u64,
+    pub stval: u64,
+}
+
+/// Registers and stack of one hart at the panic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HartRegsRow {
+    pub hart: HartId,
+    pub run: HartRun,
+    /// From the snapshot, else from the last stop.
+    pub regs: Option<HartRegs>,
+    /// The stack unwound at the last stop (pc first, then return addresses), when the target
+    /// is stopped; empty otherwise.
+    pub frames: Vec<u64>,
+}
+
+/// A kernel panic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PanicView {
+    pub hart: HartId,
+    pub message: String,
+    pub trap: Option<TrapView>,
+    pub pc: u64,
+    pub fp: u64,
+    /// The kernel's own backtrace of the panicking hart, innermost first (return addresses).
+    pub frames: Vec<u64>,
+    pub time_ns: Option<u64>,
+    /// Every hart's registers, for the other harts' backtraces.
+    pub harts: Vec<HartRegsRow>,
+}
+
+/// Everything at once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Target time of the last snapshot.
+    pub time_ns: Option<u64>,
+    pub locks: Vec<LockRow>,
+    pub classes: Vec<ClassRow>,
+    pub harts: Vec<HartRow>,
+    pub bcache: Option<BcacheView>,
+    pub kmem: Option<KmemView>,
+    pub deadlocks: Vec<DeadlockCycle>,
+    pub stall: Option<StallReport>,
+    pub lock_order: LockOrderReport,
+    pub panic: Option<PanicView>,
+    pub ingest: IngestStats,
+}
+
+/// Version of the [`Check`] JSON layout; bumped on any incompatible change.
+pub const CHECK_SCHEMA: u32 = 1;
+
+/// `lockscope check`'s verdict, worst first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Ok,
+    Panic,
+    Deadlock,
+    Stall,
+    LockOrderInversion,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::Panic => "panic",
+            Verdict::Deadlock => "deadlock",
+            Verdict::Stall => "stall",
+            Verdict::LockOrderInversion => "lock-order-inversion",
+        }
+    }
+
+    pub fn severity(self) -> Severity {
+        match self {
+            Verdict::Ok => Severity::Ok,
+            Verdict::LockOrderInversion => Severity::Warning,
+            Verdict::Panic | Verdict::Deadlock | Verdict::Stall => Severity::Fault,
+        }
+    }
+}
+
+/// How bad a verdict is: a fault happened, or a warning of one that could.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Severity {
+    Ok,
+    Warning,
+    Fault,
+}
+
+/// The result of `lockscope check`, stable for scripts (see docs/analysis.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Check {
+    pub schema: u32,
+    pub verdict: Verdict,
+    pub severity: Severity,
+    /// One line, raw pcs in hex.
+    pub summary: String,
+    pub time_ns: Option<u64>,
+    pub outcome: Option<Outcome>,
+    pub panic: Option<PanicView>,
+    /// Confirmed deadlock cycles.
+    pub deadlocks: Vec<DeadlockCycle>,
+    /// Cycles seen but not yet confirmed.
+    pub suspected_deadlocks: usize,
+    pub stall: Option<StallReport>,
+    /// Unguarded lock-order inversions.
+    pub inversions: Vec<Inversion>,
+    pub guarded_inversions: usize,
+    pub ingest: IngestStats,
+}
