@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{HartId, HartRegs, LockEvent, Snapshot};
+use crate::model::{HartId, HartRegs, LockEvent, Snapshot, StackFrame};
 
 /// Why the guest stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,8 +24,8 @@ pub enum StopReason {
 pub struct HartStop {
     pub hart: HartId,
     pub regs: HartRegs,
-    /// The unwound call chain: the pc first, then return addresses, innermost first.
-    pub frames: Vec<u64>,
+    /// The unwound call chain, innermost (the pc) first.
+    pub frames: Vec<StackFrame>,
 }
 
 /// The registers and stacks of every hart at one stop.
@@ -58,6 +58,9 @@ pub enum Feed {
         events: Vec<LockEvent>,
         lost: Vec<(HartId, u64)>,
     },
+    /// These harts' rings are read from their first event ever (the session saw the boot), so
+    /// nothing was held before the first event.
+    TraceStart { harts: Vec<HartId> },
     /// Console output (any text; not necessarily whole lines).
     Console(String),
     /// The guest stopped; registers and backtraces of every hart.

@@ -105,6 +105,34 @@ pub struct HartRegs {
     pub stval: Option<u64>,
 }
 
+/// How a stack frame's address relates to the code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FrameKind {
+    /// The hart's pc: the instruction about to run, or that faulted.
+    Pc,
+    /// A return address: symbolize `pc - 1` to land in the call.
+    Return,
+    /// The pc a trap interrupted (`sepc`): the faulting instruction itself.
+    Trap,
+}
+
+/// One frame of an unwound stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackFrame {
+    pub pc: u64,
+    pub kind: FrameKind,
+}
+
+impl StackFrame {
+    /// The address to symbolize.
+    pub fn lookup_pc(&self) -> u64 {
+        match self.kind {
+            FrameKind::Pc | FrameKind::Trap => self.pc,
+            FrameKind::Return => self.pc.saturating_sub(1),
+        }
+    }
+}
+
 /// One hart at one moment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HartSnapshot {

@@ -325,6 +325,11 @@ impl Analyzer {
                     None => self.last_stop = Some(info.clone()),
                 }
             }
+            Feed::TraceStart { harts } => {
+                for &h in harts {
+                    self.note_trace_start(h);
+                }
+            }
             Feed::Resumed => {
                 self.target_stopped = false;
                 self.last_stop = None;

@@ -9,7 +9,7 @@ use super::order::EdgeSite;
 use super::scause::Scause;
 use super::series::Rates;
 use super::watch::{DeadlockCycle, StallReport};
-use crate::model::{HartId, HartRegs, HartRun, KmemList, LockId, Outcome};
+use crate::model::{HartId, HartRegs, HartRun, KmemList, LockId, Outcome, StackFrame};
 
 /// Wait or hold time of a lock or class.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -224,9 +224,9 @@ pub struct HartRegsRow {
     pub run: HartRun,
     /// From the snapshot, else from the last stop.
     pub regs: Option<HartRegs>,
-    /// The stack unwound at the last stop (pc first, then return addresses), when the target
-    /// is stopped; empty otherwise.
-    pub frames: Vec<u64>,
+    /// The stack unwound at the last stop, innermost first, when the target is stopped; empty
+    /// otherwise.
+    pub frames: Vec<StackFrame>,
 }
 
 /// A kernel panic.
