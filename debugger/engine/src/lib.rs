@@ -5,6 +5,7 @@
 //! - [`reader`]: decodes the lockscope ABI (`lockscope-abi`) out of guest memory.
 //! - [`model`]: the source-independent model of a target.
 //! - [`analysis`]: statistics, deadlock and lock-order analysis over the model.
+//! - [`monitor`]: feeds in, symbolized views out: what the TUI and `check` show.
 //! - [`qemu`]: how to boot the lockscope kernel in QEMU.
 //! - [`feed`]: what any source (live or recorded) delivers; [`trace`] records and replays it.
 
@@ -13,6 +14,7 @@ pub mod feed;
 pub mod gdb;
 pub mod memory;
 pub mod model;
+pub mod monitor;
 pub mod qemu;
 pub mod reader;
 pub mod symbols;
