@@ -7,6 +7,7 @@
 //! - [`analysis`]: statistics, deadlock and lock-order analysis over the model.
 //! - [`monitor`]: feeds in, symbolized views out: what the TUI and `check` show.
 //! - [`qemu`]: how to boot the lockscope kernel in QEMU.
+//! - [`session`]: live sessions that feed a monitor and publish its views to a UI.
 //! - [`feed`]: what any source (live or recorded) delivers; [`trace`] records and replays it.
 
 pub mod analysis;
@@ -17,5 +18,6 @@ pub mod model;
 pub mod monitor;
 pub mod qemu;
 pub mod reader;
+pub mod session;
 pub mod symbols;
 pub mod trace;
