@@ -7,7 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::analysis::{AnalysisConfig, Analyzer, Check, ConfigError, Report};
 use crate::feed::{Ending, Feed, StopReason};
@@ -17,7 +17,7 @@ use crate::model::{
 use crate::symbols::{Disassembly, Frame, SourceContext, Symbols};
 
 /// How the monitor reads its target.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SourceKind {
     /// Guest RAM mapped from QEMU's shared file: nothing is paused.
@@ -29,7 +29,7 @@ pub enum SourceKind {
 }
 
 /// What the target is doing, as far as the session knows.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "state")]
 pub enum TargetState {
     /// Waiting for the kernel to publish its ABI.
@@ -40,7 +40,7 @@ pub enum TargetState {
 }
 
 /// Pauses the gdb source imposed on the guest.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PauseStats {
     pub count: u64,
     pub last_ns: u64,
@@ -51,7 +51,7 @@ pub struct PauseStats {
 }
 
 /// A code address, symbolized.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Place {
     /// The raw address as recorded.
     pub pc: u64,
@@ -98,7 +98,7 @@ pub fn short_function(f: &str) -> &str {
 }
 
 /// One frame of a symbolized backtrace (an inlined call gives several for one address).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FrameLine {
     pub pc: u64,
     pub kind: FrameKind,
@@ -109,7 +109,7 @@ pub struct FrameLine {
 }
 
 /// One hart's symbolized stack.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HartBacktrace {
     pub hart: HartId,
     pub run: HartRun,
@@ -118,7 +118,7 @@ pub struct HartBacktrace {
 }
 
 /// One disassembled instruction.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AsmLine {
     pub address: u64,
     pub text: String,
@@ -126,7 +126,7 @@ pub struct AsmLine {
 }
 
 /// Source lines around a line of interest.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceLines {
     pub path: String,
     pub first_line: u32,
@@ -135,7 +135,7 @@ pub struct SourceLines {
 }
 
 /// Everything to show about a panic.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PanicDetail {
     /// The panicking hart's backtrace: from the stop's unwind when there was one, else from
     /// the kernel's own record.
@@ -150,7 +150,7 @@ pub struct PanicDetail {
 }
 
 /// The symbolized, UI-ready picture of a target at one moment.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct View {
     /// Bumped whenever anything changed; a UI redraws only when it moves.
     pub generation: u64,

@@ -795,8 +795,8 @@ impl Analyzer {
         }
     }
 
-    /// The verdict of `lockscope check`: panic, then confirmed deadlock, then stall, then an
-    /// unguarded lock-order inversion, else ok.
+    /// The verdict of `lockscope check`: panic, then confirmed deadlock, then stall, then a
+    /// failed workload, then an unguarded lock-order inversion, else ok.
     pub fn check(&self) -> Check {
         let snap = self.last.as_ref();
         let panic = self.panic();
@@ -863,6 +863,11 @@ impl Analyzer {
                 .collect();
             let hang = if st.system_hang { "system hang: " } else { "" };
             (Verdict::Stall, format!("{hang}{}", parts.join("; ")))
+        } else if snap.is_some_and(|s| s.outcome == Some(Outcome::Fail)) {
+            (
+                Verdict::Fail,
+                "the workload's own check failed (see the console for what it found)".to_string(),
+            )
         } else if let Some(inv) = order.inversions.first() {
             let sites: Vec<String> = inv
                 .edges

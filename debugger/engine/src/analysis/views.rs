@@ -272,6 +272,9 @@ pub enum Verdict {
     Panic,
     Deadlock,
     Stall,
+    /// The workload ran to its end and its own check failed (for example kalloctest's page
+    /// conservation), with no panic, deadlock or stall to explain it.
+    Fail,
     LockOrderInversion,
 }
 
@@ -282,6 +285,7 @@ impl Verdict {
             Verdict::Panic => "panic",
             Verdict::Deadlock => "deadlock",
             Verdict::Stall => "stall",
+            Verdict::Fail => "fail",
             Verdict::LockOrderInversion => "lock-order-inversion",
         }
     }
@@ -290,7 +294,7 @@ impl Verdict {
         match self {
             Verdict::Ok => Severity::Ok,
             Verdict::LockOrderInversion => Severity::Warning,
-            Verdict::Panic | Verdict::Deadlock | Verdict::Stall => Severity::Fault,
+            Verdict::Panic | Verdict::Deadlock | Verdict::Stall | Verdict::Fail => Severity::Fault,
         }
     }
 }
