@@ -5,6 +5,8 @@
 //! on one thread and hands out immutable views; nothing here touches the target.
 
 use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io::BufWriter;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -12,9 +14,10 @@ use serde::{Deserialize, Serialize};
 use crate::analysis::{AnalysisConfig, Analyzer, Check, ConfigError, Report};
 use crate::feed::{Ending, Feed, StopReason};
 use crate::model::{
-    FrameKind, HartId, HartRun, LockEvent, Outcome, StackFrame, TargetConfig,
+    BufSnapshot, FrameKind, HartId, HartRun, LockEvent, Outcome, StackFrame, TargetConfig,
 };
 use crate::symbols::{Disassembly, Frame, SourceContext, Symbols};
+use crate::trace::TraceWriter;
 
 /// How the monitor reads its target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +178,9 @@ pub struct View {
     pub pauses: PauseStats,
     /// The guest console, newest line last; the last may be incomplete.
     pub console: Vec<String>,
+    /// The buffer cache's buffers, for a bucket's drill-down (empty without a buffer cache).
+    #[serde(default)]
+    pub bufs: Vec<BufSnapshot>,
 }
 
 impl View {
@@ -223,6 +229,7 @@ pub struct Monitor {
     lost_total: u64,
     pauses: PauseStats,
     pause_window: VecDeque<u64>,
+    recorder: Option<TraceWriter<BufWriter<File>>>,
 }
 
 impl Monitor {
@@ -246,7 +253,23 @@ impl Monitor {
             lost_total: 0,
             pauses: PauseStats::default(),
             pause_window: VecDeque::new(),
+            recorder: None,
         })
+    }
+
+    /// Writes every feed applied from now on to `w`. A write error stops the recording and is
+    /// reported on the console view; the session goes on.
+    pub fn set_recorder(&mut self, w: TraceWriter<BufWriter<File>>) {
+        self.recorder = Some(w);
+    }
+
+    /// Flushes and closes the recording.
+    pub fn finish_recording(&mut self) {
+        if let Some(mut w) = self.recorder.take() {
+            if let Err(e) = w.flush() {
+                self.push_console(&format!("\n[lockscope] the recording is incomplete: {e}\n"));
+            }
+        }
     }
 
     pub fn analyzer(&self) -> &Analyzer {
@@ -278,6 +301,12 @@ impl Monitor {
     }
 
     pub fn apply(&mut self, feed: &Feed) {
+        if let Some(w) = self.recorder.as_mut() {
+            if let Err(e) = w.write(feed) {
+                self.recorder = None;
+                self.push_console(&format!("\n[lockscope] recording stopped: {e}\n"));
+            }
+        }
         self.analyzer.apply(feed);
         match feed {
             Feed::Snapshot(_) => {
@@ -448,6 +477,10 @@ impl Monitor {
             lost_total: self.lost_total,
             pauses: self.pauses.clone(),
             console: self.console.iter().cloned().collect(),
+            bufs: snap
+                .and_then(|s| s.bcache.as_ref())
+                .map(|b| b.bufs.clone())
+                .unwrap_or_default(),
         }
     }
 

@@ -76,6 +76,11 @@ pub(crate) fn read_pods<T: bytemuck::Pod, M: GuestMemory + ?Sized>(
     Ok(v)
 }
 
+/// Reads the root descriptor at `addr` as it is, without validating it.
+pub fn read_root<M: GuestMemory + ?Sized>(mem: &mut M, addr: u64) -> Result<abi::Root, MemoryError> {
+    read_pod(mem, addr)
+}
+
 /// Converts timebase ticks to nanoseconds.
 pub fn ticks_to_ns(ticks: u64, timebase_hz: u64) -> u64 {
     if timebase_hz == 0 {

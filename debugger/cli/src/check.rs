@@ -1,0 +1,290 @@
+//! `lockscope check` and `lockscope replay`: verdicts without a screen.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use lockscope_engine::analysis::{Severity, Verdict};
+use lockscope_engine::feed::{Ending, StopReason};
+use lockscope_engine::monitor::{Monitor, MonitorConfig, SourceKind, TargetState, View};
+use lockscope_engine::qemu::QemuConfig;
+use lockscope_engine::report::{site_text, CheckReport};
+use lockscope_engine::session::{Session, SessionOptions, Target};
+use lockscope_engine::symbols::Symbols;
+use lockscope_engine::trace::TraceReader;
+
+use crate::{paths, BootArgs, CheckArgs};
+
+/// Loads the kernel's symbols, with a message that names the file.
+pub fn load_symbols(kernel: &std::path::Path) -> Result<Arc<Symbols>> {
+    Ok(Arc::new(Symbols::load(kernel)?))
+}
+
+/// Session options for booting with `boot`.
+pub fn boot_options(boot: &BootArgs) -> Result<(SessionOptions, Arc<Symbols>)> {
+    let kernel = paths::kernel(boot.kernel.clone())?;
+    let symbols = load_symbols(&kernel)?;
+    let mut q = QemuConfig::new(&kernel)
+        .smp(boot.smp)
+        .bootargs(boot.bootargs.clone());
+    if let Some(d) = paths::disk(boot.disk.clone(), &kernel) {
+        q = q.disk(d);
+    }
+    for a in &boot.qemu_args {
+        q = q.arg(a);
+    }
+    let mut o = SessionOptions::new(Target::Run(q));
+    o.shared_ram = !boot.gdb_poll;
+    o.poll_hz = boot.poll_hz;
+    o.record = boot.record.clone();
+    o.console_log = boot.console_log.clone();
+    Ok((o, symbols))
+}
+
+/// True once waiting longer cannot change the verdict.
+struct Certainty {
+    fault_since: Option<Instant>,
+}
+
+impl Certainty {
+    fn reached(&mut self, v: &View) -> bool {
+        if matches!(v.state, TargetState::Ended { .. }) {
+            return true;
+        }
+        let fault = v.check.severity == Severity::Fault;
+        if !fault {
+            self.fault_since = None;
+            return false;
+        }
+        let since = *self.fault_since.get_or_insert_with(Instant::now);
+        // A fault is certain once the guest was stopped to capture it (registers and stacks),
+        // or after a grace period if the capture cannot happen.
+        let captured = match (&v.state, v.check.verdict) {
+            (TargetState::Stopped { reason }, Verdict::Panic) => *reason == StopReason::Panic
+                || v.panic.as_ref().is_some_and(|p| !p.harts.is_empty()),
+            (TargetState::Stopped { .. }, _) => true,
+            _ => false,
+        };
+        captured || since.elapsed() > Duration::from_secs(3)
+    }
+}
+
+pub fn check(a: CheckArgs) -> Result<u8> {
+    let (mut options, symbols) = match &a.attach {
+        Some(addr) => {
+            let kernel = paths::kernel(a.boot.kernel.clone())?;
+            let symbols = load_symbols(&kernel)?;
+            let mut o = SessionOptions::new(Target::Attach(addr.clone()));
+            o.poll_hz = a.boot.poll_hz;
+            o.record = a.boot.record.clone();
+            (o, symbols)
+        }
+        None => boot_options(&a.boot)?,
+    };
+    options.view_hz = 10.0;
+    if !(a.for_secs > 0.0 && a.for_secs.is_finite()) {
+        anyhow::bail!("--for must be a positive number of seconds");
+    }
+    let session = Session::start(options, symbols)?;
+    let deadline = Instant::now() + Duration::from_secs_f64(a.for_secs);
+    let mut certainty = Certainty { fault_since: None };
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        if certainty.reached(&session.view()) {
+            break;
+        }
+    }
+    let console_log = session.console_log.clone();
+    let monitor = session.finish();
+    let view = monitor.view();
+    let report = CheckReport::from_view(&view);
+    if let TargetState::Ended {
+        ending: Ending::Lost { reason },
+    } = &view.state
+    {
+        if a.attach.is_some() && view.report.locks.is_empty() {
+            anyhow::bail!("{reason}");
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report, &view);
+        if let Some(log) = console_log {
+            println!("console log: {}", log.display());
+        }
+    }
+    Ok(report.exit_code() as u8)
+}
+
+pub fn replay(
+    trace: PathBuf,
+    kernel: Option<PathBuf>,
+    check: bool,
+    json: bool,
+    dump_view: Option<PathBuf>,
+) -> Result<u8> {
+    let mut reader = TraceReader::open(&trace)?;
+    let kernel = kernel.or_else(|| reader.header().kernel.clone());
+    let symbols = match &kernel {
+        Some(k) => Some(load_symbols(k).with_context(|| {
+            format!("symbolizing {} (pass --kernel with the ELF it was recorded with)", trace.display())
+        })?),
+        None => None,
+    };
+    let mut monitor = Monitor::new(MonitorConfig::default(), symbols, SourceKind::Trace)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    while let Some(feed) = reader.next_feed()? {
+        monitor.apply(&feed);
+    }
+    let view = monitor.view();
+    if let Some(path) = dump_view {
+        std::fs::write(&path, serde_json::to_vec_pretty(&view)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let report = CheckReport::from_view(&view);
+    if check || json {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print_report(&report, &view);
+        }
+        return Ok(report.exit_code() as u8);
+    }
+    crate::live::show_fixed(view)
+}
+
+pub fn run(boot: BootArgs) -> Result<u8> {
+    crate::live::run(boot)
+}
+
+pub fn attach(addr: String, kernel: PathBuf, poll_hz: f64, record: Option<PathBuf>) -> Result<u8> {
+    crate::live::attach(addr, kernel, poll_hz, record)
+}
+
+fn ns(v: Option<u64>) -> String {
+    match v {
+        None => "-".into(),
+        Some(n) if n < 10_000 => format!("{n}ns"),
+        Some(n) if n < 10_000_000 => format!("{}us", n / 1000),
+        Some(n) => format!("{}ms", n / 1_000_000),
+    }
+}
+
+fn print_report(r: &CheckReport, v: &View) {
+    println!(
+        "lockscope check: {} ({})",
+        r.verdict.as_str(),
+        match r.severity {
+            Severity::Ok => "ok",
+            Severity::Warning => "warning",
+            Severity::Fault => "fault",
+        }
+    );
+    println!("  {}", r.summary);
+    if let Some(b) = &r.bootargs {
+        println!(
+            "kernel: {} harts, bootargs \"{b}\"; events {} (lost {})",
+            r.harts, r.events, r.lost_events
+        );
+    }
+    match &r.ending {
+        Some(Ending::Exited { status }) => println!("QEMU exited with status {status} ({})", lockscope_engine::qemu::Verdict::from_code(Some(*status))),
+        Some(Ending::Lost { reason }) => println!("connection lost: {reason}"),
+        _ => {}
+    }
+
+    println!("\n--- locks (lab format, most contended first)");
+    println!(
+        "{:<20} {:>10} {:>14} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "lock", "#acquire()", "#test-and-set", "contend", "wait avg", "wait max", "hold avg", "hold max"
+    );
+    for l in &r.locks {
+        println!(
+            "{:<20} {:>10} {:>14} {:>7.2}% {:>9} {:>9} {:>9} {:>9}",
+            l.name,
+            l.acquires,
+            l.spins,
+            l.contention_pct,
+            ns(l.wait_avg_ns),
+            ns(l.wait_max_ns),
+            ns(l.hold_avg_ns),
+            ns(l.hold_max_ns)
+        );
+    }
+    if !r.buckets.is_empty() {
+        println!("\n--- buffer cache buckets");
+        println!(
+            "{:<7} {:<18} {:>5} {:>6} {:>10} {:>8} {:>7} {:>8}",
+            "bucket", "lock", "bufs", "in-use", "hits", "misses", "steals", "hit-rate"
+        );
+        for b in &r.buckets {
+            println!(
+                "{:<7} {:<18} {:>5} {:>6} {:>10} {:>8} {:>7} {:>8}",
+                b.index,
+                b.lock.as_deref().unwrap_or("-"),
+                b.bufs,
+                b.in_use,
+                b.hits,
+                b.misses,
+                b.steals,
+                b.hit_rate
+                    .map_or("-".into(), |h| format!("{:.1}%", h * 100.0))
+            );
+        }
+    }
+    if let Some(p) = &v.panic {
+        println!("\n--- panic");
+        if let Some(c) = &v.check.panic {
+            println!("hart {}: {}", c.hart, c.message);
+            if let Some(t) = &c.trap {
+                println!(
+                    "scause {:#x} ({}), sepc {:#x}, stval {:#x}",
+                    t.scause.raw, t.scause.name, t.sepc, t.stval
+                );
+            }
+        }
+        println!("backtrace:");
+        for (i, f) in r.backtrace.iter().enumerate() {
+            let inl = p.backtrace.get(i).is_some_and(|l| l.inlined);
+            println!(
+                "  {:#018x} {}{}",
+                f.pc,
+                site_text(f),
+                if inl { " [inlined]" } else { "" }
+            );
+        }
+        if !p.disassembly.is_empty() {
+            println!("disassembly:");
+            for l in &p.disassembly {
+                println!(
+                    "  {} {:#x}: {}",
+                    if l.at_pc { "=>" } else { "  " },
+                    l.address,
+                    l.text
+                );
+            }
+        }
+    }
+    if !r.deadlocks.is_empty() {
+        println!("\n--- deadlock");
+        for d in &r.deadlocks {
+            println!("{d}");
+        }
+    }
+    if !r.stalls.is_empty() {
+        println!("\n--- stall");
+        for s in &r.stalls {
+            println!("{s}");
+        }
+    }
+    if !r.inversions.is_empty() {
+        println!("\n--- lock-order inversions");
+        for inv in &r.inversions {
+            for ((o, (a, b)), h) in inv.orders.iter().zip(&inv.sites).zip(&inv.harts) {
+                println!("{o} on hart{h}: {} then {}", site_text(a), site_text(b));
+            }
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! `lockscope check`'s result: the verdict with everything symbolized, as printed for people and
+//! as JSON for scripts (schema documented in docs/check.md).
+
+use serde::{Deserialize, Serialize};
+
+use crate::analysis::{Check, Severity, Verdict};
+use crate::feed::Ending;
+use crate::monitor::{short_function, FrameLine, Place, TargetState, View};
+
+/// Version of the [`CheckReport`] JSON; bumped on any incompatible change.
+pub const REPORT_SCHEMA: u32 = 1;
+
+/// One lock, lab style.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LockLine {
+    pub name: String,
+    pub class: String,
+    pub acquires: u64,
+    /// `#test-and-set`.
+    pub spins: u64,
+    pub contended: u64,
+    pub contention_pct: f64,
+    pub wait_avg_ns: Option<u64>,
+    pub wait_max_ns: Option<u64>,
+    pub hold_avg_ns: Option<u64>,
+    pub hold_max_ns: Option<u64>,
+}
+
+/// One bucket of the buffer cache.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BucketLine {
+    pub index: u32,
+    pub lock: Option<String>,
+    pub bufs: u32,
+    pub in_use: u32,
+    pub hits: u64,
+    pub misses: u64,
+    pub steals: u64,
+    pub hit_rate: Option<f64>,
+}
+
+/// A code address, symbolized.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteLine {
+    pub pc: u64,
+    pub function: Option<String>,
+    /// `kernel/src/bio.rs:88`.
+    pub location: Option<String>,
+}
+
+impl From<&Place> for SiteLine {
+    fn from(p: &Place) -> Self {
+        SiteLine {
+            pc: p.pc,
+            function: p.function.clone(),
+            location: p.location.clone(),
+        }
+    }
+}
+
+impl From<&FrameLine> for SiteLine {
+    fn from(f: &FrameLine) -> Self {
+        SiteLine {
+            pc: f.pc,
+            function: f.function.clone(),
+            location: f.location.clone(),
+        }
+    }
+}
+
+/// One lock-order inversion, with both orders' sites.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InversionLine {
+    /// `bcache.bucket2 -> bcache.bucket5`, one per edge of the cycle.
+    pub orders: Vec<String>,
+    /// Per edge: where the first lock was taken, then where the second.
+    pub sites: Vec<(SiteLine, SiteLine)>,
+    pub harts: Vec<u32>,
+}
+
+/// `lockscope check`'s full result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckReport {
+    pub schema: u32,
+    pub verdict: Verdict,
+    pub severity: Severity,
+    /// One line, symbolized.
+    pub summary: String,
+    /// How the target ended, when it did: `{"Exited":{"status":0}}`, `{"Lost":{"reason":...}}`,
+    /// `"Detached"` (check stopped watching), or null if still running.
+    pub ending: Option<Ending>,
+    pub bootargs: Option<String>,
+    pub harts: u32,
+    pub events: u64,
+    pub lost_events: u64,
+    pub locks: Vec<LockLine>,
+    pub buckets: Vec<BucketLine>,
+    /// The panic's symbolized backtrace (panicking hart), innermost first.
+    pub backtrace: Vec<SiteLine>,
+    /// The faulting instruction or the first frame past the panic machinery.
+    pub fault: Option<SiteLine>,
+    /// Deadlock cycles in words.
+    pub deadlocks: Vec<String>,
+    /// Stalled harts in words.
+    pub stalls: Vec<String>,
+    pub inversions: Vec<InversionLine>,
+    /// The analysis' own verdict record (raw pcs), for tools that want everything.
+    pub check: Check,
+}
+
+impl CheckReport {
+    pub fn from_view(v: &View) -> Self {
+        let c = &v.check;
+        let mut locks: Vec<LockLine> = v
+            .report
+            .locks
+            .iter()
+            .map(|l| LockLine {
+                name: l.name.clone(),
+                class: l.class.clone(),
+                acquires: l.acquires,
+                spins: l.spins,
+                contended: l.contended,
+                contention_pct: l.contention_pct.unwrap_or(0.0),
+                wait_avg_ns: l.wait.avg_ns,
+                wait_max_ns: l.wait.max_ns,
+                hold_avg_ns: l.hold.avg_ns,
+                hold_max_ns: l.hold.max_ns,
+            })
+            .collect();
+        locks.sort_by(|a, b| b.spins.cmp(&a.spins).then(b.acquires.cmp(&a.acquires)));
+        let buckets = v.report.bcache.as_ref().map_or_else(Vec::new, |b| {
+            b.buckets
+                .iter()
+                .map(|k| BucketLine {
+                    index: k.index,
+                    lock: k.lock_name.clone(),
+                    bufs: k.nbuf,
+                    in_use: k.in_use,
+                    hits: k.hits,
+                    misses: k.misses,
+                    steals: k.steals,
+                    hit_rate: k.hit_rate,
+                })
+                .collect()
+        });
+        let (backtrace, fault) = match &v.panic {
+            Some(p) => (
+                p.backtrace.iter().map(SiteLine::from).collect(),
+                p.fault.as_ref().map(SiteLine::from),
+            ),
+            None => (Vec::new(), None),
+        };
+        let stalls = v
+            .report
+            .stall
+            .as_ref()
+            .map_or_else(Vec::new, |s| {
+                s.harts
+                    .iter()
+                    .map(|h| {
+                        let at = h
+                            .pc
+                            .map(|pc| format!(" at {}", v.place(pc).short()))
+                            .unwrap_or_default();
+                        format!(
+                            "hart{} made no progress for {} ms{at}",
+                            h.hart,
+                            h.for_ns / 1_000_000
+                        )
+                    })
+                    .collect()
+            });
+        let inversions = c
+            .inversions
+            .iter()
+            .map(|inv| InversionLine {
+                orders: inv
+                    .edges
+                    .iter()
+                    .map(|e| format!("{} -> {}", e.from_name, e.to_name))
+                    .collect(),
+                sites: inv
+                    .edges
+                    .iter()
+                    .map(|e| {
+                        (
+                            SiteLine::from(&v.place(e.first.from_pc)),
+                            SiteLine::from(&v.place(e.first.to_pc)),
+                        )
+                    })
+                    .collect(),
+                harts: inv.edges.iter().map(|e| e.first.hart).collect(),
+            })
+            .collect::<Vec<_>>();
+        let summary = summary(v, &stalls, &inversions);
+        CheckReport {
+            schema: REPORT_SCHEMA,
+            verdict: c.verdict,
+            severity: c.severity,
+            summary,
+            ending: match &v.state {
+                TargetState::Ended { ending } => Some(ending.clone()),
+                _ => None,
+            },
+            bootargs: v.config.as_ref().map(|c| c.bootargs.clone()),
+            harts: v.config.as_ref().map_or(0, |c| c.nharts),
+            events: v.events_total,
+            lost_events: v.lost_total,
+            locks,
+            buckets,
+            backtrace,
+            fault,
+            deadlocks: v.deadlock_chains.clone(),
+            stalls,
+            inversions,
+            check: c.clone(),
+        }
+    }
+
+    /// The process exit status `lockscope check` uses: 0 ok, 3 a fault, 4 a warning only.
+    pub fn exit_code(&self) -> i32 {
+        match self.severity {
+            Severity::Ok => 0,
+            Severity::Fault => 3,
+            Severity::Warning => 4,
+        }
+    }
+}
+
+/// A place in `function file:line` form.
+pub fn site_text(s: &SiteLine) -> String {
+    match (&s.function, &s.location) {
+        (Some(f), Some(l)) => format!("{} {l}", short_function(f)),
+        (Some(f), None) => short_function(f).to_string(),
+        (None, Some(l)) => l.clone(),
+        (None, None) => format!("{:#x}", s.pc),
+    }
+}
+
+fn summary(v: &View, stalls: &[String], inversions: &[InversionLine]) -> String {
+    let c = &v.check;
+    match c.verdict {
+        Verdict::Panic => match (&c.panic, &v.panic) {
+            (Some(p), detail) => {
+                let mut s = format!("panic on hart {}: {}", p.hart, p.message);
+                if let Some(t) = &p.trap {
+                    s.push_str(&format!(
+                        " ({}, sepc {:#x}, stval {:#x})",
+                        t.scause.name, t.sepc, t.stval
+                    ));
+                }
+                if let Some(f) = detail.as_ref().and_then(|d| d.fault.as_ref()) {
+                    s.push_str(&format!(" at {}", f.short()));
+                }
+                s
+            }
+            (None, _) => c.summary.clone(),
+        },
+        Verdict::Deadlock => match v.deadlock_chains.first() {
+            Some(chain) => {
+                let kind = if c.deadlocks.first().is_some_and(|d| d.self_deadlock) {
+                    "self-deadlock"
+                } else {
+                    "deadlock"
+                };
+                format!("{kind}: {chain}")
+            }
+            None => c.summary.clone(),
+        },
+        Verdict::Stall => format!("stall: {}", stalls.join("; ")),
+        Verdict::LockOrderInversion => match inversions.first() {
+            Some(inv) => {
+                let parts: Vec<String> = inv
+                    .orders
+                    .iter()
+                    .zip(&inv.sites)
+                    .zip(&inv.harts)
+                    .map(|((o, (a, b)), h)| {
+                        format!("{o} on hart{h} ({} then {})", site_text(a), site_text(b))
+                    })
+                    .collect();
+                format!("lock-order inversion: {}", parts.join(" vs "))
+            }
+            None => c.summary.clone(),
+        },
+        Verdict::Fail | Verdict::Ok => c.summary.clone(),
+    }
+}
