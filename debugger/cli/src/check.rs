@@ -99,14 +99,6 @@ pub fn check(a: CheckArgs) -> Result<u8> {
     let monitor = session.finish();
     let view = monitor.view();
     let report = CheckReport::from_view(&view);
-    if let TargetState::Ended {
-        ending: Ending::Lost { reason },
-    } = &view.state
-    {
-        if a.attach.is_some() && view.report.locks.is_empty() {
-            anyhow::bail!("{reason}");
-        }
-    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -114,6 +106,14 @@ pub fn check(a: CheckArgs) -> Result<u8> {
         if let Some(log) = console_log {
             println!("console log: {}", log.display());
         }
+    }
+    // Losing the target is a connection error, whatever was gathered before (printed above).
+    if let TargetState::Ended {
+        ending: Ending::Lost { reason },
+    } = &view.state
+    {
+        eprintln!("lockscope: {reason}; what was gathered until then is shown above");
+        return Ok(crate::EXIT_USAGE);
     }
     Ok(report.exit_code() as u8)
 }
