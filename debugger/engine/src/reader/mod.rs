@@ -7,6 +7,7 @@
 
 mod layout;
 mod rings;
+pub mod synthetic;
 
 use lockscope_abi as abi;
 use thiserror::Error;

@@ -1,196 +1,16 @@
 //! Codec tests: guest images assembled from the ABI structs, decoded back through the reader.
 
-use std::mem::size_of;
-
 use bytemuck::Zeroable;
 use lockscope_abi as abi;
 
+use super::synthetic::*;
 use super::*;
-use crate::memory::{ByteImage, GuestMemory, MemoryError};
+use crate::memory::{GuestMemory, MemoryError};
 use crate::model::EventKind;
-
-const RAM: u64 = 0x8000_0000;
-const RAM_SIZE: u64 = 4 << 20;
-const ROOT: u64 = RAM + 0x1000;
-const LOCKS: u64 = RAM + 0x2000;
-const HARTS: u64 = RAM + 0x8000;
-const RINGS: u64 = RAM + 0x9000;
-const KMEM: u64 = RAM + 0x9800;
-const PANIC: u64 = RAM + 0xa000;
-const BOOTARGS: u64 = RAM + 0xb000;
-const BCACHE: u64 = RAM + 0xc000;
-const BUCKETS: u64 = RAM + 0xc100;
-const BUFS: u64 = RAM + 0xd000;
-const EVENTS: u64 = RAM + 0x10_0000;
-const NHARTS: u32 = 2;
-const ENTRIES: u32 = 8;
-
-/// A guest image with a valid root, two harts, three locks and small rings.
-struct Guest {
-    image: ByteImage,
-}
-
-impl Guest {
-    fn new() -> Self {
-        let mut g = Guest {
-            image: ByteImage {
-                base: RAM,
-                bytes: vec![0; RAM_SIZE as usize],
-            },
-        };
-        let mut root = abi::Root::zeroed();
-        root.magic = abi::ROOT_MAGIC;
-        root.version = abi::ABI_VERSION;
-        root.root_size = size_of::<abi::Root>() as u32;
-        root.max_harts = abi::MAX_HARTS as u32;
-        root.max_locks = abi::MAX_LOCKS as u32;
-        root.max_held = abi::MAX_HELD as u32;
-        root.ring_entries = ENTRIES;
-        root.event_size = size_of::<abi::Event>() as u32;
-        root.lock_info_size = size_of::<abi::LockInfo>() as u32;
-        root.hart_state_size = size_of::<abi::HartState>() as u32;
-        root.ring_header_size = size_of::<abi::RingHeader>() as u32;
-        root.kmem_hart_size = size_of::<abi::KmemHart>() as u32;
-        root.bucket_info_size = size_of::<abi::BucketInfo>() as u32;
-        root.buf_info_size = size_of::<abi::BufInfo>() as u32;
-        root.panic_record_size = size_of::<abi::PanicRecord>() as u32;
-        root.bootargs_len = abi::BOOTARGS_LEN as u32;
-        root.flags = abi::FLAG_READY | abi::FLAG_TRACE;
-        root.nharts = NHARTS;
-        root.nlocks = 3;
-        root.workload = abi::Workload::Bcachetest as u32;
-        root.kalloc_mode = abi::KallocMode::Percpu as u32;
-        root.bcache_mode = abi::BcacheMode::Hashed as u32;
-        root.timebase_hz = 10_000_000;
-        root.ram_base = RAM;
-        root.ram_size = RAM_SIZE;
-        root.text_start = RAM;
-        root.text_end = RAM + 0x1000;
-        root.locks = LOCKS;
-        root.harts = HARTS;
-        root.rings = RINGS;
-        root.kmem = KMEM;
-        root.panic = PANIC;
-        root.bootargs = BOOTARGS;
-        root.bcache = BCACHE;
-        root.live.ticks = 42;
-        root.live.phase = abi::Phase::Test0 as u32;
-        g.put(ROOT, &root);
-
-        for (i, (name, class)) in [("kmem0", "kmem"), ("kmem1", "kmem"), ("bcache.bucket0", "bcache.bucket")]
-            .iter()
-            .enumerate()
-        {
-            let mut l = abi::LockInfo::zeroed();
-            l.name = abi::name_field(name);
-            l.class = abi::name_field(class);
-            l.holder = abi::NONE;
-            l.acquires = 100 * (i as u64 + 1);
-            l.contended = 3;
-            l.spins = 17;
-            l.wait_total = 50; // 5 us at 10 MHz
-            l.hold_max = 2;
-            g.put(LOCKS + (i * size_of::<abi::LockInfo>()) as u64, &l);
-        }
-        for h in 0..NHARTS {
-            let mut s = abi::HartState::zeroed();
-            s.status = abi::HartStatus::Running as u32;
-            s.spin_lock = abi::NONE;
-            s.heartbeat = 7 + h as u64;
-            g.put(HARTS + h as u64 * size_of::<abi::HartState>() as u64, &s);
-            let r = abi::RingHeader {
-                write: 0,
-                events: EVENTS + h as u64 * 0x1000,
-                entries: ENTRIES,
-                hart: h,
-            };
-            g.put(RINGS + h as u64 * size_of::<abi::RingHeader>() as u64, &r);
-            let mut k = abi::KmemHart::zeroed();
-            k.lock = h;
-            k.free_pages = 1000 * (h as u64 + 1);
-            g.put(KMEM + h as u64 * size_of::<abi::KmemHart>() as u64, &k);
-        }
-        let args: [u8; abi::BOOTARGS_LEN] = abi::name_field("workload=bcachetest");
-        g.put(BOOTARGS, &args);
-        let b = abi::BcacheHeader {
-            nbuf: 2,
-            nbucket: 1,
-            mode: abi::BcacheMode::Hashed as u32,
-            evict_lock: abi::NONE,
-            buckets: BUCKETS,
-            bufs: BUFS,
-        };
-        g.put(BCACHE, &b);
-        let k = abi::BucketInfo {
-            lock: 2,
-            nbuf: 2,
-            hits: 9,
-            misses: 1,
-            steals: 0,
-        };
-        g.put(BUCKETS, &k);
-        for i in 0..2u32 {
-            let f = abi::BufInfo {
-                dev: 1,
-                blockno: 10 + i,
-                refcnt: i,
-                valid: 1,
-                timestamp: 40,
-                bucket: 0,
-                lock: abi::NONE,
-            };
-            g.put(BUFS + i as u64 * 32, &f);
-        }
-        g
-    }
-
-    fn put<T: bytemuck::Pod>(&mut self, addr: u64, v: &T) {
-        let off = (addr - RAM) as usize;
-        let b = bytemuck::bytes_of(v);
-        self.image.bytes[off..off + b.len()].copy_from_slice(b);
-    }
-
-    fn get<T: bytemuck::Pod>(&self, addr: u64) -> T {
-        let off = (addr - RAM) as usize;
-        bytemuck::pod_read_unaligned(&self.image.bytes[off..off + size_of::<T>()])
-    }
-
-    fn root(&self) -> abi::Root {
-        self.get(ROOT)
-    }
-
-    fn edit_root(&mut self, f: impl FnOnce(&mut abi::Root)) {
-        let mut r = self.root();
-        f(&mut r);
-        self.put(ROOT, &r);
-    }
-
-    /// Appends an event to hart `h`'s ring the way the kernel does.
-    fn push(&mut self, h: u32, kind: abi::EventKind, lock: u16, ts: u64) {
-        let ra = RINGS + h as u64 * size_of::<abi::RingHeader>() as u64;
-        let mut r: abi::RingHeader = self.get(ra);
-        let e = abi::Event {
-            ts,
-            pc: 0x8000_1234,
-            seq: r.write as u32,
-            lock,
-            kind: kind as u8,
-            hart: h as u8,
-        };
-        let slot = abi::ring_slot(r.write, r.entries as u64);
-        self.put(r.events + slot * 24, &e);
-        r.write += 1;
-        self.put(ra, &r);
-    }
-
-    fn open(&mut self) -> Result<AbiReader, AbiError> {
-        AbiReader::open(&mut self.image, ROOT, RAM..RAM + RAM_SIZE)
-    }
-}
 
 #[test]
 fn snapshot_decodes_every_table() {
-    let mut g = Guest::new();
+    let mut g = SyntheticKernel::new(2, 8);
     let mut r = g.open().unwrap();
     let s = r.snapshot(&mut g.image, 1_000).unwrap();
     assert_eq!(s.locks.len(), 3);
@@ -218,7 +38,7 @@ fn snapshot_decodes_every_table() {
 
 #[test]
 fn held_locks_and_spin_are_reported_with_sites() {
-    let mut g = Guest::new();
+    let mut g = SyntheticKernel::new(2, 8);
     let a = HARTS;
     let mut s: abi::HartState = g.get(a);
     s.depth = 1;
@@ -244,7 +64,7 @@ fn held_locks_and_spin_are_reported_with_sites() {
 
 #[test]
 fn panic_record_is_decoded_once_complete() {
-    let mut g = Guest::new();
+    let mut g = SyntheticKernel::new(2, 8);
     let mut p = abi::PanicRecord::zeroed();
     p.state = abi::PANIC_WRITING;
     p.hart = 1;
@@ -272,22 +92,22 @@ fn panic_record_is_decoded_once_complete() {
 
 #[test]
 fn identity_errors_say_what_is_wrong() {
-    let mut g = Guest::new();
+    let mut g = SyntheticKernel::new(2, 8);
     g.edit_root(|r| r.magic = 0x1234);
     let e = g.open().err().unwrap();
     assert!(matches!(e, AbiError::BadMagic { .. }), "{e}");
     assert!(e.to_string().contains("not a lockscope kernel"));
 
-    let mut g = Guest::new();
+    let mut g = SyntheticKernel::new(2, 8);
     g.edit_root(|r| r.version = abi::ABI_VERSION + 1);
     let e = g.open().err().unwrap();
     assert!(e.to_string().contains("rebuild both"), "{e}");
 
-    let mut g = Guest::new();
+    let mut g = SyntheticKernel::new(2, 8);
     g.edit_root(|r| r.flags = 0);
     assert!(matches!(g.open().err().unwrap(), AbiError::NotReady));
 
-    let mut g = Guest::new();
+    let mut g = SyntheticKernel::new(2, 8);
     g.edit_root(|r| r.event_size = 32);
     let e = g.open().err().unwrap();
     assert!(e.to_string().contains("Root.event_size"), "{e}");
@@ -295,10 +115,16 @@ fn identity_errors_say_what_is_wrong() {
 
 #[test]
 fn corrupt_fields_are_named_and_never_allocated() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut Guest)>)> = vec![
+    let cases: Vec<(&str, Box<dyn Fn(&mut SyntheticKernel)>)> = vec![
         ("Root.nlocks", Box::new(|g| g.edit_root(|r| r.nlocks = 1_000_000))),
         ("Root.locks", Box::new(|g| g.edit_root(|r| r.locks = 0x10))),
-        ("Root.harts", Box::new(|g| g.edit_root(|r| r.harts = RAM + RAM_SIZE - 8))),
+        (
+            "Root.harts",
+            Box::new(|g| {
+                let end = RAM + g.ram_size();
+                g.edit_root(|r| r.harts = end - 8)
+            }),
+        ),
         ("Root.rings", Box::new(|g| g.edit_root(|r| r.rings = u64::MAX - 4))),
         ("Root.ring_entries", Box::new(|g| g.edit_root(|r| r.ring_entries = 3))),
         ("Root.nharts", Box::new(|g| g.edit_root(|r| r.nharts = 99))),
@@ -313,7 +139,7 @@ fn corrupt_fields_are_named_and_never_allocated() {
         ),
     ];
     for (field, corrupt) in cases {
-        let mut g = Guest::new();
+        let mut g = SyntheticKernel::new(2, 8);
         corrupt(&mut g);
         let e = g.open().err().unwrap_or_else(|| panic!("{field}: accepted"));
         assert!(e.to_string().contains(field), "{field}: {e}");
@@ -322,7 +148,7 @@ fn corrupt_fields_are_named_and_never_allocated() {
 
 #[test]
 fn corrupt_per_hart_fields_fail_the_snapshot_naming_them() {
-    let mut g = Guest::new();
+    let mut g = SyntheticKernel::new(2, 8);
     let mut s: abi::HartState = g.get(HARTS);
     s.spin_lock = 77;
     g.put(HARTS, &s);
@@ -330,7 +156,7 @@ fn corrupt_per_hart_fields_fail_the_snapshot_naming_them() {
     let e = r.snapshot(&mut g.image, 0).err().unwrap();
     assert!(e.to_string().contains("HartState[0].spin_lock"), "{e}");
 
-    let mut g = Guest::new();
+    let mut g = SyntheticKernel::new(2, 8);
     let mut p = abi::PanicRecord::zeroed();
     p.state = abi::PANIC_DONE;
     p.msg_len = 100_000;
@@ -342,7 +168,7 @@ fn corrupt_per_hart_fields_fail_the_snapshot_naming_them() {
 
 #[test]
 fn drain_delivers_events_in_order_and_counts_nothing_lost() {
-    let mut g = Guest::new();
+    let mut g = SyntheticKernel::new(2, 8);
     let mut r = g.open().unwrap();
     g.push(0, abi::EventKind::Acquired, 1, 10);
     g.push(0, abi::EventKind::Released, 1, 20);
@@ -361,7 +187,7 @@ fn drain_delivers_events_in_order_and_counts_nothing_lost() {
 
 #[test]
 fn a_wrapped_ring_is_copied_in_two_chunks_and_overwritten_events_are_lost() {
-    let mut g = Guest::new();
+    let mut g = SyntheticKernel::new(2, 8);
     let mut r = g.open().unwrap();
     // 13 events into an 8-entry ring: 5 are gone before the first drain.
     for i in 0..13 {
@@ -378,7 +204,7 @@ fn a_wrapped_ring_is_copied_in_two_chunks_and_overwritten_events_are_lost() {
 
 #[test]
 fn the_budget_leaves_events_pending_for_the_next_drain() {
-    let mut g = Guest::new();
+    let mut g = SyntheticKernel::new(2, 8);
     let mut r = g.open().unwrap();
     for i in 0..6 {
         g.push(0, abi::EventKind::Acquired, 0, i);
@@ -396,7 +222,7 @@ fn the_budget_leaves_events_pending_for_the_next_drain() {
 
 #[test]
 fn a_slot_with_the_wrong_seq_is_rejected_not_delivered() {
-    let mut g = Guest::new();
+    let mut g = SyntheticKernel::new(2, 8);
     let mut r = g.open().unwrap();
     g.push(0, abi::EventKind::Acquired, 0, 1);
     g.push(0, abi::EventKind::Released, 0, 2);
@@ -410,7 +236,7 @@ fn a_slot_with_the_wrong_seq_is_rejected_not_delivered() {
 
 #[test]
 fn a_ring_whose_write_index_goes_backwards_is_an_error() {
-    let mut g = Guest::new();
+    let mut g = SyntheticKernel::new(2, 8);
     let mut r = g.open().unwrap();
     g.push(0, abi::EventKind::Acquired, 0, 1);
     let mut out = Vec::new();
@@ -425,7 +251,7 @@ fn a_ring_whose_write_index_goes_backwards_is_an_error() {
 /// Guest memory whose writer keeps appending while the reader copies: every read of a ring slot
 /// lets the kernel write `per_read` more events first.
 struct RacingWriter {
-    guest: Guest,
+    guest: SyntheticKernel,
     per_read: u32,
     ts: u64,
 }
@@ -448,7 +274,7 @@ impl GuestMemory for RacingWriter {
 
 #[test]
 fn events_the_writer_overwrote_during_the_copy_are_dropped_as_lost() {
-    let mut g = Guest::new();
+    let mut g = SyntheticKernel::new(2, 8);
     for ts in 1..=8 {
         g.push(0, abi::EventKind::Acquired, 0, ts);
     }
