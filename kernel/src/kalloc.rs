@@ -1,0 +1,286 @@
+//! The page allocator (lab part 1): one free list per hart, each under its own `kmem<i>` lock,
+//! stealing half of another hart's list when the own list runs dry. `kalloc=global` is the
+//! starter: one list under one `kmem` lock.
+
+use crate::abi::{self, a32, a64};
+use crate::hart;
+use crate::layout::{kernel_end, pg_round_up, PGSIZE};
+use crate::spinlock::SpinLock;
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use lockscope_abi::{KallocMode, KmemHart, MAX_HARTS};
+
+/// A free page's first word: the next free page.
+struct Run {
+    next: *mut Run,
+}
+
+struct FreeList {
+    head: *mut Run,
+    /// Pages on the list; mirrored to the ABI's `KmemHart::free_pages`.
+    count: u64,
+}
+
+// SAFETY: the pointers are to free pages, owned by whoever holds the list's lock.
+unsafe impl Send for FreeList {}
+
+const EMPTY: FreeList = FreeList {
+    head: core::ptr::null_mut(),
+    count: 0,
+};
+
+const NAMES: [&str; MAX_HARTS] = [
+    "kmem0", "kmem1", "kmem2", "kmem3", "kmem4", "kmem5", "kmem6", "kmem7",
+];
+
+static PERCPU: [SpinLock<FreeList>; MAX_HARTS] = {
+    let mut i = 0;
+    let mut a = [const { SpinLock::new("", "kmem", EMPTY) }; MAX_HARTS];
+    while i < MAX_HARTS {
+        a[i] = SpinLock::new(NAMES[i], "kmem", EMPTY);
+        i += 1;
+    }
+    a
+};
+
+static GLOBAL: SpinLock<FreeList> = SpinLock::new("kmem", "kmem", EMPTY);
+
+/// `KallocMode` as u32, set once at init.
+static MODE: AtomicU32 = AtomicU32::new(KallocMode::Percpu as u32);
+/// Harts whose lists exist (the harts that run).
+static NLISTS: AtomicUsize = AtomicUsize::new(1);
+/// Bounds of the memory the allocator manages, for sanity checks in `free`.
+static START: AtomicUsize = AtomicUsize::new(0);
+static END: AtomicUsize = AtomicUsize::new(0);
+
+/// Junk byte written over a page when it is freed (xv6 uses 1).
+const JUNK_FREE: u8 = 1;
+/// Junk byte written over a page when it is handed out (xv6 uses 5).
+const JUNK_ALLOC: u8 = 5;
+
+fn global_mode() -> bool {
+    MODE.load(Ordering::Relaxed) == KallocMode::Global as u32
+}
+
+fn stats(list: usize) -> *mut KmemHart {
+    abi::kmem_hart(list)
+}
+
+/// Adds to a counter of list `$list`. Only the holder of that list's lock uses this.
+macro_rules! bump {
+    ($list:expr, $field:ident, $v:expr) => {{
+        // SAFETY: a field of the ABI kmem array (in bounds: list < MAX_HARTS); the caller
+        // holds the list's lock, so it is the only writer.
+        let a = unsafe { a64(&raw mut (*stats($list)).$field) };
+        a.store(
+            a.load(Ordering::Relaxed).wrapping_add($v),
+            Ordering::Relaxed,
+        );
+    }};
+}
+
+fn set_free(list: usize, n: u64) {
+    // SAFETY: field of the ABI kmem array; the caller holds the list's lock.
+    unsafe { a64(&raw mut (*stats(list)).free_pages).store(n, Ordering::Relaxed) };
+}
+
+/// Hart 0, once: registers the locks and gives every page from the kernel's end to `end` to
+/// the boot hart's list (or the global list), as the lab's kinit does.
+pub fn init(mode: KallocMode, nharts: usize, end: usize) {
+    MODE.store(mode as u32, Ordering::Relaxed);
+    NLISTS.store(nharts.clamp(1, MAX_HARTS), Ordering::Relaxed);
+    let start = pg_round_up(kernel_end());
+    START.store(start, Ordering::Relaxed);
+    END.store(end, Ordering::Relaxed);
+    let lists = if global_mode() { 1 } else { nharts };
+    for i in 0..lists {
+        let id = list(i).raw().id();
+        // SAFETY: field of the ABI kmem array; no other hart runs yet.
+        unsafe { a32(&raw mut (*stats(i)).lock).store(id, Ordering::Relaxed) };
+    }
+    let mut pa = start;
+    while pa + PGSIZE <= end {
+        // SAFETY: RAM past the kernel image that nothing uses yet.
+        unsafe { free(pa as *mut u8) };
+        pa += PGSIZE;
+    }
+}
+
+/// The list a hart allocates from and frees to.
+fn list(i: usize) -> &'static SpinLock<FreeList> {
+    if global_mode() {
+        &GLOBAL
+    } else {
+        &PERCPU[i]
+    }
+}
+
+fn my_list() -> usize {
+    if global_mode() {
+        0
+    } else {
+        hart::id()
+    }
+}
+
+/// Frees the page at `pa` to this hart's list.
+///
+/// # Safety
+/// `pa` must be a page this allocator manages that nobody uses any more (from [`alloc`], or
+/// free RAM at init).
+pub unsafe fn free(pa: *mut u8) {
+    let a = pa as usize;
+    if !a.is_multiple_of(PGSIZE)
+        || a < START.load(Ordering::Relaxed)
+        || a >= END.load(Ordering::Relaxed)
+    {
+        panic!("kfree {a:#x}");
+    }
+    if cfg!(feature = "checks") {
+        // SAFETY: a page of managed RAM that the caller gives up.
+        unsafe { core::ptr::write_bytes(pa, JUNK_FREE, PGSIZE) };
+    }
+    // Interrupts off so the hart id stays right until the lock (which also disables them).
+    hart::push_off();
+    let i = my_list();
+    {
+        let mut l = list(i).lock();
+        let r = pa as *mut Run;
+        // SAFETY: the page is free and ours until it is on the list.
+        unsafe { (*r).next = l.head };
+        l.head = r;
+        l.count += 1;
+        set_free(i, l.count);
+        bump!(i, frees, 1);
+    }
+    hart::pop_off();
+}
+
+/// Allocates one page, or `None` when all lists are empty.
+pub fn alloc() -> Option<*mut u8> {
+    hart::push_off();
+    let i = my_list();
+    let mut page = {
+        let mut l = list(i).lock();
+        let r = l.head;
+        if !r.is_null() {
+            // SAFETY: `r` is on our list, which we hold.
+            l.head = unsafe { (*r).next };
+            l.count -= 1;
+            set_free(i, l.count);
+            bump!(i, allocs, 1);
+        }
+        r
+    };
+    if page.is_null() && !global_mode() {
+        page = steal(i);
+    }
+    hart::pop_off();
+    if page.is_null() {
+        return None;
+    }
+    let pa = page as *mut u8;
+    if cfg!(feature = "checks") {
+        check_free_pattern(pa);
+        // SAFETY: the page is now exclusively ours.
+        unsafe { core::ptr::write_bytes(pa, JUNK_ALLOC, PGSIZE) };
+    }
+    Some(pa)
+}
+
+/// A free page holds JUNK_FREE everywhere but its `next` word. Anything else means someone
+/// wrote to it while it was free, or it was handed out twice.
+fn check_free_pattern(pa: *mut u8) {
+    let words = pa as *const u64;
+    let junk = u64::from_ne_bytes([JUNK_FREE; 8]);
+    for w in 1..PGSIZE / 8 {
+        // SAFETY: inside the page we just took off a free list.
+        let v = unsafe { words.add(w).read_volatile() };
+        if v != junk {
+            panic!(
+                "kalloc: page {:#x} was written while free (word {w} = {v:#x}): double allocation or use after free",
+                pa as usize
+            );
+        }
+    }
+}
+
+/// Most pages one steal takes. Cutting half of a long list means walking it under the victim's
+/// lock: at boot hart 0 holds every page, and walking 15,000 nodes there made the victim (and
+/// the other thieves) spin tens of thousands of times. 128 pages is four kalloctest rounds.
+pub const STEAL_MAX: u64 = 128;
+
+/// Our list is empty: take half of another hart's list (at most [`STEAL_MAX`] pages), visiting
+/// the others round-robin starting after ourselves. Returns one page for the caller and puts the rest on our list.
+///
+/// Never holds two kmem locks at once (two harts stealing from each other would deadlock).
+/// A `kmem-steal-race` scenario can replace this with a variant that drops the victim's lock
+/// too early.
+fn steal(me: usize) -> *mut Run {
+    let n = NLISTS.load(Ordering::Relaxed);
+    for k in 1..n {
+        let victim = (me + k) % n;
+        let (batch, taken) = {
+            let mut v = list(victim).lock();
+            if v.count == 0 {
+                continue;
+            }
+            let take = v.count.div_ceil(2).min(STEAL_MAX);
+            let first = v.head;
+            let mut last = first;
+            for _ in 1..take {
+                // SAFETY: the victim's list has `count >= take` nodes; we hold its lock.
+                last = unsafe { (*last).next };
+            }
+            // SAFETY: as above; `last` is the take-th node.
+            unsafe {
+                v.head = (*last).next;
+                (*last).next = core::ptr::null_mut();
+            }
+            v.count -= take;
+            set_free(victim, v.count);
+            (first, take)
+        };
+        // The batch is ours alone now: keep its first page, list the rest.
+        // SAFETY: `batch` is a detached chain of `taken` free pages.
+        let rest = unsafe { (*batch).next };
+        let mut l = list(me).lock();
+        if !rest.is_null() {
+            let mut tail = rest;
+            // SAFETY: walking our detached chain.
+            unsafe {
+                while !(*tail).next.is_null() {
+                    tail = (*tail).next;
+                }
+                (*tail).next = l.head;
+            }
+            l.head = rest;
+        }
+        l.count += taken - 1;
+        set_free(me, l.count);
+        bump!(me, steals, 1);
+        bump!(me, pages_stolen, taken);
+        bump!(me, allocs, 1);
+        return batch;
+    }
+    core::ptr::null_mut()
+}
+
+/// Free pages on all lists. Takes each lock in turn, so it is exact only when nobody allocates.
+pub fn free_pages() -> u64 {
+    let lists = if global_mode() {
+        1
+    } else {
+        NLISTS.load(Ordering::Relaxed)
+    };
+    (0..lists).map(|i| list(i).lock().count).sum()
+}
+
+/// The kmem locks in use, for the lab-format stats.
+pub fn locks() -> impl Iterator<Item = &'static crate::spinlock::RawSpinLock> {
+    let lists = if global_mode() {
+        1
+    } else {
+        NLISTS.load(Ordering::Relaxed)
+    };
+    (0..lists).map(|i| list(i).raw())
+}

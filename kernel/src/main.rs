@@ -1,0 +1,118 @@
+//! lockscope-kernel: an RV64 teaching kernel for QEMU `virt`, after xv6, with the subsystems of
+//! the 6.1810 locks lab and spinlocks that record what they do for the lockscope debugger.
+//!
+//! One kernel thread per hart, no processes: each hart runs the workload directly in S-mode.
+#![no_std]
+#![no_main]
+
+#[macro_use]
+pub mod console;
+pub mod abi;
+pub mod bootargs;
+pub mod bugs;
+pub mod exit;
+pub mod fdt;
+pub mod hart;
+pub mod kalloc;
+pub mod kalloctest;
+pub mod layout;
+pub mod panic;
+pub mod plic;
+pub mod spinlock;
+pub mod start;
+pub mod trap;
+pub mod uart;
+pub mod vm;
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+core::arch::global_asm!(include_str!("asm/entry.S"));
+core::arch::global_asm!(include_str!("asm/kernelvec.S"));
+
+/// Set by hart 0 once everything is initialized and the ABI root is ready.
+static STARTED: AtomicBool = AtomicBool::new(false);
+
+/// S-mode entry of every hart (reached by `mret` from [`start::start`]).
+#[no_mangle]
+extern "C" fn main() -> ! {
+    let id = hart::id();
+    if id == 0 {
+        boot_hart();
+    } else {
+        while !STARTED.load(Ordering::Acquire) {
+            core::hint::spin_loop();
+        }
+        let cfg = bootargs::config();
+        if id >= cfg.harts as usize {
+            hart::park();
+        }
+        abi::set_status(id, lockscope_abi::HartStatus::Booting);
+        vm::init_hart();
+        trap::init_hart();
+        plic::init_hart();
+    }
+    run()
+}
+
+fn boot_hart() {
+    // SAFETY: called once, on hart 0, before any other hart leaves its wait loop.
+    unsafe { abi::init_identity() };
+    abi::set_status(0, lockscope_abi::HartStatus::Booting);
+    uart::init();
+    let info = fdt::read();
+    console::init();
+    let cfg = match bootargs::parse(info.bootargs()) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            println!("{e}");
+            bootargs::print_usage();
+            exit::fail(exit::CODE_BOOTARGS);
+        }
+    };
+    let harts = cfg.harts.min(info.nharts);
+    bootargs::set_config(bootargs::Config { harts, ..cfg });
+    let cfg = bootargs::config();
+    println!(
+        "lockscope-kernel: {} of {} harts, {} MiB RAM, bootargs \"{}\"",
+        harts,
+        info.nharts,
+        info.ram_size >> 20,
+        info.bootargs()
+    );
+    spinlock::register_static_locks();
+    kalloc::init(cfg.kalloc, harts as usize, info.free_end());
+    vm::init(info.ram_base + info.ram_size);
+    vm::init_hart();
+    trap::init(info.timebase_hz);
+    trap::init_hart();
+    plic::init();
+    plic::init_hart();
+    // SAFETY: hart 0, once, after the lock table and allocator exist and before other harts run.
+    unsafe { abi::publish(&info, &cfg) };
+    STARTED.store(true, Ordering::Release);
+}
+
+/// The per-hart kernel thread: the workload, then idle.
+fn run() -> ! {
+    let cfg = bootargs::config();
+    hart::intr_on();
+    abi::set_status(hart::id(), lockscope_abi::HartStatus::Running);
+    use lockscope_abi::Workload;
+    if bugs::before_workload(&cfg) {
+        hart::idle();
+    }
+    match cfg.workload {
+        Workload::Kalloctest => kalloctest::run(),
+        Workload::Idle => {}
+        w @ (Workload::Bcachetest | Workload::Mixed) => {
+            if hart::id() == 0 {
+                println!(
+                    "workload={} needs the buffer cache, which this kernel does not have yet",
+                    w.as_str()
+                );
+                exit::fail(exit::CODE_BOOTARGS);
+            }
+        }
+    }
+    hart::idle()
+}

@@ -1,0 +1,112 @@
+//! S-mode traps: timer and device interrupts, and the `kerneltrap` panic for everything else.
+
+use crate::abi;
+use crate::hart;
+use crate::spinlock::SpinLock;
+use core::sync::atomic::{AtomicU64, Ordering};
+use riscv::register::{scause, sepc, sie, sstatus, stval, stvec};
+
+pub static TICKSLOCK: SpinLock<()> = SpinLock::new("tickslock", "tickslock", ());
+
+/// Timer interrupts per second on every hart.
+pub const TICK_HZ: u64 = 100;
+
+static TIMEBASE_HZ: AtomicU64 = AtomicU64::new(10_000_000);
+
+pub fn timebase_hz() -> u64 {
+    TIMEBASE_HZ.load(Ordering::Relaxed)
+}
+
+extern "C" {
+    fn kernelvec();
+}
+
+/// Hart 0, once.
+pub fn init(timebase: u64) {
+    TIMEBASE_HZ.store(timebase, Ordering::Relaxed);
+}
+
+/// Every hart: install the trap vector and enable timer and external interrupts.
+pub fn init_hart() {
+    // SAFETY: kernelvec is the 4-byte aligned trap entry in asm/kernelvec.S.
+    unsafe {
+        stvec::write(stvec::Stvec::new(
+            kernelvec as *const () as usize,
+            stvec::TrapMode::Direct,
+        ))
+    };
+    // SAFETY: enabling interrupt sources; sstatus.SIE still gates them.
+    unsafe {
+        sie::set_stimer();
+        sie::set_sext();
+    }
+    set_next_timer();
+}
+
+/// Interval between timer interrupts, in timebase ticks.
+fn interval() -> u64 {
+    timebase_hz() / TICK_HZ
+}
+
+fn set_next_timer() {
+    let next = hart::now() + interval();
+    // SAFETY: writes stimecmp (Sstc, CSR 0x14d), enabled by start() through menvcfg.STCE.
+    unsafe { core::arch::asm!("csrw 0x14d, {}", in(reg) next) };
+}
+
+const INTR_SOFTWARE: usize = 1;
+const INTR_TIMER: usize = 5;
+const INTR_EXTERNAL: usize = 9;
+
+/// Called from kernelvec on the current kernel stack.
+#[no_mangle]
+extern "C" fn kerneltrap() {
+    let sepc_v = sepc::read();
+    let sstatus_v = sstatus::read();
+    let cause = scause::read();
+    assert!(
+        sstatus_v.spp() == sstatus::SPP::Supervisor,
+        "kerneltrap: not from supervisor mode"
+    );
+    assert!(!hart::intr_get(), "kerneltrap: interrupts enabled");
+    if cause.is_interrupt() {
+        match cause.code() {
+            INTR_TIMER => clock_intr(),
+            INTR_EXTERNAL => crate::plic::dev_intr(),
+            INTR_SOFTWARE => {
+                // SAFETY: acknowledges the software interrupt.
+                unsafe { core::arch::asm!("csrc sip, {}", in(reg) 2usize) };
+            }
+            _ => unexpected(cause.bits(), sepc_v, stval::read()),
+        }
+    } else {
+        unexpected(cause.bits(), sepc_v, stval::read());
+    }
+    // The handlers may have changed sepc/sstatus through nested use of the CSRs: restore them.
+    // SAFETY: restores the values read on entry.
+    unsafe {
+        sepc::write(sepc_v);
+        sstatus::write(sstatus_v);
+    }
+}
+
+#[cold]
+fn unexpected(cause: usize, sepc: usize, stval: usize) -> ! {
+    println!("scause {cause:#x} sepc={sepc:#x} stval={stval:#x}");
+    crate::panic::note_trap(cause as u64, sepc as u64, stval as u64);
+    panic!("kerneltrap");
+}
+
+fn clock_intr() {
+    crate::panic::check_halt();
+    let me = hart::id();
+    if me == 0 {
+        let _g = TICKSLOCK.lock();
+        let t = abi::ticks();
+        t.store(t.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+    if abi::status(me) == lockscope_abi::HartStatus::Idle as u32 {
+        abi::heartbeat(me);
+    }
+    set_next_timer();
+}
