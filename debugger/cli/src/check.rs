@@ -189,6 +189,14 @@ fn print_report(r: &CheckReport, v: &View) {
             r.harts, r.events, r.lost_events
         );
     }
+    if r.pauses.count > 0 {
+        println!(
+            "gdb polling: {} pauses, median {}, max {}",
+            r.pauses.count,
+            ns(Some(r.pauses.median_ns)),
+            ns(Some(r.pauses.max_ns))
+        );
+    }
     match &r.ending {
         Some(Ending::Exited { status }) => println!("QEMU exited with status {status} ({})", lockscope_engine::qemu::Verdict::from_code(Some(*status))),
         Some(Ending::Lost { reason }) => println!("connection lost: {reason}"),

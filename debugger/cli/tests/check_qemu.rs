@@ -9,10 +9,13 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::*;
 
-/// Parses the kernel's own `lock: NAME: #test-and-set N #acquire() M` lines.
+/// Parses the kernel's own `lock: NAME: #test-and-set N #acquire() M` lines of its stats
+/// section (the top-5 section after it repeats some).
 fn kernel_stats(console: &str) -> Vec<(String, u64, u64)> {
     console
         .lines()
+        .skip_while(|l| !l.starts_with("--- lock kmem/bcache stats"))
+        .take_while(|l| !l.starts_with("--- top 5"))
         .filter_map(|l| {
             let rest = l.trim().strip_prefix("lock: ")?;
             let (name, rest) = rest.split_once(": #test-and-set ")?;

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::{Check, Severity, Verdict};
 use crate::feed::Ending;
-use crate::monitor::{short_function, FrameLine, Place, TargetState, View};
+use crate::monitor::{short_function, FrameLine, PauseStats, Place, TargetState, View};
 
 /// Version of the [`CheckReport`] JSON; bumped on any incompatible change.
 pub const REPORT_SCHEMA: u32 = 1;
@@ -93,6 +93,9 @@ pub struct CheckReport {
     pub harts: u32,
     pub events: u64,
     pub lost_events: u64,
+    /// How long the guest was stopped per look when reading through the gdb stub (all zero
+    /// with shared RAM, which never stops it).
+    pub pauses: PauseStats,
     pub locks: Vec<LockLine>,
     pub buckets: Vec<BucketLine>,
     /// The panic's symbolized backtrace (panicking hart), innermost first.
@@ -207,6 +210,7 @@ impl CheckReport {
             harts: v.config.as_ref().map_or(0, |c| c.nharts),
             events: v.events_total,
             lost_events: v.lost_total,
+            pauses: v.pauses.clone(),
             locks,
             buckets,
             backtrace,

@@ -1,0 +1,150 @@
+//! The dashboard end to end: the real `lockscope run` in a real terminal (tmux), on the real
+//! kernel in QEMU. What a user sees is read back with `tmux capture-pane`.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// A tmux server of our own (its own socket), killed on drop.
+struct Tmux {
+    socket: String,
+    session: String,
+}
+
+impl Tmux {
+    fn start(name: &str, command: &str) -> Tmux {
+        let status = Command::new("tmux").arg("-V").status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "tmux is needed for this test: apt-get install tmux (cargo xtask test installs it)"
+        );
+        let t = Tmux {
+            socket: format!("lockscope-test-{}-{name}", std::process::id()),
+            session: name.to_string(),
+        };
+        let ok = t
+            .cmd()
+            .args(["new-session", "-d", "-s", name, "-x", "120", "-y", "36"])
+            .arg(command)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "tmux new-session failed");
+        t
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.socket]);
+        c
+    }
+
+    fn capture(&self) -> String {
+        let out = self
+            .cmd()
+            .args(["capture-pane", "-p", "-t", &self.session])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn send(&self, keys: &str) {
+        self.cmd()
+            .args(["send-keys", "-t", &self.session, keys])
+            .status()
+            .unwrap();
+    }
+
+    fn alternate_screen(&self) -> bool {
+        let out = self
+            .cmd()
+            .args(["display-message", "-p", "-t", &self.session, "#{alternate_on}"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim() == "1"
+    }
+
+    /// Waits until the screen satisfies `f`, returning it; fails with the last screen.
+    fn wait_for(&self, what: &str, timeout: Duration, f: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.capture();
+            if f(&s) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; screen:\n{s}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("kill-server").status();
+    }
+}
+
+/// The shell command that runs lockscope, then reports its exit status and keeps the pane.
+fn shell(args: &str) -> String {
+    let bin = env!("CARGO_BIN_EXE_lockscope");
+    format!(
+        "LOCKSCOPE_KERNEL='{}' '{bin}' {args}; echo \"lockscope exited $?\"; sleep 60",
+        kernel().display()
+    )
+}
+
+/// Rows of the lock table whose name starts with `prefix` and whose acquisitions are non-zero.
+fn busy_rows(screen: &str, prefix: &str) -> usize {
+    screen
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim_start_matches(['│', ' ']);
+            let mut cols = l.split_whitespace();
+            let name = cols.next()?;
+            let _class = cols.next()?;
+            let acq: u64 = cols.next()?.replace(',', "").parse().ok()?;
+            (name.starts_with(prefix) && acq > 0).then_some(())
+        })
+        .count()
+}
+
+#[test]
+fn run_shows_bucket_locks_with_acquisitions_and_q_restores_the_terminal() {
+    let t = Tmux::start(
+        "bcache",
+        &shell("run --smp 4 --bootargs 'workload=bcachetest secs=60'"),
+    );
+    let screen = t.wait_for("bucket locks with acquisitions", Duration::from_secs(90), |s| {
+        busy_rows(s, "bcache.bucket") >= 3
+    });
+    assert!(screen.contains("Locks"), "{screen}");
+    assert!(t.alternate_screen(), "the dashboard uses the alternate screen");
+    t.send("q");
+    let after = t.wait_for("lockscope to exit", Duration::from_secs(30), |s| {
+        s.contains("lockscope exited")
+    });
+    assert!(after.contains("lockscope exited 0"), "{after}");
+    assert!(!t.alternate_screen(), "the terminal left the alternate screen");
+    assert!(
+        !after.contains("bcache.bucket"),
+        "the dashboard is gone from the restored screen:\n{after}"
+    );
+}
+
+#[test]
+fn a_bucket_order_deadlock_opens_the_deadlock_view() {
+    let t = Tmux::start(
+        "deadlock",
+        &shell("run --smp 4 --bootargs 'workload=bcachetest bug=bucket-order'"),
+    );
+    let screen = t.wait_for("the deadlock view", Duration::from_secs(120), |s| {
+        s.contains("holds bcache.bucket") && s.contains("waits bcache.bucket")
+    });
+    assert!(screen.contains("Deadlock"), "{screen}");
+    t.send("q");
+    t.wait_for("lockscope to exit", Duration::from_secs(30), |s| {
+        s.contains("lockscope exited 0")
+    });
+}
