@@ -128,9 +128,25 @@ pub fn replay(
     let mut reader = TraceReader::open(&trace)?;
     let kernel = kernel.or_else(|| reader.header().kernel.clone());
     let symbols = match &kernel {
-        Some(k) => Some(load_symbols(k).with_context(|| {
-            format!("symbolizing {} (pass --kernel with the ELF it was recorded with)", trace.display())
-        })?),
+        Some(k) => {
+            let s = load_symbols(k).with_context(|| {
+                format!(
+                    "symbolizing {} (pass --kernel with the ELF it was recorded with)",
+                    trace.display()
+                )
+            })?;
+            match &reader.header().kernel_fingerprint {
+                Some(f) if *f != s.fingerprint() => {
+                    eprintln!(
+                        "lockscope: {} was recorded with a different build of the kernel than {}: showing raw addresses; pass --kernel with the recorded ELF to see functions and lines",
+                        trace.display(),
+                        k.display()
+                    );
+                    None
+                }
+                _ => Some(s),
+            }
+        }
         None => None,
     };
     let mut monitor = Monitor::new(MonitorConfig::default(), symbols, SourceKind::Trace)

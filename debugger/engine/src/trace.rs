@@ -31,6 +31,9 @@ pub struct TraceHeader {
     pub abi_version: u32,
     /// The kernel ELF used to symbolize it, as given when recording.
     pub kernel: Option<PathBuf>,
+    /// [`crate::symbols::Symbols::fingerprint`] of that ELF.
+    #[serde(default)]
+    pub kernel_fingerprint: Option<String>,
     /// QEMU harts.
     pub smp: u32,
     pub bootargs: String,
@@ -203,6 +206,7 @@ impl<R: Read> TraceReader<R> {
             header: TraceHeader {
                 abi_version: 0,
                 kernel: None,
+                kernel_fingerprint: None,
                 smp: 0,
                 bootargs: String::new(),
                 source: String::new(),
@@ -387,6 +391,7 @@ mod tests {
         TraceHeader {
             abi_version: 1,
             kernel: Some("k.elf".into()),
+            kernel_fingerprint: Some("0123456789abcdef".into()),
             smp: 4,
             bootargs: "workload=mixed".into(),
             source: "fixture".into(),

@@ -82,6 +82,7 @@ fn the_same_feed_replays_from_a_recorded_trace() {
     let header = TraceHeader {
         abi_version: 1,
         kernel: None,
+        kernel_fingerprint: None,
         smp: 2,
         bootargs: "workload=bcachetest bug=bucket-order".into(),
         source: "fixture".into(),

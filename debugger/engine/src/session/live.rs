@@ -248,6 +248,7 @@ impl Session {
             let header = TraceHeader {
                 abi_version: abi::ABI_VERSION,
                 kernel: Some(symbols.path().to_path_buf()),
+                kernel_fingerprint: Some(symbols.fingerprint()),
                 smp,
                 bootargs,
                 source: if options.shared_ram { "shared-ram" } else { "gdb" }.into(),

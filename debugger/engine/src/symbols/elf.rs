@@ -286,6 +286,17 @@ impl Symbols {
     }
 
     /// The file this was loaded from.
+    /// Identifies this exact build: FNV-1a over the whole file, in hex. A trace records it so
+    /// that a replay symbolizes only with the ELF it was recorded from.
+    pub fn fingerprint(&self) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in &self.data {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{h:016x}")
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
