@@ -1,0 +1,273 @@
+//! The buffer cache, bucket by bucket, the buffers of the selected bucket, and the page
+//! allocator beside them.
+
+use lockscope_engine::analysis::{BcacheView, KmemView};
+use lockscope_engine::monitor::View;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span, Text};
+use ratatui::widgets::{Cell, Paragraph, Row, Table};
+use ratatui::Frame;
+
+use super::block;
+use crate::app::App;
+use crate::format;
+use crate::theme::Theme;
+
+pub(super) fn render(frame: &mut Frame, area: Rect, app: &App, view: &View) {
+    let wide = area.width >= 120;
+    let (buckets_a, bufs_a, kmem_a) = if wide {
+        let [l, r] = Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)])
+            .areas(area);
+        let [b, k] =
+            Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(r);
+        (l, b, k)
+    } else {
+        let n = view
+            .report
+            .bcache
+            .as_ref()
+            .map_or(1, |b| b.buckets.len() as u16);
+        let [top, bottom] = Layout::vertical([
+            Constraint::Length((n + 4).min(area.height / 2).max(5)),
+            Constraint::Min(0),
+        ])
+        .areas(area);
+        let [b, k] = Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)])
+            .areas(bottom);
+        (top, b, k)
+    };
+    match &view.report.bcache {
+        Some(bc) if !bc.buckets.is_empty() => {
+            let sel = app.bucket_selected.min(bc.buckets.len() - 1);
+            render_buckets(frame, buckets_a, app, bc, sel);
+            render_bufs(frame, bufs_a, app, view, bc, sel);
+        }
+        _ => {
+            let t = &app.theme;
+            let blk = block(t, " Buffer cache ");
+            frame.render_widget(
+                Paragraph::new(vec![
+                    Line::styled("This kernel reports no buffer cache.", t.dim),
+                    Line::styled(
+                        "It appears with workload=bcachetest or workload=mixed.",
+                        t.dim,
+                    ),
+                ])
+                .block(blk),
+                buckets_a,
+            );
+            frame.render_widget(block(t, " Buffers "), bufs_a);
+        }
+    }
+    render_kmem(frame, kmem_a, &app.theme, view.report.kmem.as_ref());
+}
+
+fn right(s: String) -> Cell<'static> {
+    Cell::from(Text::from(Line::from(s).right_aligned()))
+}
+
+fn render_buckets(frame: &mut Frame, area: Rect, app: &App, bc: &BcacheView, sel: usize) {
+    let t = &app.theme;
+    let blk = block(
+        t,
+        format!(
+            " Buffer cache ({}): {} bufs, {} in use, hit rate {}, steals {} ",
+            bc.mode,
+            bc.nbuf,
+            bc.in_use,
+            format::pct(bc.hit_rate.map(|r| r * 100.0)),
+            format::count(bc.steals)
+        ),
+    );
+    let inner = blk.inner(area);
+    frame.render_widget(blk, area);
+    if inner.height < 2 {
+        return;
+    }
+    let rows_h = inner.height as usize - 1;
+    app.page.set(rows_h);
+    let offset = (sel + 1).saturating_sub(rows_h);
+    app.hits.borrow_mut().list = Some((
+        Rect::new(inner.x, inner.y + 1, inner.width, inner.height - 1),
+        offset,
+    ));
+    let max_nbuf = bc.buckets.iter().map(|b| b.nbuf).max().unwrap_or(0) as u64;
+    // Fixed columns take 49; the occupancy bar gets the rest.
+    let bar_w = (inner.width as usize).saturating_sub(50).clamp(0, 40);
+    let rows: Vec<Row> = bc
+        .buckets
+        .iter()
+        .enumerate()
+        .skip(offset)
+        .take(rows_h)
+        .map(|(i, b)| {
+            // In-use buffers solid, the rest of the bucket shaded.
+            let mut bar = String::new();
+            format::bar(b.in_use as u64, max_nbuf, bar_w, &mut bar);
+            let mut rest = String::new();
+            format::bar(b.nbuf as u64, max_nbuf, bar_w, &mut rest);
+            let shade: String =
+                "░".repeat(rest.chars().count().saturating_sub(bar.chars().count()));
+            let row = Row::new(vec![
+                right(b.index.to_string()),
+                right(b.nbuf.to_string()),
+                right(b.in_use.to_string()),
+                right(format::count(b.hits)),
+                right(format::count(b.misses)),
+                right(format::count(b.steals)),
+                right(format::pct(b.hit_rate.map(|r| r * 100.0))),
+                Cell::from(Line::from(vec![
+                    Span::styled(bar, t.bar),
+                    Span::styled(shade, t.dim),
+                ])),
+            ]);
+            if i == sel {
+                row.style(t.selected)
+            } else {
+                row
+            }
+        })
+        .collect();
+    let header = Row::new([
+        "Bkt",
+        "Bufs",
+        "InUse",
+        "Hits",
+        "Misses",
+        "Steals",
+        "Hit%",
+        "In use / held",
+    ])
+    .style(t.table_header);
+    let widths = [
+        Constraint::Length(4),
+        Constraint::Length(5),
+        Constraint::Length(5),
+        Constraint::Length(6),
+        Constraint::Length(6),
+        Constraint::Length(6),
+        Constraint::Length(6),
+        Constraint::Fill(1),
+    ];
+    frame.render_widget(
+        Table::new(rows, widths).header(header).column_spacing(1),
+        inner,
+    );
+}
+
+fn render_bufs(frame: &mut Frame, area: Rect, app: &App, view: &View, bc: &BcacheView, sel: usize) {
+    let t = &app.theme;
+    let b = &bc.buckets[sel];
+    let lock = b.lock_name.as_deref().unwrap_or("no lock");
+    let blk = block(t, format!(" Bucket {} ({lock}): buffers ", b.index));
+    let inner = blk.inner(area);
+    frame.render_widget(blk, area);
+    let bufs: Vec<_> = view
+        .bufs
+        .iter()
+        .filter(|x| x.bucket == Some(b.index))
+        .collect();
+    if bufs.is_empty() {
+        let msg = if view.bufs.is_empty() {
+            "The view carries no buffer list."
+        } else {
+            "No buffers in this bucket."
+        };
+        frame.render_widget(Paragraph::new(Span::styled(msg, t.dim)), inner);
+        return;
+    }
+    let now = view.ticks;
+    let rows: Vec<Row> = bufs
+        .iter()
+        .take(inner.height.saturating_sub(1) as usize)
+        .map(|x| {
+            let age = now.map_or("-".into(), |n| {
+                format!("{} ticks", n.saturating_sub(x.last_use_ticks))
+            });
+            let row = Row::new(vec![
+                right(x.index.to_string()),
+                right(x.blockno.to_string()),
+                right(x.refcnt.to_string()),
+                Cell::from(if x.valid { "yes" } else { "no" }),
+                Cell::from(age),
+            ]);
+            if x.refcnt > 0 {
+                row.style(t.warn)
+            } else {
+                row
+            }
+        })
+        .collect();
+    let header = Row::new(["Buf", "Block", "Ref", "Valid", "Age"]).style(t.table_header);
+    let widths = [
+        Constraint::Length(4),
+        Constraint::Length(7),
+        Constraint::Length(4),
+        Constraint::Length(5),
+        Constraint::Fill(1),
+    ];
+    frame.render_widget(
+        Table::new(rows, widths).header(header).column_spacing(1),
+        inner,
+    );
+}
+
+fn render_kmem(frame: &mut Frame, area: Rect, t: &Theme, kmem: Option<&KmemView>) {
+    let Some(k) = kmem else {
+        frame.render_widget(
+            Paragraph::new(Span::styled("No page allocator state yet.", t.dim))
+                .block(block(t, " Page allocator ")),
+            area,
+        );
+        return;
+    };
+    let mut title = format!(
+        " Pages ({}): {} free, {} steals ",
+        k.mode,
+        format::count(k.free_pages),
+        format::count(k.steals),
+    );
+    if area.width > 60 {
+        title.push_str(&format!("({} pages) ", format::count(k.pages_stolen)));
+    }
+    let blk = block(t, title);
+    let inner = blk.inner(area);
+    frame.render_widget(blk, area);
+    let max = k.lists.iter().map(|l| l.free_pages).max().unwrap_or(0);
+    // Five fixed columns of 6 and their spacing; the bar gets the rest.
+    let bar_w = (inner.width as usize).saturating_sub(35).min(40);
+    let rows: Vec<Row> = k
+        .lists
+        .iter()
+        .map(|l| {
+            let mut bar = String::new();
+            format::bar(l.free_pages, max, bar_w, &mut bar);
+            let list = if k.mode == "global" {
+                "global".to_string()
+            } else {
+                format!("hart{}", l.hart)
+            };
+            Row::new(vec![
+                Cell::from(list),
+                right(format::count(l.free_pages)),
+                Cell::from(Span::styled(bar, t.bar)),
+                right(format::count(l.allocs)),
+                right(format::count(l.steals)),
+                right(format::count(l.pages_stolen)),
+            ])
+        })
+        .collect();
+    let header = Row::new(["List", "Free", "", "Allocs", "Steals", "Stolen"]).style(t.table_header);
+    let widths = [
+        Constraint::Length(6),
+        Constraint::Length(6),
+        Constraint::Fill(1),
+        Constraint::Length(6),
+        Constraint::Length(6),
+        Constraint::Length(6),
+    ];
+    frame.render_widget(
+        Table::new(rows, widths).header(header).column_spacing(1),
+        inner,
+    );
+}

@@ -1,0 +1,577 @@
+//! How the UI behaves: keys, sorting, filtering, pause, auto-switching, mouse, commands to the
+//! session and the redraw policy of the loop. Views come from real recordings.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use crossterm::event::{
+    Event as Term, KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+};
+use lockscope_engine::feed::StopReason;
+use lockscope_engine::monitor::{TargetState, View};
+use lockscope_engine::session::{Command, SessionHandle};
+use lockscope_tui::event::Event;
+use lockscope_tui::{run_with, Action, App, Effect, LoopStats, Options, Tab, Theme};
+use ratatui::backend::TestBackend;
+use ratatui::style::Color;
+use ratatui::Terminal;
+
+fn key(c: KeyCode) -> Term {
+    Term::Key(KeyEvent::new(c, KeyModifiers::NONE))
+}
+
+fn ch(c: char) -> Term {
+    key(KeyCode::Char(c))
+}
+
+fn press(app: &mut App, view: &Arc<View>, e: Term) -> Effect {
+    let action = app.action_for(&e).expect("a mapped key");
+    app.update(action, view)
+}
+
+/// Lock names in table order, read off the screen (first column of the Locks table).
+fn lock_order(app: &App, view: &View) -> Vec<String> {
+    let s = screen(app, view, 100, 30);
+    s.lines()
+        .skip(4)
+        .filter_map(|l| l.strip_prefix('│'))
+        .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+        .filter(|n| !n.is_empty() && !n.starts_with('│'))
+        .collect()
+}
+
+/// Names ordered by a numeric key, largest first, ties by name (natural order).
+fn expected(view: &View, key: fn(&lockscope_engine::analysis::LockRow) -> u64) -> Vec<String> {
+    let mut rows: Vec<_> = view.report.locks.iter().collect();
+    rows.sort_by(|a, b| {
+        key(b)
+            .cmp(&key(a))
+            .then_with(|| lockscope_tui::format::natural_cmp(&a.name, &b.name))
+    });
+    rows.into_iter().map(|r| r.name.clone()).collect()
+}
+
+#[test]
+fn locks_sort_by_contention_then_by_any_column_and_reverse() {
+    let view = fixture("kalloc_global");
+    let mut a = app(Tab::Locks);
+    assert_eq!(lock_order(&a, &view), expected(&view, |r| r.contended));
+    assert_eq!(lock_order(&a, &view)[0], "kmem");
+    // s: spins; S reverses it.
+    press(&mut a, &view, ch('s'));
+    assert_eq!(a.locks.sort, lockscope_tui::SortKey::Spins);
+    assert_eq!(lock_order(&a, &view), expected(&view, |r| r.spins));
+    press(&mut a, &view, ch('S'));
+    assert_eq!(lock_order(&a, &view).last().unwrap(), "kmem");
+    // Round to names (A to Z, naturally), then acquisitions.
+    for _ in 0..7 {
+        press(&mut a, &view, ch('s'));
+    }
+    assert_eq!(a.locks.sort, lockscope_tui::SortKey::Name);
+    let healthy = fixture("healthy");
+    assert_eq!(
+        lock_order(&a, &healthy),
+        ["cons", "kmem0", "kmem1", "kmem2", "kmem3", "tickslock"]
+    );
+    press(&mut a, &view, ch('s'));
+    press(&mut a, &view, ch('s'));
+    assert_eq!(a.locks.sort, lockscope_tui::SortKey::Acquires);
+    assert_eq!(lock_order(&a, &healthy), expected(&healthy, |r| r.acquires));
+}
+
+#[test]
+fn filter_narrows_the_table_and_escape_clears_it() {
+    let view = fixture("healthy");
+    let mut a = app(Tab::Locks);
+    for c in "/KMEM".chars() {
+        press(&mut a, &view, ch(c));
+    }
+    press(&mut a, &view, key(KeyCode::Enter));
+    assert_eq!(a.input, None);
+    let names = lock_order(&a, &view);
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(names.iter().all(|n| n.starts_with("kmem")));
+    assert!(screen(&a, &view, 80, 24).contains("Locks: 4 of 6"));
+    press(&mut a, &view, key(KeyCode::Esc));
+    assert_eq!(lock_order(&a, &view).len(), 6);
+}
+
+#[test]
+fn selection_follows_the_lock_when_the_order_changes() {
+    let view = fixture("healthy");
+    let mut a = app(Tab::Locks);
+    press(&mut a, &view, ch('j'));
+    let selected_name = |a: &App| {
+        let buf = draw(a, &view, 100, 30);
+        // The selected row is drawn reversed in the mono theme.
+        (0..buf.area.height)
+            .find(|&y| {
+                buf[(3, y)]
+                    .modifier
+                    .contains(ratatui::style::Modifier::REVERSED)
+                    && y > 3
+            })
+            .map(|y| {
+                (1..40)
+                    .map(|x| buf[(x, y)].symbol().to_string())
+                    .collect::<String>()
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+    };
+    let before = selected_name(&a).expect("a selected row");
+    press(&mut a, &view, ch('S'));
+    assert_eq!(selected_name(&a).as_deref(), Some(before.as_str()));
+    press(&mut a, &view, key(KeyCode::Enter));
+    assert!(a.locks.detail);
+    assert!(screen(&a, &view, 100, 30).contains(&format!("┌ {before} · class")));
+}
+
+#[test]
+fn grouping_by_class_shows_class_totals() {
+    let view = fixture("healthy");
+    let mut a = app(Tab::Locks);
+    press(&mut a, &view, ch('c'));
+    let s = screen(&a, &view, 100, 30);
+    assert!(s.contains("▾ kmem (4)"), "{s}");
+    // The class total is the sum of its four locks' acquisitions.
+    let total: u64 = view
+        .report
+        .locks
+        .iter()
+        .filter(|l| l.class == "kmem")
+        .map(|l| l.acquires)
+        .sum();
+    let line = s.lines().find(|l| l.contains("▾ kmem (4)")).unwrap();
+    assert!(
+        line.contains(&lockscope_tui::format::count(total)),
+        "{line} lacks {total}"
+    );
+}
+
+#[test]
+fn panic_and_deadlock_views_open_by_themselves_once() {
+    let healthy = fixture("healthy");
+    let panic = fixture("null_next.placeholder");
+    let deadlock = fixture("deadlock.placeholder");
+    let mut a = app(Tab::Locks);
+    a.observe(&healthy);
+    assert_eq!(a.tab, Tab::Locks);
+    a.observe(&deadlock);
+    assert_eq!(a.tab, Tab::Deadlock);
+    press(&mut a, &deadlock, ch('1'));
+    a.observe(&deadlock);
+    assert_eq!(a.tab, Tab::Locks, "switched a second time");
+    a.observe(&panic);
+    assert_eq!(a.tab, Tab::Panic);
+    press(&mut a, &panic, ch('2'));
+    a.observe(&panic);
+    assert_eq!(a.tab, Tab::Harts);
+}
+
+#[test]
+fn panic_view_decodes_the_trap_and_marks_the_faulting_instruction() {
+    let view = fixture("null_next.placeholder");
+    let s = screen(&app(Tab::Panic), &view, 160, 48);
+    assert!(s.contains("load page fault (scause 0xd)"), "{s}");
+    assert!(s.contains("sepc 0x80002b0c  stval 0x8"), "{s}");
+    assert!(
+        s.contains("> 0x80002b0c"),
+        "faulting instruction not marked:\n{s}"
+    );
+    assert!(s.contains("kalloc::alloc kernel/src/kalloc.rs"), "{s}");
+    assert!(s.contains("[inlined]"), "{s}");
+}
+
+#[test]
+fn deadlock_view_draws_the_chain_and_the_inversion() {
+    let view = fixture("deadlock.placeholder");
+    let s = screen(&app(Tab::Deadlock), &view, 160, 48);
+    assert!(s.contains("DEADLOCK (confirmed"), "{s}");
+    assert!(s.contains("hart0 holds bcache.bucket3"), "{s}");
+    assert!(s.contains("held by hart0: the cycle closes"), "{s}");
+    assert!(
+        s.contains("bcache.bucket3 → bcache.bucket7 → bcache.bucket3"),
+        "{s}"
+    );
+}
+
+#[test]
+fn bucket_selection_lists_that_buckets_buffers() {
+    let view = fixture("bget_no_buffers.placeholder");
+    let mut a = app(Tab::Bcache);
+    press(&mut a, &view, ch('j'));
+    press(&mut a, &view, ch('j'));
+    let s = screen(&a, &view, 160, 48);
+    assert!(s.contains("Bucket 2 (no lock): buffers"), "{s}");
+    let in_bucket: Vec<u32> = view
+        .bufs
+        .iter()
+        .filter(|b| b.bucket == Some(2))
+        .map(|b| b.blockno)
+        .collect();
+    assert!(!in_bucket.is_empty());
+    for blockno in in_bucket {
+        assert!(
+            s.contains(&format!(" {blockno} ")),
+            "block {blockno} missing:\n{s}"
+        );
+    }
+}
+
+#[test]
+fn events_filter_by_hart_and_scroll_back() {
+    let view = fixture("kalloc_global");
+    let mut a = app(Tab::Events);
+    for c in "/hart3".chars() {
+        press(&mut a, &view, ch(c));
+    }
+    press(&mut a, &view, key(KeyCode::Enter));
+    let s = screen(&a, &view, 120, 40);
+    // Event rows start with a timestamp.
+    let rows: Vec<&str> = s
+        .lines()
+        .filter(|l| l.starts_with('│') && l.chars().nth(1).is_some_and(|c| c.is_ascii_digit()))
+        .collect();
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|l| l.contains("hart3")), "{rows:?}");
+    // k scrolls back in time.
+    press(&mut a, &view, ch('k'));
+    assert_eq!(a.events.back, 1);
+    assert!(screen(&a, &view, 120, 40).contains("1 back"));
+    press(&mut a, &view, ch('G'));
+    assert_eq!(a.events.back, 0);
+}
+
+#[test]
+fn help_closes_on_any_key_and_q_quits() {
+    let view = fixture("healthy");
+    let mut a = app(Tab::Locks);
+    press(&mut a, &view, ch('?'));
+    assert!(a.show_help);
+    assert_eq!(press(&mut a, &view, ch('j')), Effect::None);
+    assert!(!a.show_help);
+    assert_eq!(press(&mut a, &view, ch('q')), Effect::Quit);
+    let ctrl_c = Term::Key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
+    assert_eq!(a.action_for(&ctrl_c), Some(Action::Quit));
+}
+
+#[test]
+fn interrupt_and_resume_go_to_a_controllable_session_only() {
+    let running = fixture("healthy");
+    let mut stopped = (*running).clone();
+    stopped.state = TargetState::Stopped {
+        reason: StopReason::Interrupted,
+    };
+    let stopped = Arc::new(stopped);
+    let mut a = App::new(Theme::mono(), true);
+    assert_eq!(
+        press(&mut a, &running, ch('i')),
+        Effect::Send(Command::Interrupt)
+    );
+    assert_eq!(
+        press(&mut a, &stopped, ch('i')),
+        Effect::Send(Command::Resume)
+    );
+    let mut replay = App::new(Theme::mono(), false);
+    assert_eq!(press(&mut replay, &running, ch('i')), Effect::None);
+    assert!(replay
+        .message
+        .as_deref()
+        .unwrap()
+        .contains("cannot stop the guest"));
+}
+
+#[test]
+fn mouse_clicks_switch_tabs_sort_columns_and_select_rows() {
+    let view = fixture("healthy");
+    let mut a = app(Tab::Locks);
+    let s = screen(&a, &view, 100, 30);
+    let click = |a: &mut App, column: u16, row: u16| {
+        let e = Term::Mouse(MouseEvent {
+            kind: MouseEventKind::Down(MouseButton::Left),
+            column,
+            row,
+            modifiers: KeyModifiers::NONE,
+        });
+        press(a, &view, e);
+    };
+    // Column title "Spins" in the table header (row 3).
+    let header = s.lines().nth(3).unwrap();
+    let x = header
+        .chars()
+        .take_while(|_| true)
+        .collect::<String>()
+        .find("Spins")
+        .unwrap();
+    let x = header[..x].chars().count() as u16;
+    click(&mut a, x, 3);
+    assert_eq!(a.locks.sort, lockscope_tui::SortKey::Spins);
+    // Third row of the table; clicking it again opens its detail.
+    let third = lock_order(&a, &view)[2].clone();
+    click(&mut a, 5, 6);
+    click(&mut a, 5, 6);
+    assert!(a.locks.detail);
+    assert!(screen(&a, &view, 100, 30).contains(&format!("┌ {third} · class")));
+    // The "4 Events" tab on the tab bar (row 1).
+    let tabs = s.lines().nth(1).unwrap();
+    let x = tabs[..tabs.find("4 Events").unwrap()].chars().count() as u16;
+    click(&mut a, x + 2, 1);
+    assert_eq!(a.tab, Tab::Events);
+}
+
+#[test]
+fn no_color_is_monochrome_and_colour_marks_spinning_harts() {
+    let view = fixture("kalloc_global");
+    let buf = draw(&app(Tab::Harts), &view, 120, 30);
+    assert!(buf
+        .content
+        .iter()
+        .all(|c| c.fg == Color::Reset && c.bg == Color::Reset));
+    let mut colour = App::new(Theme::color(), false);
+    colour.tab = Tab::Harts;
+    let buf = draw(&colour, &view, 120, 30);
+    let text = text(&buf);
+    // The last spinning hart: the first row is selected, which has its own style.
+    let lines: Vec<&str> = text.lines().collect();
+    let y = lines
+        .iter()
+        .rposition(|l| l.starts_with("│hart") && l.contains("SPINNING"))
+        .unwrap() as u16;
+    assert!(y > 4);
+    assert_eq!(buf[(2, y)].fg, Theme::color().spinning.fg.unwrap());
+
+    // No other test reads NO_COLOR, so changing it here races with nothing.
+    std::env::set_var("NO_COLOR", "1");
+    assert!(!Theme::from_env().color);
+    std::env::set_var("NO_COLOR", "");
+    assert!(Theme::from_env().color, "an empty NO_COLOR does not count");
+    std::env::remove_var("NO_COLOR");
+    assert!(Theme::from_env().color);
+}
+
+#[test]
+fn every_view_renders_at_odd_sizes_without_panicking() {
+    let views: Vec<Arc<View>> = FIXTURES
+        .iter()
+        .map(|f| fixture(f))
+        .chain([empty_view()])
+        .collect();
+    for v in &views {
+        for tab in Tab::ALL {
+            for (w, h) in [
+                (1, 1),
+                (39, 7),
+                (40, 8),
+                (41, 9),
+                (57, 13),
+                (80, 24),
+                (300, 90),
+            ] {
+                let mut a = app(tab);
+                let s = screen(&a, v, w, h);
+                assert_eq!(s.lines().count(), h as usize);
+                // Detail, grouping and help at every size too.
+                press(&mut a, v, key(KeyCode::Enter));
+                press(&mut a, v, ch('c'));
+                let _ = screen(&a, v, w, h);
+                press(&mut a, v, ch('?'));
+                let _ = screen(&a, v, w, h);
+            }
+        }
+    }
+}
+
+// ---- The loop: redraws, pause, commands. ----
+
+/// Runs the loop over scripted steps; each step may publish before yielding its event.
+fn run_script(
+    handle: &SessionHandle,
+    app: &mut App,
+    options: &Options,
+    steps: Vec<(Option<Arc<View>>, Event)>,
+) -> (LoopStats, String) {
+    let mut term = Terminal::new(TestBackend::new(120, 30)).unwrap();
+    let mut steps = steps.into_iter();
+    let stats = run_with(
+        &mut term,
+        || {
+            let (publish, event) = steps.next()?;
+            if let Some(v) = publish {
+                handle.publish((*v).clone());
+            }
+            Some(event)
+        },
+        handle,
+        app,
+        options,
+    )
+    .unwrap();
+    (stats, text(term.backend().buffer()))
+}
+
+fn uncapped() -> Options {
+    Options {
+        max_fps: f64::INFINITY,
+        theme: Some(Theme::mono()),
+        ..Options::default()
+    }
+}
+
+#[test]
+fn idle_ticks_do_not_redraw_and_new_data_does() {
+    let (handle, _rx) = SessionHandle::new((*fixture("healthy")).clone());
+    let mut a = app(Tab::Locks);
+    let mut steps: Vec<(Option<Arc<View>>, Event)> = (0..50).map(|_| (None, Event::Tick)).collect();
+    steps.push((Some(fixture("kalloc_global")), Event::Tick));
+    steps.extend((0..50).map(|_| (None, Event::Tick)));
+    steps.push((None, Event::Input(ch('j'))));
+    steps.push((None, Event::Input(ch('q'))));
+    let (stats, screen) = run_script(&handle, &mut a, &uncapped(), steps);
+    // The first frame, one for the new view, one for the key; q quits without drawing.
+    assert_eq!(stats.draws, 3, "{stats:?}");
+    assert_eq!(stats.ticks, 101);
+    assert_eq!(stats.views, 1);
+    assert!(screen.contains("kalloc=global"));
+}
+
+#[test]
+fn new_data_redraws_at_most_at_the_frame_rate() {
+    let (handle, _rx) = SessionHandle::new((*fixture("healthy")).clone());
+    let mut a = app(Tab::Locks);
+    // One frame per 1000 s: no data frame can be due during the test.
+    let options = Options {
+        max_fps: 0.001,
+        ..uncapped()
+    };
+    let steps = vec![
+        (Some(fixture("kalloc_global")), Event::Tick),
+        (Some(fixture("deadlock.placeholder")), Event::Tick),
+        (None, Event::Input(ch('q'))),
+    ];
+    let (stats, _) = run_script(&handle, &mut a, &options, steps);
+    assert_eq!(stats.views, 2);
+    assert_eq!(stats.draws, 1, "{stats:?}");
+}
+
+#[test]
+fn pause_freezes_the_display_while_the_session_keeps_publishing() {
+    let (handle, _rx) = SessionHandle::new((*fixture("healthy")).clone());
+    let mut a = app(Tab::Locks);
+    let steps = vec![
+        (None, Event::Input(ch('p'))),
+        (Some(fixture("kalloc_global")), Event::Tick),
+        (None, Event::Input(ch('q'))),
+    ];
+    let (stats, screen) = run_script(&handle, &mut a, &uncapped(), steps);
+    assert_eq!(stats.views, 1);
+    assert!(
+        screen.contains("DISPLAY PAUSED (guest keeps running"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("kmem0"),
+        "the frozen view is gone:\n{screen}"
+    );
+    assert!(!screen.contains("kalloc=global"));
+    // p again shows the newest view.
+    let steps = vec![(None, Event::Input(ch('p'))), (None, Event::Input(ch('q')))];
+    let (_, screen) = run_script(&handle, &mut a, &uncapped(), steps);
+    assert!(screen.contains("kalloc=global"), "{screen}");
+    assert!(!screen.contains("PAUSED"));
+}
+
+#[test]
+fn the_loop_sends_interrupt_to_the_session_and_ends_on_q() {
+    let (handle, rx) = SessionHandle::new((*fixture("healthy")).clone());
+    let mut a = App::new(Theme::mono(), handle.controllable());
+    let steps = vec![(None, Event::Input(ch('i'))), (None, Event::Input(ch('q')))];
+    let (stats, screen) = run_script(&handle, &mut a, &uncapped(), steps);
+    assert_eq!(rx.try_recv(), Ok(Command::Interrupt));
+    assert!(rx.try_recv().is_err());
+    assert_eq!(stats.inputs, 2);
+    assert!(screen.contains("interrupting the guest"));
+}
+
+#[test]
+fn a_failing_terminal_ends_the_loop_with_its_error() {
+    let (handle, _rx) = SessionHandle::new((*fixture("healthy")).clone());
+    let mut a = app(Tab::Locks);
+    let mut term = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    let mut once = Some(Event::Failed("stdin closed".into()));
+    let err = run_with(&mut term, || once.take(), &handle, &mut a, &uncapped()).unwrap_err();
+    assert!(err.to_string().contains("stdin closed"));
+}
+
+#[test]
+fn inconsistent_views_render_without_panicking() {
+    use lockscope_engine::analysis::{HeldRow, Site};
+    for name in [
+        "deadlock.placeholder",
+        "bget_no_buffers.placeholder",
+        "kalloc_global",
+    ] {
+        let mut v = (*fixture(name)).clone();
+        // Ids no longer match positions; references point at nothing.
+        v.report.locks.reverse();
+        for l in &mut v.report.locks {
+            l.waiters.push(99);
+            l.holder = Some(42);
+            l.top_sites.push(Site {
+                pc: 1,
+                count: u64::MAX,
+                wait_total_ns: u64::MAX,
+                wait_max_ns: u64::MAX,
+            });
+            l.history_contended = vec![u64::MAX, 0, 1];
+            l.contention_pct = Some(f64::NAN);
+        }
+        for c in &mut v.report.classes {
+            c.locks.push(12345);
+        }
+        for h in &mut v.report.harts {
+            h.held.push(HeldRow {
+                lock: 999,
+                name: "ghost".into(),
+                pc: 0,
+                since_ns: None,
+                held_for_ns: Some(u64::MAX),
+            });
+        }
+        for e in &mut v.recent_events {
+            e.lock = 60_000;
+            e.hart = 77;
+            e.time_ns = u64::MAX;
+        }
+        for d in &mut v.report.deadlocks {
+            d.edges[0].holder = 55;
+            d.edges[0].lock = 9_999;
+        }
+        for b in &mut v.bufs {
+            b.bucket = Some(1_000);
+            b.last_use_ticks = u64::MAX;
+        }
+        if let Some(bc) = &mut v.report.bcache {
+            bc.buckets[0].nbuf = u32::MAX;
+            bc.buckets[0].hit_rate = Some(f64::INFINITY);
+        }
+        v.places.clear();
+        v.report.time_ns = Some(u64::MAX);
+        v.ticks = Some(0);
+        let v = Arc::new(v);
+        for tab in Tab::ALL {
+            for (w, h) in [(80, 24), (160, 48)] {
+                let mut a = app(tab);
+                let _ = screen(&a, &v, w, h);
+                for k in [KeyCode::Enter, KeyCode::Char('c'), KeyCode::Char('G')] {
+                    press(&mut a, &v, key(k));
+                    let _ = screen(&a, &v, w, h);
+                }
+            }
+        }
+    }
+}

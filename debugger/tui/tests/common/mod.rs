@@ -1,0 +1,62 @@
+//! Shared by the TUI's tests: fixtures recorded from the real kernel, and drawing into a
+//! `TestBackend`.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use lockscope_engine::monitor::{Monitor, MonitorConfig, SourceKind, View};
+use lockscope_tui::{App, Tab, Theme};
+use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+use ratatui::Terminal;
+
+/// Every fixture, recorded or placeholder (see tests/fixtures/README.md).
+pub const FIXTURES: [&str; 5] = [
+    "healthy",
+    "kalloc_global",
+    "deadlock.placeholder",
+    "bget_no_buffers.placeholder",
+    "null_next.placeholder",
+];
+
+pub fn fixture(name: &str) -> Arc<View> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(format!("{name}.view.json"));
+    Arc::new(lockscope_tui::fixture::load(&path).unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// What the engine shows before anything arrived: no locks, harts, events or symbols.
+pub fn empty_view() -> Arc<View> {
+    let m = Monitor::new(MonitorConfig::default(), None, SourceKind::SharedRam).unwrap();
+    Arc::new(m.view())
+}
+
+pub fn app(tab: Tab) -> App {
+    let mut a = App::new(Theme::mono(), false);
+    a.tab = tab;
+    a
+}
+
+pub fn draw(app: &App, view: &View, width: u16, height: u16) -> Buffer {
+    let mut t = Terminal::new(TestBackend::new(width, height)).unwrap();
+    t.draw(|f| lockscope_tui::render(f, app, view)).unwrap();
+    t.backend().buffer().clone()
+}
+
+/// The screen as text, one line per row, trailing spaces kept (what `tmux capture-pane` sees).
+pub fn text(buf: &Buffer) -> String {
+    let mut s = String::new();
+    for y in 0..buf.area.height {
+        for x in 0..buf.area.width {
+            s.push_str(buf[(x, y)].symbol());
+        }
+        s.push('\n');
+    }
+    s
+}
+
+pub fn screen(app: &App, view: &View, width: u16, height: u16) -> String {
+    text(&draw(app, view, width, height))
+}
