@@ -317,13 +317,21 @@ impl Monitor {
             Feed::Events { events, lost } => {
                 self.events_total += events.len() as u64;
                 self.lost_total += lost.iter().map(|(_, n)| n).sum::<u64>();
+                // A batch holds each hart's events in turn; keep the newest across all harts,
+                // in time order.
                 let keep = self.config.recent_events;
-                let skip = events.len().saturating_sub(keep);
-                for e in &events[skip..] {
+                let mut newest: Vec<LockEvent> = events.clone();
+                if newest.len() > keep {
+                    let cut = newest.len() - keep;
+                    newest.select_nth_unstable_by_key(cut, |e| e.time_ns);
+                    newest.drain(..cut);
+                }
+                newest.sort_by_key(|e| e.time_ns);
+                for e in newest {
                     if self.recent.len() == keep {
                         self.recent.pop_front();
                     }
-                    self.recent.push_back(*e);
+                    self.recent.push_back(e);
                 }
             }
             Feed::Console(text) => self.push_console(text),

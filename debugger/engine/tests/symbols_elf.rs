@@ -330,6 +330,7 @@ fn lock_site_skips_the_spinlock_module() {
     s.set_site_filter(SiteFilter {
         modules: vec!["spinlock".into(), "work".into()],
         files: vec![],
+        function_prefixes: vec![],
     });
     assert_eq!(
         s.lock_site(ra).unwrap().function.as_deref(),

@@ -299,3 +299,23 @@ fn events_the_writer_overwrote_during_the_copy_are_dropped_as_lost() {
     let st = r.drain(&mut mem, 1 << 20, &mut out).unwrap();
     assert_eq!((st.events, st.lost), (3, 0));
 }
+
+#[test]
+fn a_cleared_held_entry_under_the_old_depth_is_a_torn_read_not_corruption() {
+    let mut g = SyntheticKernel::new(2, 8);
+    let mut s: abi::HartState = g.get(HARTS);
+    s.depth = 2;
+    s.held[0] = abi::HeldLock {
+        lock: 1,
+        _pad: 0,
+        pc: 0x8000_2000,
+        since: 1,
+    };
+    // The hart released its inner lock: the entry is cleared, `depth` not yet lowered.
+    s.held[1].lock = abi::NONE;
+    g.put(HARTS, &s);
+    let mut r = g.open().unwrap();
+    let snap = r.snapshot(&mut g.image, 0).unwrap();
+    let held: Vec<u32> = snap.harts[0].held.iter().map(|h| h.lock).collect();
+    assert_eq!(held, vec![1]);
+}

@@ -490,6 +490,9 @@ fn probe_thread(ctx: Ctx, mut mem: SharedRam, drain_hz: f64, snapshot_hz: f64) {
     let mut next_snap = Instant::now();
     // Shared RAM can afford to take everything there is.
     let budget = usize::MAX / 2;
+    // Consecutive failed reads. Harts write while we copy, so one odd value can be a torn read;
+    // corruption persists.
+    let mut failures = 0;
     loop {
         let last = ctx.stopping();
         let result = if last || Instant::now() >= next_snap {
@@ -498,9 +501,17 @@ fn probe_thread(ctx: Ctx, mut mem: SharedRam, drain_hz: f64, snapshot_hz: f64) {
         } else {
             ctx.drain(&mut mem, budget).map(|_| ())
         };
-        if let Err(e) = result {
-            let _ = ctx.tx.send(Msg::AbiFailed(e.to_string()));
-            break;
+        match result {
+            Ok(()) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                if failures >= 3 {
+                    let _ = ctx.tx.send(Msg::AbiFailed(e.to_string()));
+                    break;
+                }
+                next_snap = Instant::now();
+                continue;
+            }
         }
         if last {
             break;

@@ -75,6 +75,9 @@ pub struct SiteFilter {
     pub modules: Vec<String>,
     /// A frame whose file name is one of these (`spinlock.rs`) is skipped.
     pub files: Vec<String>,
+    /// A frame whose function starts with one of these is skipped: a guard's release runs
+    /// through an inlined `core::ptr::drop_in_place`.
+    pub function_prefixes: Vec<String>,
 }
 
 impl Default for SiteFilter {
@@ -82,6 +85,7 @@ impl Default for SiteFilter {
         SiteFilter {
             modules: vec!["spinlock".into()],
             files: vec!["spinlock.rs".into()],
+            function_prefixes: vec!["core::ptr::drop_in_place".into(), "core::mem::drop".into()],
         }
     }
 }
@@ -103,7 +107,10 @@ impl SiteFilter {
             let name = l.file.file_name().and_then(|n| n.to_str()).unwrap_or("");
             self.files.iter().any(|f| f == name)
         });
-        in_module || in_file
+        let in_glue = frame.function.as_deref().is_some_and(|f| {
+            self.function_prefixes.iter().any(|p| f.starts_with(p.as_str()))
+        });
+        in_module || in_file || in_glue
     }
 }
 
