@@ -586,10 +586,23 @@ impl Monitor {
                     .map(|d: Disassembly| {
                         d.instructions
                             .iter()
-                            .map(|i| AsmLine {
-                                address: i.address,
-                                text: format!("{} {}", i.mnemonic, i.operands),
-                                at_pc: i.at_pc,
+                            .map(|i| {
+                                let mut text = format!("{} {}", i.mnemonic, i.operands);
+                                // Calls through auipc+jalr: say where they go.
+                                if let Some(t) = i
+                                    .target
+                                    .filter(|t| !i.operands.contains(&format!("{t:#x}")))
+                                {
+                                    text.push_str(&format!("  # {t:#x}"));
+                                    if let Some(sym) = &i.target_symbol {
+                                        text.push_str(&format!(" <{}>", short_function(sym)));
+                                    }
+                                }
+                                AsmLine {
+                                    address: i.address,
+                                    text,
+                                    at_pc: i.at_pc,
+                                }
                             })
                             .collect()
                     })
