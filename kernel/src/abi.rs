@@ -65,6 +65,9 @@ static RINGS: Shared<[RingHeader; MAX_HARTS]> = Shared::new(zeroed());
 static EVENTS: Shared<[[Event; RING_ENTRIES]; MAX_HARTS]> = Shared::new(zeroed());
 static KMEM: Shared<[KmemHart; MAX_HARTS]> = Shared::new(zeroed());
 static PANIC: Shared<PanicRecord> = Shared::new(zeroed());
+static BCACHE: Shared<BcacheHeader> = Shared::new(zeroed());
+static BUCKETS: Shared<[BucketInfo; crate::bio::NBUCKET]> = Shared::new(zeroed());
+static BUFS: Shared<[BufInfo; crate::bio::NBUF]> = Shared::new(zeroed());
 static BOOTARGS: Shared<[u8; BOOTARGS_LEN]> = Shared::new(zeroed());
 
 /// `trace=on`: record events. Counters are kept either way.
@@ -116,6 +119,32 @@ pub fn kmem_hart(id: usize) -> *mut KmemHart {
     assert!(id < MAX_HARTS);
     // SAFETY: in bounds (checked above); no reference is formed.
     unsafe { (KMEM.get() as *mut KmemHart).add(id) }
+}
+
+/// The buffer cache header (published in the root only when the cache exists).
+pub fn bcache_header() -> *mut BcacheHeader {
+    BCACHE.get()
+}
+
+/// Bucket `i`'s counters (`i < NBUCKET`).
+#[inline(always)]
+pub fn bucket_info(i: usize) -> *mut BucketInfo {
+    assert!(i < crate::bio::NBUCKET);
+    // SAFETY: in bounds (checked above); no reference is formed.
+    unsafe { (BUCKETS.get() as *mut BucketInfo).add(i) }
+}
+
+/// Buffer `i`'s metadata (`i < NBUF`).
+#[inline(always)]
+pub fn buf_info(i: usize) -> *mut BufInfo {
+    assert!(i < crate::bio::NBUF);
+    // SAFETY: in bounds (checked above); no reference is formed.
+    unsafe { (BUFS.get() as *mut BufInfo).add(i) }
+}
+
+/// Addresses of the bucket and buffer tables, for the header.
+pub fn bcache_tables() -> (u64, u64) {
+    (BUCKETS.get() as u64, BUFS.get() as u64)
 }
 
 pub fn panic_record() -> *mut PanicRecord {
@@ -173,7 +202,11 @@ pub unsafe fn publish(info: &BootInfo, cfg: &Config) {
         (*r).harts = HARTS.get() as u64;
         (*r).rings = RINGS.get() as u64;
         (*r).kmem = KMEM.get() as u64;
-        (*r).bcache = 0;
+        (*r).bcache = if crate::bio::ready() {
+            BCACHE.get() as u64
+        } else {
+            0
+        };
         (*r).panic = PANIC.get() as u64;
         (*r).bootargs = BOOTARGS.get() as u64;
         let mut flags = FLAG_READY;

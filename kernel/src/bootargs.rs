@@ -94,7 +94,7 @@ const ARGS: &[Arg] = &[
     Arg {
         key: "workload",
         valid: "kalloctest|bcachetest|mixed|idle",
-        help: "what every hart runs (default kalloctest)",
+        help: "what every hart runs (default kalloctest; bcachetest with a buffer-cache bug=)",
         set: |c, v| Workload::parse(v).map(|w| c.workload = w).is_some(),
     },
     Arg {
@@ -144,13 +144,13 @@ const ARGS: &[Arg] = &[
     Arg {
         key: "ops",
         valid: "1..1000000000",
-        help: "kalloctest length: kalloc/kfree pairs per hart (overrides secs=)",
+        help: "length per hart: kalloctest kalloc/kfree pairs; bcachetest test0 block reads and test1 operations (overrides secs=)",
         set: |c, v| number(v, 1, 1_000_000_000).map(|n| c.ops = Some(n)).is_some(),
     },
     Arg {
         key: "secs",
         valid: "1..86400",
-        help: "kalloctest length in seconds per hart (default 2)",
+        help: "length in seconds of kalloctest, bcachetest test0 and mixed (default 2)",
         set: |c, v| number(v, 1, 86_400).map(|n| c.secs = n).is_some(),
     },
     Arg {
@@ -164,6 +164,7 @@ const ARGS: &[Arg] = &[
 /// Parses space-separated `key=value` arguments over [`DEFAULT`].
 pub fn parse(s: &str) -> Result<Config, Error<'_>> {
     let mut cfg = DEFAULT;
+    let mut workload_given = false;
     for word in s.split_ascii_whitespace() {
         let Some((key, value)) = word.split_once('=') else {
             return Err(Error::Unknown(word));
@@ -178,6 +179,11 @@ pub fn parse(s: &str) -> Result<Config, Error<'_>> {
                 valid: arg.valid,
             });
         }
+        workload_given |= arg.key == "workload";
+    }
+    // `bug=null-next` alone should show the bug: run the workload that has the code it breaks.
+    if !workload_given && crate::bugs::in_bcache(cfg.bug) {
+        cfg.workload = Workload::Bcachetest;
     }
     Ok(cfg)
 }

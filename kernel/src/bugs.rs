@@ -1,14 +1,63 @@
 //! The `bug=` scenarios: classic locks-lab mistakes, reproduced on demand.
 //!
-//! Only `panic-test` exists so far; the buffer-cache scenarios arrive with the buffer cache.
-//! A scenario runs from [`before_workload`] on the harts it needs and returns `true` if it took
-//! over the hart (the hart then does not run the workload).
+//! `panic-test` runs from [`before_workload`] on the harts it needs and returns `true` if it
+//! took over the hart (the hart then does not run the workload). The others are small variants
+//! of the real code paths, compiled in and off unless selected: the code asks [`active`].
+//!
+//! | bug | where | what the student sees |
+//! | --- | --- | --- |
+//! | `bucket-order` | `bio::bget_holding_own_bucket` | two harts deadlock on two bucket locks |
+//! | `refcnt-leak` | `bio::hit` | `panic: bget: no buffers` |
+//! | `double-acquire` | `bio::recycle_relocking` | `panic: acquire bcache.bucket<N>` |
+//! | `null-next` | `bio::push_front` | kerneltrap, scause 0xd (load page fault), small stval |
+//! | `stale-ticks` | `bio::touch` | the hit rate collapses; the tests pass |
+//! | `order-inversion` | `bio::give_holding_both` | nothing, but a lock-order checker objects |
+//! | `kmem-steal-race` | `kalloc::steal_racy` | pages lost or handed out twice |
 
 use crate::bootargs::Config;
 use crate::hart;
 use crate::spinlock::SpinLock;
-use core::sync::atomic::Ordering;
-use lockscope_abi::Bug;
+use core::sync::atomic::{AtomicU32, Ordering};
+use lockscope_abi::{Bug, Workload};
+
+static BUG: AtomicU32 = AtomicU32::new(Bug::None as u32);
+
+/// Hart 0, once, before other harts run.
+pub fn init(cfg: &Config) {
+    BUG.store(cfg.bug as u32, Ordering::Relaxed);
+}
+
+/// Is scenario `b` selected?
+#[inline(always)]
+pub fn active(b: Bug) -> bool {
+    BUG.load(Ordering::Relaxed) == b as u32
+}
+
+/// The scenarios that live in the buffer cache.
+pub fn in_bcache(b: Bug) -> bool {
+    matches!(
+        b,
+        Bug::BucketOrder
+            | Bug::RefcntLeak
+            | Bug::DoubleAcquire
+            | Bug::NullNext
+            | Bug::StaleTicks
+            | Bug::OrderInversion
+    )
+}
+
+/// Does `workload` run the code `bug` changes? (`bug=kmem-steal-race` needs stealing, that is
+/// kalloctest or mixed; the buffer-cache bugs need bcachetest or mixed, and `order-inversion`
+/// bcachetest, which moves spare buffers.)
+pub fn exercised_by(bug: Bug, workload: Workload) -> bool {
+    match bug {
+        Bug::None | Bug::PanicTest => true,
+        Bug::KmemStealRace => matches!(workload, Workload::Kalloctest | Workload::Mixed),
+        Bug::OrderInversion => workload == Workload::Bcachetest,
+        b if in_bcache(b) => matches!(workload, Workload::Bcachetest | Workload::Mixed),
+        _ => true,
+    }
+}
 
 /// Held by hart 0 when `panic-test` panics; hart 1 spins on it.
 pub static PANIC_TEST_LOCK: SpinLock<()> = SpinLock::new("panictest", "bug", ());
@@ -16,7 +65,6 @@ pub static PANIC_TEST_LOCK: SpinLock<()> = SpinLock::new("panictest", "bug", ())
 pub fn before_workload(cfg: &Config) -> bool {
     match cfg.bug {
         Bug::PanicTest => panic_test(cfg),
-        // Not implemented yet: the workload runs as if no bug was asked for.
         _ => false,
     }
 }

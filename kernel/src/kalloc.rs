@@ -172,7 +172,11 @@ pub fn alloc() -> Option<*mut u8> {
         r
     };
     if page.is_null() && !global_mode() {
-        page = steal(i);
+        page = if crate::bugs::active(lockscope_abi::Bug::KmemStealRace) {
+            steal_racy(i)
+        } else {
+            steal(i)
+        };
     }
     hart::pop_off();
     if page.is_null() {
@@ -213,8 +217,7 @@ pub const STEAL_MAX: u64 = 128;
 /// the others round-robin starting after ourselves. Returns one page for the caller and puts the rest on our list.
 ///
 /// Never holds two kmem locks at once (two harts stealing from each other would deadlock).
-/// A `kmem-steal-race` scenario can replace this with a variant that drops the victim's lock
-/// too early.
+/// `bug=kmem-steal-race` replaces it with [`steal_racy`].
 fn steal(me: usize) -> *mut Run {
     let n = NLISTS.load(Ordering::Relaxed);
     for k in 1..n {
@@ -265,14 +268,158 @@ fn steal(me: usize) -> *mut Run {
     core::ptr::null_mut()
 }
 
-/// Free pages on all lists. Takes each lock in turn, so it is exact only when nobody allocates.
-pub fn free_pages() -> u64 {
+/// `bug=kmem-steal-race`: the student reads the victim's list under its lock, drops the lock
+/// to walk the pages it will take, and takes the lock again to cut them off. Meanwhile the
+/// victim allocates from the head it read (a page handed out twice) or frees onto it (a page
+/// lost when the head is overwritten), and its count goes wrong. Walking outside the lock, the
+/// student saw no reason for [`STEAL_MAX`] and takes a full half: at boot that is a walk of
+/// thousands of pages, while the victim keeps allocating.
+#[inline(never)]
+fn steal_racy(me: usize) -> *mut Run {
+    let n = NLISTS.load(Ordering::Relaxed);
+    for k in 1..n {
+        let victim = (me + k) % n;
+        let (first, take) = {
+            let v = list(victim).lock();
+            if v.count == 0 {
+                continue;
+            }
+            (v.head, v.count.div_ceil(2))
+        };
+        // The walk, without the victim's lock.
+        let mut last = first;
+        for _ in 1..take {
+            // SAFETY: not safe at all: this is the bug. The pages stay mapped RAM, so the walk
+            // itself cannot fault; it may follow links the victim is rewriting.
+            let next = unsafe { (*last).next };
+            if next.is_null() {
+                break;
+            }
+            last = next;
+        }
+        {
+            let mut v = list(victim).lock();
+            // SAFETY: as above.
+            unsafe {
+                v.head = (*last).next;
+                (*last).next = core::ptr::null_mut();
+            }
+            v.count = v.count.wrapping_sub(take);
+            set_free(victim, v.count);
+        }
+        // SAFETY: as above.
+        let rest = unsafe { (*first).next };
+        let mut l = list(me).lock();
+        if !rest.is_null() {
+            let mut tail = rest;
+            // SAFETY: as above.
+            unsafe {
+                while !(*tail).next.is_null() {
+                    tail = (*tail).next;
+                }
+                (*tail).next = l.head;
+            }
+            l.head = rest;
+        }
+        l.count += take - 1;
+        set_free(me, l.count);
+        bump!(me, steals, 1);
+        bump!(me, pages_stolen, take);
+        bump!(me, allocs, 1);
+        return first;
+    }
+    core::ptr::null_mut()
+}
+
+/// A free list that is not what its count says.
+#[derive(Clone, Copy, Debug)]
+pub enum ListProblem {
+    /// The list holds a different number of pages than its count.
+    Count {
+        list: usize,
+        count: u64,
+        walked: u64,
+    },
+    /// A link points outside the memory the allocator manages.
+    Link {
+        list: usize,
+        page: usize,
+        next: usize,
+    },
+}
+
+impl core::fmt::Display for ListProblem {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            ListProblem::Count {
+                list,
+                count,
+                walked,
+            } => write!(
+                f,
+                "list {list} counts {count} pages but holds {walked}: pages lost or on two lists"
+            ),
+            ListProblem::Link { list, page, next } => write!(
+                f,
+                "list {list}: page {page:#x} links to {next:#x}, outside free memory: a free page was written"
+            ),
+        }
+    }
+}
+
+/// Free pages on all lists, counted by walking them, and the first list that disagrees with
+/// its count. Takes each lock in turn, so it is exact only when nobody allocates.
+pub fn audit() -> (u64, Option<ListProblem>) {
     let lists = if global_mode() {
         1
     } else {
         NLISTS.load(Ordering::Relaxed)
     };
-    (0..lists).map(|i| list(i).lock().count).sum()
+    let (start, end) = (START.load(Ordering::Relaxed), END.load(Ordering::Relaxed));
+    let mut pages = 0;
+    let mut problem = None;
+    for i in 0..lists {
+        let l = list(i).lock();
+        let mut walked = 0u64;
+        let mut p = l.head;
+        // At most count + 1 steps: enough to see a mismatch, and a cycle cannot trap us.
+        while !p.is_null() && walked <= l.count {
+            let a = p as usize;
+            if !a.is_multiple_of(PGSIZE) || a < start || a >= end {
+                problem = problem.or(Some(ListProblem::Link {
+                    list: i,
+                    page: 0,
+                    next: a,
+                }));
+                break;
+            }
+            walked += 1;
+            // SAFETY: `p` is a page of managed memory on a list we hold.
+            let next = unsafe { (*p).next };
+            if !next.is_null()
+                && (!(next as usize).is_multiple_of(PGSIZE)
+                    || (next as usize) < start
+                    || (next as usize) >= end)
+            {
+                problem = problem.or(Some(ListProblem::Link {
+                    list: i,
+                    page: a,
+                    next: next as usize,
+                }));
+                break;
+            }
+            p = next;
+        }
+        if walked != l.count {
+            problem = problem.or(Some(ListProblem::Count {
+                list: i,
+                count: l.count,
+                walked,
+            }));
+        }
+        pages += walked;
+    }
+    (pages, problem)
 }
 
 /// The kmem locks in use, for the lab-format stats.

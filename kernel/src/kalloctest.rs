@@ -2,11 +2,13 @@
 //! parallel, then hart 0 prints lock statistics in the lab's format and checks the result.
 
 use crate::abi::{self, a64};
+use crate::barrier::wait as barrier;
 use crate::bootargs;
 use crate::hart;
 use crate::kalloc;
+use crate::stats;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use lockscope_abi::{name_str, LockInfo, Outcome, Phase, MAX_HARTS, MAX_LOCKS};
+use lockscope_abi::{Outcome, Phase, MAX_HARTS};
 
 /// Pages each hart holds at once before freeing them all (one round).
 pub const BATCH: usize = 32;
@@ -18,32 +20,16 @@ pub const TOT_MAX: u64 = 10;
 /// Warm-up rounds before measuring anyway (the allocator settles in a few).
 const MAX_WARMUP: u32 = 100;
 
-/// Barrier state: harts arrived in the current generation, and the generation.
-static ARRIVED: AtomicU32 = AtomicU32::new(0);
-static GENERATION: AtomicU32 = AtomicU32::new(0);
 /// Hart 0's warm-up bookkeeping: steals before the current round; whether the round had none.
 static STEALS_MARK: AtomicU64 = AtomicU64::new(0);
 static SETTLED: AtomicU32 = AtomicU32::new(0);
 /// Sum of the kmem locks' failed test-and-sets when the measured phase began.
 static TOT_BEFORE: AtomicU64 = AtomicU64::new(0);
+/// Free pages (walked) when kalloctest began.
+static FREE_BEFORE: AtomicU64 = AtomicU64::new(0);
 /// Per-hart operations and time (timebase ticks) in the measured phase.
 static MEASURED_OPS: [AtomicU64; MAX_HARTS] = [const { AtomicU64::new(0) }; MAX_HARTS];
 static ELAPSED: [AtomicU64; MAX_HARTS] = [const { AtomicU64::new(0) }; MAX_HARTS];
-
-/// Waits, without locks, until all `n` harts have arrived. Reusable: the last hart to arrive
-/// starts the next generation.
-fn barrier(n: u32) {
-    let generation = GENERATION.load(Ordering::Acquire);
-    if ARRIVED.fetch_add(1, Ordering::AcqRel) + 1 == n {
-        ARRIVED.store(0, Ordering::Relaxed);
-        GENERATION.store(generation.wrapping_add(1), Ordering::Release);
-        return;
-    }
-    while GENERATION.load(Ordering::Acquire) == generation {
-        crate::panic::check_halt();
-        core::hint::spin_loop();
-    }
-}
 
 /// Steals done by all harts so far. Exact when no hart is inside the allocator.
 fn total_steals() -> u64 {
@@ -62,6 +48,10 @@ pub fn run() {
         println!("start kalloctest: {n} harts, {BATCH} pages per round");
     }
     let mut pages = [core::ptr::null_mut::<u8>(); BATCH];
+    if me == 0 {
+        // Before the warm-up, which is where the first steals happen.
+        FREE_BEFORE.store(kalloc::audit().0, Ordering::Relaxed);
+    }
     // Warm-up: kinit gave every page to hart 0, so the first allocations steal, and a thief may
     // take from a hart that stole just before (leaving it short, so it steals again). Those
     // steals are the design working; the measured phase starts once a whole round went by
@@ -86,9 +76,7 @@ pub fn run() {
             break;
         }
     }
-    let mut before = 0;
     if me == 0 {
-        before = kalloc::free_pages();
         TOT_BEFORE.store(kmem_spins(), Ordering::Relaxed);
         println!("kalloctest: allocator settled after {warmup} warm-up rounds");
     }
@@ -112,12 +100,12 @@ pub fn run() {
     barrier(n);
 
     if me == 0 {
-        report(n as usize, before);
+        report(n as usize, FREE_BEFORE.load(Ordering::Relaxed));
     }
 }
 
 /// One round: allocate a batch of pages, touching each, then free them all.
-fn round(me: usize, pages: &mut [*mut u8; BATCH]) {
+pub fn round(me: usize, pages: &mut [*mut u8; BATCH]) {
     for p in pages.iter_mut() {
         let page = kalloc::alloc().expect("kalloctest: out of memory");
         // Touch it, as the lab's test does after sbrk.
@@ -136,73 +124,16 @@ fn round(me: usize, pages: &mut [*mut u8; BATCH]) {
 
 /// Failed test-and-sets on the kmem locks so far.
 fn kmem_spins() -> u64 {
-    kalloc::locks()
-        .map(|l| lock_stats(l.id() as usize).spins)
-        .sum()
-}
-
-fn lock_stats(id: usize) -> LockInfo {
-    let info = abi::lock_info(id as u32);
-    // SAFETY: a registered entry of the lock table; counters are read atomically (they may
-    // still move for locks other harts use, which is fine for a report).
-    unsafe {
-        let mut l = *info;
-        l.spins = a64(&raw mut (*info).spins).load(Ordering::Relaxed);
-        l.acquires = a64(&raw mut (*info).acquires).load(Ordering::Relaxed);
-        l
-    }
-}
-
-fn print_lock(l: &LockInfo) {
-    println!(
-        "lock: {}: #test-and-set {} #acquire() {}",
-        name_str(&l.name).unwrap_or("?"),
-        l.spins,
-        l.acquires
-    );
+    stats::spins(kalloc::locks())
 }
 
 fn report(n: usize, before: u64) {
     // First, so the kmem counters printed below are final: nothing takes a kmem lock after.
-    let after = kalloc::free_pages();
-    // SAFETY: field of the root static.
-    let nlocks = unsafe { abi::a32(&raw mut (*abi::root()).nlocks) }
-        .load(Ordering::Acquire)
-        .min(MAX_LOCKS as u32) as usize;
-
-    println!("--- lock kmem/bcache stats");
-    let mut all = 0;
-    for l in kalloc::locks() {
-        let s = lock_stats(l.id() as usize);
-        all += s.spins;
-        print_lock(&s);
-    }
+    let (after, problem) = kalloc::audit();
+    let all = stats::print_section(kalloc::locks());
     // Like the lab's test1: the counters' growth over the measured phase.
     let tot = all - TOT_BEFORE.load(Ordering::Relaxed);
-
-    println!("--- top 5 contended locks:");
-    let mut top: [Option<LockInfo>; 5] = [None; 5];
-    for id in 0..nlocks {
-        let s = lock_stats(id);
-        if s.spins == 0 {
-            continue;
-        }
-        // Insertion into a 5-slot list ordered by spins, largest first.
-        let mut cur = Some(s);
-        for slot in top.iter_mut() {
-            match (slot.as_ref(), cur.as_ref()) {
-                (None, _) => {
-                    *slot = cur.take();
-                    break;
-                }
-                (Some(t), Some(c)) if c.spins > t.spins => core::mem::swap(slot, &mut cur),
-                _ => {}
-            }
-        }
-    }
-    for l in top.iter().flatten() {
-        print_lock(l);
-    }
+    stats::print_top5();
     println!("tot= {tot}");
 
     let tb = crate::trap::timebase_hz();
@@ -221,7 +152,10 @@ fn report(n: usize, before: u64) {
 
     println!("kalloctest: free pages before {before} after {after}");
     let cfg = bootargs::config();
-    let ok = if after != before {
+    let ok = if let Some(p) = problem {
+        println!("kalloctest FAIL: {p}");
+        false
+    } else if after != before {
         println!("kalloctest FAIL: free pages not conserved ({before} before, {after} after)");
         false
     } else if tot > TOT_MAX {

@@ -8,6 +8,9 @@
 #[macro_use]
 pub mod console;
 pub mod abi;
+pub mod barrier;
+pub mod bcachetest;
+pub mod bio;
 pub mod bootargs;
 pub mod bugs;
 pub mod exit;
@@ -20,8 +23,10 @@ pub mod panic;
 pub mod plic;
 pub mod spinlock;
 pub mod start;
+pub mod stats;
 pub mod trap;
 pub mod uart;
+pub mod virtio_disk;
 pub mod vm;
 
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -72,6 +77,7 @@ fn boot_hart() {
     let harts = cfg.harts.min(info.nharts);
     bootargs::set_config(bootargs::Config { harts, ..cfg });
     let cfg = bootargs::config();
+    bugs::init(&cfg);
     println!(
         "lockscope-kernel: {} of {} harts, {} MiB RAM, bootargs \"{}\"",
         harts,
@@ -87,9 +93,26 @@ fn boot_hart() {
     trap::init_hart();
     plic::init();
     plic::init_hart();
+    init_disk(&cfg);
     // SAFETY: hart 0, once, after the lock table and allocator exist and before other harts run.
     unsafe { abi::publish(&info, &cfg) };
     STARTED.store(true, Ordering::Release);
+}
+
+/// The disk and, when there is one, the buffer cache (before the ABI root is published).
+fn init_disk(cfg: &bootargs::Config) {
+    use lockscope_abi::disk::NBLOCKS;
+    match virtio_disk::init() {
+        Ok(()) if virtio_disk::nblocks() >= NBLOCKS => bio::init(cfg.bcache),
+        Ok(()) => println!(
+            "virtio_disk: the disk has {} blocks, a lockscope image has {NBLOCKS}; no buffer cache",
+            virtio_disk::nblocks()
+        ),
+        Err(virtio_disk::InitError::NoDevice) => {}
+        Err(virtio_disk::InitError::Driver(e)) => {
+            println!("virtio_disk: {e}; no buffer cache")
+        }
+    }
 }
 
 /// The per-hart kernel thread: the workload, then idle.
@@ -101,16 +124,29 @@ fn run() -> ! {
     if bugs::before_workload(&cfg) {
         hart::idle();
     }
+    if hart::id() == 0 && !bugs::exercised_by(cfg.bug, cfg.workload) {
+        println!(
+            "note: bug={} changes code that workload={} does not run",
+            cfg.bug.as_str(),
+            cfg.workload.as_str()
+        );
+    }
     match cfg.workload {
         Workload::Kalloctest => kalloctest::run(),
         Workload::Idle => {}
         w @ (Workload::Bcachetest | Workload::Mixed) => {
-            if hart::id() == 0 {
-                println!(
-                    "workload={} needs the buffer cache, which this kernel does not have yet",
-                    w.as_str()
-                );
-                exit::fail(exit::CODE_BOOTARGS);
+            if !bio::ready() {
+                if hart::id() == 0 {
+                    println!(
+                        "workload={} needs the disk: attach target/kernel/disk.img (made by `cargo xtask build`; `cargo xtask qemu` attaches it), by hand: -global virtio-mmio.force-legacy=false -drive file=target/kernel/disk.img,if=none,format=raw,id=x0 -device virtio-blk-device,drive=x0,bus=virtio-mmio-bus.0",
+                        w.as_str()
+                    );
+                    exit::fail(exit::CODE_BOOTARGS);
+                }
+            } else if w == Workload::Bcachetest {
+                bcachetest::run();
+            } else {
+                bcachetest::mixed();
             }
         }
     }

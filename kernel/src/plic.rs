@@ -1,4 +1,4 @@
-//! The platform-level interrupt controller: routes device interrupts (UART, later virtio) to
+//! The platform-level interrupt controller: routes device interrupts (UART, virtio-blk) to
 //! S-mode on every hart.
 
 use crate::hart;
@@ -57,7 +57,8 @@ pub fn dev_intr() {
     match irq {
         0 => {}
         UART0_IRQ => crate::uart::intr(),
-        // virtio-blk arrives with the buffer-cache issue; until then nothing raises these.
+        i if crate::virtio_disk::irq() == Some(i) => crate::virtio_disk::intr(),
+        // Other virtio slots hold no device this kernel drives.
         i if (VIRTIO0_IRQ..VIRTIO0_IRQ + VIRTIO_SLOTS as u32).contains(&i) => {}
         other => println!("plic: unexpected irq {other}"),
     }

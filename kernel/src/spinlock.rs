@@ -217,6 +217,53 @@ impl RawSpinLock {
     }
 }
 
+/// xv6's sleeplock for a kernel with one thread per hart: a lock held for long stretches (a
+/// buffer from `bread` to `brelse`, across disk I/O) with interrupts on, so the holder can take
+/// the disk's completion interrupt. Waiting spins (there is nothing else to run), with
+/// interrupts off like a spinlock's spin, so the ABI's held and spin state stay exact. It is a
+/// [`RawSpinLock`] underneath and is recorded like one.
+pub struct SleepLock {
+    raw: RawSpinLock,
+}
+
+impl SleepLock {
+    pub const fn new(name: &'static str, class: &'static str) -> Self {
+        Self {
+            raw: RawSpinLock::new(name, class),
+        }
+    }
+
+    pub fn raw(&self) -> &RawSpinLock {
+        &self.raw
+    }
+
+    /// Acquires the lock and turns interrupts back on (as they were); the caller's pc is recorded.
+    #[inline(never)]
+    pub fn acquire(&self) {
+        let pc = caller_pc();
+        self.raw.acquire_at(pc);
+        // acquire_at left a push_off for the hold; a sleeplock holder keeps interrupts.
+        hart::pop_off();
+    }
+
+    /// Releases the lock; the caller's pc is recorded.
+    #[inline(never)]
+    pub fn release(&self) {
+        let pc = caller_pc();
+        // release_at ends with the pop_off matching a spinlock's hold.
+        hart::push_off();
+        self.raw.release_at(pc);
+    }
+
+    /// xv6's holdingsleep.
+    pub fn holding(&self) -> bool {
+        hart::push_off();
+        let h = self.raw.holding();
+        hart::pop_off();
+        h
+    }
+}
+
 /// Pushes onto hart `me`'s held stack.
 ///
 /// # Safety

@@ -12,6 +12,10 @@ pub static TICKSLOCK: SpinLock<()> = SpinLock::new("tickslock", "tickslock", ())
 pub const TICK_HZ: u64 = 100;
 
 static TIMEBASE_HZ: AtomicU64 = AtomicU64::new(10_000_000);
+/// When each hart's next 100 Hz tick is due (`time` CSR); [`nap`] may program an earlier
+/// timer interrupt, which is then not a tick.
+static NEXT_TICK: [AtomicU64; lockscope_abi::MAX_HARTS] =
+    [const { AtomicU64::new(0) }; lockscope_abi::MAX_HARTS];
 
 pub fn timebase_hz() -> u64 {
     TIMEBASE_HZ.load(Ordering::Relaxed)
@@ -50,8 +54,25 @@ fn interval() -> u64 {
 
 fn set_next_timer() {
     let next = hart::now() + interval();
+    NEXT_TICK[hart::id()].store(next, Ordering::Relaxed);
+    write_stimecmp(next);
+}
+
+fn write_stimecmp(t: u64) {
     // SAFETY: writes stimecmp (Sstc, CSR 0x14d), enabled by start() through menvcfg.STCE.
-    unsafe { core::arch::asm!("csrw 0x14d, {}", in(reg) next) };
+    unsafe { core::arch::asm!("csrw 0x14d, {}", in(reg) t) };
+}
+
+/// Sleeps in `wfi` until an interrupt, or for at most `max` timebase ticks. For a hart waiting
+/// on something another hart's interrupt handler may finish (the disk): the host gets the CPU
+/// back instead of a spinning vCPU, and the timeout bounds the wait when that handler ran on
+/// another hart and nothing wakes this one. Call with interrupts off (after checking the
+/// condition); returns with them off, so the caller enables them to take what woke it.
+pub fn nap(max: u64) {
+    let h = hart::id();
+    let wake = (hart::now() + max).min(NEXT_TICK[h].load(Ordering::Relaxed));
+    write_stimecmp(wake);
+    riscv::asm::wfi();
 }
 
 const INTR_SOFTWARE: usize = 1;
@@ -100,6 +121,12 @@ fn unexpected(cause: usize, sepc: usize, stval: usize) -> ! {
 fn clock_intr() {
     crate::panic::check_halt();
     let me = hart::id();
+    let due = NEXT_TICK[me].load(Ordering::Relaxed);
+    if hart::now() < due {
+        // An early wake-up from `nap`, not a tick.
+        write_stimecmp(due);
+        return;
+    }
     if me == 0 {
         let _g = TICKSLOCK.lock();
         let t = abi::ticks();

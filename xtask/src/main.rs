@@ -20,7 +20,7 @@ usage: cargo xtask <command>
 commands:
   demo                              build, then boot 4 harts on the default workload
   test                              every test, including those that boot QEMU
-  build                             the kernel ELF and the debugger
+  build                             the kernel ELF, the disk image and the debugger
   qemu [--smp N] -- BOOTARGS...     boot with these boot arguments; exit status is the kernel's
                                     verdict (0 pass, 2 fail, 3 bad boot arguments, 4 panic)
   bench [--pairs N] [--smp N]       kalloctest throughput, trace=on vs trace=off (default 5 pairs, 1 hart)
@@ -168,14 +168,64 @@ fn build_kernel() -> Result<PathBuf> {
     Ok(kernel_elf())
 }
 
+/// The disk image the kernel's buffer cache reads: next to the kernel's target dir, where
+/// `lockscope` looks for it.
+fn disk_image() -> PathBuf {
+    root().join("target/kernel/disk.img")
+}
+
+/// Writes the disk image: every block stamped with its number and a checksum
+/// (`lockscope_abi::disk`), no file system, so no mkfs is needed.
+fn make_disk() -> Result<PathBuf> {
+    use lockscope_abi::disk::{stamp, BSIZE, NBLOCKS};
+    use std::io::Write;
+    let path = disk_image();
+    std::fs::create_dir_all(path.parent().expect("target/kernel"))?;
+    let tmp = path.with_extension("img.tmp");
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
+    );
+    let mut block = [0u8; BSIZE];
+    for n in 0..NBLOCKS {
+        stamp(&mut block, n, 0);
+        out.write_all(&block)?;
+    }
+    out.into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    // A rename, so a QEMU already running on the old image keeps it.
+    std::fs::rename(&tmp, &path).with_context(|| format!("creating {}", path.display()))?;
+    Ok(path)
+}
+
+/// The disk image, made again if it is missing, the wrong size, or from another format.
+fn ensure_disk() -> Result<PathBuf> {
+    use lockscope_abi::disk::{verify, BSIZE, IMAGE_BYTES};
+    use std::io::Read;
+    let path = disk_image();
+    let current = std::fs::File::open(&path).is_ok_and(|mut f| {
+        let mut block = [0u8; BSIZE];
+        f.metadata().is_ok_and(|m| m.len() == IMAGE_BYTES)
+            && f.read_exact(&mut block).is_ok()
+            && verify(&block, 0).is_ok()
+    });
+    if current {
+        Ok(path)
+    } else {
+        make_disk()
+    }
+}
+
 fn build() -> Result<()> {
     ensure_tools()?;
     let elf = build_kernel()?;
-    // The disk image arrives with the buffer cache.
+    let disk = make_disk()?;
     let mut c = cargo();
     c.args(["build", "--release", "-p", "lockscope"]);
     status(c).context("building the debugger")?;
     println!("kernel:   {}", elf.display());
+    println!("disk:     {}", disk.display());
     println!(
         "debugger: {}",
         root().join("target/release/lockscope").display()
@@ -211,7 +261,12 @@ fn qemu(rest: &[String]) -> Result<ExitCode> {
     }
     ensure_tools()?;
     let elf = build_kernel()?;
-    let cfg = QemuConfig::new(elf).smp(smp).bootargs(bootargs.join(" "));
+    // The workload's writes go to a scratch overlay (QemuConfig's default), so the image stays
+    // as made and several QEMUs can share it.
+    let cfg = QemuConfig::new(elf)
+        .smp(smp)
+        .bootargs(bootargs.join(" "))
+        .disk(ensure_disk()?);
     let st = cfg.command()?.status().context("running QEMU")?;
     let verdict = Verdict::from_status(st);
     if !verdict.passed() {
@@ -225,6 +280,7 @@ fn test() -> Result<ExitCode> {
     let start = Instant::now();
     ensure_tools()?;
     let elf = build_kernel()?;
+    ensure_disk()?;
     let mut c = cargo();
     // Every test binary runs even if one fails, so one report shows every failure.
     c.args(["test", "--workspace", "--no-fail-fast"])
@@ -262,6 +318,7 @@ fn boot(elf: &Path, smp: u32, args: &str, timeout: Duration) -> Result<Captured>
     let c = QemuConfig::new(elf)
         .smp(smp)
         .bootargs(args)
+        .disk(ensure_disk()?)
         .run_captured(timeout)?;
     if c.timed_out {
         bail!(

@@ -82,6 +82,10 @@ pub struct QemuConfig {
     pub bootargs: String,
     /// A raw disk image attached as virtio-blk on the first virtio-mmio slot.
     pub disk: Option<PathBuf>,
+    /// Let the guest's writes reach the disk image. Off by default: QEMU then writes to a
+    /// temporary overlay (`snapshot=on`), so the image stays as built and any number of QEMUs
+    /// can share it (QEMU locks an image it may write).
+    pub disk_writable: bool,
     /// Open QEMU's gdb stub on `127.0.0.1:port`.
     pub gdb_port: Option<u16>,
     /// Start with the harts stopped until gdb continues them (`-S`).
@@ -104,6 +108,7 @@ impl QemuConfig {
             memory_mib: DEFAULT_MEMORY_MIB,
             bootargs: String::new(),
             disk: None,
+            disk_writable: false,
             gdb_port: None,
             wait_for_gdb: false,
             shared_ram: None,
@@ -130,6 +135,12 @@ impl QemuConfig {
 
     pub fn disk(mut self, image: impl Into<PathBuf>) -> Self {
         self.disk = Some(image.into());
+        self
+    }
+
+    /// See [`QemuConfig::disk_writable`].
+    pub fn disk_writable(mut self, writable: bool) -> Self {
+        self.disk_writable = writable;
         self
     }
 
@@ -208,6 +219,9 @@ impl QemuConfig {
             let mut spec = OsString::from("file=");
             spec.push(disk.as_os_str());
             spec.push(",if=none,format=raw,id=x0");
+            if !self.disk_writable {
+                spec.push(",snapshot=on");
+            }
             a.push(spec);
             a.push("-device".into());
             a.push("virtio-blk-device,drive=x0,bus=virtio-mmio-bus.0".into());
@@ -428,7 +442,12 @@ mod tests {
         assert!(joined
             .contains("-object memory-backend-file,id=ram,size=128M,share=on,mem-path=/tmp/ram"));
         assert!(joined.contains("-gdb tcp:127.0.0.1:1234 -S"));
-        assert!(joined.contains("-drive file=/tmp/fs.img,if=none,format=raw,id=x0"));
+        assert!(joined.contains("-drive file=/tmp/fs.img,if=none,format=raw,id=x0,snapshot=on"));
+        let w = strings(&c.clone().disk_writable(true)).join(" ");
+        assert!(
+            w.contains("-drive file=/tmp/fs.img,if=none,format=raw,id=x0 "),
+            "{w}"
+        );
         assert!(joined.contains("-serial file:/tmp/console"));
         assert!(!joined.contains("-nographic"));
         assert!(!joined.contains("-append"));

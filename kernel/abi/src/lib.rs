@@ -12,6 +12,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
+pub mod disk;
+
 /// The ELF symbol of the [`Root`] descriptor.
 pub const ROOT_SYMBOL: &str = "LOCKSCOPE_ROOT";
 /// The ELF symbol of the function a panicking hart ends in; a debugger breaks here.
@@ -529,7 +531,10 @@ mod tests {
         assert_eq!(size_of::<BcacheHeader>(), 32);
         assert_eq!(size_of::<BucketInfo>(), 32);
         assert_eq!(size_of::<BufInfo>(), 32);
-        assert_eq!(size_of::<PanicRecord>(), 64 + 8 * PANIC_FRAMES + 8 + PANIC_MSG_LEN);
+        assert_eq!(
+            size_of::<PanicRecord>(),
+            64 + 8 * PANIC_FRAMES + 8 + PANIC_MSG_LEN
+        );
     }
 
     #[test]

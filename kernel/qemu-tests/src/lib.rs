@@ -129,3 +129,139 @@ pub fn source_line(loader: &addr2line::Loader, pc: u64) -> Option<(String, u32)>
     }
     None
 }
+
+/// Writes a fresh disk image into `dir`, exactly as `cargo xtask build` makes it, and returns
+/// its path. Each test gets its own: QEMU locks an image it writes, and test1 writes.
+pub fn fresh_disk(dir: &Path) -> PathBuf {
+    use lockscope_abi::disk::{stamp, BSIZE, NBLOCKS};
+    let mut image = vec![0u8; NBLOCKS as usize * BSIZE];
+    for (n, block) in image.chunks_exact_mut(BSIZE).enumerate() {
+        stamp(block.try_into().unwrap(), n as u32, 0);
+    }
+    let path = dir.join("disk.img");
+    std::fs::write(&path, image).expect("writing the test disk image");
+    path
+}
+
+/// A finished boot with its own disk image and shared RAM file, kept for inspection.
+pub struct DiskRun {
+    pub c: Captured,
+    pub disk: PathBuf,
+    pub ram: PathBuf,
+    /// Holds the files; deleted on drop.
+    pub dir: tempfile::TempDir,
+}
+
+impl DiskRun {
+    pub fn ram(&self) -> Ram {
+        Ram::load(&self.ram)
+    }
+}
+
+/// Boots with `smp` harts and `args`, a fresh disk image and a shared RAM file, to the end.
+pub fn boot_with_disk(smp: u32, args: &str) -> DiskRun {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let disk = fresh_disk(dir.path());
+    let ram = dir.path().join("ram");
+    let c = boot_with(
+        QemuConfig::new(kernel())
+            .smp(smp)
+            .bootargs(args)
+            .disk(&disk)
+            .disk_writable(true)
+            .shared_ram(&ram),
+    );
+    DiskRun { c, disk, ram, dir }
+}
+
+/// What [`watch_for_hang`] saw.
+pub struct Hang {
+    /// Guest RAM when the hang was declared (QEMU killed right after).
+    pub ram: Ram,
+    /// From QEMU's start to the last heartbeat change of any running hart.
+    pub stalled_after: Duration,
+    pub console: String,
+}
+
+/// Boots `cfg` (which must have a shared RAM file) and watches the harts' heartbeats in guest
+/// RAM while it runs. Returns once every running hart's heartbeat has kept its value for
+/// `quiet` (the guest is then killed), or `None` if QEMU exits, or `limit` passes, first.
+pub fn watch_for_hang(cfg: QemuConfig, quiet: Duration, limit: Duration) -> Option<Hang> {
+    use lockscope_abi::{HartState, HartStatus, Root, FLAG_READY, ROOT_SYMBOL};
+    use std::io::Read;
+    use std::os::unix::fs::FileExt;
+    use std::time::Instant;
+
+    let ram_path = cfg
+        .shared_ram
+        .clone()
+        .expect("watch_for_hang needs a shared RAM file");
+    let elf = std::fs::read(kernel()).expect("reading the kernel ELF");
+    let (root_addr, _) = symbol(&elf, ROOT_SYMBOL).expect("the root symbol");
+    let mut cmd = cfg.command().unwrap_or_else(|e| panic!("{e}"));
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let start = Instant::now();
+    let mut child = cmd.spawn().expect("starting QEMU");
+    let mut out = child.stdout.take().expect("piped stdout");
+    let drain = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = out.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).replace('\r', "")
+    });
+    let read = |file: &std::fs::File, addr: u64, len: usize| -> Option<Vec<u8>> {
+        let mut v = vec![0u8; len];
+        file.read_exact_at(&mut v, addr.checked_sub(RAM_BASE)?)
+            .ok()?;
+        Some(v)
+    };
+    let mut file = None;
+    let mut last: Vec<u64> = Vec::new();
+    let mut last_change = start;
+    let mut hang = false;
+    while start.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(100));
+        if child.try_wait().ok().flatten().is_some() {
+            break;
+        }
+        if file.is_none() {
+            file = std::fs::File::open(&ram_path).ok();
+        }
+        let Some(f) = &file else { continue };
+        let Some(root) = read(f, root_addr, std::mem::size_of::<Root>())
+            .map(|b| bytemuck::pod_read_unaligned::<Root>(&b))
+        else {
+            continue;
+        };
+        if root.flags & FLAG_READY == 0 {
+            continue;
+        }
+        let size = std::mem::size_of::<HartState>();
+        let Some(states) = read(f, root.harts, size * root.nharts as usize) else {
+            continue;
+        };
+        let beats: Vec<u64> = states
+            .chunks_exact(size)
+            .map(bytemuck::pod_read_unaligned::<HartState>)
+            .filter(|s| s.status == HartStatus::Running as u32)
+            .map(|s| s.heartbeat)
+            .collect();
+        if beats != last {
+            last = beats;
+            last_change = Instant::now();
+        } else if !last.is_empty() && last_change.elapsed() >= quiet {
+            hang = true;
+            break;
+        }
+    }
+    let ram = hang.then(|| Ram::load(&ram_path));
+    let _ = child.kill();
+    let _ = child.wait();
+    let console = drain.join().unwrap_or_default();
+    ram.map(|ram| Hang {
+        ram,
+        stalled_after: last_change - start,
+        console,
+    })
+}
