@@ -18,7 +18,14 @@ use crate::{paths, BootArgs, CheckArgs};
 
 /// Loads the kernel's symbols, with a message that names the file.
 pub fn load_symbols(kernel: &std::path::Path) -> Result<Arc<Symbols>> {
-    Ok(Arc::new(Symbols::load(kernel)?))
+    let mut s = Symbols::load(kernel)?;
+    // Show source paths relative to the workspace even for a copy of the ELF kept elsewhere.
+    if s.source_root().is_none() {
+        if let Some(w) = paths::workspace() {
+            s.set_source_root(w);
+        }
+    }
+    Ok(Arc::new(s))
 }
 
 /// Session options for booting with `boot`.

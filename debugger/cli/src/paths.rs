@@ -9,7 +9,7 @@ const DISK_IN_WORKSPACE: &str = "target/kernel/disk.img";
 
 /// The workspace root: from `LOCKSCOPE_WORKSPACE`, else the directory above the `target/` this
 /// binary was built into, else the current directory or a parent holding `target/kernel`.
-fn workspace() -> Option<PathBuf> {
+pub fn workspace() -> Option<PathBuf> {
     if let Some(w) = std::env::var_os("LOCKSCOPE_WORKSPACE") {
         return Some(PathBuf::from(w));
     }

@@ -145,23 +145,28 @@ fn no_stub_on_the_port_says_how_to_start_one() {
 
 #[test]
 fn qemu_killed_mid_session_is_reported_and_what_was_gathered_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("console.log");
     let child = lockscope()
-        .args(["check", "--json", "--smp", "2", "--for", "60"])
-        .args(["--bootargs", "workload=kalloctest secs=30"])
+        .args(["check", "--json", "--smp", "2", "--for", "120"])
+        .args(["--bootargs", "workload=kalloctest secs=60"])
+        .arg("--console-log")
+        .arg(&log)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait for its QEMU, let it run a little, then kill it.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Wait until the workload runs (however loaded the host), then kill QEMU.
+    let deadline = Instant::now() + Duration::from_secs(60);
     let qemu = loop {
-        if let Some(pid) = child_named(child.id(), "qemu-system-ris") {
+        let started = std::fs::read_to_string(&log).is_ok_and(|c| c.contains("start kalloctest"));
+        if let Some(pid) = child_named(child.id(), "qemu-system-ris").filter(|_| started) {
             break pid;
         }
-        assert!(Instant::now() < deadline, "lockscope did not start QEMU");
+        assert!(Instant::now() < deadline, "the workload did not start under lockscope");
         std::thread::sleep(Duration::from_millis(50));
     };
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(1));
     let killed = Command::new("kill").args(["-9", &qemu.to_string()]).status().unwrap();
     assert!(killed.success());
     let out = child.wait_with_output().unwrap();
@@ -174,4 +179,154 @@ fn qemu_killed_mid_session_is_reported_and_what_was_gathered_is_kept() {
         "what was gathered before the kill is kept: {report}"
     );
     assert!(lock(&report, "kmem0")["acquires"].as_u64().unwrap() > 0);
+}
+
+/// Runs `lockscope check --json` on these boot arguments.
+fn check_json(bootargs: &str, smp: u32) -> (i32, Value) {
+    let out = lockscope()
+        .args(["check", "--json", "--for", "120", "--smp", &smp.to_string()])
+        .args(["--bootargs", bootargs])
+        .output()
+        .unwrap();
+    json_report(&out)
+}
+
+fn texts(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn locations(frames: &Value) -> Vec<String> {
+    frames
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {}",
+                f["function"].as_str().unwrap_or("?"),
+                f["location"].as_str().unwrap_or("?")
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn healthy_bcachetest_and_mixed_are_ok_with_no_inversion_despite_steals() {
+    for bootargs in ["workload=bcachetest", "workload=mixed secs=1"] {
+        let (code, r) = check_json(bootargs, 4);
+        assert_eq!(code, 0, "{bootargs}: {r}");
+        assert_eq!(r["verdict"], "ok", "{bootargs}");
+        assert_eq!(r["ending"]["Exited"]["status"], 0, "{bootargs}");
+        assert!(
+            r["check"]["inversions"].as_array().unwrap().is_empty(),
+            "{bootargs}: {r}"
+        );
+        let buckets = r["buckets"].as_array().unwrap();
+        assert_eq!(buckets.len(), 13, "{bootargs}");
+        let acquires: u64 = r["locks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["class"] == "bcache.bucket")
+            .map(|l| l["acquires"].as_u64().unwrap())
+            .sum();
+        assert!(acquires > 1000, "{bootargs}: bucket locks were used");
+    }
+}
+
+#[test]
+fn bucket_order_is_a_deadlock_over_two_bucket_locks_with_bio_sites() {
+    let (code, r) = check_json("workload=bcachetest bug=bucket-order", 4);
+    assert_eq!(code, 3, "{r}");
+    assert_eq!(r["verdict"], "deadlock");
+    let cycles = r["check"]["deadlocks"].as_array().unwrap();
+    let edges = cycles[0]["edges"].as_array().unwrap();
+    assert_eq!(edges.len(), 2, "two harts, two locks: {r}");
+    let locks: Vec<&str> = edges.iter().map(|e| e["lock_name"].as_str().unwrap()).collect();
+    assert!(locks.iter().all(|l| l.starts_with("bcache.bucket")), "{locks:?}");
+    assert_ne!(locks[0], locks[1]);
+    let harts: Vec<u64> = edges.iter().map(|e| e["waiter"].as_u64().unwrap()).collect();
+    assert_ne!(harts[0], harts[1]);
+    // Each waiter is the other's holder.
+    assert_eq!(edges[0]["holder"], edges[1]["waiter"]);
+    assert_eq!(edges[1]["holder"], edges[0]["waiter"]);
+    let chain = &texts(&r["deadlocks"])[0];
+    assert!(chain.contains("bio.rs:"), "sites in the bcache source: {chain}");
+    for l in &locks {
+        assert!(chain.contains(l), "{chain}");
+    }
+}
+
+#[test]
+fn refcnt_leak_is_a_panic_in_bget_with_file_and_line() {
+    let (code, r) = check_json("workload=bcachetest bug=refcnt-leak", 4);
+    assert_eq!(code, 3, "{r}");
+    assert_eq!(r["verdict"], "panic");
+    assert_eq!(r["check"]["panic"]["message"], "bget: no buffers");
+    let bt = locations(&r["backtrace"]);
+    assert!(
+        bt.iter().any(|f| f.contains("bget") && f.contains("kernel/src/bio.rs:")),
+        "{bt:#?}"
+    );
+    let fault = &r["fault"];
+    assert!(fault["function"].as_str().unwrap().contains("bget"), "{fault}");
+}
+
+#[test]
+fn double_acquire_names_the_bucket_lock() {
+    let (code, r) = check_json("workload=bcachetest bug=double-acquire", 4);
+    assert_eq!(code, 3, "{r}");
+    let summary = r["summary"].as_str().unwrap();
+    match r["verdict"].as_str().unwrap() {
+        "panic" => {
+            let msg = r["check"]["panic"]["message"].as_str().unwrap();
+            assert!(msg.starts_with("acquire bcache.bucket"), "{msg}");
+        }
+        "deadlock" => assert!(
+            summary.contains("self-deadlock") && summary.contains("bcache.bucket"),
+            "{summary}"
+        ),
+        v => panic!("verdict {v}: {r}"),
+    }
+}
+
+#[test]
+fn null_next_is_a_load_page_fault_at_a_bcache_line() {
+    let (code, r) = check_json("workload=bcachetest bug=null-next", 4);
+    assert_eq!(code, 3, "{r}");
+    assert_eq!(r["verdict"], "panic");
+    let trap = &r["check"]["panic"]["trap"];
+    assert_eq!(trap["scause"]["name"], "load page fault", "{r}");
+    assert_eq!(trap["scause"]["raw"], 0xd);
+    let stval = trap["stval"].as_u64().unwrap();
+    assert!(stval < 0x1000, "a small offset from a null pointer: {stval:#x}");
+    let fault = &r["fault"];
+    let at = format!("{} {}", fault["function"], fault["location"]);
+    assert!(at.contains("kernel/src/bio.rs:"), "faulting file:line in the bcache: {at}");
+    assert!(r["summary"].as_str().unwrap().contains("load page fault"));
+}
+
+#[test]
+fn order_inversion_passes_the_workload_but_warns_with_both_orders() {
+    let (code, r) = check_json("workload=bcachetest bug=order-inversion", 4);
+    assert_eq!(code, 4, "{r}");
+    assert_eq!(r["verdict"], "lock-order-inversion");
+    assert_eq!(r["ending"]["Exited"]["status"], 0, "bcachetest still passes");
+    let inv = &r["inversions"][0];
+    let orders = texts(&inv["orders"]);
+    assert_eq!(orders.len(), 2, "{inv}");
+    let (a, b) = orders[0].split_once(" -> ").unwrap();
+    assert_eq!(orders[1], format!("{b} -> {a}"), "the same pair both ways");
+    for pair in inv["sites"].as_array().unwrap() {
+        for site in pair.as_array().unwrap() {
+            assert!(
+                site["location"].as_str().unwrap_or("").contains(".rs:"),
+                "both acquisition sites symbolized: {site}"
+            );
+        }
+    }
 }

@@ -267,7 +267,7 @@ impl Symbols {
         limits: &UnwindLimits,
     ) -> Option<UnwindStop> {
         let ra = frames.last()?.pc;
-        if next_fp == 0 || trap_pc.is_none() || !self.is_frameless(ra) {
+        if next_fp == 0 || trap_pc.is_none() || !self.is_trap_vector(ra) {
             return None;
         }
         if frames.len() >= limits.max_depth {
@@ -281,14 +281,31 @@ impl Symbols {
         None
     }
 
-    /// True when the code at `pc` belongs to a function that never sets up a frame record:
-    /// assembly such as a trap vector.
-    fn is_frameless(&self, pc: u64) -> bool {
+    /// True when the code at `pc` is a trap vector: code that never sets up a frame record
+    /// and is either an assembly label (not a typed function, like `kernelvec`) or returns from
+    /// a trap (`sret`/`mret`). Being frameless is not enough: the precompiled `core` has
+    /// frameless functions (`panic_fmt`) that are ordinary calls.
+    fn is_trap_vector(&self, pc: u64) -> bool {
         let Some((func, end)) = self.function_extent(pc) else {
             return false;
         };
-        let table = self.frame_setup(func.symbol.address, end);
-        !table.is_empty() && table.iter().all(|&(_, framed)| !framed)
+        let start = func.symbol.address;
+        let table = self.frame_setup(start, end);
+        if table.is_empty() || table.iter().any(|&(_, framed)| framed) {
+            return false;
+        }
+        if func.symbol.kind == super::SymbolKind::Code {
+            return true;
+        }
+        const SRET: [u8; 4] = 0x1020_0073u32.to_le_bytes();
+        const MRET: [u8; 4] = 0x3020_0073u32.to_le_bytes();
+        let len = (end - start).min(64 << 10) as usize;
+        let Ok(code) = self.read_static(start, len) else {
+            return false;
+        };
+        code.windows(4)
+            .step_by(2)
+            .any(|w| w == SRET || w == MRET)
     }
 
     fn frame_setup(&self, start: u64, end: u64) -> Arc<[(u64, bool)]> {
