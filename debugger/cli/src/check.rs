@@ -35,8 +35,13 @@ pub fn boot_options(boot: &BootArgs) -> Result<(SessionOptions, Arc<Symbols>)> {
     let mut q = QemuConfig::new(&kernel)
         .smp(boot.smp)
         .bootargs(boot.bootargs.clone());
-    if let Some(d) = paths::disk(boot.disk.clone(), &kernel) {
-        q = q.disk(d);
+    match paths::disk(boot.disk.clone(), &kernel) {
+        Some(d) => q = q.disk(d),
+        None if needs_disk(&boot.bootargs) => anyhow::bail!(
+            "boot arguments \"{}\" need the buffer cache's disk image, and there is none next to the kernel: run `cargo xtask build` (it makes target/kernel/disk.img) or pass --disk",
+            boot.bootargs
+        ),
+        None => {}
     }
     for a in &boot.qemu_args {
         q = q.arg(a);
@@ -47,6 +52,18 @@ pub fn boot_options(boot: &BootArgs) -> Result<(SessionOptions, Arc<Symbols>)> {
     o.record = boot.record.clone();
     o.console_log = boot.console_log.clone();
     Ok((o, symbols))
+}
+
+/// Whether these boot arguments run the buffer cache, which needs a disk.
+fn needs_disk(bootargs: &str) -> bool {
+    bootargs.split_whitespace().any(|w| match w.split_once('=') {
+        Some(("workload", v)) => v == "bcachetest" || v == "mixed",
+        Some(("bug", v)) => matches!(
+            v,
+            "bucket-order" | "refcnt-leak" | "double-acquire" | "null-next" | "stale-ticks" | "order-inversion"
+        ),
+        _ => false,
+    })
 }
 
 /// True once waiting longer cannot change the verdict.
