@@ -15,8 +15,16 @@ pub fn wait(n: u32) {
         GENERATION.store(generation.wrapping_add(1), Ordering::Release);
         return;
     }
+    // Waiting for slower harts is not a stall: beat once per timer tick, as idle harts do.
+    let me = crate::hart::id();
+    let tick = crate::trap::timebase_hz() / 100;
+    let mut next_beat = crate::hart::now() + tick;
     while GENERATION.load(Ordering::Acquire) == generation {
         crate::panic::check_halt();
+        if crate::hart::now() >= next_beat {
+            crate::abi::heartbeat(me);
+            next_beat += tick;
+        }
         core::hint::spin_loop();
     }
 }

@@ -1,7 +1,9 @@
 //! `cargo xtask`: the one entry point for humans and CI.
 //!
 //! build, qemu, test, demo, bench, soak. Every command first installs what is missing (the
-//! rustup target; QEMU and gdb-multiarch through apt-get when root) or says how to.
+//! rustup target; QEMU, gdb-multiarch and tmux through apt-get when root) or says how to.
+
+mod bench;
 
 use anyhow::{bail, Context, Result};
 use lockscope_engine::qemu::{Captured, QemuConfig, Verdict};
@@ -10,20 +12,23 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 const TARGET: &str = "riscv64gc-unknown-none-elf";
-/// Boot arguments of `cargo xtask demo`: the default workload, long enough to watch, then
-/// the machine stays up for a debugger.
-const DEMO_BOOTARGS: &str = "workload=kalloctest secs=30 exit=no";
+/// Boot arguments of `cargo xtask demo`: both halves of the lab at once, long enough to watch,
+/// then the machine stays up so the dashboard keeps its final state.
+const DEMO_BOOTARGS: &str = "workload=mixed secs=60 exit=no";
 
 const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  demo                              build, then boot 4 harts on the default workload
+  demo                              build, then open the dashboard on 4 harts running workload=mixed
   test                              every test, including those that boot QEMU
   build                             the kernel ELF, the disk image and the debugger
   qemu [--smp N] -- BOOTARGS...     boot with these boot arguments; exit status is the kernel's
                                     verdict (0 pass, 2 fail, 3 bad boot arguments, 4 panic)
-  bench [--pairs N] [--smp N]       kalloctest throughput, trace=on vs trace=off (default 5 pairs, 1 hart)
+  bench [WHICH...] [--pairs N] [--smp N] [--rounds N]
+                                    benchmarks, all by default: trace (kernel tracing cost, trace=on
+                                    vs off), ingest (engine events/s), render (dashboard frame time),
+                                    probe (guest speed with lockscope watching vs not)
   soak [--rounds N]                 long kalloctest runs on 1..8 harts, both allocators
 ";
 
@@ -69,13 +74,13 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     c.current_dir(root());
     c
 }
 
-fn status(mut c: Command) -> Result<()> {
+pub(crate) fn status(mut c: Command) -> Result<()> {
     let st = c.status().with_context(|| format!("running {c:?}"))?;
     if !st.success() {
         bail!("{c:?} failed with {st}");
@@ -113,6 +118,8 @@ fn ensure_tools() -> Result<()> {
     let missing: Vec<&str> = [
         ("qemu-system-riscv64", "qemu-system-misc"),
         ("gdb-multiarch", "gdb-multiarch"),
+        // The dashboard's end-to-end test drives it in a real terminal.
+        ("tmux", "tmux"),
     ]
     .iter()
     .filter(|(bin, _)| !in_path(bin))
@@ -221,15 +228,10 @@ fn build() -> Result<()> {
     ensure_tools()?;
     let elf = build_kernel()?;
     let disk = make_disk()?;
-    let mut c = cargo();
-    c.args(["build", "--release", "-p", "lockscope"]);
-    status(c).context("building the debugger")?;
+    let lockscope = build_lockscope()?;
     println!("kernel:   {}", elf.display());
     println!("disk:     {}", disk.display());
-    println!(
-        "debugger: {}",
-        root().join("target/release/lockscope").display()
-    );
+    println!("debugger: {}", lockscope.display());
     Ok(())
 }
 
@@ -297,12 +299,26 @@ fn test() -> Result<ExitCode> {
 fn demo() -> Result<ExitCode> {
     ensure_tools()?;
     let elf = build_kernel()?;
-    // Seam: once the debugger has a TUI, this opens it on the running kernel
-    // (`lockscope run`) instead of showing the console.
-    eprintln!("xtask: booting 4 harts with `{DEMO_BOOTARGS}`; quit QEMU with Ctrl-A then X");
-    let cfg = QemuConfig::new(elf).smp(4).bootargs(DEMO_BOOTARGS);
-    let st = cfg.command()?.status().context("running QEMU")?;
+    let disk = ensure_disk()?;
+    let lockscope = build_lockscope()?;
+    eprintln!("xtask: opening the dashboard on 4 harts running `{DEMO_BOOTARGS}`; press ? for help, q to quit");
+    let st = Command::new(&lockscope)
+        .args(["run", "--smp", "4", "--bootargs", DEMO_BOOTARGS])
+        .arg("--kernel")
+        .arg(&elf)
+        .arg("--disk")
+        .arg(&disk)
+        .status()
+        .with_context(|| format!("running {}", lockscope.display()))?;
     Ok(ExitCode::from(st.code().unwrap_or(1).clamp(0, 255) as u8))
+}
+
+/// Builds the debugger in release mode and returns the binary.
+fn build_lockscope() -> Result<PathBuf> {
+    let mut c = cargo();
+    c.args(["build", "--release", "-p", "lockscope"]);
+    status(c).context("building the debugger")?;
+    Ok(root().join("target/release/lockscope"))
 }
 
 /// The kalloctest total ops/s line of a console.
@@ -341,20 +357,54 @@ fn option(rest: &[String], name: &str, default: u32) -> Result<u32> {
 }
 
 fn bench(rest: &[String]) -> Result<ExitCode> {
+    const ALL: [&str; 4] = ["trace", "ingest", "render", "probe"];
+    let mut which: Vec<&str> = Vec::new();
+    let mut it = rest.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--pairs" | "--smp" | "--rounds" => {
+                it.next();
+            }
+            w if ALL.contains(&w) => which.push(w),
+            other => bail!("unknown benchmark '{other}'; choose from {}", ALL.join(", ")),
+        }
+    }
+    if which.is_empty() {
+        which = ALL.to_vec();
+    }
+    ensure_tools()?;
+    for w in which {
+        match w {
+            "trace" => bench_trace(rest)?,
+            "ingest" => bench::ingest()?,
+            "render" => bench::render()?,
+            _ => {
+                let elf = build_kernel()?;
+                let lockscope = build_lockscope()?;
+                let smp = option(rest, "--smp", 2)?;
+                let rounds = option(rest, "--rounds", 5)?;
+                bench::probe_effect(&elf, &lockscope, smp, rounds)?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The kernel's own cost of tracing: kalloctest with trace=on vs trace=off.
+fn bench_trace(rest: &[String]) -> Result<()> {
     let pairs = option(rest, "--pairs", 5)?;
     // One hart by default: with more vCPUs than host cores, host scheduling noise swamps the
     // few percent being measured.
     let smp = option(rest, "--smp", 1)?;
-    ensure_tools()?;
     let elf = build_kernel()?;
+    println!("== kernel tracing cost (target: at most 5% of throughput)");
     // `-icount shift=0`: guest time advances one nanosecond per guest instruction, so ops/s in
     // guest time measures the kernel's own cost, deterministic and independent of host load.
     println!("kalloctest throughput, {smp} harts, trace=on vs trace=off, alternating 3 s runs");
     println!("-- guest instructions (QEMU -icount shift=0): deterministic");
     bench_pairs(&elf, smp, 2, true)?;
     println!("-- wall clock (QEMU MTTCG): what a user sees, noisy on a shared host");
-    bench_pairs(&elf, smp, pairs, false)?;
-    Ok(ExitCode::SUCCESS)
+    bench_pairs(&elf, smp, pairs, false)
 }
 
 fn bench_pairs(elf: &Path, smp: u32, pairs: u32, icount: bool) -> Result<()> {

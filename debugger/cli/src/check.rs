@@ -32,9 +32,12 @@ pub fn load_symbols(kernel: &std::path::Path) -> Result<Arc<Symbols>> {
 pub fn boot_options(boot: &BootArgs) -> Result<(SessionOptions, Arc<Symbols>)> {
     let kernel = paths::kernel(boot.kernel.clone())?;
     let symbols = load_symbols(&kernel)?;
-    let mut q = QemuConfig::new(&kernel)
-        .smp(boot.smp)
-        .bootargs(boot.bootargs.clone());
+    // A panicked kernel stays up for inspection unless the user asked otherwise.
+    let mut bootargs = boot.bootargs.trim().to_string();
+    if !bootargs.split_whitespace().any(|w| w.starts_with("panic=")) {
+        bootargs = format!("{bootargs} panic=halt").trim().to_string();
+    }
+    let mut q = QemuConfig::new(&kernel).smp(boot.smp).bootargs(bootargs);
     match paths::disk(boot.disk.clone(), &kernel) {
         Some(d) => q = q.disk(d),
         None if needs_disk(&boot.bootargs) => anyhow::bail!(
@@ -48,6 +51,7 @@ pub fn boot_options(boot: &BootArgs) -> Result<(SessionOptions, Arc<Symbols>)> {
     }
     let mut o = SessionOptions::new(Target::Run(q));
     o.shared_ram = !boot.gdb_poll;
+    o.panic_breakpoint = boot.break_on_panic;
     o.poll_hz = boot.poll_hz;
     o.record = boot.record.clone();
     o.console_log = boot.console_log.clone();

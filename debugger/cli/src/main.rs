@@ -61,6 +61,11 @@ pub struct BootArgs {
     /// gdb polls per second with --gdb-poll.
     #[arg(long, default_value_t = 10.0)]
     pub poll_hz: f64,
+    /// Also break on the kernel's panic-halt function through the gdb stub. Panics are caught
+    /// without it (from the panic record); QEMU 7.2 runs the guest several times slower while
+    /// any breakpoint is set.
+    #[arg(long)]
+    pub break_on_panic: bool,
     /// Record everything seen into this trace file (replay it with `lockscope replay`).
     #[arg(long)]
     pub record: Option<PathBuf>,

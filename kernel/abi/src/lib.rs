@@ -206,7 +206,8 @@ pub struct HeldLock {
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct HartState {
     /// Incremented by the hart's main loop for each unit of work done, and once per timer tick
-    /// while idle; never by a spin loop. A running hart whose heartbeat stops has stalled.
+    /// while idle or waiting at a workload barrier; never by a lock's spin loop. A running hart
+    /// whose heartbeat stops has stalled.
     pub heartbeat: u64,
     /// A [`HartStatus`] value.
     pub status: u32,

@@ -82,6 +82,11 @@ pub fn read_root<M: GuestMemory + ?Sized>(mem: &mut M, addr: u64) -> Result<abi:
     read_pod(mem, addr)
 }
 
+/// Reads one u32 at `addr` (a state word such as the panic record's).
+pub fn read_u32<M: GuestMemory + ?Sized>(mem: &mut M, addr: u64) -> Result<u32, MemoryError> {
+    read_pod(mem, addr)
+}
+
 /// Converts timebase ticks to nanoseconds.
 pub fn ticks_to_ns(ticks: u64, timebase_hz: u64) -> u64 {
     if timebase_hz == 0 {

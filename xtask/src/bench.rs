@@ -1,0 +1,174 @@
+//! The debugger's benchmarks: engine ingest, dashboard render time, and the probe effect of
+//! watching a guest (bare vs shared RAM vs gdb polling), each reported as a ratio measured side
+//! by side in one run, because these machines are noisy.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use lockscope_engine::qemu::QemuConfig;
+
+use crate::{cargo, status};
+
+/// `cargo bench` of the engine's ingest (decode + analysis on one core).
+pub fn ingest() -> Result<()> {
+    println!("== engine ingest: events per second, one core (target: at least 20 M/s)");
+    let mut c = cargo();
+    c.args(["bench", "-q", "-p", "lockscope-engine", "--bench", "ingest"]);
+    status(c)
+}
+
+/// The dashboard's frame time with 1,024 locks and 8 harts.
+pub fn render() -> Result<()> {
+    println!("== dashboard render time per frame, 1,024 locks, 8 harts (target: at most 5 ms)");
+    let mut c = cargo();
+    c.args([
+        "run",
+        "-q",
+        "--release",
+        "-p",
+        "lockscope-tui",
+        "--example",
+        "bench_render",
+    ]);
+    status(c)
+}
+
+/// The kernel's own `kalloctest: total N ops/s`, and the longest per-hart run in ms.
+fn kalloctest_rate(console: &str) -> Option<(f64, f64)> {
+    let total = console
+        .lines()
+        .find_map(|l| l.strip_prefix("kalloctest: total "))?
+        .strip_suffix(" ops/s")?
+        .trim()
+        .parse()
+        .ok()?;
+    let ms = console
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("kalloctest: hart ")?;
+            let (_, after) = rest.split_once(" ops in ")?;
+            after.strip_suffix(" ms")?.split(':').next()?.trim().parse::<f64>().ok()
+        })
+        .fold(0.0, f64::max);
+    Some((total, ms))
+}
+
+/// Guest throughput (ops per second of wall time the guest could have run) of one run, and the
+/// gdb pause median when `how` polls.
+///
+/// The kernel measures its rate in guest time. With shared RAM nothing pauses the guest, so
+/// guest time is wall time and any cost (host CPU taken by lockscope) shows in that rate.
+/// Polling through gdb stops the guest's clock during each pause, so the pauses are added back.
+fn one_run(
+    how: &str,
+    elf: &Path,
+    lockscope: &Path,
+    smp: u32,
+    args: &str,
+) -> Result<(f64, Option<f64>)> {
+    let (console, pause_total_ns, pause_median) = match how {
+        "bare" => {
+            let c = QemuConfig::new(elf)
+                .smp(smp)
+                .bootargs(args)
+                .run_captured(Duration::from_secs(600))?;
+            if !c.verdict.passed() {
+                bail!("`{args}` failed ({}):\n{}", c.verdict, c.console);
+            }
+            (c.console, 0.0, None)
+        }
+        _ => {
+            let dir = std::env::temp_dir().join(format!("lockscope-bench-{}", std::process::id()));
+            std::fs::create_dir_all(&dir)?;
+            let log = dir.join(format!("{how}.log"));
+            let _ = std::fs::remove_file(&log);
+            let mut c = Command::new(lockscope);
+            c.args(["check", "--json", "--for", "600", "--smp", &smp.to_string()])
+                .args(["--bootargs", args])
+                .arg("--kernel")
+                .arg(elf)
+                .arg("--console-log")
+                .arg(&log);
+            if how == "gdb" {
+                c.args(["--gdb-poll", "--poll-hz", "10"]);
+            }
+            let out = c.output().context("running lockscope")?;
+            let report: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+                format!(
+                    "lockscope check printed no report: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })?;
+            if report["verdict"] != "ok" {
+                bail!("lockscope check of `{args}` says {}", report["summary"]);
+            }
+            let console = std::fs::read_to_string(&log).context("reading the console log")?;
+            let total = report["pauses"]["total_ns"].as_f64().unwrap_or(0.0);
+            let median = report["pauses"]["median_ns"].as_f64().filter(|_| how == "gdb");
+            (console, total, median)
+        }
+    };
+    let (rate, ms) = kalloctest_rate(&console)
+        .with_context(|| format!("no kalloctest rate in the console:\n{console}"))?;
+    // Pauses stopped the guest clock: spread the same work over the longer wall time.
+    let guest_s = ms / 1000.0;
+    let rate = if guest_s > 0.0 {
+        rate * guest_s / (guest_s + pause_total_ns / 1e9)
+    } else {
+        rate
+    };
+    Ok((rate, pause_median))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Guest throughput with lockscope watching vs not, for shared RAM and for gdb polling at
+/// 10 Hz: alternating runs, rotated so that none always goes first; ratios per round.
+pub fn probe_effect(elf: &Path, lockscope: &Path, smp: u32, rounds: u32) -> Result<()> {
+    println!(
+        "== probe effect: kalloctest on {smp} harts, guest ops/s with lockscope watching vs not (targets: shared RAM at most 1% slower, gdb polling at 10 Hz at most 3%)"
+    );
+    let args = "workload=kalloctest secs=4";
+    let kinds = ["bare", "shared", "gdb"];
+    let mut rate: [Vec<f64>; 3] = Default::default();
+    let mut pauses = Vec::new();
+    for r in 0..rounds as usize {
+        for k in 0..3 {
+            let i = (k + r) % 3;
+            let (x, p) = one_run(kinds[i], elf, lockscope, smp, args)?;
+            println!("round {}: {:<6} {x:>9.0} ops/s", r + 1, kinds[i]);
+            rate[i].push(x);
+            pauses.extend(p);
+        }
+    }
+    // Per round ratios: each round's three runs are close in time, so they share its load.
+    let ratio = |i: usize| -> f64 {
+        let mut v: Vec<f64> = rate[i].iter().zip(&rate[0]).map(|(x, b)| x / b).collect();
+        median(&mut v)
+    };
+    let (shared, gdb) = (ratio(1), ratio(2));
+    println!(
+        "shared RAM: guest speed {:.3} of bare (costs {:.1}%)",
+        shared,
+        (1.0 - shared) * 100.0
+    );
+    println!(
+        "gdb polling at 10 Hz: guest speed {:.3} of bare (costs {:.1}%)",
+        gdb,
+        (1.0 - gdb) * 100.0
+    );
+    if !pauses.is_empty() {
+        let m = median(&mut pauses) / 1e6;
+        // 10 polls a second of m ms each.
+        let stopped_pct = 10.0 * m / 1000.0 * 100.0;
+        println!(
+            "gdb pause per poll: median {m:.2} ms (median of each run's median): at 10 Hz the guest is stopped {stopped_pct:.1}% of the time"
+        );
+    }
+    Ok(())
+}
