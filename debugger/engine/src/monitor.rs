@@ -549,22 +549,30 @@ impl Monitor {
 
     fn panic_detail(&self, report: &Report) -> Option<PanicDetail> {
         let p = report.panic.as_ref()?;
-        let stop_frames = p
-            .harts
+        // The kernel's own walk, made inside the panic handler, starts at the code that
+        // panicked; a stop-time unwind starts wherever the handler happened to be when the
+        // guest was stopped, so it is only the fallback.
+        let sepc = p.trap.as_ref().map(|t| t.sepc);
+        let recorded: Vec<StackFrame> = p
+            .frames
             .iter()
-            .find(|h| h.hart == p.hart)
-            .map(|h| h.frames.clone())
-            .filter(|f| !f.is_empty());
-        let frames: Vec<StackFrame> = match stop_frames {
-            Some(f) => f,
-            None => p
-                .frames
+            .map(|&pc| StackFrame {
+                pc,
+                kind: if Some(pc) == sepc {
+                    FrameKind::Trap
+                } else {
+                    FrameKind::Return
+                },
+            })
+            .collect();
+        let frames = if recorded.is_empty() {
+            p.harts
                 .iter()
-                .map(|&pc| StackFrame {
-                    pc,
-                    kind: FrameKind::Return,
-                })
-                .collect(),
+                .find(|h| h.hart == p.hart)
+                .map(|h| h.frames.clone())
+                .unwrap_or_default()
+        } else {
+            recorded
         };
         let backtrace = self.backtrace(&frames);
         // Blame the trapping instruction, else the first frame past the panic machinery.
