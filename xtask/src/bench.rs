@@ -49,7 +49,13 @@ fn kalloctest_rate(console: &str) -> Option<(f64, f64)> {
         .filter_map(|l| {
             let rest = l.strip_prefix("kalloctest: hart ")?;
             let (_, after) = rest.split_once(" ops in ")?;
-            after.strip_suffix(" ms")?.split(':').next()?.trim().parse::<f64>().ok()
+            after
+                .strip_suffix(" ms")?
+                .split(':')
+                .next()?
+                .trim()
+                .parse::<f64>()
+                .ok()
         })
         .fold(0.0, f64::max);
     Some((total, ms))
@@ -95,18 +101,21 @@ fn one_run(
                 c.args(["--gdb-poll", "--poll-hz", "10"]);
             }
             let out = c.output().context("running lockscope")?;
-            let report: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
-                format!(
-                    "lockscope check printed no report: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                )
-            })?;
+            let report: serde_json::Value =
+                serde_json::from_slice(&out.stdout).with_context(|| {
+                    format!(
+                        "lockscope check printed no report: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    )
+                })?;
             if report["verdict"] != "ok" {
                 bail!("lockscope check of `{args}` says {}", report["summary"]);
             }
             let console = std::fs::read_to_string(&log).context("reading the console log")?;
             let total = report["pauses"]["total_ns"].as_f64().unwrap_or(0.0);
-            let median = report["pauses"]["median_ns"].as_f64().filter(|_| how == "gdb");
+            let median = report["pauses"]["median_ns"]
+                .as_f64()
+                .filter(|_| how == "gdb");
             (console, total, median)
         }
     };

@@ -1,5 +1,7 @@
 //! `lockscope check` and `lockscope replay`: verdicts without a screen.
 
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,14 +62,21 @@ pub fn boot_options(boot: &BootArgs) -> Result<(SessionOptions, Arc<Symbols>)> {
 
 /// Whether these boot arguments run the buffer cache, which needs a disk.
 fn needs_disk(bootargs: &str) -> bool {
-    bootargs.split_whitespace().any(|w| match w.split_once('=') {
-        Some(("workload", v)) => v == "bcachetest" || v == "mixed",
-        Some(("bug", v)) => matches!(
-            v,
-            "bucket-order" | "refcnt-leak" | "double-acquire" | "null-next" | "stale-ticks" | "order-inversion"
-        ),
-        _ => false,
-    })
+    bootargs
+        .split_whitespace()
+        .any(|w| match w.split_once('=') {
+            Some(("workload", v)) => v == "bcachetest" || v == "mixed",
+            Some(("bug", v)) => matches!(
+                v,
+                "bucket-order"
+                    | "refcnt-leak"
+                    | "double-acquire"
+                    | "null-next"
+                    | "stale-ticks"
+                    | "order-inversion"
+            ),
+            _ => false,
+        })
 }
 
 /// True once waiting longer cannot change the verdict.
@@ -89,8 +98,10 @@ impl Certainty {
         // A fault is certain once the guest was stopped to capture it (registers and stacks),
         // or after a grace period if the capture cannot happen.
         let captured = match (&v.state, v.check.verdict) {
-            (TargetState::Stopped { reason }, Verdict::Panic) => *reason == StopReason::Panic
-                || v.panic.as_ref().is_some_and(|p| !p.harts.is_empty()),
+            (TargetState::Stopped { reason }, Verdict::Panic) => {
+                *reason == StopReason::Panic
+                    || v.panic.as_ref().is_some_and(|p| !p.harts.is_empty())
+            }
             (TargetState::Stopped { .. }, _) => true,
             _ => false,
         };
@@ -128,12 +139,13 @@ pub fn check(a: CheckArgs) -> Result<u8> {
     let view = monitor.view();
     let report = CheckReport::from_view(&view);
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        emit(&(serde_json::to_string_pretty(&report)? + "\n"))?;
     } else {
-        print_report(&report, &view);
+        let mut text = report_text(&report, &view);
         if let Some(log) = console_log {
-            println!("console log: {}", log.display());
+            let _ = writeln!(text, "console log: {}", log.display());
         }
+        emit(&text)?;
     }
     // Losing the target is a connection error, whatever was gathered before (printed above).
     if let TargetState::Ended {
@@ -179,20 +191,28 @@ pub fn replay(
     };
     let mut monitor = Monitor::new(MonitorConfig::default(), symbols, SourceKind::Trace)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut ending = None;
     while let Some(feed) = reader.next_feed()? {
-        monitor.apply(&feed);
+        match feed {
+            // Held back: the dumped view shows the target as it was, not the session's end.
+            lockscope_engine::feed::Feed::End(_) => ending = Some(feed),
+            f => monitor.apply(&f),
+        }
     }
-    let view = monitor.view();
     if let Some(path) = dump_view {
-        std::fs::write(&path, serde_json::to_vec_pretty(&view)?)
+        std::fs::write(&path, serde_json::to_vec_pretty(&monitor.view())?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
+    if let Some(end) = ending {
+        monitor.apply(&end);
+    }
+    let view = monitor.view();
     let report = CheckReport::from_view(&view);
     if check || json {
         if json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            emit(&(serde_json::to_string_pretty(&report)? + "\n"))?;
         } else {
-            print_report(&report, &view);
+            emit(&report_text(&report, &view))?;
         }
         return Ok(report.exit_code() as u8);
     }
@@ -207,6 +227,14 @@ pub fn attach(addr: String, kernel: PathBuf, poll_hz: f64, record: Option<PathBu
     crate::live::attach(addr, kernel, poll_hz, record)
 }
 
+/// Writes to stdout; a reader that went away (`lockscope check | head`) is not an error.
+fn emit(text: &str) -> Result<()> {
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 fn ns(v: Option<u64>) -> String {
     match v {
         None => "-".into(),
@@ -216,8 +244,11 @@ fn ns(v: Option<u64>) -> String {
     }
 }
 
-fn print_report(r: &CheckReport, v: &View) {
-    println!(
+/// The report as people read it.
+fn report_text(r: &CheckReport, v: &View) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "lockscope check: {} ({})",
         r.verdict.as_str(),
         match r.severity {
@@ -226,15 +257,17 @@ fn print_report(r: &CheckReport, v: &View) {
             Severity::Fault => "fault",
         }
     );
-    println!("  {}", r.summary);
+    let _ = writeln!(out, "  {}", r.summary);
     if let Some(b) = &r.bootargs {
-        println!(
+        let _ = writeln!(
+            out,
             "kernel: {} harts, bootargs \"{b}\"; events {} (lost {})",
             r.harts, r.events, r.lost_events
         );
     }
     if r.pauses.count > 0 {
-        println!(
+        let _ = writeln!(
+            out,
             "gdb polling: {} pauses, median {}, max {}",
             r.pauses.count,
             ns(Some(r.pauses.median_ns)),
@@ -242,18 +275,32 @@ fn print_report(r: &CheckReport, v: &View) {
         );
     }
     match &r.ending {
-        Some(Ending::Exited { status }) => println!("QEMU exited with status {status} ({})", lockscope_engine::qemu::Verdict::from_code(Some(*status))),
-        Some(Ending::Lost { reason }) => println!("connection lost: {reason}"),
+        Some(Ending::Exited { status }) => {
+            let verdict = lockscope_engine::qemu::Verdict::from_code(Some(*status));
+            let _ = writeln!(out, "QEMU exited with status {status} ({verdict})");
+        }
+        Some(Ending::Lost { reason }) => {
+            let _ = writeln!(out, "connection lost: {reason}");
+        }
         _ => {}
     }
 
-    println!("\n--- locks (lab format, most contended first)");
-    println!(
+    let _ = writeln!(out, "\n--- locks (lab format, most contended first)");
+    let _ = writeln!(
+        out,
         "{:<20} {:>10} {:>14} {:>8} {:>9} {:>9} {:>9} {:>9}",
-        "lock", "#acquire()", "#test-and-set", "contend", "wait avg", "wait max", "hold avg", "hold max"
+        "lock",
+        "#acquire()",
+        "#test-and-set",
+        "contend",
+        "wait avg",
+        "wait max",
+        "hold avg",
+        "hold max"
     );
     for l in &r.locks {
-        println!(
+        let _ = writeln!(
+            out,
             "{:<20} {:>10} {:>14} {:>7.2}% {:>9} {:>9} {:>9} {:>9}",
             l.name,
             l.acquires,
@@ -266,13 +313,15 @@ fn print_report(r: &CheckReport, v: &View) {
         );
     }
     if !r.buckets.is_empty() {
-        println!("\n--- buffer cache buckets");
-        println!(
+        let _ = writeln!(out, "\n--- buffer cache buckets");
+        let _ = writeln!(
+            out,
             "{:<7} {:<18} {:>5} {:>6} {:>10} {:>8} {:>7} {:>8}",
             "bucket", "lock", "bufs", "in-use", "hits", "misses", "steals", "hit-rate"
         );
         for b in &r.buckets {
-            println!(
+            let _ = writeln!(
+                out,
                 "{:<7} {:<18} {:>5} {:>6} {:>10} {:>8} {:>7} {:>8}",
                 b.index,
                 b.lock.as_deref().unwrap_or("-"),
@@ -287,20 +336,22 @@ fn print_report(r: &CheckReport, v: &View) {
         }
     }
     if let Some(p) = &v.panic {
-        println!("\n--- panic");
+        let _ = writeln!(out, "\n--- panic");
         if let Some(c) = &v.check.panic {
-            println!("hart {}: {}", c.hart, c.message);
+            let _ = writeln!(out, "hart {}: {}", c.hart, c.message);
             if let Some(t) = &c.trap {
-                println!(
+                let _ = writeln!(
+                    out,
                     "scause {:#x} ({}), sepc {:#x}, stval {:#x}",
                     t.scause.raw, t.scause.name, t.sepc, t.stval
                 );
             }
         }
-        println!("backtrace:");
+        let _ = writeln!(out, "backtrace:");
         for (i, f) in r.backtrace.iter().enumerate() {
             let inl = p.backtrace.get(i).is_some_and(|l| l.inlined);
-            println!(
+            let _ = writeln!(
+                out,
                 "  {:#018x} {}{}",
                 f.pc,
                 site_text(f),
@@ -308,9 +359,10 @@ fn print_report(r: &CheckReport, v: &View) {
             );
         }
         if !p.disassembly.is_empty() {
-            println!("disassembly:");
+            let _ = writeln!(out, "disassembly:");
             for l in &p.disassembly {
-                println!(
+                let _ = writeln!(
+                    out,
                     "  {} {:#x}: {}",
                     if l.at_pc { "=>" } else { "  " },
                     l.address,
@@ -320,23 +372,29 @@ fn print_report(r: &CheckReport, v: &View) {
         }
     }
     if !r.deadlocks.is_empty() {
-        println!("\n--- deadlock");
+        let _ = writeln!(out, "\n--- deadlock");
         for d in &r.deadlocks {
-            println!("{d}");
+            let _ = writeln!(out, "{d}");
         }
     }
     if !r.stalls.is_empty() {
-        println!("\n--- stall");
+        let _ = writeln!(out, "\n--- stall");
         for s in &r.stalls {
-            println!("{s}");
+            let _ = writeln!(out, "{s}");
         }
     }
     if !r.inversions.is_empty() {
-        println!("\n--- lock-order inversions");
+        let _ = writeln!(out, "\n--- lock-order inversions");
         for inv in &r.inversions {
             for ((o, (a, b)), h) in inv.orders.iter().zip(&inv.sites).zip(&inv.harts) {
-                println!("{o} on hart{h}: {} then {}", site_text(a), site_text(b));
+                let _ = writeln!(
+                    out,
+                    "{o} on hart{h}: {} then {}",
+                    site_text(a),
+                    site_text(b)
+                );
             }
         }
     }
+    out
 }

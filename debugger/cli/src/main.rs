@@ -127,7 +127,8 @@ struct ReplayArgs {
     /// With --check: print JSON.
     #[arg(long)]
     json: bool,
-    /// Write the final view as JSON to this file (test fixtures for the dashboard).
+    /// Write the view as it was before the session ended as JSON to this file (test fixtures for
+    /// the dashboard).
     #[arg(long)]
     dump_view: Option<PathBuf>,
 }

@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 /// The kernel ELF's path inside a workspace.
-const KERNEL_IN_WORKSPACE: &str = "target/kernel/riscv64gc-unknown-none-elf/release/lockscope-kernel";
+const KERNEL_IN_WORKSPACE: &str =
+    "target/kernel/riscv64gc-unknown-none-elf/release/lockscope-kernel";
 /// The disk image's path inside a workspace (made by `cargo xtask build`).
 const DISK_IN_WORKSPACE: &str = "target/kernel/disk.img";
 
@@ -20,11 +21,12 @@ pub fn workspace() -> Option<PathBuf> {
             .and_then(Path::parent)
             .map(Path::to_path_buf)
     });
-    let candidates = from_exe
-        .into_iter()
-        .chain(std::env::current_dir().ok().into_iter().flat_map(|d| {
-            d.ancestors().map(Path::to_path_buf).collect::<Vec<_>>()
-        }));
+    let candidates = from_exe.into_iter().chain(
+        std::env::current_dir()
+            .ok()
+            .into_iter()
+            .flat_map(|d| d.ancestors().map(Path::to_path_buf).collect::<Vec<_>>()),
+    );
     for c in candidates {
         if c.join(KERNEL_IN_WORKSPACE).is_file() {
             return Some(c);

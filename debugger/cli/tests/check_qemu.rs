@@ -20,7 +20,11 @@ fn kernel_stats(console: &str) -> Vec<(String, u64, u64)> {
             let rest = l.trim().strip_prefix("lock: ")?;
             let (name, rest) = rest.split_once(": #test-and-set ")?;
             let (tas, acq) = rest.split_once(" #acquire() ")?;
-            Some((name.to_string(), tas.parse().ok()?, acq.trim().parse().ok()?))
+            Some((
+                name.to_string(),
+                tas.parse().ok()?,
+                acq.trim().parse().ok()?,
+            ))
         })
         .collect()
 }
@@ -51,14 +55,26 @@ fn healthy_kalloctest_is_ok_and_counts_equal_the_kernels_own() {
     assert_eq!(report["ending"]["Exited"]["status"], 0);
     let console = std::fs::read_to_string(&log).unwrap();
     let stats = kernel_stats(&console);
-    let kmem: Vec<_> = stats.iter().filter(|(n, ..)| n.starts_with("kmem")).collect();
+    let kmem: Vec<_> = stats
+        .iter()
+        .filter(|(n, ..)| n.starts_with("kmem"))
+        .collect();
     assert_eq!(kmem.len(), 4, "the kernel printed {console}");
     for (name, tas, acq) in kmem {
         let l = lock(&report, name);
-        assert_eq!(l["acquires"], *acq, "{name}: lockscope vs the kernel's #acquire()");
-        assert_eq!(l["spins"], *tas, "{name}: lockscope vs the kernel's #test-and-set");
+        assert_eq!(
+            l["acquires"], *acq,
+            "{name}: lockscope vs the kernel's #acquire()"
+        );
+        assert_eq!(
+            l["spins"], *tas,
+            "{name}: lockscope vs the kernel's #test-and-set"
+        );
     }
-    assert_eq!(report["lost_events"], 0, "no events lost at default settings");
+    assert_eq!(
+        report["lost_events"], 0,
+        "no events lost at default settings"
+    );
     assert!(report["events"].as_u64().unwrap() > 10_000);
 }
 
@@ -163,11 +179,17 @@ fn qemu_killed_mid_session_is_reported_and_what_was_gathered_is_kept() {
         if let Some(pid) = child_named(child.id(), "qemu-system-ris").filter(|_| started) {
             break pid;
         }
-        assert!(Instant::now() < deadline, "the workload did not start under lockscope");
+        assert!(
+            Instant::now() < deadline,
+            "the workload did not start under lockscope"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     std::thread::sleep(Duration::from_secs(1));
-    let killed = Command::new("kill").args(["-9", &qemu.to_string()]).status().unwrap();
+    let killed = Command::new("kill")
+        .args(["-9", &qemu.to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -246,16 +268,28 @@ fn bucket_order_is_a_deadlock_over_two_bucket_locks_with_bio_sites() {
     let cycles = r["check"]["deadlocks"].as_array().unwrap();
     let edges = cycles[0]["edges"].as_array().unwrap();
     assert_eq!(edges.len(), 2, "two harts, two locks: {r}");
-    let locks: Vec<&str> = edges.iter().map(|e| e["lock_name"].as_str().unwrap()).collect();
-    assert!(locks.iter().all(|l| l.starts_with("bcache.bucket")), "{locks:?}");
+    let locks: Vec<&str> = edges
+        .iter()
+        .map(|e| e["lock_name"].as_str().unwrap())
+        .collect();
+    assert!(
+        locks.iter().all(|l| l.starts_with("bcache.bucket")),
+        "{locks:?}"
+    );
     assert_ne!(locks[0], locks[1]);
-    let harts: Vec<u64> = edges.iter().map(|e| e["waiter"].as_u64().unwrap()).collect();
+    let harts: Vec<u64> = edges
+        .iter()
+        .map(|e| e["waiter"].as_u64().unwrap())
+        .collect();
     assert_ne!(harts[0], harts[1]);
     // Each waiter is the other's holder.
     assert_eq!(edges[0]["holder"], edges[1]["waiter"]);
     assert_eq!(edges[1]["holder"], edges[0]["waiter"]);
     let chain = &texts(&r["deadlocks"])[0];
-    assert!(chain.contains("bio.rs:"), "sites in the bcache source: {chain}");
+    assert!(
+        chain.contains("bio.rs:"),
+        "sites in the bcache source: {chain}"
+    );
     for l in &locks {
         assert!(chain.contains(l), "{chain}");
     }
@@ -269,11 +303,15 @@ fn refcnt_leak_is_a_panic_in_bget_with_file_and_line() {
     assert_eq!(r["check"]["panic"]["message"], "bget: no buffers");
     let bt = locations(&r["backtrace"]);
     assert!(
-        bt.iter().any(|f| f.contains("bget") && f.contains("kernel/src/bio.rs:")),
+        bt.iter()
+            .any(|f| f.contains("bget") && f.contains("kernel/src/bio.rs:")),
         "{bt:#?}"
     );
     let fault = &r["fault"];
-    assert!(fault["function"].as_str().unwrap().contains("bget"), "{fault}");
+    assert!(
+        fault["function"].as_str().unwrap().contains("bget"),
+        "{fault}"
+    );
 }
 
 #[test]
@@ -303,10 +341,16 @@ fn null_next_is_a_load_page_fault_at_a_bcache_line() {
     assert_eq!(trap["scause"]["name"], "load page fault", "{r}");
     assert_eq!(trap["scause"]["raw"], 0xd);
     let stval = trap["stval"].as_u64().unwrap();
-    assert!(stval < 0x1000, "a small offset from a null pointer: {stval:#x}");
+    assert!(
+        stval < 0x1000,
+        "a small offset from a null pointer: {stval:#x}"
+    );
     let fault = &r["fault"];
     let at = format!("{} {}", fault["function"], fault["location"]);
-    assert!(at.contains("kernel/src/bio.rs:"), "faulting file:line in the bcache: {at}");
+    assert!(
+        at.contains("kernel/src/bio.rs:"),
+        "faulting file:line in the bcache: {at}"
+    );
     assert!(r["summary"].as_str().unwrap().contains("load page fault"));
 }
 
@@ -315,7 +359,10 @@ fn order_inversion_passes_the_workload_but_warns_with_both_orders() {
     let (code, r) = check_json("workload=bcachetest bug=order-inversion", 4);
     assert_eq!(code, 4, "{r}");
     assert_eq!(r["verdict"], "lock-order-inversion");
-    assert_eq!(r["ending"]["Exited"]["status"], 0, "bcachetest still passes");
+    assert_eq!(
+        r["ending"]["Exited"]["status"], 0,
+        "bcachetest still passes"
+    );
     let inv = &r["inversions"][0];
     let orders = texts(&inv["orders"]);
     assert_eq!(orders.len(), 2, "{inv}");

@@ -60,7 +60,13 @@ impl Tmux {
     fn alternate_screen(&self) -> bool {
         let out = self
             .cmd()
-            .args(["display-message", "-p", "-t", &self.session, "#{alternate_on}"])
+            .args([
+                "display-message",
+                "-p",
+                "-t",
+                &self.session,
+                "#{alternate_on}",
+            ])
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).trim() == "1"
@@ -74,7 +80,10 @@ impl Tmux {
             if f(&s) {
                 return s;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}; screen:\n{s}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; screen:\n{s}"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -116,17 +125,25 @@ fn run_shows_bucket_locks_with_acquisitions_and_q_restores_the_terminal() {
         "bcache",
         &shell("run --smp 4 --bootargs 'workload=bcachetest secs=60'"),
     );
-    let screen = t.wait_for("bucket locks with acquisitions", Duration::from_secs(90), |s| {
-        busy_rows(s, "bcache.bucket") >= 3
-    });
+    let screen = t.wait_for(
+        "bucket locks with acquisitions",
+        Duration::from_secs(90),
+        |s| busy_rows(s, "bcache.bucket") >= 3,
+    );
     assert!(screen.contains("Locks"), "{screen}");
-    assert!(t.alternate_screen(), "the dashboard uses the alternate screen");
+    assert!(
+        t.alternate_screen(),
+        "the dashboard uses the alternate screen"
+    );
     t.send("q");
     let after = t.wait_for("lockscope to exit", Duration::from_secs(30), |s| {
         s.contains("lockscope exited")
     });
     assert!(after.contains("lockscope exited 0"), "{after}");
-    assert!(!t.alternate_screen(), "the terminal left the alternate screen");
+    assert!(
+        !t.alternate_screen(),
+        "the terminal left the alternate screen"
+    );
     assert!(
         !after.contains("bcache.bucket"),
         "the dashboard is gone from the restored screen:\n{after}"

@@ -60,7 +60,9 @@ pub enum Feed {
     },
     /// These harts' rings are read from their first event ever (the session saw the boot), so
     /// nothing was held before the first event.
-    TraceStart { harts: Vec<HartId> },
+    TraceStart {
+        harts: Vec<HartId>,
+    },
     /// Console output (any text; not necessarily whole lines).
     Console(String),
     /// The guest stopped; registers and backtraces of every hart.
@@ -68,6 +70,8 @@ pub enum Feed {
     /// The guest runs again.
     Resumed,
     /// The cost of one look at a running guest through the gdb stub.
-    Pause { nanos: u64 },
+    Pause {
+        nanos: u64,
+    },
     End(Ending),
 }

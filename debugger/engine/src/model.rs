@@ -287,7 +287,9 @@ pub enum EventKind {
     /// The first test-and-set failed; the hart starts spinning.
     Spin,
     /// The lock was taken; `contended` when it was taken after spinning.
-    Acquired { contended: bool },
+    Acquired {
+        contended: bool,
+    },
     Released,
 }
 

@@ -38,8 +38,12 @@ pub enum TargetState {
     /// Waiting for the kernel to publish its ABI.
     Starting,
     Running,
-    Stopped { reason: StopReason },
-    Ended { ending: Ending },
+    Stopped {
+        reason: StopReason,
+    },
+    Ended {
+        ending: Ending,
+    },
 }
 
 /// Pauses the gdb source imposed on the guest.
@@ -403,9 +407,7 @@ impl Monitor {
         let check = self.analyzer.check();
         let mut places = HashMap::new();
         let mut site = |pc: u64| {
-            places
-                .entry(pc)
-                .or_insert_with(|| self.return_place(pc));
+            places.entry(pc).or_insert_with(|| self.return_place(pc));
         };
         for l in &report.locks {
             for s in &l.top_sites {
@@ -712,7 +714,10 @@ mod tests {
             m.apply(&Feed::Pause { nanos: n });
         }
         let p = m.view().pauses;
-        assert_eq!((p.count, p.last_ns, p.max_ns, p.median_ns), (3, 200, 300, 200));
+        assert_eq!(
+            (p.count, p.last_ns, p.max_ns, p.median_ns),
+            (3, 200, 300, 200)
+        );
     }
 
     #[test]
@@ -729,6 +734,9 @@ mod tests {
     #[test]
     fn function_names_lose_the_crate_prefix() {
         assert_eq!(short_function("lockscope_kernel::bio::bget"), "bio::bget");
-        assert_eq!(short_function("core::panicking::panic"), "core::panicking::panic");
+        assert_eq!(
+            short_function("core::panicking::panic"),
+            "core::panicking::panic"
+        );
     }
 }

@@ -154,26 +154,21 @@ impl CheckReport {
             ),
             None => (Vec::new(), None),
         };
-        let stalls = v
-            .report
-            .stall
-            .as_ref()
-            .map_or_else(Vec::new, |s| {
-                s.harts
-                    .iter()
-                    .map(|h| {
-                        let at = h
-                            .pc
-                            .map(|pc| format!(" at {}", v.place(pc).short()))
+        let stalls = v.report.stall.as_ref().map_or_else(Vec::new, |s| {
+            s.harts
+                .iter()
+                .map(|h| {
+                    let at =
+                        h.pc.map(|pc| format!(" at {}", v.place(pc).short()))
                             .unwrap_or_default();
-                        format!(
-                            "hart{} made no progress for {} ms{at}",
-                            h.hart,
-                            h.for_ns / 1_000_000
-                        )
-                    })
-                    .collect()
-            });
+                    format!(
+                        "hart{} made no progress for {} ms{at}",
+                        h.hart,
+                        h.for_ns / 1_000_000
+                    )
+                })
+                .collect()
+        });
         let inversions = c
             .inversions
             .iter()

@@ -45,10 +45,7 @@ pub struct TraceHeader {
 #[derive(Debug, Error)]
 pub enum TraceError {
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: io::Error,
-    },
+    Io { path: PathBuf, source: io::Error },
     #[error("{path} is not a lockscope trace (it does not start with LSTRACE1): pass a file written by `lockscope run --record`")]
     NotATrace { path: PathBuf },
     #[error("{path} is truncated at byte {offset}: the recording was cut short; the {records} records before it are intact")]
@@ -217,7 +214,8 @@ impl<R: Read> TraceReader<R> {
         };
         match r.next_record()? {
             Some((KIND_HEADER, payload)) => {
-                r.header = serde_json::from_slice(&payload).map_err(|e| r.corrupt(&e.to_string()))?;
+                r.header =
+                    serde_json::from_slice(&payload).map_err(|e| r.corrupt(&e.to_string()))?;
             }
             Some(_) => return Err(r.corrupt("the first record is not the trace header")),
             None => {
@@ -467,13 +465,19 @@ mod tests {
     #[test]
     fn a_length_claiming_gigabytes_is_refused_before_allocating() {
         let mut bytes = encode(&[Feed::Console("a".into())]);
-        let at = bytes.len() - (5 + serde_json::to_vec(&Feed::Console("a".into())).unwrap().len());
+        let at = bytes.len()
+            - (5 + serde_json::to_vec(&Feed::Console("a".into()))
+                .unwrap()
+                .len());
         bytes[at + 1..at + 5].copy_from_slice(&0xF000_0000u32.to_le_bytes());
         let err = decode(&bytes).unwrap_err();
         assert!(err.to_string().contains("limit"), "{err}");
         // Within the limit but beyond the file: truncated, not allocated.
         bytes[at + 1..at + 5].copy_from_slice(&(32u32 << 20).to_le_bytes());
-        assert!(matches!(decode(&bytes).unwrap_err(), TraceError::Truncated { .. }));
+        assert!(matches!(
+            decode(&bytes).unwrap_err(),
+            TraceError::Truncated { .. }
+        ));
     }
 
     #[test]

@@ -188,13 +188,19 @@ fn a_hart_interrupted_on_a_breakpoint_reports_it_when_resumed() {
     let pc = c.read_core_registers(thread(1)).unwrap().pc;
     c.insert_breakpoint(pc).unwrap();
     assert_eq!(c.resume().unwrap(), None);
-    let stop = c.wait_stop(Duration::from_secs(5)).unwrap().expect("trapped at once");
+    let stop = c
+        .wait_stop(Duration::from_secs(5))
+        .unwrap()
+        .expect("trapped at once");
     assert!(is_breakpoint(stop.cause, pc), "{stop:?}");
     assert_eq!(c.read_core_registers(thread(1)).unwrap().pc, pc);
     // From a reported breakpoint, resuming moves on.
     let before = read_counters(&mut c, 1)[0];
     c.resume().unwrap();
-    let stop = c.wait_stop(Duration::from_secs(5)).unwrap().expect("next loop");
+    let stop = c
+        .wait_stop(Duration::from_secs(5))
+        .unwrap()
+        .expect("next loop");
     assert!(is_breakpoint(stop.cause, pc), "{stop:?}");
     assert_eq!(read_counters(&mut c, 1)[0], before + 1);
 }

@@ -15,7 +15,8 @@ use support::*;
 /// A private copy of the kernel ELF (another build may replace the original while we run), and
 /// its symbols with paths shown relative to the repository.
 fn kernel() -> Option<(Symbols, tempfile::TempDir, PathBuf)> {
-    let path = kernel_elf().expect("no kernel ELF: run the tests with `cargo xtask test`, which builds it");
+    let path = kernel_elf()
+        .expect("no kernel ELF: run the tests with `cargo xtask test`, which builds it");
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("lockscope-kernel");
     std::fs::copy(&path, &copy).unwrap();

@@ -1,5 +1,5 @@
 //! Views saved as JSON: the fixtures the snapshot tests and the benchmark render, and what
-//! `examples/record_fixture.rs` writes.
+//! `cargo xtask fixtures` writes (through `lockscope replay --dump-view`).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -19,9 +19,11 @@ pub enum FixtureError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("view file {path} is {size} bytes, more than the {MAX_VIEW_BYTES} a view can be: pass a file written by record_fixture or the view dumper")]
+    #[error("view file {path} is {size} bytes, more than the {MAX_VIEW_BYTES} a view can be: pass a file written by `lockscope replay --dump-view`")]
     TooLarge { path: PathBuf, size: u64 },
-    #[error("{path} is not a lockscope view ({source}); regenerate it with `cargo run -p lockscope-tui --example record_fixture`")]
+    #[error(
+        "{path} is not a lockscope view ({source}); regenerate it with `cargo xtask fixtures`"
+    )]
     Parse {
         path: PathBuf,
         source: serde_json::Error,
@@ -85,7 +87,7 @@ mod tests {
         std::fs::write(&garbage, b"{\"generation\": 1}").unwrap();
         let e = load(&garbage).unwrap_err();
         assert!(matches!(e, FixtureError::Parse { .. }), "{e}");
-        assert!(e.to_string().contains("record_fixture"), "{e}");
+        assert!(e.to_string().contains("cargo xtask fixtures"), "{e}");
 
         // A file claiming more than a view can be is refused before it is read.
         let huge = dir.path().join("huge.view.json");

@@ -39,17 +39,17 @@ fn kalloc_global_every_view() {
 
 #[test]
 fn deadlock_every_view() {
-    every_view("deadlock.placeholder");
+    every_view("deadlock");
 }
 
 #[test]
 fn bget_no_buffers_every_view() {
-    every_view("bget_no_buffers.placeholder");
+    every_view("bget_no_buffers");
 }
 
 #[test]
 fn null_next_every_view() {
-    every_view("null_next.placeholder");
+    every_view("null_next");
 }
 
 #[test]
@@ -76,7 +76,7 @@ fn lock_detail_of_the_contended_global_kmem() {
 
 #[test]
 fn locks_grouped_by_class_with_one_class_folded() {
-    let view = fixture("deadlock.placeholder");
+    let view = fixture("deadlock");
     let mut a = app(Tab::Locks);
     press(&mut a, &view, KeyCode::Char('c'));
     insta::assert_snapshot!("deadlock__grouped__80x24", screen(&a, &view, 80, 24));
@@ -87,7 +87,7 @@ fn locks_grouped_by_class_with_one_class_folded() {
 
 #[test]
 fn locks_filtered_while_typing() {
-    let view = fixture("deadlock.placeholder");
+    let view = fixture("deadlock");
     let mut a = app(Tab::Locks);
     for c in ['/', 'b', 'u', 'c', 'k', 'e', 't', '1'] {
         press(&mut a, &view, KeyCode::Char(c));
@@ -105,7 +105,7 @@ fn help_overlay() {
 
 #[test]
 fn panic_with_every_hart() {
-    let view = fixture("bget_no_buffers.placeholder");
+    let view = fixture("bget_no_buffers");
     let mut a = app(Tab::Panic);
     press(&mut a, &view, KeyCode::Char('h'));
     insta::assert_snapshot!(

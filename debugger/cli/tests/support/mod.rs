@@ -11,9 +11,11 @@ pub fn workspace() -> PathBuf {
 
 /// The kernel ELF these tests boot: `LOCKSCOPE_KERNEL`, else the workspace build.
 pub fn kernel() -> PathBuf {
-    let k = std::env::var_os("LOCKSCOPE_KERNEL").map(PathBuf::from).unwrap_or_else(|| {
-        workspace().join("target/kernel/riscv64gc-unknown-none-elf/release/lockscope-kernel")
-    });
+    let k = std::env::var_os("LOCKSCOPE_KERNEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            workspace().join("target/kernel/riscv64gc-unknown-none-elf/release/lockscope-kernel")
+        });
     assert!(
         k.is_file(),
         "no kernel ELF at {}: run the tests with `cargo xtask test`, which builds it",
@@ -44,7 +46,8 @@ pub fn json_report(out: &Output) -> (i32, serde_json::Value) {
 
 /// The pid of a child of `parent` whose command name starts with `name` (15 chars at most).
 pub fn child_named(parent: u32, name: &str) -> Option<u32> {
-    let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")).ok()?;
+    let children =
+        std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")).ok()?;
     children
         .split_whitespace()
         .filter_map(|p| p.parse::<u32>().ok())

@@ -124,13 +124,41 @@ impl Layout {
         }
         check_size("root_size", root.root_size, size_of::<abi::Root>())?;
         check_size("event_size", root.event_size, size_of::<abi::Event>())?;
-        check_size("lock_info_size", root.lock_info_size, size_of::<abi::LockInfo>())?;
-        check_size("hart_state_size", root.hart_state_size, size_of::<abi::HartState>())?;
-        check_size("ring_header_size", root.ring_header_size, size_of::<abi::RingHeader>())?;
-        check_size("kmem_hart_size", root.kmem_hart_size, size_of::<abi::KmemHart>())?;
-        check_size("bucket_info_size", root.bucket_info_size, size_of::<abi::BucketInfo>())?;
-        check_size("buf_info_size", root.buf_info_size, size_of::<abi::BufInfo>())?;
-        check_size("panic_record_size", root.panic_record_size, size_of::<abi::PanicRecord>())?;
+        check_size(
+            "lock_info_size",
+            root.lock_info_size,
+            size_of::<abi::LockInfo>(),
+        )?;
+        check_size(
+            "hart_state_size",
+            root.hart_state_size,
+            size_of::<abi::HartState>(),
+        )?;
+        check_size(
+            "ring_header_size",
+            root.ring_header_size,
+            size_of::<abi::RingHeader>(),
+        )?;
+        check_size(
+            "kmem_hart_size",
+            root.kmem_hart_size,
+            size_of::<abi::KmemHart>(),
+        )?;
+        check_size(
+            "bucket_info_size",
+            root.bucket_info_size,
+            size_of::<abi::BucketInfo>(),
+        )?;
+        check_size(
+            "buf_info_size",
+            root.buf_info_size,
+            size_of::<abi::BufInfo>(),
+        )?;
+        check_size(
+            "panic_record_size",
+            root.panic_record_size,
+            size_of::<abi::PanicRecord>(),
+        )?;
         check_size("max_held", root.max_held, abi::MAX_HELD)?;
         Ok(())
     }
@@ -197,7 +225,9 @@ impl Layout {
                 ),
             ));
         }
-        if root.text_start >= root.text_end || root.text_start < ram.start || root.text_end > ram.end
+        if root.text_start >= root.text_end
+            || root.text_start < ram.start
+            || root.text_end > ram.end
         {
             return Err(AbiError::corrupt(
                 "Root.text_start",
@@ -207,17 +237,53 @@ impl Layout {
         }
 
         let nh = root.max_harts as u64;
-        check_table(&ram, "Root.locks", root.locks, root.max_locks as u64, size_of::<abi::LockInfo>())?;
-        check_table(&ram, "Root.harts", root.harts, nh, size_of::<abi::HartState>())?;
-        check_table(&ram, "Root.rings", root.rings, nh, size_of::<abi::RingHeader>())?;
+        check_table(
+            &ram,
+            "Root.locks",
+            root.locks,
+            root.max_locks as u64,
+            size_of::<abi::LockInfo>(),
+        )?;
+        check_table(
+            &ram,
+            "Root.harts",
+            root.harts,
+            nh,
+            size_of::<abi::HartState>(),
+        )?;
+        check_table(
+            &ram,
+            "Root.rings",
+            root.rings,
+            nh,
+            size_of::<abi::RingHeader>(),
+        )?;
         check_table(&ram, "Root.kmem", root.kmem, nh, size_of::<abi::KmemHart>())?;
-        check_table(&ram, "Root.panic", root.panic, 1, size_of::<abi::PanicRecord>())?;
-        check_table(&ram, "Root.bootargs", root.bootargs, root.bootargs_len as u64, 1)?;
+        check_table(
+            &ram,
+            "Root.panic",
+            root.panic,
+            1,
+            size_of::<abi::PanicRecord>(),
+        )?;
+        check_table(
+            &ram,
+            "Root.bootargs",
+            root.bootargs,
+            root.bootargs_len as u64,
+            1,
+        )?;
 
         let bcache = if root.bcache == 0 {
             None
         } else {
-            check_table(&ram, "Root.bcache", root.bcache, 1, size_of::<abi::BcacheHeader>())?;
+            check_table(
+                &ram,
+                "Root.bcache",
+                root.bcache,
+                1,
+                size_of::<abi::BcacheHeader>(),
+            )?;
             let h: abi::BcacheHeader = read_pod(mem, root.bcache)?;
             if h.nbuf == 0 || h.nbuf > MAX_BCACHE_BUFS {
                 return Err(AbiError::corrupt(
@@ -233,8 +299,20 @@ impl Layout {
                     format!("must be 1..={MAX_BCACHE_BUCKETS}"),
                 ));
             }
-            check_table(&ram, "BcacheHeader.buckets", h.buckets, h.nbucket as u64, size_of::<abi::BucketInfo>())?;
-            check_table(&ram, "BcacheHeader.bufs", h.bufs, h.nbuf as u64, size_of::<abi::BufInfo>())?;
+            check_table(
+                &ram,
+                "BcacheHeader.buckets",
+                h.buckets,
+                h.nbucket as u64,
+                size_of::<abi::BucketInfo>(),
+            )?;
+            check_table(
+                &ram,
+                "BcacheHeader.bufs",
+                h.bufs,
+                h.nbuf as u64,
+                size_of::<abi::BufInfo>(),
+            )?;
             Some(BcacheLayout {
                 nbuf: h.nbuf,
                 nbucket: h.nbucket,

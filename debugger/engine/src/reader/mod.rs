@@ -47,7 +47,11 @@ pub enum AbiError {
 }
 
 impl AbiError {
-    pub(crate) fn corrupt(field: impl Into<String>, value: u64, problem: impl Into<String>) -> Self {
+    pub(crate) fn corrupt(
+        field: impl Into<String>,
+        value: u64,
+        problem: impl Into<String>,
+    ) -> Self {
         AbiError::Corrupt {
             field: field.into(),
             value,
@@ -78,7 +82,10 @@ pub(crate) fn read_pods<T: bytemuck::Pod, M: GuestMemory + ?Sized>(
 }
 
 /// Reads the root descriptor at `addr` as it is, without validating it.
-pub fn read_root<M: GuestMemory + ?Sized>(mem: &mut M, addr: u64) -> Result<abi::Root, MemoryError> {
+pub fn read_root<M: GuestMemory + ?Sized>(
+    mem: &mut M,
+    addr: u64,
+) -> Result<abi::Root, MemoryError> {
     read_pod(mem, addr)
 }
 
@@ -134,7 +141,10 @@ impl AbiReader {
 
     /// Starts every ring cursor at the oldest event still in the ring, so that history before an
     /// attach is taken as far as it goes and not counted as lost.
-    pub fn skip_to_history<M: GuestMemory + ?Sized>(&mut self, mem: &mut M) -> Result<(), AbiError> {
+    pub fn skip_to_history<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &mut M,
+    ) -> Result<(), AbiError> {
         self.rings.skip_to_history(&self.layout, mem)
     }
 
@@ -164,12 +174,10 @@ impl AbiReader {
         let nharts = l.nharts;
         let mut locks = Vec::with_capacity(infos.len());
         for (i, info) in infos.iter().enumerate() {
-            let name = abi::name_str(&info.name).ok_or_else(|| {
-                AbiError::corrupt(format!("LockInfo[{i}].name"), 0, "not UTF-8")
-            })?;
-            let class = abi::name_str(&info.class).ok_or_else(|| {
-                AbiError::corrupt(format!("LockInfo[{i}].class"), 0, "not UTF-8")
-            })?;
+            let name = abi::name_str(&info.name)
+                .ok_or_else(|| AbiError::corrupt(format!("LockInfo[{i}].name"), 0, "not UTF-8"))?;
+            let class = abi::name_str(&info.class)
+                .ok_or_else(|| AbiError::corrupt(format!("LockInfo[{i}].class"), 0, "not UTF-8"))?;
             let holder = match info.holder {
                 abi::NONE => None,
                 h if h < l.max_harts => Some(h),
@@ -234,7 +242,8 @@ impl AbiReader {
                 // A hart releasing a lock clears the entry and then lowers `depth`; a copy made
                 // while it runs can see the cleared entry under the old depth. That is a torn
                 // read, not corruption: the entries below are complete.
-                let Some(lock) = check_lock(format!("HartState[{h}].held[{i}].lock"), e.lock)? else {
+                let Some(lock) = check_lock(format!("HartState[{h}].held[{i}].lock"), e.lock)?
+                else {
                     break;
                 };
                 held.push(Held {
@@ -243,13 +252,12 @@ impl AbiReader {
                     since_ns: Some(ns(e.since)),
                 });
             }
-            let spinning = check_lock(format!("HartState[{h}].spin_lock"), s.spin_lock)?.map(
-                |lock| Spin {
+            let spinning =
+                check_lock(format!("HartState[{h}].spin_lock"), s.spin_lock)?.map(|lock| Spin {
                     lock,
                     pc: s.spin_pc,
                     since_ns: ns(s.spin_since),
-                },
-            );
+                });
             harts.push(HartSnapshot {
                 hart: h as u32,
                 run,

@@ -64,8 +64,7 @@ impl RingDrain {
         layout: &Layout,
         mem: &mut M,
     ) -> Result<Vec<abi::RingHeader>, AbiError> {
-        let headers: Vec<abi::RingHeader> =
-            read_pods(mem, layout.rings, layout.nharts as usize)?;
+        let headers: Vec<abi::RingHeader> = read_pods(mem, layout.rings, layout.nharts as usize)?;
         for (h, hdr) in headers.iter().enumerate() {
             if hdr.entries != layout.ring_entries {
                 return Err(AbiError::corrupt(
@@ -208,7 +207,10 @@ impl RingDrain {
         let start = abi::ring_slot(from, entries);
         let first_len = ((entries - start) as usize).min(count);
         let (a, b) = self.scratch.split_at_mut(first_len);
-        mem.read(hdr.events + start * EVENT as u64, bytemuck::cast_slice_mut(a))?;
+        mem.read(
+            hdr.events + start * EVENT as u64,
+            bytemuck::cast_slice_mut(a),
+        )?;
         if !b.is_empty() {
             mem.read(hdr.events, bytemuck::cast_slice_mut(b))?;
         }

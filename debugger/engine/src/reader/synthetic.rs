@@ -90,9 +90,13 @@ impl SyntheticKernel {
         root.live.phase = abi::Phase::Test0 as u32;
         g.put(ROOT, &root);
 
-        for (i, (name, class)) in [("kmem0", "kmem"), ("kmem1", "kmem"), ("bcache.bucket0", "bcache.bucket")]
-            .iter()
-            .enumerate()
+        for (i, (name, class)) in [
+            ("kmem0", "kmem"),
+            ("kmem1", "kmem"),
+            ("bcache.bucket0", "bcache.bucket"),
+        ]
+        .iter()
+        .enumerate()
         {
             let mut l = abi::LockInfo::zeroed();
             l.name = abi::name_field(name);
@@ -201,4 +205,3 @@ impl SyntheticKernel {
         AbiReader::open(&mut self.image, ROOT, RAM..end)
     }
 }
-

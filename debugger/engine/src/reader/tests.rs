@@ -79,7 +79,10 @@ fn panic_record_is_decoded_once_complete() {
     p.msg_len = msg.len() as u32;
     g.put(PANIC, &p);
     let mut r = g.open().unwrap();
-    assert!(r.read_panic(&mut g.image).unwrap().is_none(), "not done yet");
+    assert!(
+        r.read_panic(&mut g.image).unwrap().is_none(),
+        "not done yet"
+    );
     p.state = abi::PANIC_DONE;
     g.put(PANIC, &p);
     let s = r.snapshot(&mut g.image, 0).unwrap();
@@ -116,7 +119,10 @@ fn identity_errors_say_what_is_wrong() {
 #[test]
 fn corrupt_fields_are_named_and_never_allocated() {
     let cases: Vec<(&str, Box<dyn Fn(&mut SyntheticKernel)>)> = vec![
-        ("Root.nlocks", Box::new(|g| g.edit_root(|r| r.nlocks = 1_000_000))),
+        (
+            "Root.nlocks",
+            Box::new(|g| g.edit_root(|r| r.nlocks = 1_000_000)),
+        ),
         ("Root.locks", Box::new(|g| g.edit_root(|r| r.locks = 0x10))),
         (
             "Root.harts",
@@ -125,10 +131,19 @@ fn corrupt_fields_are_named_and_never_allocated() {
                 g.edit_root(|r| r.harts = end - 8)
             }),
         ),
-        ("Root.rings", Box::new(|g| g.edit_root(|r| r.rings = u64::MAX - 4))),
-        ("Root.ring_entries", Box::new(|g| g.edit_root(|r| r.ring_entries = 3))),
+        (
+            "Root.rings",
+            Box::new(|g| g.edit_root(|r| r.rings = u64::MAX - 4)),
+        ),
+        (
+            "Root.ring_entries",
+            Box::new(|g| g.edit_root(|r| r.ring_entries = 3)),
+        ),
         ("Root.nharts", Box::new(|g| g.edit_root(|r| r.nharts = 99))),
-        ("Root.timebase_hz", Box::new(|g| g.edit_root(|r| r.timebase_hz = 0))),
+        (
+            "Root.timebase_hz",
+            Box::new(|g| g.edit_root(|r| r.timebase_hz = 0)),
+        ),
         (
             "BcacheHeader.nbuf",
             Box::new(|g| {
@@ -141,7 +156,10 @@ fn corrupt_fields_are_named_and_never_allocated() {
     for (field, corrupt) in cases {
         let mut g = SyntheticKernel::new(2, 8);
         corrupt(&mut g);
-        let e = g.open().err().unwrap_or_else(|| panic!("{field}: accepted"));
+        let e = g
+            .open()
+            .err()
+            .unwrap_or_else(|| panic!("{field}: accepted"));
         assert!(e.to_string().contains(field), "{field}: {e}");
     }
 }
@@ -216,7 +234,11 @@ fn the_budget_leaves_events_pending_for_the_next_drain() {
     assert_eq!(st.per_hart, vec![(2, 0), (2, 0)]);
     let st = r.drain(&mut g.image, 1 << 20, &mut out).unwrap();
     assert_eq!((st.events, st.pending, st.lost), (8, 0, 0));
-    let h0: Vec<u64> = out.iter().filter(|e| e.hart == 0).map(|e| e.time_ns / 100).collect();
+    let h0: Vec<u64> = out
+        .iter()
+        .filter(|e| e.hart == 0)
+        .map(|e| e.time_ns / 100)
+        .collect();
     assert_eq!(h0, (0..6).collect::<Vec<_>>());
 }
 

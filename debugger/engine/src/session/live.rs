@@ -219,10 +219,8 @@ impl Session {
                     None
                 };
                 let log = options.console_log.clone().unwrap_or_else(|| {
-                    std::env::temp_dir().join(format!(
-                        "lockscope-console-{}.log",
-                        std::process::id()
-                    ))
+                    std::env::temp_dir()
+                        .join(format!("lockscope-console-{}.log", std::process::id()))
                 });
                 console_log = Some(log.clone());
                 others.push(spawn("console", {
@@ -261,7 +259,12 @@ impl Session {
                 kernel_fingerprint: Some(symbols.fingerprint()),
                 smp,
                 bootargs,
-                source: if options.shared_ram { "shared-ram" } else { "gdb" }.into(),
+                source: if options.shared_ram {
+                    "shared-ram"
+                } else {
+                    "gdb"
+                }
+                .into(),
             };
             let w = TraceWriter::create(path, &header)?;
             monitor.set_recorder(w);
@@ -624,7 +627,15 @@ fn gdb_thread(
     };
     if let Some(stop) = initial {
         let reason = classify(&stop, halt);
-        capture(&ctx, &mut client, &mut shared, &symbols, &limits, reason, &stop);
+        capture(
+            &ctx,
+            &mut client,
+            &mut shared,
+            &symbols,
+            &limits,
+            reason,
+            &stop,
+        );
     }
     let mut next_poll = Instant::now();
     let fail = |e: GdbError| {
@@ -643,7 +654,15 @@ fn gdb_thread(
                                 GdbRequest::Capture(reason) => reason,
                                 _ => classify(&stop, halt),
                             };
-                            capture(&ctx, &mut client, &mut shared, &symbols, &limits, reason, &stop);
+                            capture(
+                                &ctx,
+                                &mut client,
+                                &mut shared,
+                                &symbols,
+                                &limits,
+                                reason,
+                                &stop,
+                            );
                         }
                         Err(e) => {
                             fail(e);
@@ -662,7 +681,15 @@ fn gdb_thread(
                         }
                         Ok(Some(stop)) => {
                             let reason = classify(&stop, halt);
-                            capture(&ctx, &mut client, &mut shared, &symbols, &limits, reason, &stop);
+                            capture(
+                                &ctx,
+                                &mut client,
+                                &mut shared,
+                                &symbols,
+                                &limits,
+                                reason,
+                                &stop,
+                            );
                         }
                         Err(e) => {
                             fail(e);
@@ -688,7 +715,15 @@ fn gdb_thread(
                     Ok(Some(stop)) => {
                         lock(&ctx.clock).stopped();
                         let reason = classify(&stop, halt);
-                        capture(&ctx, &mut client, &mut shared, &symbols, &limits, reason, &stop);
+                        capture(
+                            &ctx,
+                            &mut client,
+                            &mut shared,
+                            &symbols,
+                            &limits,
+                            reason,
+                            &stop,
+                        );
                     }
                     Ok(None) => {}
                     Err(PollError::Gdb(e)) => {
@@ -711,7 +746,15 @@ fn gdb_thread(
             Ok(Some(stop)) => {
                 lock(&ctx.clock).stopped();
                 let reason = classify(&stop, halt);
-                capture(&ctx, &mut client, &mut shared, &symbols, &limits, reason, &stop);
+                capture(
+                    &ctx,
+                    &mut client,
+                    &mut shared,
+                    &symbols,
+                    &limits,
+                    reason,
+                    &stop,
+                );
             }
             Ok(None) => {}
             Err(e) => {
@@ -800,11 +843,7 @@ fn capture(
             })
             .collect();
         regs_of.push((hart, regs));
-        harts.push(HartStop {
-            hart,
-            regs,
-            frames,
-        });
+        harts.push(HartStop { hart, regs, frames });
     }
     ctx.send(Feed::Stop(StopInfo {
         reason,
@@ -954,7 +993,9 @@ fn engine_thread(mut e: EngineCtx) -> Monitor {
     e.stop.store(true, Ordering::Release);
     let _ = e.gdb.send(GdbRequest::Quit);
     // Whatever the probe still sends (its final read) is applied before the end.
-    while let Ok(m) = e.rx.recv_timeout(Duration::from_millis(if probe_done { 0 } else { 500 })) {
+    while let Ok(m) =
+        e.rx.recv_timeout(Duration::from_millis(if probe_done { 0 } else { 500 }))
+    {
         match m {
             Msg::Feed(f) => e.monitor.apply(&f),
             Msg::ProbeDone => break,

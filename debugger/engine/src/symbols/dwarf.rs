@@ -108,7 +108,9 @@ impl SiteFilter {
             self.files.iter().any(|f| f == name)
         });
         let in_glue = frame.function.as_deref().is_some_and(|f| {
-            self.function_prefixes.iter().any(|p| f.starts_with(p.as_str()))
+            self.function_prefixes
+                .iter()
+                .any(|p| f.starts_with(p.as_str()))
         });
         in_module || in_file || in_glue
     }

@@ -303,9 +303,7 @@ impl Symbols {
         let Ok(code) = self.read_static(start, len) else {
             return false;
         };
-        code.windows(4)
-            .step_by(2)
-            .any(|w| w == SRET || w == MRET)
+        code.windows(4).step_by(2).any(|w| w == SRET || w == MRET)
     }
 
     fn frame_setup(&self, start: u64, end: u64) -> Arc<[(u64, bool)]> {

@@ -15,9 +15,9 @@ use ratatui::Terminal;
 pub const FIXTURES: [&str; 5] = [
     "healthy",
     "kalloc_global",
-    "deadlock.placeholder",
-    "bget_no_buffers.placeholder",
-    "null_next.placeholder",
+    "deadlock",
+    "bget_no_buffers",
+    "null_next",
 ];
 
 pub fn fixture(name: &str) -> Arc<View> {
