@@ -498,7 +498,8 @@ fn fixtures() -> Result<()> {
     let scratch = std::env::temp_dir().join(format!("lockscope-fixtures-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
     // (view fixture, sample trace, boot arguments, seconds to watch)
-    let runs: [(Option<&str>, Option<&str>, &str, Option<&str>); 8] = [
+    type Run<'a> = (Option<&'a str>, Option<&'a str>, &'a str, Option<&'a str>);
+    let runs: [Run; 8] = [
         (Some("healthy"), None, "workload=mixed secs=30", Some("3")),
         (
             Some("kalloc_global"),

@@ -27,12 +27,9 @@ pub fn workspace() -> Option<PathBuf> {
             .into_iter()
             .flat_map(|d| d.ancestors().map(Path::to_path_buf).collect::<Vec<_>>()),
     );
-    for c in candidates {
-        if c.join(KERNEL_IN_WORKSPACE).is_file() {
-            return Some(c);
-        }
-    }
-    None
+    candidates
+        .into_iter()
+        .find(|c| c.join(KERNEL_IN_WORKSPACE).is_file())
 }
 
 /// `--kernel`, else `LOCKSCOPE_KERNEL`, else the workspace's build.

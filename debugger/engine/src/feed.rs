@@ -51,8 +51,9 @@ pub enum Ending {
 /// One item from a source.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Feed {
-    /// Counters and per-hart state.
-    Snapshot(Snapshot),
+    /// Counters and per-hart state (boxed: it is most of a feed's size, and feeds are moved
+    /// through channels).
+    Snapshot(Box<Snapshot>),
     /// New ring events, with how many were lost since the previous batch, per hart.
     Events {
         events: Vec<LockEvent>,

@@ -86,7 +86,7 @@ impl SharedRam {
     pub fn load_u64_acquire(&self, addr: u64) -> Result<u64, MemoryError> {
         check_range(&self.range(), addr, 8)?;
         let off = (addr - self.base) as usize;
-        if off % 8 != 0 {
+        if !off.is_multiple_of(8) {
             return Err(MemoryError::Failed {
                 addr,
                 len: 8,
@@ -108,7 +108,7 @@ impl GuestMemory for SharedRam {
         // Byte loads up to 8-byte alignment, then 8-byte loads, then the tail. Plain memcpy
         // would be a data race with QEMU's vCPU threads.
         let mut i = 0;
-        while i < buf.len() && (start + i) % 8 != 0 {
+        while i < buf.len() && !(start + i).is_multiple_of(8) {
             // SAFETY: start + i is in bounds (checked above); atomic access, see `open`.
             buf[i] = unsafe { AtomicU8::from_ptr(ptr.add(start + i) as *mut u8) }
                 .load(Ordering::Relaxed);

@@ -109,7 +109,7 @@ fn snapshots_while_stopped_are_consistent_and_stop_stacks_reach_the_panic_view()
         .holds(0, 0, 0x10, 0)
         .spins(0, 0, 0x14, 5)
         .build();
-    a.apply(&Feed::Snapshot(running.clone()));
+    a.apply(&Feed::Snapshot(Box::new(running.clone())));
     assert!(!a.deadlocks()[0].confirmed, "live: only suspected");
     a.apply(&Feed::Stop(StopInfo {
         reason: StopReason::Panic,
@@ -143,7 +143,7 @@ fn snapshots_while_stopped_are_consistent_and_stop_stacks_reach_the_panic_view()
         frames: vec![],
         time_ns: None,
     });
-    a.apply(&Feed::Snapshot(stopped.clone()));
+    a.apply(&Feed::Snapshot(Box::new(stopped.clone())));
     assert!(a.deadlocks()[0].confirmed, "stopped: consistent at once");
     let p = a.panic().unwrap();
     let pcs: Vec<u64> = p.harts[1].frames.iter().map(|f| f.pc).collect();
@@ -158,7 +158,7 @@ fn snapshots_while_stopped_are_consistent_and_stop_stacks_reach_the_panic_view()
     a.apply(&Feed::Resumed);
     assert!(a.last_stop().is_none());
     stopped.time_ns = S + 2;
-    a.apply(&Feed::Snapshot(stopped));
+    a.apply(&Feed::Snapshot(Box::new(stopped)));
     assert!(a.panic().unwrap().harts[1].frames.is_empty());
 }
 

@@ -106,7 +106,7 @@ pub fn synthetic_view(locks: usize, harts: usize) -> View {
                 regs: None,
             })
             .collect();
-        m.apply(&Feed::Snapshot(Snapshot {
+        m.apply(&Feed::Snapshot(Box::new(Snapshot {
             time_ns: t + 450 * MS,
             ticks: Some(step * 5),
             config: TargetConfig {
@@ -138,7 +138,7 @@ pub fn synthetic_view(locks: usize, harts: usize) -> View {
             }),
             bcache: None,
             panic: None,
-        }));
+        })));
     }
     m.view()
 }

@@ -74,7 +74,7 @@ fn check_table(
     let len = count.checked_mul(elem as u64);
     let end = len.and_then(|l| addr.checked_add(l));
     match end {
-        Some(end) if addr >= ram.start && end <= ram.end && addr % 8 == 0 => Ok(()),
+        Some(end) if addr >= ram.start && end <= ram.end && addr.is_multiple_of(8) => Ok(()),
         _ => Err(AbiError::corrupt(
             field,
             addr,

@@ -118,7 +118,8 @@ fn identity_errors_say_what_is_wrong() {
 
 #[test]
 fn corrupt_fields_are_named_and_never_allocated() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut SyntheticKernel)>)> = vec![
+    type Corrupt = Box<dyn Fn(&mut SyntheticKernel)>;
+    let cases: Vec<(&str, Corrupt)> = vec![
         (
             "Root.nlocks",
             Box::new(|g| g.edit_root(|r| r.nlocks = 1_000_000)),
@@ -280,7 +281,7 @@ struct RacingWriter {
 
 impl GuestMemory for RacingWriter {
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
-        if addr >= EVENTS && addr < EVENTS + 0x1000 {
+        if (EVENTS..EVENTS + 0x1000).contains(&addr) {
             for _ in 0..self.per_read {
                 self.ts += 1;
                 self.guest.push(0, abi::EventKind::Acquired, 0, self.ts);

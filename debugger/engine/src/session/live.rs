@@ -465,7 +465,7 @@ impl Ctx {
             }
         }
         self.send_drain(events, &st.per_hart);
-        self.send(Feed::Snapshot(snap));
+        self.send(Feed::Snapshot(Box::new(snap)));
         Ok(())
     }
 
