@@ -8,17 +8,6 @@ use lockscope_abi as abi;
 use super::{read_pod, AbiError};
 use crate::memory::GuestMemory;
 
-/// The buffer cache's tables, validated.
-#[derive(Clone, Debug)]
-pub struct BcacheLayout {
-    pub nbuf: u32,
-    pub nbucket: u32,
-    pub mode: u32,
-    pub evict_lock: u32,
-    pub buckets: u64,
-    pub bufs: u64,
-}
-
 /// Where everything is, after validation. Counts never exceed the capacities compiled into
 /// `lockscope-abi`, and every table lies inside guest RAM.
 #[derive(Clone, Debug)]
@@ -38,7 +27,8 @@ pub struct Layout {
     pub harts: u64,
     pub rings: u64,
     pub kmem: u64,
-    pub bcache: Option<BcacheLayout>,
+    /// The buffer cache's header, its counts and table addresses validated.
+    pub bcache: Option<abi::BcacheHeader>,
     pub panic: u64,
     pub bootargs: u64,
     pub bootargs_len: u32,
@@ -313,14 +303,7 @@ impl Layout {
                 h.nbuf as u64,
                 size_of::<abi::BufInfo>(),
             )?;
-            Some(BcacheLayout {
-                nbuf: h.nbuf,
-                nbucket: h.nbucket,
-                mode: h.mode,
-                evict_lock: h.evict_lock,
-                buckets: h.buckets,
-                bufs: h.bufs,
-            })
+            Some(h)
         };
 
         Ok(Layout {

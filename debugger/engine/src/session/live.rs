@@ -303,10 +303,19 @@ impl Session {
             interval: Duration::from_secs_f64(1.0 / options.poll_hz.max(0.1)),
             budget: options.poll_budget,
         });
-        others.push(spawn("gdb", {
-            let ctx = ctx.clone();
-            let symbols = symbols.clone();
-            move || gdb_thread(ctx, client, gdb_mem, symbols, halt, gdb_rx, poll, initial)
+        let side = GdbSide {
+            limits: UnwindLimits {
+                ram: ctx.ram.clone(),
+                ..UnwindLimits::default()
+            },
+            ctx: ctx.clone(),
+            client,
+            shared: gdb_mem,
+            symbols: symbols.clone(),
+            halt,
+        };
+        others.push(spawn("gdb", move || {
+            gdb_thread(side, gdb_rx, poll, initial)
         })?);
 
         let (handle, commands) = SessionHandle::new(monitor.view());
@@ -609,130 +618,94 @@ struct Poll {
     budget: usize,
 }
 
-/// Owns the gdb connection.
-#[allow(clippy::too_many_arguments)]
-fn gdb_thread(
+/// The gdb thread's state: the connection and what a capture needs.
+struct GdbSide {
     ctx: Ctx,
-    mut client: GdbClient,
-    mut shared: Option<SharedRam>,
+    client: GdbClient,
+    /// Guest RAM for unwinding stacks, when shared; otherwise the stub is read.
+    shared: Option<SharedRam>,
     symbols: Arc<Symbols>,
+    limits: UnwindLimits,
     halt: u64,
+}
+
+impl GdbSide {
+    /// The guest stopped: note it, and capture every hart. `reason` overrides what the stop
+    /// reply says (a capture requested for a panic or a deadlock).
+    fn stopped(&mut self, stop: &Stop, reason: Option<StopReason>) {
+        lock(&self.ctx.clock).stopped();
+        let reason = reason.unwrap_or_else(|| classify(stop, self.halt));
+        capture(
+            &self.ctx,
+            &mut self.client,
+            &mut self.shared,
+            &self.symbols,
+            &self.limits,
+            reason,
+            stop,
+        );
+    }
+
+    /// Handles one request; `Err` when the connection is gone.
+    fn request(&mut self, r: GdbRequest) -> Result<(), GdbError> {
+        match r {
+            GdbRequest::Interrupt | GdbRequest::Capture(_) if self.client.is_running() => {
+                let stop = self.client.interrupt()?;
+                let reason = match r {
+                    GdbRequest::Capture(reason) => Some(reason),
+                    _ => None,
+                };
+                self.stopped(&stop, reason);
+            }
+            GdbRequest::Resume if !self.client.is_running() => match self.client.resume()? {
+                None => {
+                    lock(&self.ctx.clock).running();
+                    self.ctx.send(Feed::Resumed);
+                }
+                Some(stop) => self.stopped(&stop, None),
+            },
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Owns the gdb connection: requests, polls (without shared RAM), and stops.
+fn gdb_thread(
+    mut g: GdbSide,
     requests: Receiver<GdbRequest>,
     poll: Option<Poll>,
     initial: Option<Stop>,
 ) {
-    let limits = UnwindLimits {
-        ram: ctx.ram.clone(),
-        ..UnwindLimits::default()
-    };
     if let Some(stop) = initial {
-        let reason = classify(&stop, halt);
-        capture(
-            &ctx,
-            &mut client,
-            &mut shared,
-            &symbols,
-            &limits,
-            reason,
-            &stop,
-        );
+        g.stopped(&stop, None);
     }
     let mut next_poll = Instant::now();
-    let fail = |e: GdbError| {
-        let _ = ctx.tx.send(Msg::GdbLost(e.to_string()));
-    };
-    loop {
+    let result: Result<(), GdbError> = (|| loop {
         // Requests first: they come from the user or the engine.
         match requests.try_recv() {
-            Ok(GdbRequest::Quit) | Err(mpsc::TryRecvError::Disconnected) => break,
-            Ok(r @ (GdbRequest::Interrupt | GdbRequest::Capture(_))) => {
-                if client.is_running() {
-                    match client.interrupt() {
-                        Ok(stop) => {
-                            lock(&ctx.clock).stopped();
-                            let reason = match r {
-                                GdbRequest::Capture(reason) => reason,
-                                _ => classify(&stop, halt),
-                            };
-                            capture(
-                                &ctx,
-                                &mut client,
-                                &mut shared,
-                                &symbols,
-                                &limits,
-                                reason,
-                                &stop,
-                            );
-                        }
-                        Err(e) => {
-                            fail(e);
-                            break;
-                        }
-                    }
-                }
-                continue;
-            }
-            Ok(GdbRequest::Resume) => {
-                if !client.is_running() {
-                    match client.resume() {
-                        Ok(None) => {
-                            lock(&ctx.clock).running();
-                            ctx.send(Feed::Resumed);
-                        }
-                        Ok(Some(stop)) => {
-                            let reason = classify(&stop, halt);
-                            capture(
-                                &ctx,
-                                &mut client,
-                                &mut shared,
-                                &symbols,
-                                &limits,
-                                reason,
-                                &stop,
-                            );
-                        }
-                        Err(e) => {
-                            fail(e);
-                            break;
-                        }
-                    }
-                }
+            Ok(GdbRequest::Quit) | Err(mpsc::TryRecvError::Disconnected) => return Ok(()),
+            Ok(r) => {
+                g.request(r)?;
                 continue;
             }
             Err(mpsc::TryRecvError::Empty) => {}
         }
-        if ctx.stopping() {
-            break;
+        if g.ctx.stopping() {
+            return Ok(());
         }
-        if !client.is_running() {
+        if !g.client.is_running() {
             std::thread::sleep(Duration::from_millis(20));
             continue;
         }
-        if let Some(p) = poll {
-            if Instant::now() >= next_poll {
-                next_poll = Instant::now() + p.interval;
-                match poll_once(&ctx, &mut client, p.budget) {
-                    Ok(Some(stop)) => {
-                        lock(&ctx.clock).stopped();
-                        let reason = classify(&stop, halt);
-                        capture(
-                            &ctx,
-                            &mut client,
-                            &mut shared,
-                            &symbols,
-                            &limits,
-                            reason,
-                            &stop,
-                        );
-                    }
-                    Ok(None) => {}
-                    Err(PollError::Gdb(e)) => {
-                        fail(e);
-                        break;
-                    }
-                    Err(PollError::Abi(e)) => {
-                        let _ = ctx.tx.send(Msg::AbiFailed(e.to_string()));
-                    }
+        if let Some(p) = poll.filter(|_| Instant::now() >= next_poll) {
+            next_poll = Instant::now() + p.interval;
+            match poll_once(&g.ctx, &mut g.client, p.budget) {
+                Ok(Some(stop)) => g.stopped(&stop, None),
+                Ok(None) => {}
+                Err(PollError::Gdb(e)) => return Err(e),
+                Err(PollError::Abi(e)) => {
+                    let _ = g.ctx.tx.send(Msg::AbiFailed(e.to_string()));
                 }
             }
         }
@@ -742,29 +715,16 @@ fn gdb_thread(
                 .min(Duration::from_millis(20)),
             None => Duration::from_millis(20),
         };
-        match client.wait_stop(wait) {
-            Ok(Some(stop)) => {
-                lock(&ctx.clock).stopped();
-                let reason = classify(&stop, halt);
-                capture(
-                    &ctx,
-                    &mut client,
-                    &mut shared,
-                    &symbols,
-                    &limits,
-                    reason,
-                    &stop,
-                );
-            }
-            Ok(None) => {}
-            Err(e) => {
-                fail(e);
-                break;
-            }
+        if let Some(stop) = g.client.wait_stop(wait)? {
+            g.stopped(&stop, None);
         }
+    })();
+    if let Err(e) = result {
+        let _ = g.ctx.tx.send(Msg::GdbLost(e.to_string()));
+        return;
     }
     // A session we booted ends with QEMU killed; an attached one leaves QEMU running.
-    let _ = client.detach();
+    let _ = g.client.detach();
 }
 
 fn classify(stop: &Stop, halt: u64) -> StopReason {
