@@ -112,6 +112,15 @@ fn one_run(
                 bail!("lockscope check of `{args}` says {}", report["summary"]);
             }
             let console = std::fs::read_to_string(&log).context("reading the console log")?;
+            if let (Some(cpu), Some(wall)) = (
+                report["host_cpu_ns"].as_f64(),
+                report["watched_ns"].as_f64(),
+            ) {
+                println!(
+                    "  {how}: lockscope used {:.1}% of one host core while watching",
+                    cpu / wall * 100.0
+                );
+            }
             let total = report["pauses"]["total_ns"].as_f64().unwrap_or(0.0);
             let median = report["pauses"]["median_ns"]
                 .as_f64()

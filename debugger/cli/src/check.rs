@@ -125,6 +125,7 @@ pub fn check(a: CheckArgs) -> Result<u8> {
     if !(a.for_secs > 0.0 && a.for_secs.is_finite()) {
         anyhow::bail!("--for must be a positive number of seconds");
     }
+    let started = Instant::now();
     let session = Session::start(options, symbols)?;
     let deadline = Instant::now() + Duration::from_secs_f64(a.for_secs);
     let mut certainty = Certainty { fault_since: None };
@@ -137,7 +138,9 @@ pub fn check(a: CheckArgs) -> Result<u8> {
     let console_log = session.console_log.clone();
     let monitor = session.finish();
     let view = monitor.view();
-    let report = CheckReport::from_view(&view);
+    let mut report = CheckReport::from_view(&view);
+    report.host_cpu_ns = own_cpu_ns();
+    report.watched_ns = Some(started.elapsed().as_nanos() as u64);
     if a.json {
         emit(&(serde_json::to_string_pretty(&report)? + "\n"))?;
     } else {
@@ -225,6 +228,19 @@ pub fn run(boot: BootArgs) -> Result<u8> {
 
 pub fn attach(addr: String, kernel: PathBuf, poll_hz: f64, record: Option<PathBuf>) -> Result<u8> {
     crate::live::attach(addr, kernel, poll_hz, record)
+}
+
+/// CPU time this process used so far (user + system), QEMU not included.
+fn own_cpu_ns() -> Option<u64> {
+    let mut u = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is always valid.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, u.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: initialized by the successful call above.
+    let u = unsafe { u.assume_init() };
+    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+    Some(ns(u.ru_utime) + ns(u.ru_stime))
 }
 
 /// Writes to stdout; a reader that went away (`lockscope check | head`) is not an error.

@@ -197,6 +197,9 @@ impl View {
     }
 }
 
+/// Harts whose recent events are kept (the kernel has at most 8; the bound is for bad input).
+const MAX_RECENT_HARTS: usize = 64;
+
 /// Sizes of the monitor's bounded buffers.
 #[derive(Clone, Debug)]
 pub struct MonitorConfig {
@@ -228,7 +231,8 @@ pub struct Monitor {
     console: VecDeque<String>,
     /// The last console line is still open (no newline yet).
     console_open: bool,
-    recent: VecDeque<LockEvent>,
+    /// Per hart, its newest events.
+    recent: Vec<VecDeque<LockEvent>>,
     events_total: u64,
     lost_total: u64,
     pauses: PauseStats,
@@ -252,7 +256,7 @@ impl Monitor {
             generation: 0,
             console: VecDeque::new(),
             console_open: false,
-            recent: VecDeque::new(),
+            recent: Vec::new(),
             events_total: 0,
             lost_total: 0,
             pauses: PauseStats::default(),
@@ -321,22 +325,7 @@ impl Monitor {
             Feed::Events { events, lost } => {
                 self.events_total += events.len() as u64;
                 self.lost_total += lost.iter().map(|(_, n)| n).sum::<u64>();
-                // A batch holds each hart's events in turn; keep the newest across all harts,
-                // in time order.
-                let keep = self.config.recent_events;
-                let mut newest: Vec<LockEvent> = events.clone();
-                if newest.len() > keep {
-                    let cut = newest.len() - keep;
-                    newest.select_nth_unstable_by_key(cut, |e| e.time_ns);
-                    newest.drain(..cut);
-                }
-                newest.sort_by_key(|e| e.time_ns);
-                for e in newest {
-                    if self.recent.len() == keep {
-                        self.recent.pop_front();
-                    }
-                    self.recent.push_back(e);
-                }
+                self.keep_recent(events);
             }
             Feed::Console(text) => self.push_console(text),
             Feed::Stop(info) => {
@@ -354,6 +343,48 @@ impl Monitor {
             Feed::TraceStart { .. } => {}
         }
         self.generation += 1;
+    }
+
+    /// Keeps the newest events of each hart. A batch holds each hart's events in turn, so
+    /// only its tail per hart is looked at; harts are merged by time when a view is built.
+    fn keep_recent(&mut self, events: &[LockEvent]) {
+        let keep = self.config.recent_events;
+        let mut taken: Vec<usize> = Vec::new();
+        let mut picked: Vec<usize> = Vec::new();
+        for (i, e) in events.iter().enumerate().rev() {
+            let h = e.hart as usize;
+            if h >= MAX_RECENT_HARTS {
+                continue;
+            }
+            if taken.len() <= h {
+                taken.resize(h + 1, 0);
+            }
+            if taken[h] < keep {
+                taken[h] += 1;
+                picked.push(i);
+            }
+        }
+        for &i in picked.iter().rev() {
+            let e = events[i];
+            let h = e.hart as usize;
+            if self.recent.len() <= h {
+                self.recent.resize_with(h + 1, VecDeque::new);
+            }
+            let q = &mut self.recent[h];
+            if q.len() == keep {
+                q.pop_front();
+            }
+            q.push_back(e);
+        }
+    }
+
+    /// The newest `recent_events` events of all harts, oldest first.
+    fn recent_events(&self) -> Vec<LockEvent> {
+        let mut all: Vec<LockEvent> = self.recent.iter().flatten().copied().collect();
+        all.sort_by_key(|e| e.time_ns);
+        let cut = all.len().saturating_sub(self.config.recent_events);
+        all.drain(..cut);
+        all
     }
 
     fn push_console(&mut self, text: &str) {
@@ -446,7 +477,8 @@ impl Monitor {
                 site(e.first.to_pc);
             }
         }
-        for e in &self.recent {
+        let recent = self.recent_events();
+        for e in &recent {
             site(e.pc);
         }
         if let Some(stall) = &report.stall {
@@ -482,7 +514,7 @@ impl Monitor {
             places,
             deadlock_chains,
             panic,
-            recent_events: self.recent.iter().copied().collect(),
+            recent_events: recent,
             events_total: self.events_total,
             lost_total: self.lost_total,
             pauses: self.pauses.clone(),
@@ -729,6 +761,37 @@ mod tests {
         let g = m.generation();
         m.apply(&Feed::Resumed);
         assert!(m.generation() > g);
+    }
+
+    #[test]
+    fn recent_events_keep_the_newest_of_every_hart_in_time_order() {
+        use crate::model::EventKind;
+        let mut m = Monitor::new(
+            MonitorConfig {
+                recent_events: 3,
+                ..MonitorConfig::default()
+            },
+            None,
+            SourceKind::Trace,
+        )
+        .unwrap();
+        let ev = |hart, t| LockEvent {
+            time_ns: t,
+            hart,
+            lock: 0,
+            kind: EventKind::Released,
+            pc: 0,
+        };
+        // A drain: hart 0's events, then hart 1's.
+        let batch = vec![ev(0, 1), ev(0, 3), ev(0, 5), ev(0, 7), ev(1, 2), ev(1, 6)];
+        m.apply(&Feed::Events {
+            events: batch,
+            lost: vec![],
+        });
+        let v = m.view();
+        let times: Vec<u64> = v.recent_events.iter().map(|e| e.time_ns).collect();
+        assert_eq!(times, vec![5, 6, 7], "the newest three across both harts");
+        assert!(v.recent_events.iter().any(|e| e.hart == 1));
     }
 
     #[test]

@@ -96,6 +96,12 @@ pub struct CheckReport {
     /// How long the guest was stopped per look when reading through the gdb stub (all zero
     /// with shared RAM, which never stops it).
     pub pauses: PauseStats,
+    /// Host CPU time lockscope itself used (user + system), and the wall time it watched, when
+    /// the caller measured them: what watching costs a host whose cores the guest also wants.
+    #[serde(default)]
+    pub host_cpu_ns: Option<u64>,
+    #[serde(default)]
+    pub watched_ns: Option<u64>,
     pub locks: Vec<LockLine>,
     pub buckets: Vec<BucketLine>,
     /// The panic's symbolized backtrace (panicking hart), innermost first.
@@ -206,6 +212,8 @@ impl CheckReport {
             events: v.events_total,
             lost_events: v.lost_total,
             pauses: v.pauses.clone(),
+            host_cpu_ns: None,
+            watched_ns: None,
             locks,
             buckets,
             backtrace,
