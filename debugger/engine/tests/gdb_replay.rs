@@ -346,3 +346,56 @@ fn the_scripted_stub_catches_a_client_that_diverges() {
     let e = stub.join().unwrap().unwrap_err();
     assert!(e.contains("client sent"), "{e}");
 }
+
+/// `$payload#cs` for a payload.
+fn packet(payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![b'$'];
+    p.extend_from_slice(payload);
+    p.push(b'#');
+    p.extend_from_slice(format!("{:02x}", checksum(payload)).as_bytes());
+    p
+}
+
+#[test]
+fn a_stub_offering_no_ack_mode_gets_it_and_acks_stop() {
+    // QEMU 7.2 has no QStartNoAckMode: the recorded session, turned into the one a stub that
+    // offers it would have had. The stub offers it; the client asks; after the client's ack of
+    // the `OK`, neither side sends `+` again.
+    let t = load_transcript("qemu72-client.rsp");
+    let mut chunks = t.chunks.clone();
+    let i = chunks
+        .iter()
+        .position(|(d, b)| *d == Dir::S && b.windows(10).any(|w| w == b"PacketSize"))
+        .expect("the qSupported reply");
+    let old = &chunks[i].1;
+    let start = old.iter().position(|&b| b == b'$').unwrap() + 1;
+    let end = old.iter().position(|&b| b == b'#').unwrap();
+    let mut payload = old[start..end].to_vec();
+    payload.extend_from_slice(b";QStartNoAckMode+");
+    chunks[i].1 = [b"+".as_slice(), &packet(&payload)].concat();
+    chunks.insert(
+        i + 1,
+        (
+            Dir::C,
+            [b"+".as_slice(), &packet(b"QStartNoAckMode")].concat(),
+        ),
+    );
+    chunks.insert(i + 2, (Dir::S, [b"+".as_slice(), &packet(b"OK")].concat()));
+    // The next client chunk still starts with the ack of `OK`; after it, no acks at all.
+    let mut out = chunks[..i + 4].to_vec();
+    for (d, b) in &chunks[i + 4..] {
+        let b = b.strip_prefix(b"+").unwrap_or(b).to_vec();
+        if !b.is_empty() {
+            out.push((*d, b));
+        }
+    }
+    let (addr, stub) = scripted_stub(Transcript { chunks: out });
+    let log = client_session(&addr.to_string());
+    // The stub checked every byte: no `+` after the switch.
+    stub.join().unwrap().unwrap();
+    let want: Vec<String> = expected_log()
+        .into_iter()
+        .map(|l| l.replace("no_ack_mode: false", "no_ack_mode: true"))
+        .collect();
+    assert_eq!(log, want);
+}

@@ -222,6 +222,8 @@ pub struct GdbClient {
     /// A stop reply that arrived while waiting for an acknowledgement.
     pending_stop: Option<SignalStop>,
     console: Vec<u8>,
+    /// `QStartNoAckMode` was accepted: no `+`/`-` either way from then on.
+    no_ack: bool,
     read_chunk: usize,
     /// The read timeout the socket has.
     read_timeout: Option<Duration>,
@@ -285,6 +287,7 @@ impl GdbClient {
             last_stop: None,
             pending_stop: None,
             console: Vec::new(),
+            no_ack: false,
             read_timeout: None,
             stats: Stats::default(),
         };
@@ -308,6 +311,11 @@ impl GdbClient {
         self.features = parse_features(&reply);
         self.features.packet_size = self.features.packet_size.clamp(64, MAX_PACKET);
         self.read_chunk = self.read_chunk.min(self.features.packet_size / 2);
+        // Acks only guard against a lossy serial line; over TCP they cost a round trip each.
+        // QEMU 7.2 does not offer this, so there acks stay on.
+        if self.features.no_ack_mode && self.exchange("QStartNoAckMode", timeout)? == b"OK" {
+            self.no_ack = true;
+        }
 
         let vcont = self.command("vCont?")?;
         let actions: Vec<&[u8]> = vcont.split(|&b| b == b';').collect();
@@ -380,6 +388,11 @@ impl GdbClient {
 
     pub fn is_running(&self) -> bool {
         self.state == RunState::Running
+    }
+
+    /// True when the stub accepted `QStartNoAckMode` and packets go without acks.
+    pub fn no_ack_mode(&self) -> bool {
+        self.no_ack
     }
 
     pub fn features(&self) -> &Features {
@@ -913,7 +926,7 @@ impl GdbClient {
                 return Ok(None);
             };
             let Frame::Packet(p) = frame else { continue };
-            self.write_raw(b"+", "acknowledging a stop reply")?;
+            self.ack()?;
             match StopReply::parse(&p) {
                 Ok(StopReply::Signal(s)) => break s,
                 Ok(StopReply::Output(text)) => {
@@ -1097,7 +1110,7 @@ impl GdbClient {
                     }))
                 }
                 Some(Frame::Packet(p)) => {
-                    self.write_raw(b"+", "acknowledging a reply")?;
+                    self.ack()?;
                     // A stop announced late to a new client is not this command's reply (no
                     // reply but `?`'s starts like a stop reply).
                     if command != "?"
@@ -1118,8 +1131,21 @@ impl GdbClient {
     }
 
     /// Sends a packet and waits for its `+`, resending on `-`.
+    /// Acknowledges a packet received, unless acks are off.
+    fn ack(&mut self) -> Result<(), GdbError> {
+        if self.no_ack {
+            return Ok(());
+        }
+        self.write_raw(b"+", "acknowledging a packet")
+    }
+
     fn send_packet(&mut self, command: &str, timeout: Duration) -> Result<(), GdbError> {
         let wire = encode_packet(command.as_bytes());
+        if self.no_ack {
+            self.write_raw(&wire, command)?;
+            self.stats.packets_sent += 1;
+            return Ok(());
+        }
         for attempt in 0..=self.config.retransmits {
             if attempt > 0 {
                 self.stats.retransmits += 1;
@@ -1139,7 +1165,7 @@ impl GdbClient {
                     Some(Frame::Nack) => break,
                     // QEMU announces a stop it made for a new client before acknowledging.
                     Some(Frame::Packet(p)) => {
-                        self.write_raw(b"+", "acknowledging a stop reply")?;
+                        self.ack()?;
                         match StopReply::parse(&p) {
                             Ok(StopReply::Signal(s)) => self.pending_stop = Some(s),
                             Ok(StopReply::Output(text)) => {
@@ -1191,7 +1217,9 @@ impl GdbClient {
                     Err(e @ CodecError::TooLong { .. }) => return Err(self.fail(e.into())),
                     Err(_) => {
                         self.stats.bad_packets += 1;
-                        self.write_raw(b"-", "asking for a resend")?;
+                        if !self.no_ack {
+                            self.write_raw(b"-", "asking for a resend")?;
+                        }
                     }
                 }
             }
