@@ -17,7 +17,7 @@
 use crate::bootargs::Config;
 use crate::hart;
 use crate::spinlock::SpinLock;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use lockscope_abi::{Bug, Workload};
 
 static BUG: AtomicU32 = AtomicU32::new(Bug::None as u32);
@@ -61,6 +61,8 @@ pub fn exercised_by(bug: Bug, workload: Workload) -> bool {
 
 /// Held by hart 0 when `panic-test` panics; hart 1 spins on it.
 pub static PANIC_TEST_LOCK: SpinLock<()> = SpinLock::new("panictest", "bug", ());
+/// Set once hart 0 holds `panictest`, so hart 1 never takes it first.
+static PANIC_TEST_HELD: AtomicBool = AtomicBool::new(false);
 
 pub fn before_workload(cfg: &Config) -> bool {
     match cfg.bug {
@@ -75,11 +77,13 @@ fn panic_test(cfg: &Config) -> bool {
     match hart::id() {
         0 => {
             let _g = PANIC_TEST_LOCK.lock();
+            PANIC_TEST_HELD.store(true, Ordering::Release);
             if cfg.harts > 1 {
                 let id = PANIC_TEST_LOCK.raw().id();
                 let hs = crate::abi::hart_state(1);
                 let t0 = hart::now();
-                let limit = crate::trap::timebase_hz();
+                // Generous: on a loaded host a vCPU can wait seconds for a host core.
+                let limit = 10 * crate::trap::timebase_hz();
                 // SAFETY: reads a field of hart 1's ABI state.
                 let spin = unsafe { crate::abi::a32(&raw mut (*hs).spin_lock) };
                 while spin.load(Ordering::Acquire) != id && hart::now() - t0 < limit {
@@ -89,8 +93,12 @@ fn panic_test(cfg: &Config) -> bool {
             panic_test_outer();
         }
         1 => {
+            while !PANIC_TEST_HELD.load(Ordering::Acquire) {
+                crate::panic::check_halt();
+                core::hint::spin_loop();
+            }
             let _g = PANIC_TEST_LOCK.lock();
-            // Reached only if hart 1 won the race for the lock; hart 0 panics anyway.
+            // Not reached: hart 0 panics holding the lock, and this hart halts spinning.
             true
         }
         _ => false,

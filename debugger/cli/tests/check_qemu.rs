@@ -262,7 +262,8 @@ fn healthy_bcachetest_and_mixed_are_ok_with_no_inversion_despite_steals() {
 
 #[test]
 fn bucket_order_is_a_deadlock_over_two_bucket_locks_with_bio_sites() {
-    let (code, r) = check_json("workload=bcachetest bug=bucket-order", 4);
+    // Two harts: with more, three can close a cycle among themselves.
+    let (code, r) = check_json("workload=bcachetest bug=bucket-order", 2);
     assert_eq!(code, 3, "{r}");
     assert_eq!(r["verdict"], "deadlock");
     let cycles = r["check"]["deadlocks"].as_array().unwrap();

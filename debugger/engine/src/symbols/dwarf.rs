@@ -331,8 +331,9 @@ fn resolve_path(path: &Path, root: Option<&Path>) -> (PathBuf, String) {
             return (path.to_owned(), shown(&rel));
         }
     }
-    // Built in another checkout: the longest tail of the path that exists under the root.
-    if let (Some(root), false) = (root, path.exists()) {
+    // Built in another checkout (or the checkout moved): the longest tail of the path that
+    // exists under the root, even if the original path still exists somewhere else.
+    if let Some(root) = root {
         for start in 1..parts.len().saturating_sub(1) {
             let tail: PathBuf = parts[start..].iter().collect();
             if tail.is_relative() && root.join(&tail).is_file() {
