@@ -297,6 +297,13 @@ fn steal_racy(me: usize) -> *mut Run {
             }
             last = next;
         }
+        // A student's walk over half of a long list takes a while; under QEMU it is quick, so
+        // the window is held open a little (0.2 ms) for the race to show every run, not once
+        // in a while.
+        let t0 = hart::now();
+        while hart::now().wrapping_sub(t0) < crate::trap::timebase_hz() / 5000 {
+            core::hint::spin_loop();
+        }
         {
             let mut v = list(victim).lock();
             // SAFETY: as above.
