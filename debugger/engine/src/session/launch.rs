@@ -40,6 +40,28 @@ fn shm_dir() -> PathBuf {
     }
 }
 
+/// Removes run directories (`lockscope-<pid>-<n>`) whose process is gone: a lockscope that was
+/// killed cannot remove its own, and each holds a whole guest RAM.
+fn sweep_stale_runs(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("lockscope-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> std::io::Result<u16> {
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
@@ -54,6 +76,7 @@ impl Qemu {
         shared_ram: bool,
     ) -> Result<(Qemu, Box<dyn Read + Send>), SessionError> {
         let n = RUNS.fetch_add(1, Ordering::Relaxed);
+        sweep_stale_runs(&shm_dir());
         let run_dir = shm_dir().join(format!("lockscope-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&run_dir).map_err(|source| SessionError::Io {
             what: format!("creating {}", run_dir.display()),
@@ -193,11 +216,42 @@ impl Qemu {
             let _ = c.wait();
         }
     }
+
+    /// Kills QEMU and removes its run directory (the shared RAM file). Safe to call more than
+    /// once; a session calls it when it ends rather than wait for the last `Arc` to drop, which
+    /// a thread still winding down may hold as the process exits.
+    pub fn cleanup(&self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+    }
 }
 
 impl Drop for Qemu {
     fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.run_dir);
+        self.cleanup();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_run_directories_of_dead_processes_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        // pid_max is at most 2^22 on Linux: this pid cannot be alive.
+        let dead = dir.path().join("lockscope-4999999-0");
+        let alive = dir
+            .path()
+            .join(format!("lockscope-{}-7", std::process::id()));
+        let other = dir.path().join("unrelated");
+        for d in [&dead, &alive, &other] {
+            std::fs::create_dir(d).unwrap();
+            std::fs::write(d.join("ram"), b"guest").unwrap();
+        }
+        sweep_stale_runs(dir.path());
+        assert!(!dead.exists());
+        assert!(alive.exists());
+        assert!(other.exists());
     }
 }

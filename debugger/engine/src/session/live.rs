@@ -368,7 +368,7 @@ impl Session {
         let m = self.engine.take().and_then(|e| e.join().ok());
         self.stop.store(true, Ordering::Release);
         if let Some(q) = &self.qemu {
-            q.kill();
+            q.cleanup();
         }
         for t in self.others.drain(..) {
             if !t.is_finished() {
@@ -387,6 +387,9 @@ impl Drop for Session {
         self.stop.store(true, Ordering::Release);
         if let Some(e) = self.engine.take() {
             let _ = e.join();
+        }
+        if let Some(q) = &self.qemu {
+            q.cleanup();
         }
     }
 }
