@@ -297,11 +297,12 @@ fn steal_racy(me: usize) -> *mut Run {
             }
             last = next;
         }
-        // A student's walk over half of a long list takes a while; under QEMU it is quick, so
-        // the window is held open a little (0.2 ms) for the race to show every run, not once
-        // in a while.
+        // On real hardware the walk misses the cache at every page (~100 ns each, 1.5 ms for the
+        // 15,000 pages of the first steal); under QEMU it is quick, and the race would show only
+        // now and then. Hold the window open as long as the real walk would take.
+        let walk = (take as u64) * crate::trap::timebase_hz() / 10_000_000;
         let t0 = hart::now();
-        while hart::now().wrapping_sub(t0) < crate::trap::timebase_hz() / 5000 {
+        while hart::now().wrapping_sub(t0) < walk {
             core::hint::spin_loop();
         }
         {

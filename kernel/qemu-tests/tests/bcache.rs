@@ -353,18 +353,22 @@ fn order_inversion_still_passes() {
 
 #[test]
 fn kmem_steal_race_breaks_kalloctest() {
-    let c = boot(4, "workload=kalloctest bug=kmem-steal-race secs=1");
-    assert!(
-        matches!(c.verdict, Verdict::Fail | Verdict::Panic),
-        "verdict {:?}:\n{}",
-        c.verdict,
-        c.console
-    );
-    assert!(
-        c.console.contains("kalloctest FAIL") || c.console.contains("panic: "),
-        "{}",
-        c.console
-    );
+    // A race: it shows only if the victim hart runs while a thief's window is open, which a
+    // host busy with other tests can prevent. Three boots; it must break one of them.
+    let mut consoles = Vec::new();
+    for _ in 0..3 {
+        let c = boot(4, "workload=kalloctest bug=kmem-steal-race secs=1");
+        if matches!(c.verdict, Verdict::Fail | Verdict::Panic) {
+            assert!(
+                c.console.contains("kalloctest FAIL") || c.console.contains("panic: "),
+                "{}",
+                c.console
+            );
+            return;
+        }
+        consoles.push(format!("verdict {:?}:\n{}", c.verdict, c.console));
+    }
+    panic!("the race never showed in 3 boots:\n{}", consoles.join("\n"));
 }
 
 #[test]
