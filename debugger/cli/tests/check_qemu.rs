@@ -1,6 +1,8 @@
 //! `lockscope check` end to end: the real binary boots the real kernel in QEMU and its verdict,
 //! counters and error messages are checked. Needs the kernel built (`cargo xtask test` does it).
 
+#[path = "../../engine/tests/closed_port/mod.rs"]
+mod closed_port;
 mod support;
 
 use std::process::Command;
@@ -140,11 +142,7 @@ fn a_riscv_elf_without_the_abi_symbol_is_refused_with_exit_2() {
 
 #[test]
 fn no_stub_on_the_port_says_how_to_start_one() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let (_reserved, port) = closed_port::closed_port();
     let out = lockscope()
         .args(["check", "--attach", &format!("127.0.0.1:{port}")])
         .arg("--kernel")

@@ -1,6 +1,7 @@
 //! The gdb client against a real QEMU 7.2 (`qemu-system-riscv64 -machine virt`) and real
 //! gdb-multiarch. Each test boots its own QEMU on a free port; they run one at a time.
 
+mod closed_port;
 #[path = "gdb_util.rs"]
 mod util;
 
@@ -437,7 +438,7 @@ fn a_second_client_is_told_the_stub_is_busy() {
 
 #[test]
 fn no_stub_says_how_to_start_one() {
-    let port = free_port();
+    let (_reserved, port) = closed_port::closed_port();
     let e = GdbClient::connect(&format!("127.0.0.1:{port}"), Config::default()).unwrap_err();
     assert!(matches!(e, GdbError::NoStub { .. }), "{e}");
     let msg = e.to_string();

@@ -21,6 +21,8 @@ pub struct Qemu {
     run_dir: PathBuf,
     /// What QEMU printed on stderr (its own errors), bounded.
     pub stderr: Arc<Mutex<String>>,
+    /// The thread copying stderr; it ends when QEMU exits.
+    stderr_reader: Mutex<Option<std::thread::JoinHandle<()>>>,
     pub command_line: String,
 }
 
@@ -109,7 +111,7 @@ impl Qemu {
         let stderr_pipe = child.stderr.take().expect("stderr was piped");
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = stderr.clone();
-        std::thread::Builder::new()
+        let stderr_reader = std::thread::Builder::new()
             .name("qemu-stderr".into())
             .spawn(move || {
                 let mut r = stderr_pipe;
@@ -135,6 +137,7 @@ impl Qemu {
                 ram_file,
                 run_dir,
                 stderr,
+                stderr_reader: Mutex::new(Some(stderr_reader)),
                 command_line: cfg.display(),
             },
             Box::new(stdout),
@@ -164,6 +167,15 @@ impl Qemu {
     }
 
     fn died(&self, status: ExitStatus) -> SessionError {
+        // QEMU has exited, so its stderr is at EOF: let the reader finish before quoting it.
+        if let Some(reader) = self
+            .stderr_reader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = reader.join();
+        }
         SessionError::QemuDied {
             status: status.to_string(),
             stderr: self.stderr_text(),

@@ -207,11 +207,22 @@ impl Session {
                 if !options.shared_ram && config.memory_mib == 0 {
                     return Err(SessionError::Config("memory size 0".into()));
                 }
-                let (qemu, stdout) = Qemu::start(config, options.shared_ram)?;
+                // The free port is picked before QEMU binds it, so another process can take it
+                // in between; QEMU then exits at once, and a new port is tried.
+                let mut attempt = 0;
+                let (qemu, stdout, client) = loop {
+                    attempt += 1;
+                    let (qemu, stdout) = Qemu::start(config, options.shared_ram)?;
+                    match qemu.connect_gdb(Duration::from_secs(10)) {
+                        Ok(client) => break (qemu, stdout, client),
+                        Err(SessionError::QemuDied { ref stderr, .. })
+                            if attempt < 3 && stderr.contains("Address already in use") => {}
+                        Err(e) => return Err(e),
+                    }
+                };
                 let qemu = Arc::new(qemu);
                 qemu_command = Some(qemu.command_line.clone());
                 let ram_size = config.memory_mib as u64 * 1024 * 1024;
-                let client = qemu.connect_gdb(Duration::from_secs(10))?;
                 let shared = if options.shared_ram {
                     let path = qemu.wait_ram_file(ram_size, Duration::from_secs(10))?;
                     Some(path)
