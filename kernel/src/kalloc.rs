@@ -243,29 +243,37 @@ fn steal(me: usize) -> *mut Run {
             set_free(victim, v.count);
             (first, take)
         };
-        // The batch is ours alone now: keep its first page, list the rest.
-        // SAFETY: `batch` is a detached chain of `taken` free pages.
-        let rest = unsafe { (*batch).next };
-        let mut l = list(me).lock();
-        if !rest.is_null() {
-            let mut tail = rest;
-            // SAFETY: walking our detached chain.
-            unsafe {
-                while !(*tail).next.is_null() {
-                    tail = (*tail).next;
-                }
-                (*tail).next = l.head;
-            }
-            l.head = rest;
-        }
-        l.count += taken - 1;
-        set_free(me, l.count);
-        bump!(me, steals, 1);
-        bump!(me, pages_stolen, taken);
-        bump!(me, allocs, 1);
-        return batch;
+        // SAFETY: the batch is a detached chain of `taken` free pages, ours alone now.
+        return unsafe { adopt(me, batch, taken) };
     }
     core::ptr::null_mut()
+}
+
+/// Keeps the first page of a stolen batch for the caller and lists the rest on `me`'s list.
+///
+/// # Safety
+/// `batch` heads a chain of `taken` pages that no list or other hart can reach.
+unsafe fn adopt(me: usize, batch: *mut Run, taken: u64) -> *mut Run {
+    // SAFETY: the caller's promise.
+    let rest = unsafe { (*batch).next };
+    let mut l = list(me).lock();
+    if !rest.is_null() {
+        let mut tail = rest;
+        // SAFETY: walking the detached chain.
+        unsafe {
+            while !(*tail).next.is_null() {
+                tail = (*tail).next;
+            }
+            (*tail).next = l.head;
+        }
+        l.head = rest;
+    }
+    l.count += taken - 1;
+    set_free(me, l.count);
+    bump!(me, steals, 1);
+    bump!(me, pages_stolen, taken);
+    bump!(me, allocs, 1);
+    batch
 }
 
 /// `bug=kmem-steal-race`: the student reads the victim's list under its lock, drops the lock
@@ -300,7 +308,7 @@ fn steal_racy(me: usize) -> *mut Run {
         // On real hardware the walk misses the cache at every page (~100 ns each, 1.5 ms for the
         // 15,000 pages of the first steal); under QEMU it is quick, and the race would show only
         // now and then. Hold the window open as long as the real walk would take.
-        let walk = (take as u64) * crate::trap::timebase_hz() / 10_000_000;
+        let walk = take * crate::trap::timebase_hz() / 10_000_000;
         let t0 = hart::now();
         while hart::now().wrapping_sub(t0) < walk {
             core::hint::spin_loop();
@@ -315,26 +323,8 @@ fn steal_racy(me: usize) -> *mut Run {
             v.count = v.count.wrapping_sub(take);
             set_free(victim, v.count);
         }
-        // SAFETY: as above.
-        let rest = unsafe { (*first).next };
-        let mut l = list(me).lock();
-        if !rest.is_null() {
-            let mut tail = rest;
-            // SAFETY: as above.
-            unsafe {
-                while !(*tail).next.is_null() {
-                    tail = (*tail).next;
-                }
-                (*tail).next = l.head;
-            }
-            l.head = rest;
-        }
-        l.count += take - 1;
-        set_free(me, l.count);
-        bump!(me, steals, 1);
-        bump!(me, pages_stolen, take);
-        bump!(me, allocs, 1);
-        return first;
+        // SAFETY: not so: the victim may still reach these pages. That is the bug.
+        return unsafe { adopt(me, first, take) };
     }
     core::ptr::null_mut()
 }
