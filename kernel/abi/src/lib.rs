@@ -471,6 +471,54 @@ code_enum! {
     }
 }
 
+/// QEMU exit statuses the kernel ends with through the SiFive test device. Status 1 is QEMU's
+/// own error status, so no kernel verdict uses it.
+pub mod exit {
+    /// The workload ran and passed (the test device's PASS).
+    pub const PASS: i32 = 0;
+    /// The workload ran and its own check failed (for example kalloctest FAIL).
+    pub const FAIL: i32 = 2;
+    /// Bad boot arguments, or a workload this kernel does not have.
+    pub const BOOTARGS: i32 = 3;
+    /// The kernel panicked with `panic=exit`.
+    pub const PANIC: i32 = 4;
+}
+
+impl Workload {
+    /// Whether this workload runs the buffer cache, which needs the disk image.
+    pub const fn needs_disk(self) -> bool {
+        matches!(self, Workload::Bcachetest | Workload::Mixed)
+    }
+}
+
+impl Bug {
+    /// Whether this scenario lives in the buffer cache (and so needs the disk image). Selecting
+    /// one without a `workload=` runs bcachetest.
+    pub const fn in_bcache(self) -> bool {
+        matches!(
+            self,
+            Bug::BucketOrder
+                | Bug::RefcntLeak
+                | Bug::DoubleAcquire
+                | Bug::NullNext
+                | Bug::StaleTicks
+                | Bug::OrderInversion
+        )
+    }
+}
+
+/// Whether boot arguments (`workload=... bug=...`) make the kernel use its disk image. Words the
+/// kernel would reject are ignored here: the kernel itself says what is wrong with them.
+pub fn bootargs_need_disk(bootargs: &str) -> bool {
+    bootargs
+        .split_whitespace()
+        .any(|w| match w.split_once('=') {
+            Some(("workload", v)) => Workload::parse(v).is_some_and(Workload::needs_disk),
+            Some(("bug", v)) => Bug::parse(v).is_some_and(Bug::in_bcache),
+            _ => false,
+        })
+}
+
 /// The events of a ring that a reader may trust after copying slots without stopping the writer.
 ///
 /// The reader loads `write` (acquire) as `before`, copies the slots it wants, then loads `write`
@@ -518,6 +566,19 @@ pub const fn name_field<const N: usize>(s: &str) -> [u8; N] {
 mod tests {
     use super::*;
     use core::mem::{offset_of, size_of};
+
+    #[test]
+    fn disk_needs_follow_the_workload_and_the_bug() {
+        assert!(bootargs_need_disk("workload=bcachetest"));
+        assert!(bootargs_need_disk("secs=3 bug=refcnt-leak"));
+        assert!(bootargs_need_disk("workload=mixed"));
+        assert!(!bootargs_need_disk(
+            "workload=kalloctest bug=kmem-steal-race"
+        ));
+        assert!(!bootargs_need_disk("bug=panic-test"));
+        assert!(!bootargs_need_disk("workload=bogus bug=bogus"));
+        assert!(!bootargs_need_disk(""));
+    }
 
     #[test]
     fn sizes_are_pinned() {
