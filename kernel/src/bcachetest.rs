@@ -18,7 +18,7 @@
 //! where row r, column c is block 13 r + c: everything of hart h is in bucket h.
 //! See docs/kernel.md for the thresholds and docs/bcache.md for why the layout is so.
 
-use crate::abi::{self, Shared};
+use crate::abi;
 use crate::barrier::wait as barrier;
 use crate::bio::{self, BufRef, NBUCKET};
 use crate::bootargs;
@@ -60,7 +60,8 @@ const _: () = assert!(((SHARED_ROW + SHARED_ROWS) * ROW) <= NBLOCKS);
 const _: () = assert!(SHARED_COL as usize + SHARED_COLS as usize <= NBUCKET);
 
 /// The generation each hart's cold blocks should have (row h is hart h's alone).
-static EXPECT: Shared<[[u64; COLD]; MAX_HARTS]> = Shared::new([[UNKNOWN; COLD]; MAX_HARTS]);
+static EXPECT: [[AtomicU64; COLD]; MAX_HARTS] =
+    [const { [const { AtomicU64::new(UNKNOWN) }; COLD] }; MAX_HARTS];
 static READS: [AtomicU64; MAX_HARTS] = [const { AtomicU64::new(0) }; MAX_HARTS];
 static WRITES: [AtomicU64; MAX_HARTS] = [const { AtomicU64::new(0) }; MAX_HARTS];
 static ERRORS: [AtomicU64; MAX_HARTS] = [const { AtomicU64::new(0) }; MAX_HARTS];
@@ -85,10 +86,9 @@ fn spare_bucket(h: usize) -> usize {
     SHARED_COL as usize + h % SHARED_COLS as usize
 }
 
-fn expect(h: usize, j: usize) -> *mut u64 {
-    // SAFETY: in bounds (h < MAX_HARTS is a hart id, j < COLD by the callers); row h belongs
-    // to hart h alone.
-    unsafe { &raw mut (*EXPECT.get())[h][j] }
+/// Row h belongs to hart h alone.
+fn expect(h: usize, j: usize) -> &'static AtomicU64 {
+    &EXPECT[h][j]
 }
 
 /// Checks a buffer against its stamp and, if given, the generation it should have. Counts and
@@ -128,14 +128,14 @@ fn check_disk() {
             crate::virtio_disk::nblocks(),
             disk::BSIZE
         );
-        crate::exit::fail(crate::exit::CODE_BOOTARGS);
+        crate::exit::fail(lockscope_abi::exit::BOOTARGS);
     }
     let b = bio::bread(DEV, 0);
     let r = disk::verify(b.data(), 0);
     bio::brelse(b);
     if let Err(e) = r {
         println!("bcachetest: disk block 0: {e}");
-        crate::exit::fail(crate::exit::CODE_BOOTARGS);
+        crate::exit::fail(lockscope_abi::exit::BOOTARGS);
     }
 }
 
@@ -147,13 +147,11 @@ fn hot_cold_op(h: usize, i: u64) {
     let j = (i % COLD as u64) as usize;
     let n = block(COLD_ROW + j as u32, col);
     let mut b = bio::bread(DEV, n);
-    // SAFETY: row h of EXPECT is this hart's.
-    let want = unsafe { *expect(h, j) };
+    let want = expect(h, j).load(Ordering::Relaxed);
     let got = check(h, &b, (want != UNKNOWN).then_some(want));
     if want == UNKNOWN {
         if let Some(g) = got {
-            // SAFETY: as above.
-            unsafe { *expect(h, j) = g };
+            expect(h, j).store(g, Ordering::Relaxed);
         }
     }
     abi::add_ops(h, 1);
@@ -165,8 +163,7 @@ fn hot_cold_op(h: usize, i: u64) {
     let generation = ((h as u64 + 1) << 56) | seq;
     disk::stamp(b.data_mut(), n, generation);
     bio::bwrite(&b);
-    // SAFETY: as above.
-    unsafe { *expect(h, j) = generation };
+    expect(h, j).store(generation, Ordering::Relaxed);
     // Pinned, the read-back must find this very buffer.
     let pin = bio::bpin(&b);
     bio::brelse(b);
@@ -178,8 +175,7 @@ fn hot_cold_op(h: usize, i: u64) {
 /// Reads back every cold block hart `h` wrote (most from disk by now).
 fn read_back_written(h: usize) {
     for j in 0..COLD {
-        // SAFETY: row h of EXPECT is this hart's.
-        let want = unsafe { *expect(h, j) };
+        let want = expect(h, j).load(Ordering::Relaxed);
         if want != UNKNOWN && want != 0 {
             read_checked(
                 h,
@@ -447,6 +443,6 @@ fn finish(ok: bool) {
         if ok {
             crate::exit::pass();
         }
-        crate::exit::fail(crate::exit::CODE_FAIL);
+        crate::exit::fail(lockscope_abi::exit::FAIL);
     }
 }

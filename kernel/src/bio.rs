@@ -10,7 +10,7 @@
 //!
 //! The `bug=` variants of this file's code paths are marked with `bugs::active`.
 
-use crate::abi::{self, a32, a64};
+use crate::abi::{self, OwnedCounter};
 use crate::bugs;
 use crate::hart;
 use crate::spinlock::{RawSpinLock, SleepLock};
@@ -211,11 +211,9 @@ pub fn init(mode: BcacheMode) {
             (*h).next = h;
             (*h).prev = h;
         }
-        // SAFETY: a field of the ABI bucket table; no reader follows it before the root is
-        // published.
-        unsafe {
-            a32(&raw mut (*abi::bucket_info(k)).lock).store(bucket(k).lock.id(), Ordering::Relaxed)
-        };
+        abi::bucket(k)
+            .lock()
+            .store(bucket(k).lock.id(), Ordering::Relaxed);
     }
     for i in 0..NBUF {
         let b = buf(i);
@@ -225,23 +223,22 @@ pub fn init(mode: BcacheMode) {
         unsafe {
             append(head(k), b);
             (*b).bucket = k as u32;
-            a32(&raw mut (*abi::buf_info(i)).lock).store((*b).lock.raw().id(), Ordering::Relaxed);
+            abi::buf(i)
+                .lock()
+                .store((*b).lock.raw().id(), Ordering::Relaxed);
             publish(b);
         }
         add_nbuf(k, 1);
     }
+    // Nobody reads the header before the root is published.
     let (buckets, bufs) = abi::bcache_tables();
-    // SAFETY: the ABI header; nobody reads it before the root is published.
-    unsafe {
-        *abi::bcache_header() = lockscope_abi::BcacheHeader {
-            nbuf: NBUF as u32,
-            nbucket: nbucket as u32,
-            mode: mode as u32,
-            evict_lock: evict,
-            buckets,
-            bufs,
-        };
-    }
+    let h = abi::bcache_header();
+    h.nbuf().store(NBUF as u32, Ordering::Relaxed);
+    h.nbucket().store(nbucket as u32, Ordering::Relaxed);
+    h.mode().store(mode as u32, Ordering::Relaxed);
+    h.evict_lock().store(evict, Ordering::Relaxed);
+    h.buckets().store(buckets, Ordering::Relaxed);
+    h.bufs().store(bufs, Ordering::Relaxed);
     READY.store(true, Ordering::Release);
 }
 
@@ -263,23 +260,22 @@ pub fn locks() -> impl Iterator<Item = &'static RawSpinLock> {
 /// # Safety
 /// The caller holds the buffer's bucket lock, or owns the buffer (it is in no list).
 unsafe fn publish(b: *mut Buf) {
-    let info = abi::buf_info(index_of(b));
-    // SAFETY: the caller owns the fields (contract); ABI fields are statics.
-    unsafe {
-        a32(&raw mut (*info).dev).store((*b).dev, Ordering::Relaxed);
-        a32(&raw mut (*info).blockno).store((*b).blockno, Ordering::Relaxed);
-        a32(&raw mut (*info).refcnt).store((*b).refcnt, Ordering::Relaxed);
-        a32(&raw mut (*info).valid)
-            .store((*b).valid.load(Ordering::Relaxed) as u32, Ordering::Relaxed);
-        a64(&raw mut (*info).timestamp).store((*b).timestamp, Ordering::Relaxed);
-        a32(&raw mut (*info).bucket).store((*b).bucket, Ordering::Relaxed);
-    }
+    let info = abi::buf(index_of(b));
+    // SAFETY: the caller owns the fields (contract).
+    let b = unsafe { &*b };
+    info.dev().store(b.dev, Ordering::Relaxed);
+    info.blockno().store(b.blockno, Ordering::Relaxed);
+    info.refcnt().store(b.refcnt, Ordering::Relaxed);
+    info.valid()
+        .store(b.valid.load(Ordering::Relaxed) as u32, Ordering::Relaxed);
+    info.timestamp().store(b.timestamp, Ordering::Relaxed);
+    info.bucket().store(b.bucket, Ordering::Relaxed);
 }
 
 fn publish_valid(b: *mut Buf, valid: bool) {
-    let info = abi::buf_info(index_of(b));
-    // SAFETY: an ABI field of a static table.
-    unsafe { a32(&raw mut (*info).valid).store(valid as u32, Ordering::Relaxed) };
+    abi::buf(index_of(b))
+        .valid()
+        .store(valid as u32, Ordering::Relaxed);
 }
 
 #[derive(Clone, Copy)]
@@ -291,22 +287,19 @@ enum Counter {
 
 /// Adds one to a counter of bucket `k`. The caller holds bucket `k`'s lock.
 fn bump(k: usize, c: Counter) {
-    let info = abi::bucket_info(k);
-    // SAFETY: fields of the ABI bucket table; the bucket's lock holder is their only writer.
-    let a = unsafe {
-        match c {
-            Counter::Hits => a64(&raw mut (*info).hits),
-            Counter::Misses => a64(&raw mut (*info).misses),
-            Counter::Steals => a64(&raw mut (*info).steals),
-        }
-    };
-    a.store(a.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    // The bucket's lock holder is the counters' only writer.
+    let info = abi::bucket(k);
+    match c {
+        Counter::Hits => info.hits(),
+        Counter::Misses => info.misses(),
+        Counter::Steals => info.steals(),
+    }
+    .add(1);
 }
 
 /// Adds `d` to bucket `k`'s buffer count. The caller holds bucket `k`'s lock.
 fn add_nbuf(k: usize, d: i32) {
-    // SAFETY: a field of the ABI bucket table; the bucket's lock holder is its only writer.
-    let a = unsafe { a32(&raw mut (*abi::bucket_info(k)).nbuf) };
+    let a = abi::bucket(k).nbuf();
     a.store(
         a.load(Ordering::Relaxed).wrapping_add_signed(d),
         Ordering::Relaxed,
@@ -317,22 +310,18 @@ fn add_nbuf(k: usize, d: i32) {
 pub fn lookups() -> (u64, u64) {
     let n = if global_mode() { 1 } else { NBUCKET };
     (0..n).fold((0, 0), |(h, m), k| {
-        let info = abi::bucket_info(k);
-        // SAFETY: fields of the ABI bucket table, read atomically.
-        unsafe {
-            (
-                h + a64(&raw mut (*info).hits).load(Ordering::Relaxed),
-                m + a64(&raw mut (*info).misses).load(Ordering::Relaxed),
-            )
-        }
+        let info = abi::bucket(k);
+        (
+            h + info.hits().load(Ordering::Relaxed),
+            m + info.misses().load(Ordering::Relaxed),
+        )
     })
 }
 
 /// Buffers taken from another bucket so far.
 pub fn steals() -> u64 {
     (0..NBUCKET)
-        // SAFETY: a field of the ABI bucket table, read atomically.
-        .map(|k| unsafe { a64(&raw mut (*abi::bucket_info(k)).steals) }.load(Ordering::Relaxed))
+        .map(|k| abi::bucket(k).steals().load(Ordering::Relaxed))
         .sum()
 }
 

@@ -182,7 +182,7 @@ pub fn parse(s: &str) -> Result<Config, Error<'_>> {
         workload_given |= arg.key == "workload";
     }
     // `bug=null-next` alone should show the bug: run the workload that has the code it breaks.
-    if !workload_given && crate::bugs::in_bcache(cfg.bug) {
+    if !workload_given && cfg.bug.in_bcache() {
         cfg.workload = Workload::Bcachetest;
     }
     Ok(cfg)

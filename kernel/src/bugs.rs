@@ -33,19 +33,6 @@ pub fn active(b: Bug) -> bool {
     BUG.load(Ordering::Relaxed) == b as u32
 }
 
-/// The scenarios that live in the buffer cache.
-pub fn in_bcache(b: Bug) -> bool {
-    matches!(
-        b,
-        Bug::BucketOrder
-            | Bug::RefcntLeak
-            | Bug::DoubleAcquire
-            | Bug::NullNext
-            | Bug::StaleTicks
-            | Bug::OrderInversion
-    )
-}
-
 /// Does `workload` run the code `bug` changes? (`bug=kmem-steal-race` needs stealing, that is
 /// kalloctest or mixed; the buffer-cache bugs need bcachetest or mixed, and `order-inversion`
 /// bcachetest, which moves spare buffers.)
@@ -54,7 +41,7 @@ pub fn exercised_by(bug: Bug, workload: Workload) -> bool {
         Bug::None | Bug::PanicTest => true,
         Bug::KmemStealRace => matches!(workload, Workload::Kalloctest | Workload::Mixed),
         Bug::OrderInversion => workload == Workload::Bcachetest,
-        b if in_bcache(b) => matches!(workload, Workload::Bcachetest | Workload::Mixed),
+        b if b.in_bcache() => matches!(workload, Workload::Bcachetest | Workload::Mixed),
         _ => true,
     }
 }
@@ -80,12 +67,10 @@ fn panic_test(cfg: &Config) -> bool {
             PANIC_TEST_HELD.store(true, Ordering::Release);
             if cfg.harts > 1 {
                 let id = PANIC_TEST_LOCK.raw().id();
-                let hs = crate::abi::hart_state(1);
                 let t0 = hart::now();
                 // Generous: on a loaded host a vCPU can wait seconds for a host core.
                 let limit = 10 * crate::trap::timebase_hz();
-                // SAFETY: reads a field of hart 1's ABI state.
-                let spin = unsafe { crate::abi::a32(&raw mut (*hs).spin_lock) };
+                let spin = crate::abi::hart(1).spin_lock();
                 while spin.load(Ordering::Acquire) != id && hart::now() - t0 < limit {
                     core::hint::spin_loop();
                 }

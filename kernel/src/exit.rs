@@ -1,17 +1,12 @@
-//! Ending QEMU through the SiFive test device: QEMU exits with status 0 for pass and with
-//! `code` for `FAIL | code << 16`.
+//! Ending QEMU through the SiFive test device: QEMU exits with status 0 for PASS and with
+//! `code` for `FAIL | code << 16`. The codes are `lockscope_abi::exit`'s, shared with the
+//! debugger.
 
 use crate::layout::TEST_DEVICE;
+use lockscope_abi::exit;
 
-const PASS: u32 = 0x5555;
-const FAIL: u32 = 0x3333;
-
-/// The workload ran and its check failed (kalloctest FAIL).
-pub const CODE_FAIL: u32 = 2;
-/// Bad boot arguments, or a workload this kernel does not have.
-pub const CODE_BOOTARGS: u32 = 3;
-/// The kernel panicked (with `panic=exit`).
-pub const CODE_PANIC: u32 = 4;
+const DEVICE_PASS: u32 = 0x5555;
+const DEVICE_FAIL: u32 = 0x3333;
 
 fn write(v: u32) -> ! {
     // SAFETY: the test device is mapped device memory; writing it ends the machine.
@@ -22,11 +17,19 @@ fn write(v: u32) -> ! {
     }
 }
 
+/// QEMU exits with [`exit::PASS`].
 pub fn pass() -> ! {
-    write(PASS)
+    write(DEVICE_PASS)
 }
 
-/// `code` must not be 0 (QEMU would report success) nor 1 (QEMU's own errors use it).
-pub fn fail(code: u32) -> ! {
-    write(FAIL | (code << 16))
+/// QEMU exits with `code`: [`exit::FAIL`], [`exit::BOOTARGS`] or [`exit::PANIC`].
+pub fn fail(code: i32) -> ! {
+    // 0 would read as success and 1 is QEMU's own error status.
+    debug_assert!(code > 1 && code <= 0xffff);
+    write(DEVICE_FAIL | ((code as u32) << 16))
 }
+
+const _: () = assert!(
+    exit::PASS == 0,
+    "the test device's PASS makes QEMU exit with 0"
+);

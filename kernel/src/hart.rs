@@ -3,22 +3,9 @@
 use crate::abi;
 use core::cell::UnsafeCell;
 use lockscope_abi::{HartStatus, MAX_HARTS};
-use riscv::register::{sstatus, time};
+use riscv::register::sstatus;
 
-/// This hart's id, kept in `tp` since M-mode start.
-#[inline(always)]
-pub fn id() -> usize {
-    let tp: usize;
-    // SAFETY: reads a register; `tp` holds the hart id for the kernel's whole life.
-    unsafe { core::arch::asm!("mv {}, tp", out(reg) tp) };
-    tp
-}
-
-/// Reads the `time` CSR (ticks at the FDT's timebase-frequency, 10 MHz on QEMU virt).
-#[inline(always)]
-pub fn now() -> u64 {
-    time::read() as u64
-}
+pub use crate::arch::{hart_id as id, now};
 
 pub fn intr_on() {
     // SAFETY: enabling S-mode interrupts; trap handling is set up before any caller runs.

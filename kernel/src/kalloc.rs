@@ -2,12 +2,12 @@
 //! stealing half of another hart's list when the own list runs dry. `kalloc=global` is the
 //! starter: one list under one `kmem` lock.
 
-use crate::abi::{self, a32, a64};
+use crate::abi::{self, OwnedCounter};
 use crate::hart;
 use crate::layout::{kernel_end, pg_round_up, PGSIZE};
 use crate::spinlock::SpinLock;
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use lockscope_abi::{KallocMode, KmemHart, MAX_HARTS};
+use lockscope_abi::{KallocMode, MAX_HARTS};
 
 /// A free page's first word: the next free page.
 struct Run {
@@ -61,26 +61,9 @@ fn global_mode() -> bool {
     MODE.load(Ordering::Relaxed) == KallocMode::Global as u32
 }
 
-fn stats(list: usize) -> *mut KmemHart {
-    abi::kmem_hart(list)
-}
-
-/// Adds to a counter of list `$list`. Only the holder of that list's lock uses this.
-macro_rules! bump {
-    ($list:expr, $field:ident, $v:expr) => {{
-        // SAFETY: a field of the ABI kmem array (in bounds: list < MAX_HARTS); the caller
-        // holds the list's lock, so it is the only writer.
-        let a = unsafe { a64(&raw mut (*stats($list)).$field) };
-        a.store(
-            a.load(Ordering::Relaxed).wrapping_add($v),
-            Ordering::Relaxed,
-        );
-    }};
-}
-
+/// Mirrors list `list`'s count into the ABI. The caller holds the list's lock.
 fn set_free(list: usize, n: u64) {
-    // SAFETY: field of the ABI kmem array; the caller holds the list's lock.
-    unsafe { a64(&raw mut (*stats(list)).free_pages).store(n, Ordering::Relaxed) };
+    abi::kmem(list).free_pages().store(n, Ordering::Relaxed);
 }
 
 /// Hart 0, once: registers the locks and gives every page from the kernel's end to `end` to
@@ -94,8 +77,7 @@ pub fn init(mode: KallocMode, nharts: usize, end: usize) {
     let lists = if global_mode() { 1 } else { nharts };
     for i in 0..lists {
         let id = list(i).raw().id();
-        // SAFETY: field of the ABI kmem array; no other hart runs yet.
-        unsafe { a32(&raw mut (*stats(i)).lock).store(id, Ordering::Relaxed) };
+        abi::kmem(i).lock().store(id, Ordering::Relaxed);
     }
     let mut pa = start;
     while pa + PGSIZE <= end {
@@ -150,7 +132,7 @@ pub unsafe fn free(pa: *mut u8) {
         l.head = r;
         l.count += 1;
         set_free(i, l.count);
-        bump!(i, frees, 1);
+        abi::kmem(i).frees().add(1);
     }
     hart::pop_off();
 }
@@ -167,7 +149,7 @@ pub fn alloc() -> Option<*mut u8> {
             l.head = unsafe { (*r).next };
             l.count -= 1;
             set_free(i, l.count);
-            bump!(i, allocs, 1);
+            abi::kmem(i).allocs().add(1);
         }
         r
     };
@@ -270,9 +252,10 @@ unsafe fn adopt(me: usize, batch: *mut Run, taken: u64) -> *mut Run {
     }
     l.count += taken - 1;
     set_free(me, l.count);
-    bump!(me, steals, 1);
-    bump!(me, pages_stolen, taken);
-    bump!(me, allocs, 1);
+    let stats = abi::kmem(me);
+    stats.steals().add(1);
+    stats.pages_stolen().add(taken);
+    stats.allocs().add(1);
     batch
 }
 

@@ -1,7 +1,7 @@
 //! The kalloctest workload (lab part 1's test1): every hart grows and shrinks many pages in
 //! parallel, then hart 0 prints lock statistics in the lab's format and checks the result.
 
-use crate::abi::{self, a64};
+use crate::abi;
 use crate::barrier::wait as barrier;
 use crate::bootargs;
 use crate::hart;
@@ -34,8 +34,7 @@ static ELAPSED: [AtomicU64; MAX_HARTS] = [const { AtomicU64::new(0) }; MAX_HARTS
 /// Steals done by all harts so far. Exact when no hart is inside the allocator.
 fn total_steals() -> u64 {
     (0..MAX_HARTS)
-        // SAFETY: a field of the ABI kmem array, read atomically.
-        .map(|h| unsafe { a64(&raw mut (*abi::kmem_hart(h)).steals) }.load(Ordering::Relaxed))
+        .map(|h| abi::kmem(h).steals().load(Ordering::Relaxed))
         .sum()
 }
 
@@ -171,6 +170,6 @@ fn report(n: usize, before: u64) {
         if ok {
             crate::exit::pass();
         }
-        crate::exit::fail(crate::exit::CODE_FAIL);
+        crate::exit::fail(lockscope_abi::exit::FAIL);
     }
 }

@@ -8,6 +8,7 @@
 #[macro_use]
 pub mod console;
 pub mod abi;
+pub mod arch;
 pub mod barrier;
 pub mod bcachetest;
 pub mod bio;
@@ -60,8 +61,8 @@ extern "C" fn main() -> ! {
 }
 
 fn boot_hart() {
-    // SAFETY: called once, on hart 0, before any other hart leaves its wait loop.
-    unsafe { abi::init_identity() };
+    // Hart 0, before any other hart leaves its wait loop.
+    abi::init_identity();
     abi::set_status(0, lockscope_abi::HartStatus::Booting);
     uart::init();
     let info = fdt::read();
@@ -71,7 +72,7 @@ fn boot_hart() {
         Err(e) => {
             println!("{e}");
             bootargs::print_usage();
-            exit::fail(exit::CODE_BOOTARGS);
+            exit::fail(lockscope_abi::exit::BOOTARGS);
         }
     };
     let harts = cfg.harts.min(info.nharts);
@@ -94,8 +95,8 @@ fn boot_hart() {
     plic::init();
     plic::init_hart();
     init_disk(&cfg);
-    // SAFETY: hart 0, once, after the lock table and allocator exist and before other harts run.
-    unsafe { abi::publish(&info, &cfg) };
+    // Hart 0, once, after the lock table and allocator exist and before other harts run.
+    abi::publish(&info, &cfg);
     STARTED.store(true, Ordering::Release);
 }
 
@@ -141,7 +142,7 @@ fn run() -> ! {
                         "workload={} needs the disk: attach target/kernel/disk.img (made by `cargo xtask build`; `cargo xtask qemu` attaches it), by hand: -global virtio-mmio.force-legacy=false -drive file=target/kernel/disk.img,if=none,format=raw,id=x0 -device virtio-blk-device,drive=x0,bus=virtio-mmio-bus.0",
                         w.as_str()
                     );
-                    exit::fail(exit::CODE_BOOTARGS);
+                    exit::fail(lockscope_abi::exit::BOOTARGS);
                 }
             } else if w == Workload::Bcachetest {
                 bcachetest::run();

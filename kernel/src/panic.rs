@@ -3,14 +3,14 @@
 //! The first hart to panic prints the message and a frame-pointer backtrace, fills the ABI
 //! panic record, stops the other harts, and ends in [`lockscope_panic_halt`].
 
-use crate::abi::{self, a32};
+use crate::abi;
+use crate::arch;
 use crate::bootargs::{self, PanicAction};
 use crate::hart;
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use lockscope_abi::{
-    HartStatus, Outcome, PanicRecord, MAX_HARTS, NONE, PANIC_DONE, PANIC_FRAMES, PANIC_MSG_LEN,
-    PANIC_WRITING,
+    HartStatus, Outcome, MAX_HARTS, NONE, PANIC_DONE, PANIC_FRAMES, PANIC_MSG_LEN, PANIC_WRITING,
 };
 
 /// The hart that panicked first, or [`NONE`]. Other harts stop when they see it set.
@@ -80,7 +80,7 @@ fn halt_forever() -> ! {
 pub extern "C" fn lockscope_panic_halt() -> ! {
     hart::intr_off();
     if bootargs::config().panic == PanicAction::Exit {
-        crate::exit::fail(crate::exit::CODE_PANIC);
+        crate::exit::fail(lockscope_abi::exit::PANIC);
     }
     loop {
         riscv::asm::wfi();
@@ -110,12 +110,12 @@ impl Write for MsgBuf {
 
 /// Return addresses of a frame-pointer walk from `fp`, kept inside hart `me`'s stack.
 fn backtrace(me: usize, mut fp: usize, out: &mut [u64; PANIC_FRAMES]) -> usize {
-    let (lo, hi) = crate::layout::stack_bounds(me);
     let mut n = 0;
-    // Each frame: ra at fp-8, the caller's fp at fp-16. The walk must move up the stack.
-    while n < PANIC_FRAMES && fp.is_multiple_of(8) && fp >= lo + 16 && fp <= hi {
-        // SAFETY: fp-16..fp lies inside this hart's stack (checked above).
-        let (ra, prev) = unsafe { (*((fp - 8) as *const u64), *((fp - 16) as *const usize)) };
+    // The walk must move up the stack.
+    while n < PANIC_FRAMES {
+        let Some((ra, prev)) = arch::frame_record(me, fp) else {
+            break;
+        };
         if ra == 0 {
             break;
         }
@@ -155,9 +155,7 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     let trap = &TRAPS[me];
     let from_trap = trap.valid.load(Ordering::Relaxed) != 0;
 
-    let fp: usize;
-    // SAFETY: reads the frame pointer register.
-    unsafe { core::arch::asm!("mv {}, s0", out(reg) fp) };
+    let fp = arch::frame_pointer();
     let mut frames = [0u64; PANIC_FRAMES];
     let nframes = backtrace(me, fp, &mut frames);
 
@@ -170,33 +168,35 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
         println!("{f:#x}");
     }
 
-    let rec: *mut PanicRecord = abi::panic_record();
-    // SAFETY: only the hart that won PANICKED writes the record; readers wait for
-    // PANIC_DONE (stored with release) before trusting the other fields.
-    unsafe {
-        let state = a32(&raw mut (*rec).state);
-        state.store(PANIC_WRITING, Ordering::Relaxed);
-        core::sync::atomic::fence(Ordering::Release);
-        (*rec).hart = me as u32;
-        (*rec).from_trap = from_trap as u32;
-        (*rec).nframes = nframes as u32;
-        if from_trap {
-            (*rec).scause = trap.scause.load(Ordering::Relaxed);
-            (*rec).sepc = trap.sepc.load(Ordering::Relaxed);
-            (*rec).stval = trap.stval.load(Ordering::Relaxed);
-            (*rec).pc = (*rec).sepc;
-        } else {
-            // The return address of the panic handler: inside core's panic machinery, just
-            // above the code that panicked (frames[1..] continue from there).
-            (*rec).pc = frames[0];
-        }
-        (*rec).fp = fp as u64;
-        (*rec).ts = hart::now();
-        (*rec).frames = frames;
-        (*rec).msg_len = msg.len as u32;
-        (*rec).msg = msg.buf;
-        state.store(PANIC_DONE, Ordering::Release);
+    // Only the hart that won PANICKED writes the record; readers wait for PANIC_DONE (stored
+    // with release) before trusting the other fields.
+    let rec = abi::panic_record();
+    rec.state().store(PANIC_WRITING, Ordering::Relaxed);
+    core::sync::atomic::fence(Ordering::Release);
+    let set32 = |f: &AtomicU32, v: u32| f.store(v, Ordering::Relaxed);
+    let set64 = |f: &AtomicU64, v: u64| f.store(v, Ordering::Relaxed);
+    set32(rec.hart(), me as u32);
+    set32(rec.from_trap(), from_trap as u32);
+    set32(rec.nframes(), nframes as u32);
+    if from_trap {
+        let sepc = trap.sepc.load(Ordering::Relaxed);
+        set64(rec.scause(), trap.scause.load(Ordering::Relaxed));
+        set64(rec.sepc(), sepc);
+        set64(rec.stval(), trap.stval.load(Ordering::Relaxed));
+        set64(rec.pc(), sepc);
+    } else {
+        // The return address of the panic handler: inside core's panic machinery, just above
+        // the code that panicked (frames[1..] continue from there).
+        set64(rec.pc(), frames[0]);
     }
+    set64(rec.fp(), fp as u64);
+    set64(rec.ts(), hart::now());
+    for (f, v) in rec.frames().iter().zip(frames) {
+        set64(f, v);
+    }
+    set32(rec.msg_len(), msg.len as u32);
+    abi::store_bytes(rec.msg(), &msg.buf);
+    rec.state().store(PANIC_DONE, Ordering::Release);
     abi::set_outcome(Outcome::Panic);
 
     // Give the other harts a moment to notice (spin loops, timer ticks) and mark themselves

@@ -5,12 +5,13 @@
 //! between acquisition and release, so plain read-modify-writes are exact. Events go to the
 //! hart's ring unless `trace=off`.
 
-use crate::abi::{self, a32, a64};
+use crate::abi::{self, OwnedCounter};
+use crate::arch;
 use crate::hart;
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use lockscope_abi::{name_field, EventKind, HeldLock, MAX_HELD, MAX_LOCKS, NONE};
+use lockscope_abi::{name_field, EventKind, MAX_HELD, MAX_LOCKS, NAME_LEN, NONE};
 
 /// The lock word and identity, usable with explicit `acquire`/`release`.
 pub struct RawSpinLock {
@@ -23,18 +24,6 @@ pub struct RawSpinLock {
 
 /// Serializes registration (rare: once per lock). A bare flag, since it cannot be a `RawSpinLock`.
 static REGISTRY: AtomicBool = AtomicBool::new(false);
-
-/// The caller's return address, read from the frame record of the function this is inlined
-/// into. Needs frame pointers (`-C force-frame-pointers=yes`): `ra` is saved at `fp - 8`.
-#[inline(always)]
-pub fn caller_pc() -> u64 {
-    let fp: usize;
-    // SAFETY: reads s0, which is the frame pointer of the enclosing (non-inlined) function.
-    unsafe { core::arch::asm!("mv {}, s0", out(reg) fp) };
-    // SAFETY: with frame pointers forced, every function that makes calls saves ra at fp-8,
-    // inside its own stack frame.
-    unsafe { *((fp - 8) as *const u64) }
-}
 
 impl RawSpinLock {
     pub const fn new(name: &'static str, class: &'static str) -> Self {
@@ -69,10 +58,8 @@ impl RawSpinLock {
         }
         let mut id = self.id.load(Ordering::Acquire);
         if id == NONE {
-            let root = abi::root();
-            // SAFETY: `nlocks` is a field of the root static; only writers holding REGISTRY
-            // change it.
-            let nlocks = unsafe { a32(&raw mut (*root).nlocks) };
+            // Only writers holding REGISTRY change it.
+            let nlocks = abi::root().nlocks();
             let n = nlocks.load(Ordering::Relaxed);
             if n as usize >= MAX_LOCKS {
                 REGISTRY.store(false, Ordering::Release);
@@ -81,15 +68,14 @@ impl RawSpinLock {
                     self.name
                 );
             }
-            let info = abi::lock_info(n);
-            // SAFETY: entry `n` is beyond `nlocks`, so no reader looks at it and no other
-            // writer exists while we hold REGISTRY.
-            unsafe {
-                (*info).name = name_field(self.name);
-                (*info).class = name_field(self.class);
-                (*info).addr = &self.locked as *const AtomicBool as u64;
-                (*info).holder = NONE;
-            }
+            // Entry `n` is beyond `nlocks`, so no reader looks at it yet, and no other writer
+            // exists while we hold REGISTRY.
+            let info = abi::lock(n);
+            abi::store_bytes(info.name(), &name_field::<NAME_LEN>(self.name));
+            abi::store_bytes(info.class(), &name_field::<NAME_LEN>(self.class));
+            info.addr()
+                .store(&self.locked as *const AtomicBool as u64, Ordering::Relaxed);
+            info.holder().store(NONE, Ordering::Relaxed);
             // Readers see the entry complete once they see `nlocks` cover it.
             nlocks.store(n + 1, Ordering::Release);
             self.id.store(n, Ordering::Release);
@@ -101,23 +87,22 @@ impl RawSpinLock {
 
     /// Does this hart hold the lock? Interrupts must be off.
     pub fn holding(&self) -> bool {
-        let info = abi::lock_info(self.id());
-        // SAFETY: field of a lock-table entry; only the holder sets it to its own id.
-        let holder = unsafe { a32(&raw mut (*info).holder) }.load(Ordering::Relaxed);
+        // Only the holder sets it to its own id.
+        let holder = abi::lock(self.id()).holder().load(Ordering::Relaxed);
         self.locked.load(Ordering::Relaxed) && holder == hart::id() as u32
     }
 
     /// Acquires the lock; the caller's pc is recorded.
     #[inline(never)]
     pub fn acquire(&self) {
-        let pc = caller_pc();
+        let pc = arch::caller_pc();
         self.acquire_at(pc);
     }
 
     /// Releases the lock; the caller's pc is recorded.
     #[inline(never)]
     pub fn release(&self) {
-        let pc = caller_pc();
+        let pc = arch::caller_pc();
         self.release_at(pc);
     }
 
@@ -129,18 +114,16 @@ impl RawSpinLock {
         if self.holding() {
             panic!("acquire {}", self.name);
         }
-        let hs = abi::hart_state(me);
+        let hs = abi::hart(me);
         let mut spins: u64 = 0;
         let mut spin_start = 0;
         // The lab's statslock: every failed test-and-set counts.
         if self.locked.swap(true, Ordering::Acquire) {
             spin_start = hart::now();
-            // SAFETY: fields of this hart's own state; only this hart writes them.
-            unsafe {
-                a64(&raw mut (*hs).spin_pc).store(pc, Ordering::Relaxed);
-                a64(&raw mut (*hs).spin_since).store(spin_start, Ordering::Relaxed);
-                a32(&raw mut (*hs).spin_lock).store(id, Ordering::Release);
-            }
+            // This hart's own state: `spin_lock` last, so a reader that sees it sees the rest.
+            hs.spin_pc().store(pc, Ordering::Relaxed);
+            hs.spin_since().store(spin_start, Ordering::Relaxed);
+            hs.spin_lock().store(id, Ordering::Release);
             abi::record(me, EventKind::Spin, id, pc, spin_start);
             spins = 1;
             while self.locked.swap(true, Ordering::Acquire) {
@@ -149,36 +132,22 @@ impl RawSpinLock {
                 crate::panic::check_halt();
                 core::hint::spin_loop();
             }
-            // SAFETY: as above.
-            unsafe { a32(&raw mut (*hs).spin_lock).store(NONE, Ordering::Relaxed) };
+            hs.spin_lock().store(NONE, Ordering::Relaxed);
         }
         let now = hart::now();
-        let info = abi::lock_info(id);
-        // SAFETY: we hold the lock, so we are the only writer of its counters; fields of a
-        // static, accessed atomically so a host reader sees whole values.
-        unsafe {
-            let add = |p: *mut u64, v: u64| {
-                let a = a64(p);
-                a.store(a.load(Ordering::Relaxed).wrapping_add(v), Ordering::Relaxed);
-            };
-            let max = |p: *mut u64, v: u64| {
-                let a = a64(p);
-                if v > a.load(Ordering::Relaxed) {
-                    a.store(v, Ordering::Relaxed);
-                }
-            };
-            add(&raw mut (*info).acquires, 1);
-            if spins > 0 {
-                let wait = now.wrapping_sub(spin_start);
-                add(&raw mut (*info).contended, 1);
-                add(&raw mut (*info).spins, spins);
-                add(&raw mut (*info).wait_total, wait);
-                max(&raw mut (*info).wait_max, wait);
-            }
-            a64(&raw mut (*info).acquired_at).store(now, Ordering::Relaxed);
-            a32(&raw mut (*info).holder).store(me as u32, Ordering::Relaxed);
-            push_held(me, id, pc, now);
+        // We hold the lock, so we are the only writer of its counters.
+        let info = abi::lock(id);
+        info.acquires().add(1);
+        if spins > 0 {
+            let wait = now.wrapping_sub(spin_start);
+            info.contended().add(1);
+            info.spins().add(spins);
+            info.wait_total().add(wait);
+            info.wait_max().raise_to(wait);
         }
+        info.acquired_at().store(now, Ordering::Relaxed);
+        info.holder().store(me as u32, Ordering::Relaxed);
+        push_held(me, id, pc, now);
         let kind = if spins > 0 {
             EventKind::AcquiredContended
         } else {
@@ -195,22 +164,13 @@ impl RawSpinLock {
         let me = hart::id();
         let id = self.id();
         let now = hart::now();
-        let info = abi::lock_info(id);
-        // SAFETY: we still hold the lock: sole writer of its counters (see acquire_at).
-        unsafe {
-            let held = now.wrapping_sub(a64(&raw mut (*info).acquired_at).load(Ordering::Relaxed));
-            let total = a64(&raw mut (*info).hold_total);
-            total.store(
-                total.load(Ordering::Relaxed).wrapping_add(held),
-                Ordering::Relaxed,
-            );
-            let max = a64(&raw mut (*info).hold_max);
-            if held > max.load(Ordering::Relaxed) {
-                max.store(held, Ordering::Relaxed);
-            }
-            a32(&raw mut (*info).holder).store(NONE, Ordering::Relaxed);
-            pop_held(me, id);
-        }
+        // We still hold the lock: the only writer of its counters (see acquire_at).
+        let info = abi::lock(id);
+        let held = now.wrapping_sub(info.acquired_at().load(Ordering::Relaxed));
+        info.hold_total().add(held);
+        info.hold_max().raise_to(held);
+        info.holder().store(NONE, Ordering::Relaxed);
+        pop_held(me, id);
         abi::record(me, EventKind::Released, id, pc, now);
         self.locked.store(false, Ordering::Release);
         hart::pop_off();
@@ -240,7 +200,7 @@ impl SleepLock {
     /// Acquires the lock and turns interrupts back on (as they were); the caller's pc is recorded.
     #[inline(never)]
     pub fn acquire(&self) {
-        let pc = caller_pc();
+        let pc = arch::caller_pc();
         self.raw.acquire_at(pc);
         // acquire_at left a push_off for the hold; a sleeplock holder keeps interrupts.
         hart::pop_off();
@@ -249,7 +209,7 @@ impl SleepLock {
     /// Releases the lock; the caller's pc is recorded.
     #[inline(never)]
     pub fn release(&self) {
-        let pc = caller_pc();
+        let pc = arch::caller_pc();
         // release_at ends with the pop_off matching a spinlock's hold.
         hart::push_off();
         self.raw.release_at(pc);
@@ -264,52 +224,44 @@ impl SleepLock {
     }
 }
 
-/// Pushes onto hart `me`'s held stack.
-///
-/// # Safety
-/// `me` is the calling hart, with interrupts off.
-unsafe fn push_held(me: usize, lock: u32, pc: u64, since: u64) {
-    let hs = abi::hart_state(me);
-    // SAFETY: this hart's own state (caller's contract).
-    unsafe {
-        let depth = a32(&raw mut (*hs).depth);
-        let d = depth.load(Ordering::Relaxed);
-        if (d as usize) < MAX_HELD {
-            let e = &raw mut (*hs).held[d as usize];
-            a64(&raw mut (*e).pc).store(pc, Ordering::Relaxed);
-            a64(&raw mut (*e).since).store(since, Ordering::Relaxed);
-            a32(&raw mut (*e).lock).store(lock, Ordering::Relaxed);
-        }
-        depth.store(d + 1, Ordering::Release);
+/// Pushes onto hart `me`'s held stack. `me` is the calling hart, with interrupts off: the
+/// stack's only writer.
+fn push_held(me: usize, lock: u32, pc: u64, since: u64) {
+    let hs = abi::hart(me);
+    let d = hs.depth().load(Ordering::Relaxed);
+    if let Some(e) = hs.held().get(d as usize) {
+        e.pc().store(pc, Ordering::Relaxed);
+        e.since().store(since, Ordering::Relaxed);
+        e.lock().store(lock, Ordering::Relaxed);
     }
+    // After the entry it covers.
+    hs.depth().store(d + 1, Ordering::Release);
 }
 
 /// Removes `lock` from hart `me`'s held stack (usually the innermost entry; locks may be
-/// released out of order).
-///
-/// # Safety
-/// `me` is the calling hart, with interrupts off.
-unsafe fn pop_held(me: usize, lock: u32) {
-    let hs = abi::hart_state(me);
-    // SAFETY: this hart's own state (caller's contract).
-    unsafe {
-        let depth = a32(&raw mut (*hs).depth);
-        let d = depth.load(Ordering::Relaxed) as usize;
-        let listed = d.min(MAX_HELD);
-        let held = &raw mut (*hs).held;
-        if let Some(i) = (0..listed).rev().find(|&i| (*held)[i].lock == lock) {
-            for j in i..listed - 1 {
-                let next: HeldLock = (*held)[j + 1];
-                let e = &raw mut (*held)[j];
-                a64(&raw mut (*e).pc).store(next.pc, Ordering::Relaxed);
-                a64(&raw mut (*e).since).store(next.since, Ordering::Relaxed);
-                a32(&raw mut (*e).lock).store(next.lock, Ordering::Relaxed);
-            }
-            // The stack overflowed earlier: the unlisted locks stay unlisted.
-            a32(&raw mut (*held)[listed - 1].lock).store(NONE, Ordering::Relaxed);
+/// released out of order). `me` is the calling hart, with interrupts off.
+fn pop_held(me: usize, lock: u32) {
+    let hs = abi::hart(me);
+    let d = hs.depth().load(Ordering::Relaxed) as usize;
+    let held = &hs.held()[..d.min(MAX_HELD)];
+    if let Some(i) = held
+        .iter()
+        .rposition(|e| e.lock().load(Ordering::Relaxed) == lock)
+    {
+        for j in i..held.len() - 1 {
+            let (e, next) = (&held[j], &held[j + 1]);
+            e.pc()
+                .store(next.pc().load(Ordering::Relaxed), Ordering::Relaxed);
+            e.since()
+                .store(next.since().load(Ordering::Relaxed), Ordering::Relaxed);
+            e.lock()
+                .store(next.lock().load(Ordering::Relaxed), Ordering::Relaxed);
         }
-        depth.store(d.saturating_sub(1) as u32, Ordering::Release);
+        // The stack overflowed earlier: the unlisted locks stay unlisted.
+        held[held.len() - 1].lock().store(NONE, Ordering::Relaxed);
     }
+    hs.depth()
+        .store(d.saturating_sub(1) as u32, Ordering::Release);
 }
 
 /// A lock protecting a `T`; `lock()` returns a guard that releases on drop.
@@ -338,7 +290,7 @@ impl<T> SpinLock<T> {
     /// Acquires the lock; the caller's pc is recorded.
     #[inline(never)]
     pub fn lock(&self) -> SpinLockGuard<'_, T> {
-        let pc = caller_pc();
+        let pc = arch::caller_pc();
         self.raw.acquire_at(pc);
         SpinLockGuard { lock: self }
     }
@@ -376,7 +328,7 @@ impl<T> DerefMut for SpinLockGuard<'_, T> {
 impl<T> Drop for SpinLockGuard<'_, T> {
     #[inline(never)]
     fn drop(&mut self) {
-        let pc = caller_pc();
+        let pc = arch::caller_pc();
         self.lock.raw.release_at(pc);
     }
 }

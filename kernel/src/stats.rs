@@ -1,25 +1,34 @@
 //! Lock statistics in the lab's format (`statslock`'s output), shared by the workloads.
 
-use crate::abi::{self, a64};
+use crate::abi;
 use crate::spinlock::RawSpinLock;
 use core::sync::atomic::Ordering;
-use lockscope_abi::{name_str, LockInfo, MAX_LOCKS};
+use lockscope_abi::{name_str, MAX_LOCKS, NAME_LEN};
 
-/// A lock's table entry, counters read atomically (they may still move for locks other harts
-/// use, which is fine for a report).
-pub fn lock_stats(id: u32) -> LockInfo {
-    let info = abi::lock_info(id);
-    // SAFETY: a registered entry of the lock table.
-    unsafe {
-        let mut l = *info;
-        l.spins = a64(&raw mut (*info).spins).load(Ordering::Relaxed);
-        l.acquires = a64(&raw mut (*info).acquires).load(Ordering::Relaxed);
-        l
+/// What the lab's statistics show of a lock, read from its table entry (the counters may still
+/// move for locks other harts use, which is fine for a report).
+#[derive(Clone, Copy)]
+pub struct LockStats {
+    pub name: [u8; NAME_LEN],
+    pub spins: u64,
+    pub acquires: u64,
+}
+
+pub fn lock_stats(id: u32) -> LockStats {
+    let info = abi::lock(id);
+    let mut name = [0; NAME_LEN];
+    for (n, a) in name.iter_mut().zip(info.name()) {
+        *n = a.load(Ordering::Relaxed);
+    }
+    LockStats {
+        name,
+        spins: info.spins().load(Ordering::Relaxed),
+        acquires: info.acquires().load(Ordering::Relaxed),
     }
 }
 
 /// `lock: NAME: #test-and-set N #acquire() M`.
-pub fn print_lock(l: &LockInfo) {
+pub fn print_lock(l: &LockStats) {
     println!(
         "lock: {}: #test-and-set {} #acquire() {}",
         name_str(&l.name).unwrap_or("?"),
@@ -47,12 +56,12 @@ pub fn print_section<'a>(locks: impl Iterator<Item = &'a RawSpinLock>) -> u64 {
 
 /// `--- top 5 contended locks:` over every registered lock, by failed test-and-sets.
 pub fn print_top5() {
-    // SAFETY: field of the root static.
-    let nlocks = unsafe { abi::a32(&raw mut (*abi::root()).nlocks) }
+    let nlocks = abi::root()
+        .nlocks()
         .load(Ordering::Acquire)
         .min(MAX_LOCKS as u32);
     println!("--- top 5 contended locks:");
-    let mut top: [Option<LockInfo>; 5] = [None; 5];
+    let mut top: [Option<LockStats>; 5] = [None; 5];
     for id in 0..nlocks {
         let s = lock_stats(id);
         if s.spins == 0 {

@@ -1,6 +1,7 @@
 //! S-mode traps: timer and device interrupts, and the `kerneltrap` panic for everything else.
 
 use crate::abi;
+use crate::arch;
 use crate::hart;
 use crate::spinlock::SpinLock;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -55,12 +56,7 @@ fn interval() -> u64 {
 fn set_next_timer() {
     let next = hart::now() + interval();
     NEXT_TICK[hart::id()].store(next, Ordering::Relaxed);
-    write_stimecmp(next);
-}
-
-fn write_stimecmp(t: u64) {
-    // SAFETY: writes stimecmp (Sstc, CSR 0x14d), enabled by start() through menvcfg.STCE.
-    unsafe { core::arch::asm!("csrw 0x14d, {}", in(reg) t) };
+    arch::set_timer(next);
 }
 
 /// Sleeps in `wfi` until an interrupt, or for at most `max` timebase ticks. For a hart waiting
@@ -71,7 +67,7 @@ fn write_stimecmp(t: u64) {
 pub fn nap(max: u64) {
     let h = hart::id();
     let wake = (hart::now() + max).min(NEXT_TICK[h].load(Ordering::Relaxed));
-    write_stimecmp(wake);
+    arch::set_timer(wake);
     riscv::asm::wfi();
 }
 
@@ -94,10 +90,7 @@ extern "C" fn kerneltrap() {
         match cause.code() {
             INTR_TIMER => clock_intr(),
             INTR_EXTERNAL => crate::plic::dev_intr(),
-            INTR_SOFTWARE => {
-                // SAFETY: acknowledges the software interrupt.
-                unsafe { core::arch::asm!("csrc sip, {}", in(reg) 2usize) };
-            }
+            INTR_SOFTWARE => arch::clear_soft_interrupt(),
             _ => unexpected(cause.bits(), sepc_v, stval::read()),
         }
     } else {
@@ -124,11 +117,12 @@ fn clock_intr() {
     let due = NEXT_TICK[me].load(Ordering::Relaxed);
     if hart::now() < due {
         // An early wake-up from `nap`, not a tick.
-        write_stimecmp(due);
+        arch::set_timer(due);
         return;
     }
     if me == 0 {
         let _g = TICKSLOCK.lock();
+        // Only this handler writes it, under tickslock.
         let t = abi::ticks();
         t.store(t.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }

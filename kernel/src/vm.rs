@@ -4,7 +4,6 @@
 use crate::kalloc;
 use crate::layout::*;
 use core::sync::atomic::{AtomicUsize, Ordering};
-use riscv::register::satp;
 
 const PTE_V: usize = 1 << 0;
 const PTE_R: usize = 1 << 1;
@@ -96,9 +95,5 @@ pub fn init_hart() {
     assert!(root != 0, "vm: page table not built");
     // SAFETY: the table direct-maps the kernel, its stacks and the devices it uses, so execution
     // continues at the same addresses.
-    unsafe {
-        riscv::asm::sfence_vma_all();
-        satp::set(satp::Mode::Sv39, 0, root >> 12);
-        riscv::asm::sfence_vma_all();
-    }
+    unsafe { crate::arch::enable_paging(root >> 12) };
 }
