@@ -121,7 +121,7 @@ fn read_checked(h: usize, blockno: u32, want: Option<u64>) {
 }
 
 /// Hart 0, before anything else: the disk holds a lockscope image.
-fn check_disk() {
+pub fn check_disk() {
     if crate::virtio_disk::nblocks() < NBLOCKS {
         println!(
             "bcachetest: the disk has {} blocks of {} bytes, the image has {NBLOCKS}: attach target/kernel/disk.img (made by `cargo xtask build`)",
@@ -235,7 +235,7 @@ pub fn run() {
     }
     barrier(n);
     let tb = crate::trap::timebase_hz();
-    let deadline = hart::now() + cfg.secs * tb;
+    let deadline = hart::now() + cfg.secs() * tb;
     let mut reads = 0u64;
     loop {
         match cfg.ops {
@@ -385,7 +385,7 @@ pub fn mixed() {
     }
     barrier(n);
     let mut pages = [core::ptr::null_mut::<u8>(); crate::kalloctest::BATCH];
-    let deadline = hart::now() + cfg.secs * crate::trap::timebase_hz();
+    let deadline = hart::now() + cfg.secs() * crate::trap::timebase_hz();
     let mut i = 0u64;
     loop {
         match cfg.ops {

@@ -9,6 +9,10 @@
 //! bucket locks, and no path takes `bcache.evict` while holding a bucket lock.
 //!
 //! The `bug=` variants of this file's code paths are marked with `bugs::active`.
+//!
+//! `workload=demo` also runs the starter beside the hashed cache: [`starter_bread`] goes
+//! through the single `bcache` lock and list, over [`NSTARTER`] buffers of its own that the ABI
+//! does not list (it shows the hashed cache; the starter's locks are in the lock table).
 
 use crate::abi::{self, OwnedCounter};
 use crate::bugs;
@@ -26,6 +30,11 @@ pub const NBUF: usize = 30;
 pub const NBUCKET: usize = 13;
 /// `blockno` of a buffer that holds no block.
 pub const NOBLOCK: u32 = u32::MAX;
+/// Buffers of the demo's starter cache (after the [`NBUF`] of the real one): room for every
+/// hart's program, and a hart holds at most one at a time.
+pub const NSTARTER: usize = 24;
+/// The list index of the demo's starter cache (`bucket(STARTER)` is the `bcache` list).
+const STARTER: usize = NBUCKET;
 
 const BUCKET_NAMES: [&str; NBUCKET] = [
     "bcache.bucket0",
@@ -43,10 +52,13 @@ const BUCKET_NAMES: [&str; NBUCKET] = [
     "bcache.bucket12",
 ];
 
-const BUF_NAMES: [&str; NBUF] = [
+const BUF_NAMES: [&str; NBUF + NSTARTER] = [
     "buf0", "buf1", "buf2", "buf3", "buf4", "buf5", "buf6", "buf7", "buf8", "buf9", "buf10",
     "buf11", "buf12", "buf13", "buf14", "buf15", "buf16", "buf17", "buf18", "buf19", "buf20",
-    "buf21", "buf22", "buf23", "buf24", "buf25", "buf26", "buf27", "buf28", "buf29",
+    "buf21", "buf22", "buf23", "buf24", "buf25", "buf26", "buf27", "buf28", "buf29", "sbuf0",
+    "sbuf1", "sbuf2", "sbuf3", "sbuf4", "sbuf5", "sbuf6", "sbuf7", "sbuf8", "sbuf9", "sbuf10",
+    "sbuf11", "sbuf12", "sbuf13", "sbuf14", "sbuf15", "sbuf16", "sbuf17", "sbuf18", "sbuf19",
+    "sbuf20", "sbuf21", "sbuf22", "sbuf23",
 ];
 
 /// A list node. It is the first field of [`Buf`], so a `*mut Link` of a buffer is its
@@ -78,7 +90,7 @@ struct Buf {
 }
 
 impl Buf {
-    const fn new(name: &'static str) -> Self {
+    const fn new(name: &'static str, class: &'static str) -> Self {
         Self {
             link: Link {
                 next: null_mut(),
@@ -91,22 +103,22 @@ impl Buf {
             timestamp: 0,
             last_use: 0,
             valid: AtomicBool::new(false),
-            lock: SleepLock::new(name, "buf"),
+            lock: SleepLock::new(name, class),
             data: [0; BSIZE],
         }
     }
 }
 
-struct Bufs(UnsafeCell<[Buf; NBUF]>);
+struct Bufs(UnsafeCell<[Buf; NBUF + NSTARTER]>);
 
 // SAFETY: every field is accessed under the lock that owns it (see `Buf`).
 unsafe impl Sync for Bufs {}
 
 static BUFS: Bufs = Bufs(UnsafeCell::new({
-    let mut a = [const { Buf::new("") }; NBUF];
+    let mut a = [const { Buf::new("", "") }; NBUF + NSTARTER];
     let mut i = 0;
-    while i < NBUF {
-        a[i] = Buf::new(BUF_NAMES[i]);
+    while i < NBUF + NSTARTER {
+        a[i] = Buf::new(BUF_NAMES[i], if i < NBUF { "buf" } else { "sbuf" });
         i += 1;
     }
     a
@@ -142,12 +154,14 @@ static BUCKETS: [Bucket; NBUCKET] = {
     a
 };
 
-/// `bcache=global`: the starter's single list and lock.
+/// `bcache=global`: the starter's single list and lock (with `bcache=hashed`, the demo's
+/// starter cache).
 static GLOBAL: Bucket = Bucket::new("bcache", "bcache");
 /// Serializes taking a buffer from another bucket.
 static EVICT: RawSpinLock = RawSpinLock::new("bcache.evict", "bcache.evict");
 
 static READY: AtomicBool = AtomicBool::new(false);
+static STARTER_READY: AtomicBool = AtomicBool::new(false);
 static GLOBAL_MODE: AtomicBool = AtomicBool::new(false);
 
 pub fn ready() -> bool {
@@ -159,7 +173,7 @@ fn global_mode() -> bool {
 }
 
 fn buf(i: usize) -> *mut Buf {
-    assert!(i < NBUF);
+    assert!(i < NBUF + NSTARTER);
     // SAFETY: in bounds; no reference is formed.
     unsafe { (BUFS.0.get() as *mut Buf).add(i) }
 }
@@ -178,7 +192,7 @@ fn home(blockno: u32) -> usize {
 }
 
 fn bucket(k: usize) -> &'static Bucket {
-    if global_mode() {
+    if global_mode() || k == STARTER {
         &GLOBAL
     } else {
         &BUCKETS[k]
@@ -253,14 +267,45 @@ pub fn locks() -> impl Iterator<Item = &'static RawSpinLock> {
         .chain(evict)
 }
 
+/// The demo's starter cache beside the hashed one: the single `bcache` lock over a list of the
+/// [`NSTARTER`] `sbuf<i>` buffers, registering its locks. Hart 0, before other harts use it;
+/// nothing to do with `bcache=global` (the cache is the starter already). Idempotent.
+pub fn starter_init() {
+    if !ready() || global_mode() || STARTER_READY.load(Ordering::Acquire) {
+        return;
+    }
+    GLOBAL.lock.id();
+    let h = head(STARTER);
+    // SAFETY: nobody uses the starter list before STARTER_READY; the head is a static.
+    unsafe {
+        (*h).next = h;
+        (*h).prev = h;
+    }
+    for i in NBUF..NBUF + NSTARTER {
+        let b = buf(i);
+        // SAFETY: as above: the buffer is on no list and nobody uses it yet.
+        unsafe {
+            append(h, b);
+            (*b).bucket = STARTER as u32;
+            (*b).lock.raw().id();
+        }
+    }
+    STARTER_READY.store(true, Ordering::Release);
+}
+
 // ---- ABI mirror: written by the owner of the fields, one atomic store each ----
 
-/// Mirrors a buffer's metadata into the ABI.
+/// Mirrors a buffer's metadata into the ABI (not the starter's buffers: the ABI lists the
+/// real cache).
 ///
 /// # Safety
 /// The caller holds the buffer's bucket lock, or owns the buffer (it is in no list).
 unsafe fn publish(b: *mut Buf) {
-    let info = abi::buf(index_of(b));
+    let i = index_of(b);
+    if i >= NBUF {
+        return;
+    }
+    let info = abi::buf(i);
     // SAFETY: the caller owns the fields (contract).
     let b = unsafe { &*b };
     info.dev().store(b.dev, Ordering::Relaxed);
@@ -273,9 +318,10 @@ unsafe fn publish(b: *mut Buf) {
 }
 
 fn publish_valid(b: *mut Buf, valid: bool) {
-    abi::buf(index_of(b))
-        .valid()
-        .store(valid as u32, Ordering::Relaxed);
+    let i = index_of(b);
+    if i < NBUF {
+        abi::buf(i).valid().store(valid as u32, Ordering::Relaxed);
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -285,8 +331,12 @@ enum Counter {
     Steals,
 }
 
-/// Adds one to a counter of bucket `k`. The caller holds bucket `k`'s lock.
+/// Adds one to a counter of bucket `k` (the starter's list has none). The caller holds bucket
+/// `k`'s lock.
 fn bump(k: usize, c: Counter) {
+    if k == STARTER {
+        return;
+    }
     // The bucket's lock holder is the counters' only writer.
     let info = abi::bucket(k);
     match c {
@@ -299,6 +349,9 @@ fn bump(k: usize, c: Counter) {
 
 /// Adds `d` to bucket `k`'s buffer count. The caller holds bucket `k`'s lock.
 fn add_nbuf(k: usize, d: i32) {
+    if k == STARTER {
+        return;
+    }
     let a = abi::bucket(k).nbuf();
     a.store(
         a.load(Ordering::Relaxed).wrapping_add_signed(d),
@@ -391,7 +444,7 @@ unsafe fn lookup(k: usize, dev: u32, blockno: u32) -> *mut Buf {
         while l != head {
             let b = l as *mut Buf;
             if (*b).dev == dev && (*b).blockno == blockno {
-                if cfg!(feature = "checks") && home((*b).blockno) != k {
+                if cfg!(feature = "checks") && k != STARTER && home((*b).blockno) != k {
                     panic!(
                         "bcache: buf{} caches block {} in bucket {k}, but the block hashes to bucket {}",
                         index_of(b),
@@ -575,7 +628,7 @@ unsafe fn detach(k: usize, b: *mut Buf) {
 #[inline(never)]
 fn bget(dev: u32, blockno: u32) -> *mut Buf {
     if global_mode() {
-        return bget_global(dev, blockno);
+        return bget_global(0, dev, blockno);
     }
     let k = home(blockno);
     let bk = &BUCKETS[k];
@@ -749,21 +802,22 @@ unsafe fn bget_holding_own_bucket(k: usize, dev: u32, blockno: u32) -> *mut Buf 
     }
 }
 
-/// The starter's bget: one lock, one list in least-recently-released order.
+/// The starter's bget: one lock, one list in least-recently-released order. `k` is 0 with
+/// `bcache=global`, or [`STARTER`] for the demo's starter cache.
 #[inline(never)]
-fn bget_global(dev: u32, blockno: u32) -> *mut Buf {
+fn bget_global(k: usize, dev: u32, blockno: u32) -> *mut Buf {
     GLOBAL.lock.acquire();
     // SAFETY: we hold the bcache lock.
     unsafe {
-        let b = lookup(0, dev, blockno);
+        let b = lookup(k, dev, blockno);
         if !b.is_null() {
-            hit(0, b, true);
+            hit(k, b, true);
             GLOBAL.lock.release();
             return b;
         }
-        bump(0, Counter::Misses);
+        bump(k, Counter::Misses);
         // Recycle the least recently used unused buffer: walk back from the tail.
-        let head = head(0);
+        let head = head(k);
         let mut l = (*head).prev;
         while l != head {
             let b = l as *mut Buf;
@@ -815,8 +869,26 @@ pub struct Pin {
 /// The buffer holding block `blockno` of `dev`, locked, with its data read from disk.
 pub fn bread(dev: u32, blockno: u32) -> BufRef {
     let b = bget(dev, blockno);
-    // SAFETY: bget gave us a reference, so `b` stays this block's buffer; its lock guards
-    // `valid` and `data`.
+    // SAFETY: bget gave us a reference to the buffer of `blockno`.
+    unsafe { lock_and_fill(b, blockno) }
+}
+
+/// As [`bread`], through the demo's starter cache (the single `bcache` lock and list, beside
+/// the hashed cache). [`starter_init`] must have run. [`brelse`] releases it.
+pub fn starter_bread(dev: u32, blockno: u32) -> BufRef {
+    let k = if global_mode() { 0 } else { STARTER };
+    let b = bget_global(k, dev, blockno);
+    // SAFETY: bget_global gave us a reference to the buffer of `blockno`.
+    unsafe { lock_and_fill(b, blockno) }
+}
+
+/// Locks the buffer and reads its block from disk if it does not hold it yet.
+///
+/// # Safety
+/// The caller holds a reference to `b`, which caches `blockno`.
+#[inline(always)]
+unsafe fn lock_and_fill(b: *mut Buf, blockno: u32) -> BufRef {
+    // SAFETY: the reference keeps `b` this block's buffer; its lock guards `valid` and `data`.
     unsafe {
         (*b).lock.acquire();
         if !(*b).valid.load(Ordering::Relaxed) {
@@ -883,10 +955,10 @@ fn drop_ref(b: *mut Buf, who: &str) {
             );
         }
         (*b).refcnt -= 1;
-        if global_mode() && (*b).refcnt == 0 {
+        if (global_mode() || k == STARTER) && (*b).refcnt == 0 {
             // The starter keeps its list in order of last release, most recent first.
             unlink(b);
-            push_front(head(0), b);
+            push_front(head(k), b);
         }
         publish(b);
         bucket(k).lock.release();

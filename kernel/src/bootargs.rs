@@ -24,9 +24,10 @@ pub struct Config {
     pub harts: u32,
     pub trace: bool,
     pub panic: PanicAction,
-    /// Workload length: kalloc/kfree pairs per hart (`ops=`), or seconds (`secs=`).
+    /// Workload length: kalloc/kfree pairs per hart (`ops=`), or seconds (`secs=`; each
+    /// phase's length for the demo). See [`Config::secs`].
     pub ops: Option<u64>,
-    pub secs: u64,
+    pub secs: Option<u64>,
     /// Exit QEMU when the workload ends (`exit=yes`), or stay up idle for a debugger.
     pub exit: bool,
 }
@@ -40,9 +41,16 @@ pub const DEFAULT: Config = Config {
     trace: true,
     panic: PanicAction::Exit,
     ops: None,
-    secs: 2,
+    secs: None,
     exit: true,
 };
+
+impl Config {
+    /// `secs=`, or 2: the length of kalloctest, bcachetest's test0 and mixed.
+    pub fn secs(&self) -> u64 {
+        self.secs.unwrap_or(2)
+    }
+}
 
 /// A boot argument that could not be used.
 pub enum Error<'a> {
@@ -93,8 +101,8 @@ fn on_off(v: &str) -> Option<bool> {
 const ARGS: &[Arg] = &[
     Arg {
         key: "workload",
-        valid: "kalloctest|bcachetest|mixed|idle",
-        help: "what every hart runs (default kalloctest; bcachetest with a buffer-cache bug=)",
+        valid: "kalloctest|bcachetest|mixed|demo|idle",
+        help: "what every hart runs (default kalloctest; bcachetest with a buffer-cache bug=); demo runs until QEMU stops",
         set: |c, v| Workload::parse(v).map(|w| c.workload = w).is_some(),
     },
     Arg {
@@ -150,8 +158,8 @@ const ARGS: &[Arg] = &[
     Arg {
         key: "secs",
         valid: "1..86400",
-        help: "length in seconds of kalloctest, bcachetest test0 and mixed (default 2)",
-        set: |c, v| number(v, 1, 86_400).map(|n| c.secs = n).is_some(),
+        help: "length in seconds of kalloctest, bcachetest test0 and mixed (default 2); of each demo phase (default 5)",
+        set: |c, v| number(v, 1, 86_400).map(|n| c.secs = Some(n)).is_some(),
     },
     Arg {
         key: "exit",

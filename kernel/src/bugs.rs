@@ -34,14 +34,17 @@ pub fn active(b: Bug) -> bool {
 }
 
 /// Does `workload` run the code `bug` changes? (`bug=kmem-steal-race` needs stealing, that is
-/// kalloctest or mixed; the buffer-cache bugs need bcachetest or mixed, and `order-inversion`
+/// kalloctest, mixed or the demo; the buffer-cache bugs need the cache, and `order-inversion`
 /// bcachetest, which moves spare buffers.)
 pub fn exercised_by(bug: Bug, workload: Workload) -> bool {
     match bug {
         Bug::None | Bug::PanicTest => true,
-        Bug::KmemStealRace => matches!(workload, Workload::Kalloctest | Workload::Mixed),
+        Bug::KmemStealRace => matches!(
+            workload,
+            Workload::Kalloctest | Workload::Mixed | Workload::Demo
+        ),
         Bug::OrderInversion => workload == Workload::Bcachetest,
-        b if b.in_bcache() => matches!(workload, Workload::Bcachetest | Workload::Mixed),
+        b if b.in_bcache() => workload.needs_disk(),
         _ => true,
     }
 }

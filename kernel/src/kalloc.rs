@@ -104,12 +104,11 @@ fn my_list() -> usize {
     }
 }
 
-/// Frees the page at `pa` to this hart's list.
+/// Checks that `pa` is a page this allocator manages and junk-fills it (with `checks`).
 ///
 /// # Safety
-/// `pa` must be a page this allocator manages that nobody uses any more (from [`alloc`], or
-/// free RAM at init).
-pub unsafe fn free(pa: *mut u8) {
+/// As for [`free`].
+unsafe fn prepare_free(pa: *mut u8) {
     let a = pa as usize;
     if !a.is_multiple_of(PGSIZE)
         || a < START.load(Ordering::Relaxed)
@@ -121,16 +120,58 @@ pub unsafe fn free(pa: *mut u8) {
         // SAFETY: a page of managed RAM that the caller gives up.
         unsafe { core::ptr::write_bytes(pa, JUNK_FREE, PGSIZE) };
     }
+}
+
+/// Checks that a page just taken off a list was left alone while free, and junk-fills it
+/// (with `checks`).
+fn prepare_alloc(page: *mut Run) -> *mut u8 {
+    let pa = page as *mut u8;
+    if cfg!(feature = "checks") {
+        check_free_pattern(pa);
+        // SAFETY: the page is now exclusively ours.
+        unsafe { core::ptr::write_bytes(pa, JUNK_ALLOC, PGSIZE) };
+    }
+    pa
+}
+
+/// Puts the free page `pa` at the head of the held list `l`.
+///
+/// # Safety
+/// `pa` is a free page nobody else can reach.
+unsafe fn push(l: &mut FreeList, pa: *mut u8) {
+    let r = pa as *mut Run;
+    // SAFETY: the page is free and ours until it is on the list.
+    unsafe { (*r).next = l.head };
+    l.head = r;
+    l.count += 1;
+}
+
+/// Takes the head of the held list `l`, or null.
+fn pop(l: &mut FreeList) -> *mut Run {
+    let r = l.head;
+    if !r.is_null() {
+        // SAFETY: `r` is on the list, which the caller holds.
+        l.head = unsafe { (*r).next };
+        l.count -= 1;
+    }
+    r
+}
+
+/// Frees the page at `pa` to this hart's list.
+///
+/// # Safety
+/// `pa` must be a page this allocator manages that nobody uses any more (from [`alloc`], or
+/// free RAM at init).
+pub unsafe fn free(pa: *mut u8) {
+    // SAFETY: the caller's contract.
+    unsafe { prepare_free(pa) };
     // Interrupts off so the hart id stays right until the lock (which also disables them).
     hart::push_off();
     let i = my_list();
     {
         let mut l = list(i).lock();
-        let r = pa as *mut Run;
-        // SAFETY: the page is free and ours until it is on the list.
-        unsafe { (*r).next = l.head };
-        l.head = r;
-        l.count += 1;
+        // SAFETY: the caller gave the page up.
+        unsafe { push(&mut l, pa) };
         set_free(i, l.count);
         abi::kmem(i).frees().add(1);
     }
@@ -143,11 +184,8 @@ pub fn alloc() -> Option<*mut u8> {
     let i = my_list();
     let mut page = {
         let mut l = list(i).lock();
-        let r = l.head;
+        let r = pop(&mut l);
         if !r.is_null() {
-            // SAFETY: `r` is on our list, which we hold.
-            l.head = unsafe { (*r).next };
-            l.count -= 1;
             set_free(i, l.count);
             abi::kmem(i).allocs().add(1);
         }
@@ -161,16 +199,56 @@ pub fn alloc() -> Option<*mut u8> {
         };
     }
     hart::pop_off();
-    if page.is_null() {
-        return None;
+    (!page.is_null()).then(|| prepare_alloc(page))
+}
+
+/// The starter's single list `kmem` beside the per-hart lists, for the demo: with
+/// `kalloc=percpu` it is otherwise unused, holds only the pages [`starter_lend`] gave it, and
+/// has no ABI entry (its lock is in the lock table). With `kalloc=global` it is the allocator.
+pub fn starter_alloc() -> Option<*mut u8> {
+    let page = {
+        let mut l = GLOBAL.lock();
+        let r = pop(&mut l);
+        if !r.is_null() && global_mode() {
+            set_free(0, l.count);
+            abi::kmem(0).allocs().add(1);
+        }
+        r
+    };
+    (!page.is_null()).then(|| prepare_alloc(page))
+}
+
+/// Frees a page to the starter's list (see [`starter_alloc`]).
+///
+/// # Safety
+/// As for [`free`].
+pub unsafe fn starter_free(pa: *mut u8) {
+    // SAFETY: the caller's contract.
+    unsafe { prepare_free(pa) };
+    let mut l = GLOBAL.lock();
+    // SAFETY: the caller gave the page up.
+    unsafe { push(&mut l, pa) };
+    if global_mode() {
+        set_free(0, l.count);
+        abi::kmem(0).frees().add(1);
     }
-    let pa = page as *mut u8;
-    if cfg!(feature = "checks") {
-        check_free_pattern(pa);
-        // SAFETY: the page is now exclusively ours.
-        unsafe { core::ptr::write_bytes(pa, JUNK_ALLOC, PGSIZE) };
+}
+
+/// Moves up to `n` pages from this hart's list to the starter's, registering its lock `kmem`.
+/// Returns the pages moved (0 with `kalloc=global`, where the two are one list).
+pub fn starter_lend(n: usize) -> usize {
+    GLOBAL.raw().id();
+    if global_mode() {
+        return 0;
     }
-    Some(pa)
+    let mut moved = 0;
+    while moved < n {
+        let Some(pa) = alloc() else { break };
+        // SAFETY: just allocated, unused.
+        unsafe { starter_free(pa) };
+        moved += 1;
+    }
+    moved
 }
 
 /// A free page holds JUNK_FREE everywhere but its `next` word. Anything else means someone

@@ -83,7 +83,7 @@ pub fn run() {
 
     let tb = crate::trap::timebase_hz();
     let t0 = hart::now();
-    let deadline = t0 + cfg.secs * tb;
+    let deadline = t0 + cfg.secs() * tb;
     let mut ops = 0u64;
     loop {
         match cfg.ops {

@@ -14,6 +14,7 @@ pub mod bcachetest;
 pub mod bio;
 pub mod bootargs;
 pub mod bugs;
+pub mod demo;
 pub mod exit;
 pub mod fdt;
 pub mod hart;
@@ -132,24 +133,23 @@ fn run() -> ! {
             cfg.workload.as_str()
         );
     }
-    match cfg.workload {
+    let w = cfg.workload;
+    if w.needs_disk() && !bio::ready() {
+        if hart::id() == 0 {
+            println!(
+                "workload={} needs the disk: attach target/kernel/disk.img (made by `cargo xtask build`; `cargo xtask qemu` attaches it), by hand: -global virtio-mmio.force-legacy=false -drive file=target/kernel/disk.img,if=none,format=raw,id=x0 -device virtio-blk-device,drive=x0,bus=virtio-mmio-bus.0",
+                w.as_str()
+            );
+            exit::fail(lockscope_abi::exit::BOOTARGS);
+        }
+        hart::idle()
+    }
+    match w {
         Workload::Kalloctest => kalloctest::run(),
         Workload::Idle => {}
-        w @ (Workload::Bcachetest | Workload::Mixed) => {
-            if !bio::ready() {
-                if hart::id() == 0 {
-                    println!(
-                        "workload={} needs the disk: attach target/kernel/disk.img (made by `cargo xtask build`; `cargo xtask qemu` attaches it), by hand: -global virtio-mmio.force-legacy=false -drive file=target/kernel/disk.img,if=none,format=raw,id=x0 -device virtio-blk-device,drive=x0,bus=virtio-mmio-bus.0",
-                        w.as_str()
-                    );
-                    exit::fail(lockscope_abi::exit::BOOTARGS);
-                }
-            } else if w == Workload::Bcachetest {
-                bcachetest::run();
-            } else {
-                bcachetest::mixed();
-            }
-        }
+        Workload::Bcachetest => bcachetest::run(),
+        Workload::Mixed => bcachetest::mixed(),
+        Workload::Demo => demo::run(),
     }
     hart::idle()
 }

@@ -414,6 +414,8 @@ code_enum! {
         Kalloctest = 1, "kalloctest";
         Bcachetest = 2, "bcachetest";
         Mixed = 3, "mixed";
+        /// `cargo xtask demo`'s workload: runs until QEMU stops, in phases (`Phase::Demo*`).
+        Demo = 4, "demo";
     }
 }
 
@@ -458,6 +460,11 @@ code_enum! {
         Test1 = 3, "bcachetest-test1";
         Mixed = 4, "mixed";
         Done = 5, "done";
+        /// The demo's phases, in the order they cycle.
+        DemoFiles = 6, "demo-files";
+        DemoStarter = 7, "demo-starter";
+        DemoSteal = 8, "demo-steal";
+        DemoCrowd = 9, "demo-crowd";
     }
 }
 
@@ -487,7 +494,10 @@ pub mod exit {
 impl Workload {
     /// Whether this workload runs the buffer cache, which needs the disk image.
     pub const fn needs_disk(self) -> bool {
-        matches!(self, Workload::Bcachetest | Workload::Mixed)
+        matches!(
+            self,
+            Workload::Bcachetest | Workload::Mixed | Workload::Demo
+        )
     }
 }
 
@@ -572,6 +582,7 @@ mod tests {
         assert!(bootargs_need_disk("workload=bcachetest"));
         assert!(bootargs_need_disk("secs=3 bug=refcnt-leak"));
         assert!(bootargs_need_disk("workload=mixed"));
+        assert!(bootargs_need_disk("workload=demo secs=5"));
         assert!(!bootargs_need_disk(
             "workload=kalloctest bug=kmem-steal-race"
         ));
