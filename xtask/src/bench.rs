@@ -3,12 +3,13 @@
 //! by side in one run, because these machines are noisy.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use lockscope_engine::qemu::QemuConfig;
 
+use crate::kernel::{boot, build_kernel};
 use crate::{cargo, status};
 
 /// `cargo bench` of the engine's ingest (decode + analysis on one core).
@@ -189,4 +190,95 @@ pub fn probe_effect(elf: &Path, lockscope: &Path, smp: u32, rounds: u32) -> Resu
         );
     }
     Ok(())
+}
+
+/// The kalloctest total ops/s line of a console.
+fn total_rate(console: &str) -> Option<u64> {
+    kalloctest_rate(console).map(|(total, _)| total as u64)
+}
+
+/// The kernel's own cost of tracing: kalloctest with trace=on vs trace=off.
+///
+/// One hart by default: with more vCPUs than host cores, host scheduling noise swamps the few
+/// percent being measured.
+pub fn trace(pairs: u32, smp: Option<u32>) -> Result<()> {
+    let smp = smp.unwrap_or(1);
+    let elf = build_kernel()?;
+    println!("== kernel tracing cost (target: at most 5% of throughput)");
+    // `-icount shift=0`: guest time advances one nanosecond per guest instruction, so ops/s in
+    // guest time measures the kernel's own cost, deterministic and independent of host load.
+    println!("kalloctest throughput, {smp} harts, trace=on vs trace=off, alternating 3 s runs");
+    println!("-- guest instructions (QEMU -icount shift=0): deterministic");
+    bench_pairs(&elf, smp, 2, true)?;
+    println!("-- wall clock (QEMU MTTCG): what a user sees, noisy on a shared host");
+    bench_pairs(&elf, smp, pairs, false)
+}
+
+fn bench_pairs(elf: &Path, smp: u32, pairs: u32, icount: bool) -> Result<()> {
+    let mut on = Vec::new();
+    let mut off = Vec::new();
+    for i in 0..pairs {
+        for (trace, out) in [("on", &mut on), ("off", &mut off)] {
+            let args = format!("workload=kalloctest secs=3 trace={trace}");
+            let mut cfg = QemuConfig::new(elf).smp(smp).bootargs(&args);
+            if icount {
+                cfg = cfg.arg("-icount").arg("shift=0");
+            }
+            let c = cfg.run_captured(Duration::from_secs(300))?;
+            if c.timed_out {
+                bail!("`{args}` did not finish:\n{}", c.console);
+            }
+            let rate = total_rate(&c.console)
+                .with_context(|| format!("no throughput line in:\n{}", c.console))?;
+            println!("pair {}: trace={trace:<3} {rate:>9} ops/s", i + 1);
+            out.push(rate as f64);
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let (m_on, m_off) = (mean(&on), mean(&off));
+    // Each pair ran back to back, so its ratio is less exposed to slow drifts in host load.
+    let mut ratios: Vec<f64> = on.iter().zip(&off).map(|(a, b)| a / b).collect();
+    ratios.sort_by(f64::total_cmp);
+    let median = ratios[ratios.len() / 2];
+    println!("mean trace=on {m_on:.0} ops/s, trace=off {m_off:.0} ops/s");
+    println!(
+        "median pair ratio on/off {median:.3}: tracing costs {:.1}% of throughput (target: at most 5%)",
+        (1.0 - median) * 100.0
+    );
+    Ok(())
+}
+
+/// `cargo xtask soak`: long kalloctest runs on 1..8 harts, both allocators.
+pub fn soak(rounds: u32) -> Result<ExitCode> {
+    let elf = build_kernel()?;
+    let mut failures = 0;
+    for round in 1..=rounds {
+        for smp in 1..=8 {
+            for (mode, want_pass) in [("percpu", true), ("global", smp == 1)] {
+                let args = format!("workload=kalloctest kalloc={mode} secs=10");
+                let c = boot(&elf, smp, &args, Duration::from_secs(300))?;
+                let tot = c
+                    .console
+                    .lines()
+                    .find(|l| l.starts_with("tot="))
+                    .unwrap_or("");
+                let good = c.verdict.passed() == want_pass;
+                println!(
+                    "round {round} smp {smp} {mode:<6} {:<4} {tot} ({:.0} s)",
+                    if good { "ok" } else { "BAD" },
+                    c.elapsed.as_secs_f64()
+                );
+                if !good {
+                    failures += 1;
+                    println!("{}", c.console);
+                }
+            }
+        }
+    }
+    println!("soak: {failures} unexpected results");
+    Ok(if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

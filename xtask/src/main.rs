@@ -1,41 +1,110 @@
 //! `cargo xtask`: the one entry point for humans and CI.
 //!
-//! build, qemu, test, demo, bench, soak. Every command first installs what is missing (the
-//! rustup target; QEMU, gdb-multiarch and tmux through apt-get when root) or says how to.
+//! Every command first installs what is missing (the rustup target; QEMU, gdb-multiarch, tmux
+//! and the RISC-V C compiler through apt-get when root) or says how to.
+//!
+//! Adding to it:
+//! - a command: a variant of [`Cmd`] (its doc comment is its help) and an arm in [`run`];
+//! - a tool a command needs: a [`tools::Tool`] passed to [`ensure_tools`];
+//! - something the test binaries need (a built fixture, a fetched QEMU, a Python venv): a
+//!   [`TestStep`] in [`TEST_STEPS`] that prepares it and sets the environment variable that
+//!   tells the tests where it is.
 
 mod bench;
+mod kernel;
+mod record;
+mod tools;
 
 use anyhow::{bail, Context, Result};
-use lockscope_engine::qemu::{Captured, QemuConfig, Verdict};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use lockscope_abi::exit;
+use lockscope_engine::qemu::QemuConfig;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-const TARGET: &str = "riscv64gc-unknown-none-elf";
-/// Boot arguments of `cargo xtask demo`: both halves of the lab at once, long enough to watch,
-/// then the machine stays up so the dashboard keeps its final state.
-const DEMO_BOOTARGS: &str = "workload=mixed secs=60 exit=no";
+use kernel::{build_kernel, build_lockscope, ensure_disk};
 
-const USAGE: &str = "\
-usage: cargo xtask <command>
+/// Boot arguments of `cargo xtask demo`: the demo workload, which runs until the dashboard
+/// quits (docs/kernel.md, "The demo").
+const DEMO_BOOTARGS: &str = "workload=demo";
+const DEMO_HARTS: u32 = 4;
 
-commands:
-  demo                              build, then open the dashboard on 4 harts running workload=mixed
-  test                              every test, including those that boot QEMU
-  build                             the kernel ELF, the disk image and the debugger
-  qemu [--smp N] -- BOOTARGS...     boot with these boot arguments; exit status is the kernel's
-                                    verdict (0 pass, 2 fail, 3 bad boot arguments, 4 panic)
-  bench [WHICH...] [--pairs N] [--smp N] [--rounds N]
-                                    benchmarks, all by default: trace (kernel tracing cost, trace=on
-                                    vs off), ingest (engine events/s), render (dashboard frame time),
-                                    probe (guest speed with lockscope watching vs not)
-  soak [--rounds N]                 long kalloctest runs on 1..8 harts, both allocators
-  fixtures                          record the dashboard's test fixtures and the sample traces in
-                                    traces/ from the real kernel (then review: cargo insta review)
-";
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Build, run, test and measure lockscope",
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build, then open the dashboard on 4 harts running workload=demo (? for keys, q quits)
+    Demo,
+    /// Every test, including those that boot QEMU
+    Test,
+    /// The kernel ELF, the disk image and the debugger
+    Build,
+    /// Boot the kernel alone; the exit status is its verdict (0 pass, 2 fail, 3 bad boot
+    /// arguments or no disk, 4 panic)
+    Qemu(QemuArgs),
+    /// Benchmarks, all by default: trace (kernel tracing cost, trace=on vs off), ingest
+    /// (engine events/s), render (dashboard frame time), probe (guest speed with lockscope
+    /// watching vs not)
+    Bench(BenchArgs),
+    /// Long kalloctest runs on 1..8 harts, both allocators
+    Soak {
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+    },
+    /// Record the dashboard's test fixtures and the sample traces in traces/ from the real
+    /// kernel (then review: cargo insta review)
+    Fixtures,
+}
+
+#[derive(Args)]
+struct QemuArgs {
+    /// Harts
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=8))]
+    smp: u32,
+    /// Boot arguments, after `--`: cargo xtask qemu -- workload=bcachetest secs=1
+    #[arg(last = true)]
+    bootargs: Vec<String>,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Which benchmarks (default: all)
+    #[arg(value_enum)]
+    which: Vec<Bench>,
+    /// trace: trace=on/off pairs of runs in wall-clock time
+    #[arg(long, default_value_t = 5)]
+    pairs: u32,
+    /// Harts (default: 1 for trace, 2 for probe)
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=8))]
+    smp: Option<u32>,
+    /// probe: rounds of bare, shared-RAM and gdb-polled runs
+    #[arg(long, default_value_t = 5)]
+    rounds: u32,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Bench {
+    Trace,
+    Ingest,
+    Render,
+    Probe,
+}
 
 fn main() -> ExitCode {
-    match run() {
+    let cli = Cli::parse();
+    match run(cli.cmd) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("xtask: error: {e:#}");
@@ -44,30 +113,23 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> Result<ExitCode> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(cmd) = args.first() else {
-        eprint!("{USAGE}");
-        return Ok(ExitCode::from(2));
-    };
-    let rest = &args[1..];
-    match cmd.as_str() {
-        "build" => build().map(|_| ExitCode::SUCCESS),
-        "qemu" => qemu(rest),
-        "test" => test(),
-        "demo" => demo(),
-        "bench" => bench(rest),
-        "soak" => soak(rest),
-        "fixtures" => fixtures().map(|_| ExitCode::SUCCESS),
-        "help" | "-h" | "--help" => {
-            print!("{USAGE}");
-            Ok(ExitCode::SUCCESS)
-        }
-        other => {
-            eprint!("unknown command '{other}'\n\n{USAGE}");
-            Ok(ExitCode::from(2))
-        }
+fn run(cmd: Cmd) -> Result<ExitCode> {
+    ensure_tools(&[])?;
+    match cmd {
+        Cmd::Demo => demo(),
+        Cmd::Test => test(),
+        Cmd::Build => build().map(|_| ExitCode::SUCCESS),
+        Cmd::Qemu(a) => qemu(a),
+        Cmd::Bench(a) => bench(a).map(|_| ExitCode::SUCCESS),
+        Cmd::Soak { rounds } => bench::soak(rounds),
+        Cmd::Fixtures => record::fixtures().map(|_| ExitCode::SUCCESS),
     }
+}
+
+/// Installs the rustup target and every missing tool of [`tools::BASE`] and `extra`, or says
+/// exactly how to. Cheap when everything is there, so modules call it for their own tools.
+pub(crate) fn ensure_tools(extra: &[tools::Tool]) -> Result<()> {
+    tools::ensure(extra)
 }
 
 fn root() -> PathBuf {
@@ -91,146 +153,9 @@ pub(crate) fn status(mut c: Command) -> Result<()> {
     Ok(())
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-fn in_path(bin: &str) -> bool {
-    lockscope_engine::qemu::find_in_path(Path::new(bin)).is_some()
-}
-
-/// Installs what the kernel and its tests need, or says exactly how to.
-fn ensure_tools() -> Result<()> {
-    let installed = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output()
-        .context("rustup is needed to add the riscv64gc-unknown-none-elf target")?;
-    if !String::from_utf8_lossy(&installed.stdout)
-        .lines()
-        .any(|l| l.trim() == TARGET)
-    {
-        eprintln!("xtask: adding rustup target {TARGET}");
-        let mut c = Command::new("rustup");
-        c.args(["target", "add", TARGET]);
-        status(c)?;
-    }
-    let missing: Vec<&str> = [
-        ("qemu-system-riscv64", "qemu-system-misc"),
-        ("gdb-multiarch", "gdb-multiarch"),
-        // The dashboard's end-to-end test drives it in a real terminal.
-        ("tmux", "tmux"),
-    ]
-    .iter()
-    .filter(|(bin, _)| !in_path(bin))
-    .map(|(_, pkg)| *pkg)
-    .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let list = missing.join(" ");
-    if !is_root() {
-        bail!("missing {list}; install with: sudo apt-get install -y {list}");
-    }
-    eprintln!("xtask: installing {list} with apt-get");
-    let install = |pkgs: &[&str]| {
-        Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends"])
-            .args(pkgs)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    };
-    if !install(&missing) {
-        let mut c = Command::new("apt-get");
-        c.arg("update");
-        status(c)?;
-        if !install(&missing) {
-            bail!("apt-get install -y {list} failed; run it by hand to see why");
-        }
-    }
-    Ok(())
-}
-
-fn kernel_elf() -> PathBuf {
-    root()
-        .join("target/kernel")
-        .join(TARGET)
-        .join("release/lockscope-kernel")
-}
-
-/// Builds the kernel (cargo rebuilds only what changed) and returns the ELF.
-fn build_kernel() -> Result<PathBuf> {
-    let mut c = cargo();
-    c.args([
-        "build",
-        "--manifest-path",
-        "kernel/Cargo.toml",
-        "--target",
-        TARGET,
-    ])
-    .args(["--release", "--target-dir", "target/kernel"]);
-    status(c).context("building the kernel")?;
-    Ok(kernel_elf())
-}
-
-/// The disk image the kernel's buffer cache reads: next to the kernel's target dir, where
-/// `lockscope` looks for it.
-fn disk_image() -> PathBuf {
-    root().join("target/kernel/disk.img")
-}
-
-/// Writes the disk image: every block stamped with its number and a checksum
-/// (`lockscope_abi::disk`), no file system, so no mkfs is needed.
-fn make_disk() -> Result<PathBuf> {
-    use lockscope_abi::disk::{stamp, BSIZE, NBLOCKS};
-    use std::io::Write;
-    let path = disk_image();
-    std::fs::create_dir_all(path.parent().expect("target/kernel"))?;
-    let tmp = path.with_extension("img.tmp");
-    let mut out = std::io::BufWriter::new(
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
-    );
-    let mut block = [0u8; BSIZE];
-    for n in 0..NBLOCKS {
-        stamp(&mut block, n, 0);
-        out.write_all(&block)?;
-    }
-    out.into_inner()
-        .map_err(|e| e.into_error())?
-        .sync_all()
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    // A rename, so a QEMU already running on the old image keeps it.
-    std::fs::rename(&tmp, &path).with_context(|| format!("creating {}", path.display()))?;
-    Ok(path)
-}
-
-/// The disk image, made again if it is missing, the wrong size, or from another format.
-fn ensure_disk() -> Result<PathBuf> {
-    use lockscope_abi::disk::{verify, BSIZE, IMAGE_BYTES};
-    use std::io::Read;
-    let path = disk_image();
-    let current = std::fs::File::open(&path).is_ok_and(|mut f| {
-        let mut block = [0u8; BSIZE];
-        f.metadata().is_ok_and(|m| m.len() == IMAGE_BYTES)
-            && f.read_exact(&mut block).is_ok()
-            && verify(&block, 0).is_ok()
-    });
-    if current {
-        Ok(path)
-    } else {
-        make_disk()
-    }
-}
-
 fn build() -> Result<()> {
-    ensure_tools()?;
     let elf = build_kernel()?;
-    let disk = make_disk()?;
+    let disk = kernel::make_disk()?;
     let lockscope = build_lockscope()?;
     println!("kernel:   {}", elf.display());
     println!("disk:     {}", disk.display());
@@ -238,58 +163,69 @@ fn build() -> Result<()> {
     Ok(())
 }
 
-fn parse_smp(rest: &[String], default: u32) -> Result<(u32, Vec<String>)> {
-    let mut smp = default;
-    let mut others = Vec::new();
-    let mut it = rest.iter();
-    while let Some(a) = it.next() {
-        if a == "--smp" {
-            let v = it.next().context("--smp needs a number of harts (1..8)")?;
-            smp = v
-                .parse()
-                .with_context(|| format!("--smp {v}: not a number"))?;
-        } else {
-            others.push(a.clone());
-        }
+/// What the kernel's exit status means (`lockscope_abi::exit`).
+fn verdict(code: Option<i32>) -> String {
+    match code {
+        Some(exit::PASS) => "pass".into(),
+        Some(exit::FAIL) => "fail: the workload's check failed".into(),
+        Some(exit::BOOTARGS) => "bad boot arguments, or a workload that needs the disk".into(),
+        Some(exit::PANIC) => "kernel panic".into(),
+        Some(1) => "QEMU error (exit status 1)".into(),
+        Some(c) => format!("unexpected exit status {c}"),
+        None => "killed by a signal".into(),
     }
-    Ok((smp, others))
 }
 
-fn qemu(rest: &[String]) -> Result<ExitCode> {
-    let (before, bootargs) = match rest.iter().position(|a| a == "--") {
-        Some(i) => (&rest[..i], &rest[i + 1..]),
-        None => (rest, &[][..]),
-    };
-    let (smp, unknown) = parse_smp(before, 4)?;
-    if let Some(u) = unknown.first() {
-        bail!("unknown option '{u}'; usage: cargo xtask qemu [--smp N] -- BOOTARGS...");
-    }
-    ensure_tools()?;
+fn qemu(a: QemuArgs) -> Result<ExitCode> {
     let elf = build_kernel()?;
     // The workload's writes go to a scratch overlay (QemuConfig's default), so the image stays
     // as made and several QEMUs can share it.
     let cfg = QemuConfig::new(elf)
-        .smp(smp)
-        .bootargs(bootargs.join(" "))
+        .smp(a.smp)
+        .bootargs(a.bootargs.join(" "))
         .disk(ensure_disk()?);
     let st = cfg.command()?.status().context("running QEMU")?;
-    let verdict = Verdict::from_status(st);
-    if !verdict.passed() {
-        eprintln!("xtask: {verdict}");
+    if st.code() != Some(exit::PASS) {
+        eprintln!("xtask: {}", verdict(st.code()));
     }
     // QEMU's status is the kernel's verdict.
     Ok(ExitCode::from(st.code().unwrap_or(1).clamp(0, 255) as u8))
 }
 
+/// Environment variables for the test binaries, set by the [`TEST_STEPS`].
+#[derive(Default)]
+pub(crate) struct TestEnv(Vec<(OsString, OsString)>);
+
+impl TestEnv {
+    pub(crate) fn set(&mut self, key: impl Into<OsString>, value: impl Into<OsString>) {
+        self.0.push((key.into(), value.into()));
+    }
+}
+
+/// One thing `cargo xtask test` prepares before `cargo test`: builds or fetches it, and says
+/// where it is through [`TestEnv`].
+pub(crate) type TestStep = fn(&mut TestEnv) -> Result<()>;
+
+/// What the tests need, in order.
+const TEST_STEPS: &[TestStep] = &[kernel_for_tests];
+
+/// The kernel ELF (`LOCKSCOPE_KERNEL`) and the disk image next to it.
+fn kernel_for_tests(env: &mut TestEnv) -> Result<()> {
+    env.set("LOCKSCOPE_KERNEL", build_kernel()?);
+    ensure_disk()?;
+    Ok(())
+}
+
 fn test() -> Result<ExitCode> {
     let start = Instant::now();
-    ensure_tools()?;
-    let elf = build_kernel()?;
-    ensure_disk()?;
+    let mut env = TestEnv::default();
+    for step in TEST_STEPS {
+        step(&mut env)?;
+    }
     let mut c = cargo();
     // Every test binary runs even if one fails, so one report shows every failure.
     c.args(["test", "--workspace", "--no-fail-fast"])
-        .env("LOCKSCOPE_KERNEL", &elf);
+        .envs(env.0);
     let ok = c.status().context("running cargo test")?.success();
     eprintln!("xtask: test took {:.0} s", start.elapsed().as_secs_f64());
     Ok(if ok {
@@ -300,13 +236,15 @@ fn test() -> Result<ExitCode> {
 }
 
 fn demo() -> Result<ExitCode> {
-    ensure_tools()?;
     let elf = build_kernel()?;
     let disk = ensure_disk()?;
     let lockscope = build_lockscope()?;
-    eprintln!("xtask: opening the dashboard on 4 harts running `{DEMO_BOOTARGS}`; press ? for help, q to quit");
+    eprintln!(
+        "xtask: opening the dashboard on {DEMO_HARTS} harts running `{DEMO_BOOTARGS}` until you quit; press ? for help, q to quit"
+    );
     let st = Command::new(&lockscope)
-        .args(["run", "--smp", "4", "--bootargs", DEMO_BOOTARGS])
+        .args(["run", "--smp", &DEMO_HARTS.to_string()])
+        .args(["--bootargs", DEMO_BOOTARGS])
         .arg("--kernel")
         .arg(&elf)
         .arg("--disk")
@@ -316,264 +254,23 @@ fn demo() -> Result<ExitCode> {
     Ok(ExitCode::from(st.code().unwrap_or(1).clamp(0, 255) as u8))
 }
 
-/// Builds the debugger in release mode and returns the binary.
-fn build_lockscope() -> Result<PathBuf> {
-    let mut c = cargo();
-    c.args(["build", "--release", "-p", "lockscope"]);
-    status(c).context("building the debugger")?;
-    Ok(root().join("target/release/lockscope"))
-}
-
-/// The kalloctest total ops/s line of a console.
-fn total_rate(console: &str) -> Option<u64> {
-    console
-        .lines()
-        .find_map(|l| l.strip_prefix("kalloctest: total "))
-        .and_then(|r| r.strip_suffix(" ops/s"))
-        .and_then(|n| n.trim().parse().ok())
-}
-
-fn boot(elf: &Path, smp: u32, args: &str, timeout: Duration) -> Result<Captured> {
-    let c = QemuConfig::new(elf)
-        .smp(smp)
-        .bootargs(args)
-        .disk(ensure_disk()?)
-        .run_captured(timeout)?;
-    if c.timed_out {
-        bail!(
-            "`{args}` on {smp} harts did not finish in {timeout:?}:\n{}",
-            c.console
-        );
-    }
-    Ok(c)
-}
-
-fn option(rest: &[String], name: &str, default: u32) -> Result<u32> {
-    match rest.iter().position(|a| a == name) {
-        Some(i) => rest
-            .get(i + 1)
-            .context(format!("{name} needs a number"))?
-            .parse()
-            .with_context(|| format!("{name}: not a number")),
-        None => Ok(default),
-    }
-}
-
-fn bench(rest: &[String]) -> Result<ExitCode> {
-    const ALL: [&str; 4] = ["trace", "ingest", "render", "probe"];
-    let mut which: Vec<&str> = Vec::new();
-    let mut it = rest.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--pairs" | "--smp" | "--rounds" => {
-                it.next();
-            }
-            w if ALL.contains(&w) => which.push(w),
-            other => bail!(
-                "unknown benchmark '{other}'; choose from {}",
-                ALL.join(", ")
-            ),
-        }
-    }
-    if which.is_empty() {
-        which = ALL.to_vec();
-    }
-    ensure_tools()?;
+fn bench(a: BenchArgs) -> Result<()> {
+    let which = if a.which.is_empty() {
+        vec![Bench::Trace, Bench::Ingest, Bench::Render, Bench::Probe]
+    } else {
+        a.which
+    };
     for w in which {
         match w {
-            "trace" => bench_trace(rest)?,
-            "ingest" => bench::ingest()?,
-            "render" => bench::render()?,
-            _ => {
+            Bench::Trace => bench::trace(a.pairs, a.smp)?,
+            Bench::Ingest => bench::ingest()?,
+            Bench::Render => bench::render()?,
+            Bench::Probe => {
                 let elf = build_kernel()?;
                 let lockscope = build_lockscope()?;
-                let smp = option(rest, "--smp", 2)?;
-                let rounds = option(rest, "--rounds", 5)?;
-                bench::probe_effect(&elf, &lockscope, smp, rounds)?;
+                bench::probe_effect(&elf, &lockscope, a.smp.unwrap_or(2), a.rounds)?;
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The kernel's own cost of tracing: kalloctest with trace=on vs trace=off.
-fn bench_trace(rest: &[String]) -> Result<()> {
-    let pairs = option(rest, "--pairs", 5)?;
-    // One hart by default: with more vCPUs than host cores, host scheduling noise swamps the
-    // few percent being measured.
-    let smp = option(rest, "--smp", 1)?;
-    let elf = build_kernel()?;
-    println!("== kernel tracing cost (target: at most 5% of throughput)");
-    // `-icount shift=0`: guest time advances one nanosecond per guest instruction, so ops/s in
-    // guest time measures the kernel's own cost, deterministic and independent of host load.
-    println!("kalloctest throughput, {smp} harts, trace=on vs trace=off, alternating 3 s runs");
-    println!("-- guest instructions (QEMU -icount shift=0): deterministic");
-    bench_pairs(&elf, smp, 2, true)?;
-    println!("-- wall clock (QEMU MTTCG): what a user sees, noisy on a shared host");
-    bench_pairs(&elf, smp, pairs, false)
-}
-
-fn bench_pairs(elf: &Path, smp: u32, pairs: u32, icount: bool) -> Result<()> {
-    let mut on = Vec::new();
-    let mut off = Vec::new();
-    for i in 0..pairs {
-        for (trace, out) in [("on", &mut on), ("off", &mut off)] {
-            let args = format!("workload=kalloctest secs=3 trace={trace}");
-            let mut cfg = QemuConfig::new(elf).smp(smp).bootargs(&args);
-            if icount {
-                cfg = cfg.arg("-icount").arg("shift=0");
-            }
-            let c = cfg.run_captured(Duration::from_secs(300))?;
-            if c.timed_out {
-                bail!("`{args}` did not finish:\n{}", c.console);
-            }
-            let rate = total_rate(&c.console)
-                .with_context(|| format!("no throughput line in:\n{}", c.console))?;
-            println!("pair {}: trace={trace:<3} {rate:>9} ops/s", i + 1);
-            out.push(rate as f64);
-        }
-    }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    let (m_on, m_off) = (mean(&on), mean(&off));
-    // Each pair ran back to back, so its ratio is less exposed to slow drifts in host load.
-    let mut ratios: Vec<f64> = on.iter().zip(&off).map(|(a, b)| a / b).collect();
-    ratios.sort_by(f64::total_cmp);
-    let median = ratios[ratios.len() / 2];
-    println!("mean trace=on {m_on:.0} ops/s, trace=off {m_off:.0} ops/s");
-    println!(
-        "median pair ratio on/off {median:.3}: tracing costs {:.1}% of throughput (target: at most 5%)",
-        (1.0 - median) * 100.0
-    );
-    Ok(())
-}
-
-fn soak(rest: &[String]) -> Result<ExitCode> {
-    let rounds = option(rest, "--rounds", 3)?;
-    ensure_tools()?;
-    let elf = build_kernel()?;
-    let mut failures = 0;
-    for round in 1..=rounds {
-        for smp in 1..=8 {
-            for (mode, want_pass) in [("percpu", true), ("global", smp == 1)] {
-                let args = format!("workload=kalloctest kalloc={mode} secs=10");
-                let c = boot(&elf, smp, &args, Duration::from_secs(300))?;
-                let tot = c
-                    .console
-                    .lines()
-                    .find(|l| l.starts_with("tot="))
-                    .unwrap_or("");
-                let good = c.verdict.passed() == want_pass;
-                println!(
-                    "round {round} smp {smp} {mode:<6} {:<4} {tot} ({:.0} s)",
-                    if good { "ok" } else { "BAD" },
-                    c.elapsed.as_secs_f64()
-                );
-                if !good {
-                    failures += 1;
-                    println!("{}", c.console);
-                }
-            }
-        }
-    }
-    println!("soak: {failures} unexpected results");
-    Ok(if failures == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
-}
-
-/// Records real sessions with `lockscope check --record` and turns them into the dashboard's
-/// view fixtures (`lockscope replay --dump-view`) and the sample traces in `traces/`, all
-/// symbolized with one kernel ELF kept next to the traces.
-fn fixtures() -> Result<()> {
-    ensure_tools()?;
-    let elf = build_kernel()?;
-    let disk = ensure_disk()?;
-    let lockscope = build_lockscope()?;
-    let traces = root().join("traces");
-    let kernel = traces.join("lockscope-kernel.elf");
-    std::fs::copy(&elf, &kernel).context("copying the kernel ELF into traces/")?;
-    let views = root().join("debugger/tui/tests/fixtures");
-    let scratch = std::env::temp_dir().join(format!("lockscope-fixtures-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch)?;
-    // (view fixture, sample trace, boot arguments, seconds to watch)
-    type Run<'a> = (Option<&'a str>, Option<&'a str>, &'a str, Option<&'a str>);
-    let runs: [Run; 8] = [
-        (Some("healthy"), None, "workload=mixed secs=30", Some("3")),
-        (
-            Some("kalloc_global"),
-            None,
-            "workload=kalloctest kalloc=global secs=30",
-            Some("3"),
-        ),
-        (
-            Some("deadlock"),
-            Some("bucket-order-deadlock"),
-            "bug=bucket-order",
-            None,
-        ),
-        (Some("bget_no_buffers"), None, "bug=refcnt-leak", None),
-        (
-            Some("null_next"),
-            Some("null-next-kerneltrap"),
-            "bug=null-next",
-            None,
-        ),
-        // Counters and state only (trace=off): the events of a whole run are tens of MB.
-        (
-            None,
-            Some("refcnt-leak-panic"),
-            "bug=refcnt-leak trace=off",
-            None,
-        ),
-        (
-            None,
-            Some("healthy-mixed"),
-            "workload=mixed secs=2 trace=off",
-            None,
-        ),
-        (
-            None,
-            Some("stale-ticks"),
-            "bug=stale-ticks ops=2000 trace=off",
-            None,
-        ),
-    ];
-    for (view, sample, bootargs, watch) in runs {
-        let name = view.or(sample).expect("each run keeps something");
-        let trace = scratch.join(format!("{name}.lstrace"));
-        let mut c = Command::new(&lockscope);
-        c.args(["check", "--smp", "4", "--bootargs", bootargs])
-            .arg("--kernel")
-            .arg(&kernel)
-            .arg("--disk")
-            .arg(&disk)
-            .arg("--record")
-            .arg(&trace)
-            .args(["--for", watch.unwrap_or("120")])
-            .stdout(std::process::Stdio::null());
-        // check exits 3 or 4 on the bug scenarios: that is the point.
-        let st = c.status().context("running lockscope check")?;
-        if st.code() == Some(2) {
-            bail!("lockscope check `{bootargs}` failed to run");
-        }
-        if let Some(v) = view {
-            let mut r = Command::new(&lockscope);
-            r.arg("replay")
-                .arg(&trace)
-                .args(["--check", "--dump-view"])
-                .arg(views.join(format!("{v}.view.json")))
-                .stdout(std::process::Stdio::null());
-            r.status().context("running lockscope replay")?;
-            println!("fixture {v}: `{bootargs}`");
-        }
-        if let Some(t) = sample {
-            std::fs::copy(&trace, traces.join(format!("{t}.lstrace")))?;
-            println!("trace {t}: `{bootargs}`");
-        }
-    }
-    let _ = std::fs::remove_dir_all(&scratch);
-    println!("now review the dashboard snapshots: cargo test -p lockscope-tui; cargo insta review");
     Ok(())
 }
