@@ -8,6 +8,10 @@ use riscv::register::{
     medeleg, mepc, mideleg, mie, mstatus, pmpaddr0, pmpcfg0, satp, sip, time, Permission, Range,
 };
 
+// `_entry` (every hart's first instructions) and `kernelvec` (the S-mode trap vector).
+core::arch::global_asm!(include_str!("asm/entry.S"));
+core::arch::global_asm!(include_str!("asm/kernelvec.S"));
+
 /// `menvcfg` (M-mode environment configuration), not in the `riscv` crate.
 const MENVCFG: usize = 0x30a;
 /// `stimecmp` (Sstc's S-mode timer compare), not in the `riscv` crate.

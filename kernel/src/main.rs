@@ -33,9 +33,6 @@ pub mod vm;
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-core::arch::global_asm!(include_str!("asm/entry.S"));
-core::arch::global_asm!(include_str!("asm/kernelvec.S"));
-
 /// Set by hart 0 once everything is initialized and the ABI root is ready.
 static STARTED: AtomicBool = AtomicBool::new(false);
 
