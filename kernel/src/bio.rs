@@ -30,9 +30,9 @@ pub const NBUF: usize = 30;
 pub const NBUCKET: usize = 13;
 /// `blockno` of a buffer that holds no block.
 pub const NOBLOCK: u32 = u32::MAX;
-/// Buffers of the demo's starter cache (after the [`NBUF`] of the real one): room for every
-/// hart's program, and a hart holds at most one at a time.
-pub const NSTARTER: usize = 24;
+/// Buffers of the demo's starter cache (after the [`NBUF`] of the real one), as many as the
+/// lab's starter has; a hart holds at most one at a time.
+pub const NSTARTER: usize = NBUF;
 /// The list index of the demo's starter cache (`bucket(STARTER)` is the `bcache` list).
 const STARTER: usize = NBUCKET;
 
@@ -58,7 +58,8 @@ const BUF_NAMES: [&str; NBUF + NSTARTER] = [
     "buf21", "buf22", "buf23", "buf24", "buf25", "buf26", "buf27", "buf28", "buf29", "sbuf0",
     "sbuf1", "sbuf2", "sbuf3", "sbuf4", "sbuf5", "sbuf6", "sbuf7", "sbuf8", "sbuf9", "sbuf10",
     "sbuf11", "sbuf12", "sbuf13", "sbuf14", "sbuf15", "sbuf16", "sbuf17", "sbuf18", "sbuf19",
-    "sbuf20", "sbuf21", "sbuf22", "sbuf23",
+    "sbuf20", "sbuf21", "sbuf22", "sbuf23", "sbuf24", "sbuf25", "sbuf26", "sbuf27", "sbuf28",
+    "sbuf29",
 ];
 
 /// A list node. It is the first field of [`Buf`], so a `*mut Link` of a buffer is its

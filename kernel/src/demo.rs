@@ -52,9 +52,10 @@ const DATA_START: u32 = 48;
 /// Direct blocks per inode; the indirect block is allocated after them, as mkfs does.
 const NDIRECT: u32 = 12;
 /// Sizes in blocks of the files every hart reads (the "programs"). Most opens pick the hart's
-/// own one of the first [`HOT`] (each hart runs its program), the others any.
+/// own one of the first [`HOT`] (each hart runs its program), the others any. The first [`HOT`]
+/// are small, so that all of them (and their inode blocks) fit in either cache's 30 buffers.
 const SHARED: [u32; 20] = [
-    3, 5, 2, 4, 17, 9, 24, 13, 30, 7, 11, 19, 8, 26, 6, 15, 10, 21, 12, 16,
+    3, 4, 2, 3, 2, 3, 2, 3, 17, 9, 24, 13, 30, 7, 11, 19, 8, 26, 6, 15,
 ];
 const HOT: usize = 8;
 /// Each hart's own files, which only it writes.
@@ -117,8 +118,10 @@ static MAILBOX: AtomicPtr<u8> = AtomicPtr::new(null_mut());
 static MAILBOX_PAGES: AtomicU64 = AtomicU64::new(0);
 /// Pages the mailbox may hold before givers free their own again (32 MiB of 128).
 const MAILBOX_MAX: u64 = 8192;
-/// Batches a giver hands over per step: once its list is dry, about one steal a step.
-const GIVE_BATCHES: usize = 4;
+/// Pages a giver hands over per step once its list is dry: about one steal (128 pages) a step.
+const GIVE: u64 = 128;
+/// Pages a giver with a stock hands over per step, so that it runs dry early in the phase.
+const GIVE_STOCK: u64 = 1024;
 /// Pages lent to the starter's `kmem` list: a round's worth for every hart.
 const STARTER_PAGES: usize = BATCH * MAX_HARTS;
 /// Verification failures each hart prints before only counting them.
@@ -384,11 +387,14 @@ impl Worker {
         abi::heartbeat(self.me);
     }
 
-    /// Allocates a batch (stealing when the own list is dry) and hands it to the collector
-    /// through the mailbox, or frees it here when the mailbox is full.
+    /// Allocates pages (stealing when the own list is dry) and hands them to the collector
+    /// through the mailbox, or frees them here when the mailbox is full. A hart still holding a
+    /// stock (collected earlier) gives it away first.
     fn give_round(&mut self) {
+        let stock = abi::kmem(self.me).free_pages().load(Ordering::Relaxed);
+        let n = stock.clamp(GIVE, GIVE_STOCK);
         let (mut chain, mut tail, mut count) = (null_mut::<u8>(), null_mut::<u8>(), 0u64);
-        for _ in 0..BATCH * GIVE_BATCHES {
+        for _ in 0..n {
             let Some(page) = kalloc::alloc() else {
                 break;
             };
