@@ -3,8 +3,8 @@
 //!
 //! | phase | every hart | what it shows |
 //! | --- | --- | --- |
-//! | files | file-system-shaped work on the hashed cache (inode blocks, the bitmap, the log header, data blocks with an indirect block after the 12th); a round on its own page list | every bucket busy; the per-hart and bucket locks calm |
-//! | starter | the same, plus the same kind of work through the starters beside them: the one `kmem` list and the one-lock `bcache` cache | `kmem` and `bcache` spin by the million next to calm `kmem<i>` and buckets |
+//! | files | file-system-shaped work on the hashed cache (its own program mostly, any file now and then, a transaction every 4th step: inode blocks, the bitmap, a log header, data blocks with an indirect block after the 12th); a round on its own page list | every bucket busy; the per-hart and bucket locks calm |
+//! | starter | the same work through the lab's solution and its starter side by side: its program read through the hashed cache and through the one-lock `bcache` cache, a round on its own list and one on the single `kmem` list | `kmem` and `bcache` spin by the million next to calm `kmem<i>` and buckets |
 //! | steal | hands the pages it allocates to one hart (a pipe's reader freeing its writers' pages), so the others' lists run dry and steal; transactions pin more buffers, so buckets run out and take buffers from each other | the Steals columns climb |
 //! | crowd | lists the root directory, with every other hart: one inode block and one directory block | their bucket locks and buffer sleeplocks contended, harts spinning |
 //!
@@ -228,6 +228,7 @@ impl Worker {
                 }
                 kalloctest::round(self.me, &mut self.pages);
             }
+            // The files phase.
             _ => {
                 self.file_op(step, 4, room.min(2));
                 kalloctest::round(self.me, &mut self.pages);
