@@ -6,7 +6,7 @@
 mod bench;
 
 use anyhow::{bail, Context, Result};
-use lockscope_engine::qemu::{Captured, QemuConfig, Verdict};
+use lockscope_engine::qemu::{Captured, ExitVerdict, QemuConfig};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
@@ -273,7 +273,7 @@ fn qemu(rest: &[String]) -> Result<ExitCode> {
         .bootargs(bootargs.join(" "))
         .disk(ensure_disk()?);
     let st = cfg.command()?.status().context("running QEMU")?;
-    let verdict = Verdict::from_status(st);
+    let verdict = ExitVerdict::from_status(st);
     if !verdict.passed() {
         eprintln!("xtask: {verdict}");
     }

@@ -42,7 +42,7 @@ pub fn boot_options(boot: &BootArgs) -> Result<(SessionOptions, Arc<Symbols>)> {
     let mut q = QemuConfig::new(&kernel).smp(boot.smp).bootargs(bootargs);
     match paths::disk(boot.disk.clone(), &kernel) {
         Some(d) => q = q.disk(d),
-        None if needs_disk(&boot.bootargs) => anyhow::bail!(
+        None if lockscope_abi::bootargs_need_disk(&boot.bootargs) => anyhow::bail!(
             "boot arguments \"{}\" need the buffer cache's disk image, and there is none next to the kernel: run `cargo xtask build` (it makes target/kernel/disk.img) or pass --disk",
             boot.bootargs
         ),
@@ -58,25 +58,6 @@ pub fn boot_options(boot: &BootArgs) -> Result<(SessionOptions, Arc<Symbols>)> {
     o.record = boot.record.clone();
     o.console_log = boot.console_log.clone();
     Ok((o, symbols))
-}
-
-/// Whether these boot arguments run the buffer cache, which needs a disk.
-fn needs_disk(bootargs: &str) -> bool {
-    bootargs
-        .split_whitespace()
-        .any(|w| match w.split_once('=') {
-            Some(("workload", v)) => v == "bcachetest" || v == "mixed",
-            Some(("bug", v)) => matches!(
-                v,
-                "bucket-order"
-                    | "refcnt-leak"
-                    | "double-acquire"
-                    | "null-next"
-                    | "stale-ticks"
-                    | "order-inversion"
-            ),
-            _ => false,
-        })
 }
 
 /// True once waiting longer cannot change the verdict.
@@ -292,7 +273,7 @@ fn report_text(r: &CheckReport, v: &View) -> String {
     }
     match &r.ending {
         Some(Ending::Exited { status }) => {
-            let verdict = lockscope_engine::qemu::Verdict::from_code(Some(*status));
+            let verdict = lockscope_engine::qemu::ExitVerdict::from_code(Some(*status));
             let _ = writeln!(out, "QEMU exited with status {status} ({verdict})");
         }
         Some(Ending::Lost { reason }) => {

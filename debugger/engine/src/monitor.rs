@@ -16,7 +16,7 @@ use crate::feed::{Ending, Feed, StopReason};
 use crate::model::{
     BufSnapshot, FrameKind, HartId, HartRun, LockEvent, Outcome, StackFrame, TargetConfig,
 };
-use crate::symbols::{Disassembly, Frame, SourceContext, Symbols};
+use crate::symbols::{Disassembly, SourceContext, SourceFrame, Symbols};
 use crate::trace::TraceWriter;
 
 /// How the monitor reads its target.
@@ -684,7 +684,7 @@ impl Monitor {
     }
 }
 
-fn place_from_frames(pc: u64, frames: &[Frame]) -> Place {
+fn place_from_frames(pc: u64, frames: &[SourceFrame]) -> Place {
     let Some(first) = frames.first() else {
         return Place::unknown(pc);
     };

@@ -1,7 +1,7 @@
 //! Booting QEMU for the lockscope kernel: the one QEMU command line of the project.
 //!
 //! [`QemuConfig`] builds the `qemu-system-riscv64` invocation (xtask, the QEMU boot tests and
-//! `lockscope run` all use it), and [`Verdict::from_status`] decodes how the kernel ended it
+//! `lockscope run` all use it), and [`ExitVerdict::from_status`] decodes how the kernel ended it
 //! through the SiFive test device.
 
 use std::ffi::OsString;
@@ -9,6 +9,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use lockscope_abi::exit;
 use thiserror::Error;
 
 /// The QEMU binary the kernel needs.
@@ -17,13 +19,6 @@ pub const QEMU_BINARY: &str = "qemu-system-riscv64";
 pub const RAM_BASE: u64 = 0x8000_0000;
 /// RAM size the kernel is tested with, in MiB.
 pub const DEFAULT_MEMORY_MIB: u32 = 128;
-
-/// Kernel exit code: the workload ran and its check failed (for example kalloctest FAIL).
-pub const EXIT_FAIL: i32 = 2;
-/// Kernel exit code: bad boot arguments, or a workload the kernel does not have.
-pub const EXIT_BOOTARGS: i32 = 3;
-/// Kernel exit code: the kernel panicked with `panic=exit`.
-pub const EXIT_PANIC: i32 = 4;
 
 /// Why QEMU could not be started.
 #[derive(Debug, Error)]
@@ -50,7 +45,7 @@ pub enum QemuError {
 /// A finished run with its console captured.
 #[derive(Clone, Debug)]
 pub struct Captured {
-    pub verdict: Verdict,
+    pub verdict: ExitVerdict,
     /// Everything QEMU wrote to stdout (the guest console), lossily decoded, `\r` removed.
     pub console: String,
     /// What QEMU wrote to stderr (its own warnings and errors).
@@ -297,7 +292,7 @@ impl QemuConfig {
             h.and_then(|h| h.join().ok()).unwrap_or_default()
         };
         Ok(Captured {
-            verdict: status.map_or(Verdict::Killed, Verdict::from_status),
+            verdict: status.map_or(ExitVerdict::Killed, ExitVerdict::from_status),
             console: join(out),
             stderr: join(err),
             timed_out,
@@ -342,14 +337,14 @@ pub fn find_in_path(binary: &Path) -> Option<PathBuf> {
 
 /// How a QEMU run of the kernel ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// The kernel wrote PASS to the SiFive test device (QEMU exit status 0).
+pub enum ExitVerdict {
+    /// The kernel wrote PASS to the SiFive test device ([`exit::PASS`]).
     Pass,
-    /// The workload's check failed ([`EXIT_FAIL`]).
+    /// The workload's check failed ([`exit::FAIL`]).
     Fail,
-    /// The kernel rejected its boot arguments ([`EXIT_BOOTARGS`]).
+    /// The kernel rejected its boot arguments ([`exit::BOOTARGS`]).
     BadBootargs,
-    /// The kernel panicked with `panic=exit` ([`EXIT_PANIC`]).
+    /// The kernel panicked with `panic=exit` ([`exit::PANIC`]).
     Panic,
     /// QEMU itself failed (status 1: bad option, missing file), or another code.
     Other(i32),
@@ -357,15 +352,15 @@ pub enum Verdict {
     Killed,
 }
 
-impl Verdict {
+impl ExitVerdict {
     pub fn from_code(code: Option<i32>) -> Self {
         match code {
-            Some(0) => Verdict::Pass,
-            Some(EXIT_FAIL) => Verdict::Fail,
-            Some(EXIT_BOOTARGS) => Verdict::BadBootargs,
-            Some(EXIT_PANIC) => Verdict::Panic,
-            Some(c) => Verdict::Other(c),
-            None => Verdict::Killed,
+            Some(exit::PASS) => ExitVerdict::Pass,
+            Some(exit::FAIL) => ExitVerdict::Fail,
+            Some(exit::BOOTARGS) => ExitVerdict::BadBootargs,
+            Some(exit::PANIC) => ExitVerdict::Panic,
+            Some(c) => ExitVerdict::Other(c),
+            None => ExitVerdict::Killed,
         }
     }
 
@@ -374,20 +369,20 @@ impl Verdict {
     }
 
     pub fn passed(self) -> bool {
-        self == Verdict::Pass
+        self == ExitVerdict::Pass
     }
 }
 
-impl std::fmt::Display for Verdict {
+impl std::fmt::Display for ExitVerdict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Verdict::Pass => write!(f, "pass"),
-            Verdict::Fail => write!(f, "fail (the workload's check failed)"),
-            Verdict::BadBootargs => write!(f, "bad boot arguments"),
-            Verdict::Panic => write!(f, "kernel panic"),
-            Verdict::Other(1) => write!(f, "QEMU error (exit status 1)"),
-            Verdict::Other(c) => write!(f, "unexpected exit status {c}"),
-            Verdict::Killed => write!(f, "killed by a signal"),
+            ExitVerdict::Pass => write!(f, "pass"),
+            ExitVerdict::Fail => write!(f, "fail (the workload's check failed)"),
+            ExitVerdict::BadBootargs => write!(f, "bad boot arguments"),
+            ExitVerdict::Panic => write!(f, "kernel panic"),
+            ExitVerdict::Other(1) => write!(f, "QEMU error (exit status 1)"),
+            ExitVerdict::Other(c) => write!(f, "unexpected exit status {c}"),
+            ExitVerdict::Killed => write!(f, "killed by a signal"),
         }
     }
 }
@@ -476,12 +471,12 @@ mod tests {
 
     #[test]
     fn exit_codes_decode() {
-        assert_eq!(Verdict::from_code(Some(0)), Verdict::Pass);
-        assert_eq!(Verdict::from_code(Some(2)), Verdict::Fail);
-        assert_eq!(Verdict::from_code(Some(3)), Verdict::BadBootargs);
-        assert_eq!(Verdict::from_code(Some(4)), Verdict::Panic);
-        assert_eq!(Verdict::from_code(Some(1)), Verdict::Other(1));
-        assert_eq!(Verdict::from_code(None), Verdict::Killed);
-        assert!(!Verdict::Fail.passed());
+        assert_eq!(ExitVerdict::from_code(Some(0)), ExitVerdict::Pass);
+        assert_eq!(ExitVerdict::from_code(Some(2)), ExitVerdict::Fail);
+        assert_eq!(ExitVerdict::from_code(Some(3)), ExitVerdict::BadBootargs);
+        assert_eq!(ExitVerdict::from_code(Some(4)), ExitVerdict::Panic);
+        assert_eq!(ExitVerdict::from_code(Some(1)), ExitVerdict::Other(1));
+        assert_eq!(ExitVerdict::from_code(None), ExitVerdict::Killed);
+        assert!(!ExitVerdict::Fail.passed());
     }
 }

@@ -174,7 +174,7 @@ pub enum Effect {
 
 /// One line of the lock table: an index into `report.classes` or `report.locks`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum LockLine {
+pub(crate) enum LocksRow {
     Class(usize),
     Lock(usize),
 }
@@ -261,7 +261,7 @@ pub struct LocksState {
     /// Where the selection was, for when its line disappears.
     fallback: usize,
     version: u64,
-    cache: RefCell<Cached<LockLine>>,
+    cache: RefCell<Cached<LocksRow>>,
     pub(crate) offset: Cell<usize>,
 }
 
@@ -285,20 +285,20 @@ impl Default for LocksState {
 
 impl LocksState {
     /// The table's lines for `view` under the current sort, filter and grouping.
-    pub(crate) fn lines(&self, view: &View) -> Ref<'_, Vec<LockLine>> {
+    pub(crate) fn lines(&self, view: &View) -> Ref<'_, Vec<LocksRow>> {
         Cached::get(&self.cache, CacheKey::of(view, self.version), |out| {
             build_lock_lines(view, self, out)
         })
     }
 
     /// Index of the selected line in `lines`.
-    pub(crate) fn selected_index(&self, view: &View, lines: &[LockLine]) -> usize {
+    pub(crate) fn selected_index(&self, view: &View, lines: &[LocksRow]) -> usize {
         let found = self.selected.as_ref().and_then(|key| {
             lines.iter().position(|l| match (l, key) {
-                (LockLine::Lock(i), LineKey::Lock(id)) => {
+                (LocksRow::Lock(i), LineKey::Lock(id)) => {
                     view.report.locks.get(*i).is_some_and(|r| r.id == *id)
                 }
-                (LockLine::Class(i), LineKey::Class(c)) => {
+                (LocksRow::Class(i), LineKey::Class(c)) => {
                     view.report.classes.get(*i).is_some_and(|r| r.class == *c)
                 }
                 _ => false,
@@ -312,8 +312,8 @@ impl LocksState {
             let lines = self.lines(view);
             let index = index.min(lines.len().saturating_sub(1));
             let key = lines.get(index).and_then(|l| match *l {
-                LockLine::Lock(i) => view.report.locks.get(i).map(|r| LineKey::Lock(r.id)),
-                LockLine::Class(i) => view
+                LocksRow::Lock(i) => view.report.locks.get(i).map(|r| LineKey::Lock(r.id)),
+                LocksRow::Class(i) => view
                     .report
                     .classes
                     .get(i)
@@ -330,7 +330,7 @@ impl LocksState {
     }
 
     /// The selected line, if any.
-    pub(crate) fn selected_line(&self, view: &View) -> Option<LockLine> {
+    pub(crate) fn selected_line(&self, view: &View) -> Option<LocksRow> {
         let lines = self.lines(view);
         let i = self.selected_index(view, &lines);
         lines.get(i).copied()
@@ -401,7 +401,7 @@ fn directed(o: std::cmp::Ordering, key: SortKey, reverse: bool) -> std::cmp::Ord
     }
 }
 
-fn build_lock_lines(view: &View, st: &LocksState, out: &mut Vec<LockLine>) {
+fn build_lock_lines(view: &View, st: &LocksState, out: &mut Vec<LocksRow>) {
     let locks = &view.report.locks;
     let needle = st.filter.to_ascii_lowercase();
     let matches = |r: &LockRow| contains_ci(&r.name, &needle) || contains_ci(&r.class, &needle);
@@ -417,7 +417,7 @@ fn build_lock_lines(view: &View, st: &LocksState, out: &mut Vec<LockLine>) {
     if !st.grouped {
         let mut idx: Vec<usize> = (0..locks.len()).filter(|&i| matches(&locks[i])).collect();
         idx.sort_by(by_lock);
-        out.extend(idx.into_iter().map(LockLine::Lock));
+        out.extend(idx.into_iter().map(LocksRow::Lock));
         return;
     }
     let classes = &view.report.classes;
@@ -439,12 +439,12 @@ fn build_lock_lines(view: &View, st: &LocksState, out: &mut Vec<LockLine>) {
         if members.is_empty() && !class_hit {
             continue;
         }
-        out.push(LockLine::Class(ci));
+        out.push(LocksRow::Class(ci));
         if st.collapsed.contains(&class.class) {
             continue;
         }
         members.sort_by(by_lock);
-        out.extend(members.into_iter().map(LockLine::Lock));
+        out.extend(members.into_iter().map(LocksRow::Lock));
     }
 }
 
@@ -825,7 +825,7 @@ impl App {
             return;
         }
         match self.locks.selected_line(view) {
-            Some(LockLine::Class(i)) => {
+            Some(LocksRow::Class(i)) => {
                 let Some(class) = view.report.classes.get(i).map(|c| c.class.clone()) else {
                     return;
                 };
@@ -834,7 +834,7 @@ impl App {
                 }
                 self.locks.changed();
             }
-            Some(LockLine::Lock(_)) => self.locks.detail = true,
+            Some(LocksRow::Lock(_)) => self.locks.detail = true,
             None => {}
         }
     }

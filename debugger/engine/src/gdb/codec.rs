@@ -37,7 +37,7 @@ pub enum CodecError {
 
 /// One unit of the byte stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Frame {
+pub enum RspFrame {
     /// `+`: the last packet arrived intact.
     Ack,
     /// `-`: the last packet arrived damaged; resend it.
@@ -113,16 +113,16 @@ impl Decoder {
     }
 
     /// Feeds one byte; returns a frame or an error when this byte completes one.
-    pub fn push(&mut self, b: u8) -> Option<Result<Frame, CodecError>> {
+    pub fn push(&mut self, b: u8) -> Option<Result<RspFrame, CodecError>> {
         match self.state {
             State::Idle => match b {
                 b'$' | b'%' => {
                     self.start(b == b'%');
                     None
                 }
-                b'+' => Some(Ok(Frame::Ack)),
-                b'-' => Some(Ok(Frame::Nack)),
-                INTERRUPT => Some(Ok(Frame::Interrupt)),
+                b'+' => Some(Ok(RspFrame::Ack)),
+                b'-' => Some(Ok(RspFrame::Nack)),
+                INTERRUPT => Some(Ok(RspFrame::Interrupt)),
                 _ => {
                     self.skipped += 1;
                     None
@@ -191,9 +191,9 @@ impl Decoder {
                 }
                 let payload = std::mem::take(&mut self.payload);
                 Some(Ok(if self.notification {
-                    Frame::Notification(payload)
+                    RspFrame::Notification(payload)
                 } else {
-                    Frame::Packet(payload)
+                    RspFrame::Packet(payload)
                 }))
             }
         }
@@ -201,7 +201,7 @@ impl Decoder {
 
     /// Feeds a chunk, handing each frame it completes to `out`. The same as pushing byte by
     /// byte, but copies runs of plain payload bytes at once.
-    pub fn feed(&mut self, mut bytes: &[u8], out: &mut impl FnMut(Result<Frame, CodecError>)) {
+    pub fn feed(&mut self, mut bytes: &[u8], out: &mut impl FnMut(Result<RspFrame, CodecError>)) {
         while let Some(&first) = bytes.first() {
             if self.state == State::Payload && !self.overflowed {
                 let run = bytes
@@ -224,7 +224,7 @@ impl Decoder {
     }
 
     /// Feeds a chunk and collects every frame it completes.
-    pub fn decode(&mut self, bytes: &[u8]) -> Vec<Result<Frame, CodecError>> {
+    pub fn decode(&mut self, bytes: &[u8]) -> Vec<Result<RspFrame, CodecError>> {
         let mut frames = Vec::new();
         self.feed(bytes, &mut |f| frames.push(f));
         frames
@@ -251,7 +251,7 @@ impl Decoder {
         self.payload.extend(std::iter::repeat_n(b, count));
     }
 
-    fn fail(&mut self, e: CodecError) -> Option<Result<Frame, CodecError>> {
+    fn fail(&mut self, e: CodecError) -> Option<Result<RspFrame, CodecError>> {
         self.state = State::Idle;
         self.payload.clear();
         self.overflowed = false;
@@ -402,11 +402,11 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn packets(frames: Vec<Result<Frame, CodecError>>) -> Vec<Vec<u8>> {
+    fn packets(frames: Vec<Result<RspFrame, CodecError>>) -> Vec<Vec<u8>> {
         frames
             .into_iter()
             .filter_map(|f| match f {
-                Ok(Frame::Packet(p)) => Some(p),
+                Ok(RspFrame::Packet(p)) => Some(p),
                 _ => None,
             })
             .collect()
@@ -452,13 +452,13 @@ mod tests {
         let mut d = Decoder::default();
         let frames = d.decode(b"+$T05thread:p01.03;#ab");
         assert_eq!(frames.len(), 2);
-        assert_eq!(frames[0], Ok(Frame::Ack));
+        assert_eq!(frames[0], Ok(RspFrame::Ack));
         // The checksum above is wrong on purpose: compute the right one and retry.
         assert!(matches!(frames[1], Err(CodecError::Checksum { .. })));
         let good = frame_raw(b"T05thread:p01.03;");
         assert_eq!(
             d.decode(&good),
-            vec![Ok(Frame::Packet(b"T05thread:p01.03;".to_vec()))]
+            vec![Ok(RspFrame::Packet(b"T05thread:p01.03;".to_vec()))]
         );
     }
 
@@ -537,10 +537,10 @@ mod tests {
         assert_eq!(
             d.decode(&bytes),
             vec![
-                Ok(Frame::Ack),
-                Ok(Frame::Nack),
-                Ok(Frame::Interrupt),
-                Ok(Frame::Notification(b"Stop:T05".to_vec()))
+                Ok(RspFrame::Ack),
+                Ok(RspFrame::Nack),
+                Ok(RspFrame::Interrupt),
+                Ok(RspFrame::Notification(b"Stop:T05".to_vec()))
             ]
         );
         assert_eq!(d.skipped(), 3);
@@ -644,7 +644,7 @@ mod tests {
             let frames = d.decode(&wire);
             // A flipped byte never yields the original payload.
             for f in frames {
-                if let Ok(Frame::Packet(p)) = f {
+                if let Ok(RspFrame::Packet(p)) = f {
                     prop_assert_ne!(unescape(&p).ok(), Some(payload.clone()));
                 }
             }

@@ -23,5 +23,5 @@ pub use client::{
     StopCause, MAX_READ_PER_PAUSE, QEMU_MAX_READ,
 };
 pub use error::GdbError;
-pub use stop::{SignalStop, StopReason, StopReply};
+pub use stop::{BreakKind, SignalStop, StopReply};
 pub use thread::ThreadId;

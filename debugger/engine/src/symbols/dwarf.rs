@@ -46,14 +46,14 @@ impl fmt::Display for Location {
 /// One frame at a pc. A pc in code inlined from elsewhere has several, innermost first; all but
 /// the last are `inlined` into the next one, and the last is the real (out-of-line) function.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Frame {
+pub struct SourceFrame {
     /// Demangled, without hash: `lockscope_kernel::bio::bget`.
     pub function: Option<String>,
     pub location: Option<Location>,
     pub inlined: bool,
 }
 
-impl fmt::Display for Frame {
+impl fmt::Display for SourceFrame {
     /// `lockscope_kernel::bio::bget at kernel/src/bio.rs:88 [inlined]`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.function.as_deref().unwrap_or("??"))?;
@@ -92,7 +92,7 @@ impl Default for SiteFilter {
 
 impl SiteFilter {
     /// True when the frame belongs to the lock implementation.
-    pub fn skips(&self, frame: &Frame) -> bool {
+    pub fn skips(&self, frame: &SourceFrame) -> bool {
         let in_module = frame.function.as_deref().is_some_and(|f| {
             // Every path segment but the function's own name, including those of a trait
             // impl's self type: `<lockscope_kernel::spinlock::Guard<T> as Drop>::drop`.
@@ -120,8 +120,8 @@ type Memo<K, V> = Mutex<HashMap<K, Arc<V>>>;
 
 #[derive(Default)]
 pub(super) struct Caches {
-    pub(super) frames: Memo<u64, [Frame]>,
-    sites: Memo<u64, Frame>,
+    pub(super) frames: Memo<u64, [SourceFrame]>,
+    sites: Memo<u64, SourceFrame>,
     files: Memo<Arc<str>, (PathBuf, String)>,
     /// Per function start: (instruction address, frame set before it runs).
     pub(super) frame_setup: Memo<u64, [(u64, bool)]>,
@@ -188,23 +188,23 @@ impl Symbols {
         self.caches = Caches::default();
     }
 
-    /// The frames at `pc`, innermost first (see [`Frame`]). Without DWARF, or for code the
+    /// The frames at `pc`, innermost first (see [`SourceFrame`]). Without DWARF, or for code the
     /// DWARF does not cover (assembly), the one frame comes from the symbol table and has no
     /// location. Memoized per pc.
-    pub fn frames(&self, pc: u64) -> Result<Arc<[Frame]>, SymbolsError> {
+    pub fn frames(&self, pc: u64) -> Result<Arc<[SourceFrame]>, SymbolsError> {
         if !self.is_text(pc) {
             return Err(self.not_text(pc));
         }
         if let Some(f) = lock(&self.caches.frames).get(&pc) {
             return Ok(f.clone());
         }
-        let frames: Arc<[Frame]> = self.compute_frames(pc)?.into();
+        let frames: Arc<[SourceFrame]> = self.compute_frames(pc)?.into();
         Ok(Self::cached_arc(&self.caches.frames, pc, || frames))
     }
 
     /// The frames of the call that a return address `ra` returns from: looks up `ra - 1`, which
     /// is inside the call instruction, so the line is the call's, not the next statement's.
-    pub fn return_frames(&self, ra: u64) -> Result<Arc<[Frame]>, SymbolsError> {
+    pub fn return_frames(&self, ra: u64) -> Result<Arc<[SourceFrame]>, SymbolsError> {
         self.frames(ra.checked_sub(1).ok_or_else(|| self.not_text(ra))?)
     }
 
@@ -212,7 +212,7 @@ impl Symbols {
     /// the caller of `lock()`/`acquire()`): the innermost frame at `ra - 1` outside the lock
     /// implementation (see [`SiteFilter`]); the outermost frame if all are inside it.
     /// Memoized per return address.
-    pub fn lock_site(&self, ra: u64) -> Result<Arc<Frame>, SymbolsError> {
+    pub fn lock_site(&self, ra: u64) -> Result<Arc<SourceFrame>, SymbolsError> {
         if let Some(f) = lock(&self.caches.sites).get(&ra) {
             return Ok(f.clone());
         }
@@ -239,7 +239,7 @@ impl Symbols {
         Ok(self.frames(pc)?.first().and_then(|f| f.location.clone()))
     }
 
-    fn compute_frames(&self, pc: u64) -> Result<Vec<Frame>, SymbolsError> {
+    fn compute_frames(&self, pc: u64) -> Result<Vec<SourceFrame>, SymbolsError> {
         let mut out = Vec::new();
         if let Some(dwarf) = &self.dwarf {
             let dwarf = lock(dwarf);
@@ -265,7 +265,7 @@ impl Symbols {
                         column: l.column,
                     })
                 });
-                out.push(Frame {
+                out.push(SourceFrame {
                     function,
                     location,
                     inlined: true,
@@ -278,7 +278,7 @@ impl Symbols {
                 last.function = self.function_at(pc).map(|h| h.symbol.name.clone());
             }
         } else {
-            out.push(Frame {
+            out.push(SourceFrame {
                 function: self.function_at(pc).map(|h| h.symbol.name.clone()),
                 location: None,
                 inlined: false,
@@ -406,7 +406,7 @@ mod tests {
     #[test]
     fn site_filter_matches_module_segments_not_substrings() {
         let f = SiteFilter::default();
-        let frame = |name: &str, file: &str| Frame {
+        let frame = |name: &str, file: &str| SourceFrame {
             function: Some(name.into()),
             location: Some(Location {
                 file: PathBuf::from(file),

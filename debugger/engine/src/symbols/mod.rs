@@ -25,7 +25,7 @@ use thiserror::Error;
 use crate::memory::MemoryError;
 
 pub use disasm::{Disassembly, Instruction};
-pub use dwarf::{demangle, Frame, Location, SiteFilter};
+pub use dwarf::{demangle, Location, SiteFilter, SourceFrame};
 pub use elf::{ElfMemory, Symbol, SymbolHit, SymbolKind, Symbols, TextRange};
 pub use source::SourceContext;
 pub use unwind::{RawFrame, RawFrameKind, Unwind, UnwindLimits, UnwindStop};

@@ -11,7 +11,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::disasm::{decode, Decoded, Op, MAX_BACK};
-use super::dwarf::Frame;
+use super::dwarf::SourceFrame;
 use super::elf::Symbols;
 use super::SymbolsError;
 use crate::memory::GuestMemory;
@@ -314,7 +314,7 @@ impl Symbols {
 
     /// The frames of one raw frame (see [`Symbols::frames`]), looked up at
     /// [`RawFrame::lookup_pc`].
-    pub fn raw_frame_frames(&self, raw: &RawFrame) -> Result<Arc<[Frame]>, SymbolsError> {
+    pub fn raw_frame_frames(&self, raw: &RawFrame) -> Result<Arc<[SourceFrame]>, SymbolsError> {
         self.frames(raw.lookup_pc())
     }
 
