@@ -13,6 +13,7 @@
 //! ([`Analyzer::replay`]) and a test fixture go through the same path.
 
 mod events;
+mod held;
 mod hist;
 mod order;
 mod scause;
