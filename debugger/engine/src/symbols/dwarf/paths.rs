@@ -1,15 +1,14 @@
 //! Where the DWARF's source paths are on this machine, and how to show them.
 
-use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::symbols::memo::{lock, CACHE_CAP};
+use crate::symbols::memo::{lock, Memo, CACHE_CAP};
 
 /// Resolves DWARF file paths against a source root, memoized per path.
 pub(crate) struct SourcePaths {
     root: Option<PathBuf>,
-    memo: Mutex<HashMap<Arc<str>, Arc<(PathBuf, String)>>>,
+    memo: Memo<Arc<str>, (PathBuf, String)>,
 }
 
 impl SourcePaths {
