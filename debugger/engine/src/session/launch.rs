@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::SessionError;
+use super::error::SessionError;
 use crate::gdb::{Config as GdbConfig, GdbClient, GdbError};
 use crate::qemu::{Console, QemuConfig, QemuError};
 

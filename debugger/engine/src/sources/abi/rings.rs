@@ -4,8 +4,9 @@ use std::mem::size_of;
 
 use lockscope_abi as abi;
 
+use super::error::AbiError;
 use super::layout::Layout;
-use super::{read_pod, read_pods, AbiError};
+use super::pod::{read_pod, read_pods};
 use crate::memory::GuestMemory;
 use crate::model::{EventKind, LockEvent};
 
