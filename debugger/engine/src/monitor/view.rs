@@ -4,9 +4,11 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::{Check, Report};
+use crate::analysis::{verdict_sentence, Check, Report, VerdictNames};
 use crate::feed::{Ending, StopReason};
-use crate::model::{BufSnapshot, FrameKind, HartId, HartRun, LockEvent, Outcome, TargetConfig};
+use crate::model::{
+    BufSnapshot, FrameKind, HartId, HartRun, LockEvent, LockId, Outcome, TargetConfig,
+};
 
 /// How the monitor reads its target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,6 +185,34 @@ impl View {
             .get(&pc)
             .cloned()
             .unwrap_or_else(|| Place::unknown(pc))
+    }
+
+    /// The verdict in one line, symbolized: what `lockscope check` prints and the dashboard
+    /// shows under its tabs.
+    pub fn verdict_sentence(&self) -> String {
+        verdict_sentence(&self.check, self)
+    }
+}
+
+impl VerdictNames for View {
+    fn lock(&self, id: LockId) -> String {
+        self.report
+            .locks
+            .iter()
+            .find(|l| l.id == id)
+            .map_or_else(|| format!("lock#{id}"), |l| l.name.clone())
+    }
+    fn chain_site(&self, pc: u64) -> String {
+        self.place(pc).file_line()
+    }
+    fn site(&self, pc: u64) -> String {
+        self.place(pc).short()
+    }
+    fn pc(&self, pc: u64) -> String {
+        self.place(pc).short()
+    }
+    fn fault(&self) -> Option<String> {
+        self.panic.as_ref()?.fault.as_ref().map(Place::short)
     }
 }
 
