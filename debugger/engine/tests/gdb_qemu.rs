@@ -54,9 +54,11 @@ fn lists_harts_and_reads_their_registers() {
     }
     // Run the reset code and the program a little, then check per-hart values.
     load_program(&mut c, Some(100));
-    c.resume().unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    c.interrupt().unwrap();
+    run_until(&mut c, "every hart parked", |c| {
+        threads
+            .iter()
+            .all(|&t| c.read_core_registers(t).unwrap().pc == DONE)
+    });
     for &t in &threads {
         let r = c.read_core_registers(t).unwrap();
         let hart = u64::from(t.cpu_index().unwrap());
@@ -147,7 +149,9 @@ fn reading_while_running_is_refused_without_stopping_the_guest() {
     assert_eq!(c.state(), RunState::Running);
     let stop = c.interrupt().unwrap();
     assert_eq!(stop.cause, StopCause::Interrupted);
-    assert!(read_counters(&mut c, 2).iter().all(|&n| n > 0));
+    run_until(&mut c, "both harts counted", |c| {
+        read_counters(c, 2).iter().all(|&n| n > 0)
+    });
 }
 
 #[test]
@@ -183,9 +187,10 @@ fn a_hart_interrupted_on_a_breakpoint_reports_it_when_resumed() {
     let q = Qemu::start(1);
     let mut c = q.connect();
     load_program(&mut c, None);
-    c.resume().unwrap();
-    std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(c.interrupt().unwrap().cause, StopCause::Interrupted);
+    run_until(&mut c, "the hart runs its loop", |c| {
+        (LOOP..DONE).contains(&c.read_core_registers(thread(1)).unwrap().pc)
+    });
+    assert_eq!(c.last_stop().unwrap().cause, StopCause::Interrupted);
     let pc = c.read_core_registers(thread(1)).unwrap().pc;
     c.insert_breakpoint(pc).unwrap();
     assert_eq!(c.resume().unwrap(), None);
@@ -226,11 +231,14 @@ fn breakpoints_on_every_hart_and_removal() {
     assert_eq!(c.read_core_registers(t).unwrap().pc, LOOP_ADDI);
     let mut reporters = std::collections::BTreeSet::new();
     for _ in 0..40 {
-        assert_eq!(c.resume().unwrap(), None);
-        let stop = c
-            .wait_stop(Duration::from_secs(5))
-            .unwrap()
-            .expect("hit again");
+        // Another hart may already wait on the breakpoint: then resuming reports it at once.
+        let stop = match c.resume().unwrap() {
+            Some(stop) => stop,
+            None => c
+                .wait_stop(Duration::from_secs(5))
+                .unwrap()
+                .expect("hit again"),
+        };
         assert!(is_breakpoint(stop.cause, LOOP_ADDI), "{stop:?}");
         reporters.insert(stop.thread.unwrap());
     }
@@ -282,11 +290,10 @@ fn a_step_that_never_completes_times_out_and_stops_the_guest() {
     let wfi_loop = [0x1050_0073u32, 0xffdf_f06f];
     let code: Vec<u8> = wfi_loop.iter().flat_map(|w| w.to_le_bytes()).collect();
     c.write_memory(PROGRAM, &code).unwrap();
-    c.resume().unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    c.interrupt().unwrap();
-    let pc = c.read_core_registers(thread(1)).unwrap().pc;
-    assert!(pc == PROGRAM || pc == PROGRAM + 4, "pc {pc:#x}");
+    run_until(&mut c, "the hart reaches its wfi loop", |c| {
+        let pc = c.read_core_registers(thread(1)).unwrap().pc;
+        pc == PROGRAM || pc == PROGRAM + 4
+    });
     let mut timed_out = false;
     for _ in 0..3 {
         match c.step(thread(1)) {
@@ -384,15 +391,18 @@ fn detach_and_drop_resume_the_guest_and_leave_no_breakpoints() {
     load_program(&mut c, None);
     c.insert_breakpoint(LOOP_ADDI).unwrap();
     c.detach().unwrap();
-    std::thread::sleep(Duration::from_millis(100));
 
-    // Connecting to the running guest stops it (QEMU announces that with an extra T02).
-    let mut c = q.connect();
-    let a = read_counters(&mut c, 2);
-    assert!(
-        a.iter().all(|&n| n > 0),
-        "the guest ran after detach: {a:?}"
-    );
+    // Connecting to the running guest stops it (QEMU announces that with an extra T02);
+    // detaching lets it run again.
+    let (mut c, a) = eventually("the guest runs after detach", || {
+        let mut c = q.connect();
+        let a = read_counters(&mut c, 2);
+        if a.iter().all(|&n| n > 0) {
+            return Some((c, a));
+        }
+        c.detach().unwrap();
+        None
+    });
     c.resume().unwrap();
     assert_eq!(
         c.wait_stop(Duration::from_millis(300)).unwrap(),
@@ -404,14 +414,16 @@ fn detach_and_drop_resume_the_guest_and_leave_no_breakpoints() {
     assert!(b.iter().zip(&a).all(|(b, a)| b > a));
     c.insert_breakpoint(LOOP_ADDI).unwrap();
     drop(c);
-    std::thread::sleep(Duration::from_millis(100));
 
-    let mut c = q.connect();
-    let d = read_counters(&mut c, 2);
-    assert!(
-        d.iter().zip(&b).all(|(d, b)| d > b),
-        "the guest ran after drop"
-    );
+    let mut c = eventually("the guest runs after drop", || {
+        let mut c = q.connect();
+        let d = read_counters(&mut c, 2);
+        if d.iter().zip(&b).all(|(d, b)| d > b) {
+            return Some(c);
+        }
+        drop(c);
+        None
+    });
     c.resume().unwrap();
     assert_eq!(
         c.wait_stop(Duration::from_millis(300)).unwrap(),
@@ -509,20 +521,18 @@ fn pause_with_polls_and_resumes() {
     let mut c = q.connect();
     load_program(&mut c, None);
     c.resume().unwrap();
+    // Each poll stops the guest, reads, and lets it run again: the counters keep going up.
     let mut last = 0;
     for _ in 0..20 {
-        std::thread::sleep(Duration::from_millis(20));
-        let p = c.pause_with(|c| Ok(read_counters(c, 2))).unwrap();
-        assert!(p.stop.is_none());
-        assert!(c.is_running());
-        assert!(p.pause > Duration::ZERO);
-        let sum: u64 = p.value.iter().sum();
-        assert!(
-            sum > last,
-            "the guest runs between polls: {sum} <= {last}, {:?}",
-            p.value
-        );
-        last = sum;
+        last = eventually("the guest runs between polls", || {
+            let p = c.pause_with(|c| Ok(read_counters(c, 2))).unwrap();
+            assert!(p.stop.is_none());
+            assert!(c.is_running());
+            assert!(p.pause > Duration::ZERO);
+            let sum: u64 = p.value.iter().sum();
+            assert!(sum >= last, "counters went back: {sum} < {last}");
+            (sum > last).then_some(sum)
+        });
     }
     // A failing read inside still resumes the guest.
     let e = c
@@ -534,9 +544,9 @@ fn pause_with_polls_and_resumes() {
     let p = c.pause_with(|c| Ok(c.is_running())).unwrap();
     assert!(!p.value);
     c.pause_with(|c| c.insert_breakpoint(LOOP_ADDI)).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    let p = c.pause_with(|c| Ok(read_counters(c, 2))).unwrap();
-    let stop = p.stop.expect("the breakpoint stop is reported");
+    let stop = eventually("the breakpoint stop is reported", || {
+        c.pause_with(|c| Ok(read_counters(c, 2))).unwrap().stop
+    });
     assert!(stop.hit_breakpoint(), "{stop:?}");
     assert!(!c.is_running());
 }
@@ -581,10 +591,12 @@ fn registers_and_memory_agree_with_gdb_multiarch() {
     let mut c = q.connect();
     // Each hart counts to 500 and parks: a fixed point that both debuggers see alike.
     load_program(&mut c, Some(500));
-    c.resume().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    c.interrupt().unwrap();
     let threads = c.threads().unwrap();
+    run_until(&mut c, "every hart parked", |c| {
+        threads
+            .iter()
+            .all(|&t| c.read_core_registers(t).unwrap().pc == DONE)
+    });
     let mut ours = BTreeMap::new();
     for &t in &threads {
         let r = c.read_hart_registers(t).unwrap();

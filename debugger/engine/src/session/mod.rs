@@ -25,6 +25,6 @@ mod target;
 
 pub use error::SessionError;
 pub use handle::{Command, SessionHandle};
-pub use launch::{free_port, Qemu};
+pub use launch::Qemu;
 pub use live::{Finished, Session};
 pub use options::{SessionOptions, Target};

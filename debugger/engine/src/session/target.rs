@@ -1,5 +1,5 @@
-//! Reaching the target: boot QEMU (retrying when another process takes its gdb port), or attach
-//! to one that runs.
+//! Reaching the target: boot QEMU (the QEMU harness retries when another process takes its gdb
+//! port), or attach to one that runs.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -13,8 +13,6 @@ use crate::qemu::QemuConfig;
 
 /// How long QEMU gets to open its gdb stub, and to size its shared RAM file.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
-/// Boots tried when QEMU loses its gdb port to another process.
-const PORT_ATTEMPTS: u32 = 3;
 
 /// A target the session reached, stopped, with its gdb stub connected.
 pub(super) struct Reached {
@@ -35,7 +33,11 @@ pub(super) fn boot(config: &QemuConfig, shared_ram: bool) -> Result<Reached, Ses
     if !shared_ram && config.memory_mib == 0 {
         return Err(SessionError::Config("memory size 0".into()));
     }
-    let (qemu, console, client) = start_with_port_retry(config, shared_ram)?;
+    let qemu = Qemu::start(config, shared_ram, START_TIMEOUT)?;
+    let client = qemu.connect_gdb()?;
+    let console = qemu
+        .take_console()
+        .expect("a session's QEMU has its console piped");
     let shared_ram = if shared_ram {
         let size = u64::from(config.memory_mib) << 20;
         Some(qemu.wait_ram_file(size, START_TIMEOUT)?)
@@ -50,25 +52,6 @@ pub(super) fn boot(config: &QemuConfig, shared_ram: bool) -> Result<Reached, Ses
             shared_ram,
         }),
     })
-}
-
-/// The free port is picked before QEMU binds it, so another process can take it in between;
-/// QEMU then exits at once, and a new port is tried.
-fn start_with_port_retry(
-    config: &QemuConfig,
-    shared_ram: bool,
-) -> Result<(Qemu, Box<dyn Read + Send>, GdbClient), SessionError> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let (qemu, console) = Qemu::start(config, shared_ram)?;
-        match qemu.connect_gdb(START_TIMEOUT) {
-            Ok(client) => return Ok((qemu, console, client)),
-            Err(SessionError::QemuDied { ref stderr, .. })
-                if attempt < PORT_ATTEMPTS && stderr.contains("Address already in use") => {}
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// Connects to the gdb stub of a QEMU that runs (`HOST:PORT`); connecting stops the guest.
