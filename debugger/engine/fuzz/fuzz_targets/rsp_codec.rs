@@ -3,7 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lockscope_engine::gdb::codec::{encode_packet, hex_decode, unescape, Decoder, RspFrame};
+use lockscope_engine::gdb::codec::{encode_packet, unescape, Decoder, RspFrame};
+use lockscope_engine::gdb::hex::hex_decode;
 use lockscope_engine::gdb::stop::StopReply;
 use lockscope_engine::gdb::target_xml::{TargetDescription, TargetXmlError};
 use lockscope_engine::gdb::ThreadId;

@@ -10,11 +10,9 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use super::codec::{
-    encode_packet, hex_decode_into, hex_encode, parse_hex_u64, unescape, CodecError, Decoder,
-    RspFrame, INTERRUPT, MAX_PACKET,
-};
+use super::codec::{encode_packet, unescape, CodecError, Decoder, RspFrame, INTERRUPT, MAX_PACKET};
 use super::error::GdbError;
+use super::hex::{hex_decode_into, hex_encode, parse_hex_u64};
 use super::stop::{SignalStop, StopReply, SIGINT, SIGTRAP};
 use super::target_xml::{TargetDescription, TargetXmlError};
 use super::thread::ThreadId;

@@ -2,7 +2,7 @@
 
 use thiserror::Error;
 
-use super::codec::{hex_decode, parse_hex_u64, HexError};
+use super::hex::{hex_decode, parse_hex_u64, HexError};
 use super::thread::ThreadId;
 
 /// SIGINT in gdb's numbering: QEMU's answer to an interrupt.
