@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use lockscope_engine::session::Session;
+use lockscope_engine::Session;
 
 use crate::dashboard;
 use crate::setup::attach_options;

@@ -5,11 +5,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clap::Args;
-use lockscope_engine::analysis::{Severity, Verdict};
-use lockscope_engine::feed::{Ending, StopReason};
-use lockscope_engine::monitor::{TargetState, View};
-use lockscope_engine::report::CheckReport;
-use lockscope_engine::session::Session;
+use lockscope_engine::{
+    CheckReport, Ending, Session, Severity, StopReason, TargetState, Verdict, View,
+};
 
 use crate::setup::{attach_options, boot_options, BootArgs, EXIT_USAGE};
 use crate::text::{emit, report_text};

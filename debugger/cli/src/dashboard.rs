@@ -1,9 +1,7 @@
 //! The dashboard over a live session (run, attach) or a fixed view (replay).
 
 use anyhow::Result;
-use lockscope_engine::feed::Ending;
-use lockscope_engine::monitor::{TargetState, View};
-use lockscope_engine::session::{Session, SessionHandle};
+use lockscope_engine::{Ending, Session, SessionHandle, TargetState, View};
 
 use crate::setup::EXIT_USAGE;
 

@@ -5,10 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use lockscope_engine::feed::Feed;
-use lockscope_engine::monitor::{Monitor, MonitorConfig, SourceKind};
-use lockscope_engine::report::CheckReport;
-use lockscope_engine::trace::TraceReader;
+use lockscope_engine::{CheckReport, Feed, Monitor, MonitorConfig, SourceKind, TraceReader};
 
 use crate::dashboard;
 use crate::setup::load_symbols;

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use lockscope_engine::session::Session;
+use lockscope_engine::Session;
 
 use crate::dashboard;
 use crate::setup::{boot_options, BootArgs};

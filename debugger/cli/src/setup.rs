@@ -5,9 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use clap::Args;
-use lockscope_engine::qemu::QemuConfig;
-use lockscope_engine::session::{SessionOptions, Target};
-use lockscope_engine::symbols::Symbols;
+use lockscope_engine::{QemuConfig, SessionOptions, Symbols, Target};
 
 use crate::paths;
 

@@ -4,10 +4,8 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 
 use anyhow::Result;
-use lockscope_engine::analysis::Severity;
-use lockscope_engine::feed::Ending;
-use lockscope_engine::monitor::View;
-use lockscope_engine::report::{site_text, CheckReport};
+use lockscope_engine::report::site_text;
+use lockscope_engine::{CheckReport, Ending, Severity, View};
 
 /// Writes to stdout; a reader that went away (`lockscope check | head`) is not an error.
 pub fn emit(text: &str) -> Result<()> {

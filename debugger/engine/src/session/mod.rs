@@ -25,6 +25,5 @@ mod target;
 
 pub use error::SessionError;
 pub use handle::{Command, SessionHandle};
-pub use launch::Qemu;
 pub use live::{Finished, Session};
 pub use options::{SessionOptions, Target};

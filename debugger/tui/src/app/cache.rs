@@ -1,8 +1,7 @@
 //! Rows computed from a view, rebuilt only when the view or the settings change.
 
+use lockscope_engine::View;
 use std::cell::{Ref, RefCell};
-
-use lockscope_engine::monitor::View;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct CacheKey {

@@ -2,11 +2,10 @@
 
 use std::cell::{Ref, RefCell};
 
-use lockscope_engine::monitor::View;
-
 use super::cache::{CacheKey, Cached};
 use super::lookup::{contains_ci, lock_name};
 use crate::format;
+use lockscope_engine::View;
 
 /// The event log's settings.
 #[derive(Debug, Default)]

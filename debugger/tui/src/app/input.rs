@@ -3,7 +3,7 @@
 use crossterm::event::{
     Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEventKind,
 };
-use lockscope_engine::session::Command;
+use lockscope_engine::Command;
 
 use super::state::{App, Tab};
 

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use lockscope_engine::analysis::{ClassRow, LockRow};
 use lockscope_engine::model::LockId;
-use lockscope_engine::monitor::View;
+use lockscope_engine::View;
 
 use super::cache::{CacheKey, Cached};
 use super::lookup::contains_ci;

@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 use lockscope_engine::model::LockId;
-use lockscope_engine::monitor::View;
+use lockscope_engine::View;
 
 /// Case-insensitive (ASCII) substring test without allocating; `needle` is lower case.
 pub(crate) fn contains_ci(hay: &str, needle: &str) -> bool {

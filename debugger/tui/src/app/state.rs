@@ -3,7 +3,7 @@
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
-use lockscope_engine::monitor::View;
+use lockscope_engine::View;
 use ratatui::layout::Rect;
 
 use super::events::EventsState;

@@ -2,8 +2,7 @@
 
 use std::sync::Arc;
 
-use lockscope_engine::monitor::{TargetState, View};
-use lockscope_engine::session::Command;
+use lockscope_engine::{Command, TargetState, View};
 use ratatui::layout::Position;
 
 use super::input::{Action, Effect};

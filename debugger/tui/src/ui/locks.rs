@@ -1,7 +1,7 @@
 //! The lock table, grouped or not, and a lock's detail.
 
 use lockscope_engine::analysis::{ClassRow, HistView, LockRow, Site, TimeStats};
-use lockscope_engine::monitor::View;
+use lockscope_engine::View;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Cell, Paragraph, Row, Table};

@@ -8,9 +8,7 @@ mod harts;
 mod locks;
 mod panic;
 
-use lockscope_engine::analysis::Verdict;
-use lockscope_engine::feed::{Ending, StopReason};
-use lockscope_engine::monitor::{SourceKind, TargetState, View};
+use lockscope_engine::{Ending, SourceKind, StopReason, TargetState, Verdict, View};
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};

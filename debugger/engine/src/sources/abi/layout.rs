@@ -331,7 +331,7 @@ impl Layout {
 }
 
 /// Converts timebase ticks to nanoseconds.
-pub fn ticks_to_ns(ticks: u64, timebase_hz: u64) -> u64 {
+fn ticks_to_ns(ticks: u64, timebase_hz: u64) -> u64 {
     if timebase_hz == 0 {
         return 0;
     }

@@ -21,10 +21,9 @@ mod source;
 pub mod synthetic;
 
 pub use error::AbiError;
-pub use layout::{ticks_to_ns, Layout};
-pub use pod::{read_root, read_u32};
+pub use layout::Layout;
 pub use reader::AbiReader;
-pub use rings::{DrainStats, RingDrain};
+pub use rings::DrainStats;
 pub use source::AbiSource;
 
 #[cfg(test)]

@@ -1,7 +1,5 @@
 //! Plain-data reads out of guest memory.
 
-use lockscope_abi as abi;
-
 use crate::memory::{GuestMemory, MemoryError};
 
 /// Reads a `T` at `addr`.
@@ -25,15 +23,10 @@ pub(crate) fn read_pods<T: bytemuck::Pod, M: GuestMemory + ?Sized>(
     Ok(v)
 }
 
-/// Reads the root descriptor at `addr` as it is, without validating it.
-pub fn read_root<M: GuestMemory + ?Sized>(
+/// Reads one u32 at `addr` (a state word such as the panic record's).
+pub(crate) fn read_u32<M: GuestMemory + ?Sized>(
     mem: &mut M,
     addr: u64,
-) -> Result<abi::Root, MemoryError> {
-    read_pod(mem, addr)
-}
-
-/// Reads one u32 at `addr` (a state word such as the panic record's).
-pub fn read_u32<M: GuestMemory + ?Sized>(mem: &mut M, addr: u64) -> Result<u32, MemoryError> {
+) -> Result<u32, MemoryError> {
     read_pod(mem, addr)
 }
