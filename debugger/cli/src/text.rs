@@ -39,9 +39,13 @@ pub fn report_text(r: &CheckReport, v: &View) -> String {
     );
     let _ = writeln!(out, "  {}", r.summary);
     if let Some(b) = &r.bootargs {
+        let read = r
+            .kernel_reader
+            .as_ref()
+            .map_or_else(String::new, |k| format!(" (read through {k})"));
         let _ = writeln!(
             out,
-            "kernel: {} harts, bootargs \"{b}\"; events {} (lost {})",
+            "kernel{read}: {} harts, bootargs \"{b}\"; events {} (lost {})",
             r.harts, r.events, r.lost_events
         );
     }

@@ -427,6 +427,12 @@ fn attach_watches_a_running_qemu_through_its_stub_and_leaves_it_running() {
     assert_eq!(report["verdict"], "ok");
     assert_eq!(report["ending"], "Detached");
     assert!(
+        report["kernel_reader"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("lockscope ABI v")),
+        "{report}"
+    );
+    assert!(
         report["pauses"]["count"].as_u64().unwrap() > 0,
         "it polled through the stub: {report}"
     );

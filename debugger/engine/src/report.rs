@@ -90,6 +90,9 @@ pub struct CheckReport {
     /// `"Detached"` (check stopped watching), or null if still running.
     pub ending: Option<Ending>,
     pub bootargs: Option<String>,
+    /// How the kernel was read (`lockscope ABI v1`); `null` in a replay.
+    #[serde(default)]
+    pub kernel_reader: Option<String>,
     pub harts: u32,
     pub events: u64,
     pub lost_events: u64,
@@ -195,6 +198,7 @@ impl CheckReport {
                 _ => None,
             },
             bootargs: v.config.as_ref().map(|c| c.bootargs.clone()),
+            kernel_reader: v.kernel_reader.clone(),
             harts: v.config.as_ref().map_or(0, |c| c.nharts),
             events: v.events_total,
             lost_events: v.lost_total,

@@ -61,6 +61,8 @@ pub struct Monitor {
     pub(super) captures: Captures,
     /// The capture the last snapshot called for, until the session takes it.
     pub(super) wanted: Option<StopReason>,
+    /// How the kernel is read (the source's description), when live.
+    pub(super) kernel_reader: Option<String>,
 }
 
 impl Monitor {
@@ -85,9 +87,16 @@ impl Monitor {
             pauses: PauseStats::default(),
             pause_window: VecDeque::new(),
             recorder: None,
+            kernel_reader: None,
             captures: Captures::default(),
             wanted: None,
         })
+    }
+
+    /// Says how the kernel is read (`lockscope ABI v1`), for the views.
+    pub fn set_kernel_reader(&mut self, description: String) {
+        self.kernel_reader = Some(description);
+        self.generation += 1;
     }
 
     /// Writes every feed applied from now on to `w`. A write error stops the recording and is

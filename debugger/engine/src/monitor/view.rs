@@ -176,6 +176,9 @@ pub struct View {
     /// The buffer cache's buffers, for a bucket's drill-down (empty without a buffer cache).
     #[serde(default)]
     pub bufs: Vec<BufSnapshot>,
+    /// How the kernel is read (`lockscope ABI v1`); `None` in a replay.
+    #[serde(default)]
+    pub kernel_reader: Option<String>,
 }
 
 impl View {

@@ -105,7 +105,8 @@ impl Session {
         let kind = sources::detect(&symbols)?;
         let source = sources::open(kind, &symbols, options.known_ram())?;
         let halt = panic_halt(&options, &symbols)?;
-        let monitor = new_monitor(&options, &symbols)?;
+        let mut monitor = new_monitor(&options, &symbols)?;
+        monitor.set_kernel_reader(source.describe());
 
         let mut reached = match &options.target {
             Target::Run(config) => target::boot(config, options.shared_ram)?,
