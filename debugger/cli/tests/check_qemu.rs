@@ -8,6 +8,8 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use lockscope_engine::qemu::{Console, QemuConfig};
+
 use serde_json::Value;
 use support::*;
 
@@ -81,13 +83,35 @@ fn healthy_kalloctest_is_ok_and_counts_equal_the_kernels_own() {
 }
 
 /// The verdict and the sum of `#test-and-set` over the kmem locks, from lockscope's report.
+/// Also checks the console log: without `--console-log` it is kept only after a fault, and then
+/// lockscope says where.
 fn kmem_spins(bootargs: &str) -> (String, u64) {
+    let tmp = tempfile::tempdir().unwrap();
     let out = lockscope()
         .args(["check", "--json", "--smp", "4", "--for", "120"])
         .args(["--bootargs", bootargs])
+        .env("TMPDIR", tmp.path())
         .output()
         .unwrap();
     let (_, report) = json_report(&out);
+    let logs: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("lockscope-console-"))
+        .collect();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if report["severity"] == "fault" {
+        assert_eq!(logs.len(), 1, "the log of a fault is kept: {logs:?}");
+        let log = std::fs::read_to_string(&logs[0]).unwrap();
+        assert!(log.contains("kalloctest"), "{log}");
+        assert!(
+            err.contains(&format!("guest console log: {}", logs[0].display())),
+            "{err}"
+        );
+    } else {
+        assert!(logs.is_empty(), "no log is left behind: {logs:?}");
+        assert!(!err.contains("console log"), "{err}");
+    }
     let spins = report["locks"]
         .as_array()
         .unwrap()
@@ -375,4 +399,47 @@ fn order_inversion_passes_the_workload_but_warns_with_both_orders() {
             );
         }
     }
+}
+
+#[test]
+fn attach_watches_a_running_qemu_through_its_stub_and_leaves_it_running() {
+    let q = QemuConfig::new(kernel())
+        .smp(2)
+        .bootargs("workload=kalloctest secs=60")
+        .console(Console::None)
+        .spawn_with_gdb(Duration::from_secs(30))
+        .unwrap();
+    let out = lockscope()
+        .args([
+            "check",
+            "--json",
+            "--for",
+            "5",
+            "--attach",
+            &q.addr.to_string(),
+        ])
+        .arg("--kernel")
+        .arg(kernel())
+        .output()
+        .unwrap();
+    let (code, report) = json_report(&out);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["verdict"], "ok");
+    assert_eq!(report["ending"], "Detached");
+    assert!(
+        report["kernel_reader"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("lockscope ABI v")),
+        "{report}"
+    );
+    assert!(
+        report["pauses"]["count"].as_u64().unwrap() > 0,
+        "it polled through the stub: {report}"
+    );
+    assert!(lock(&report, "kmem0")["acquires"].as_u64().unwrap() > 0);
+    assert!(report["events"].as_u64().unwrap() > 0, "{report}");
+    assert!(
+        q.process.is_alive(),
+        "an attached check leaves QEMU running"
+    );
 }

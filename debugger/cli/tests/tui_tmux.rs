@@ -37,7 +37,9 @@ impl Tmux {
 
     fn cmd(&self) -> Command {
         let mut c = Command::new("tmux");
-        c.args(["-L", &self.socket]);
+        // The server it starts passes TMPDIR on: lockscope's temporary files go under target/.
+        c.args(["-L", &self.socket])
+            .env("TMPDIR", env!("CARGO_TARGET_TMPDIR"));
         c
     }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use lockscope_abi::EventKind;
 use lockscope_engine::analysis::Analyzer;
-use lockscope_engine::reader::synthetic::SyntheticKernel;
+use lockscope_engine::sources::abi::synthetic::SyntheticKernel;
 
 const HARTS: u32 = 4;
 const ENTRIES: u32 = lockscope_abi::RING_ENTRIES as u32;

@@ -1,14 +1,19 @@
 //! lockscope's engine: everything lockscope knows, without a screen.
 //!
-//! - [`gdb`]: our own client for the gdb Remote Serial Protocol, tuned to QEMU's stub.
-//! - [`symbols`]: ELF and DWARF symbolization and RISC-V disassembly.
-//! - [`reader`]: decodes the lockscope ABI (`lockscope-abi`) out of guest memory.
-//! - [`model`]: the source-independent model of a target.
-//! - [`analysis`]: statistics, deadlock and lock-order analysis over the model.
+//! The short list at the crate root is what a front end needs: start a [`Session`] (or feed a
+//! [`Monitor`] from a [`TraceReader`]), take [`View`]s from its [`SessionHandle`], and print a
+//! [`CheckReport`]. The modules hold the rest:
+//!
+//! - [`session`]: live sessions that read a target and publish views to a UI.
 //! - [`monitor`]: feeds in, symbolized views out: what the TUI and `check` show.
-//! - [`qemu`]: how to boot the lockscope kernel in QEMU.
-//! - [`session`]: live sessions that feed a monitor and publish its views to a UI.
+//! - [`analysis`]: statistics, deadlock and lock-order analysis over the model, and the verdict.
+//! - [`report`]: `lockscope check`'s result, for people and as JSON.
+//! - [`sources`]: each way into a target (the lockscope ABI today), producing the [`model`].
 //! - [`feed`]: what any source (live or recorded) delivers; [`trace`] records and replays it.
+//! - [`symbols`]: ELF and DWARF symbolization, disassembly and unwinding.
+//! - [`gdb`]: our own client for the gdb Remote Serial Protocol, tuned to QEMU's stub.
+//! - [`qemu`]: how to boot the kernel in QEMU, for sessions, tests and xtask alike.
+//! - [`memory`]: guest memory, whatever the way in.
 
 pub mod analysis;
 pub mod feed;
@@ -17,8 +22,20 @@ pub mod memory;
 pub mod model;
 pub mod monitor;
 pub mod qemu;
-pub mod reader;
 pub mod report;
 pub mod session;
+pub mod sources;
 pub mod symbols;
 pub mod trace;
+
+pub use analysis::{Check, Severity, Verdict};
+pub use feed::{Ending, Feed, StopReason};
+pub use monitor::{Monitor, MonitorConfig, SourceKind, TargetState, View};
+pub use qemu::{ExitVerdict, QemuConfig};
+pub use report::CheckReport;
+pub use session::{
+    Command, Finished, Session, SessionError, SessionHandle, SessionOptions, Target,
+};
+pub use sources::{KernelKind, Source};
+pub use symbols::Symbols;
+pub use trace::TraceReader;

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::{Check, Severity, Verdict};
+use crate::analysis::{stall_line, Check, Severity, Verdict};
 use crate::feed::Ending;
 use crate::monitor::{short_function, FrameLine, PauseStats, Place, TargetState, View};
 
@@ -90,6 +90,9 @@ pub struct CheckReport {
     /// `"Detached"` (check stopped watching), or null if still running.
     pub ending: Option<Ending>,
     pub bootargs: Option<String>,
+    /// How the kernel was read (`lockscope ABI v1`); `null` in a replay.
+    #[serde(default)]
+    pub kernel_reader: Option<String>,
     pub harts: u32,
     pub events: u64,
     pub lost_events: u64,
@@ -161,19 +164,7 @@ impl CheckReport {
             None => (Vec::new(), None),
         };
         let stalls = v.report.stall.as_ref().map_or_else(Vec::new, |s| {
-            s.harts
-                .iter()
-                .map(|h| {
-                    let at =
-                        h.pc.map(|pc| format!(" at {}", v.place(pc).short()))
-                            .unwrap_or_default();
-                    format!(
-                        "hart{} made no progress for {} ms{at}",
-                        h.hart,
-                        h.for_ns / 1_000_000
-                    )
-                })
-                .collect()
+            s.harts.iter().map(|h| stall_line(h, v)).collect()
         });
         let inversions = c
             .inversions
@@ -197,17 +188,17 @@ impl CheckReport {
                 harts: inv.edges.iter().map(|e| e.first.hart).collect(),
             })
             .collect::<Vec<_>>();
-        let summary = summary(v, &stalls, &inversions);
         CheckReport {
             schema: REPORT_SCHEMA,
             verdict: c.verdict,
             severity: c.severity,
-            summary,
+            summary: v.verdict_sentence(),
             ending: match &v.state {
                 TargetState::Ended { ending } => Some(ending.clone()),
                 _ => None,
             },
             bootargs: v.config.as_ref().map(|c| c.bootargs.clone()),
+            kernel_reader: v.kernel_reader.clone(),
             harts: v.config.as_ref().map_or(0, |c| c.nharts),
             events: v.events_total,
             lost_events: v.lost_total,
@@ -242,55 +233,5 @@ pub fn site_text(s: &SiteLine) -> String {
         (Some(f), None) => short_function(f).to_string(),
         (None, Some(l)) => l.clone(),
         (None, None) => format!("{:#x}", s.pc),
-    }
-}
-
-fn summary(v: &View, stalls: &[String], inversions: &[InversionLine]) -> String {
-    let c = &v.check;
-    match c.verdict {
-        Verdict::Panic => match (&c.panic, &v.panic) {
-            (Some(p), detail) => {
-                let mut s = format!("panic on hart {}: {}", p.hart, p.message);
-                if let Some(t) = &p.trap {
-                    s.push_str(&format!(
-                        " ({}, sepc {:#x}, stval {:#x})",
-                        t.scause.name, t.sepc, t.stval
-                    ));
-                }
-                if let Some(f) = detail.as_ref().and_then(|d| d.fault.as_ref()) {
-                    s.push_str(&format!(" at {}", f.short()));
-                }
-                s
-            }
-            (None, _) => c.summary.clone(),
-        },
-        Verdict::Deadlock => match v.deadlock_chains.first() {
-            Some(chain) => {
-                let kind = if c.deadlocks.first().is_some_and(|d| d.self_deadlock) {
-                    "self-deadlock"
-                } else {
-                    "deadlock"
-                };
-                format!("{kind}: {chain}")
-            }
-            None => c.summary.clone(),
-        },
-        Verdict::Stall => format!("stall: {}", stalls.join("; ")),
-        Verdict::LockOrderInversion => match inversions.first() {
-            Some(inv) => {
-                let parts: Vec<String> = inv
-                    .orders
-                    .iter()
-                    .zip(&inv.sites)
-                    .zip(&inv.harts)
-                    .map(|((o, (a, b)), h)| {
-                        format!("{o} on hart{h} ({} then {})", site_text(a), site_text(b))
-                    })
-                    .collect();
-                format!("lock-order inversion: {}", parts.join(" vs "))
-            }
-            None => c.summary.clone(),
-        },
-        Verdict::Fail | Verdict::Ok => c.summary.clone(),
     }
 }

@@ -67,6 +67,12 @@ fn a_two_hart_cycle_is_suspected_then_confirmed() {
         "{}",
         check.summary
     );
+    assert!(
+        verdict_sentence(&check, &Named)
+            .starts_with("deadlock: hart1 holds bcache.bucket3 (site80000088.rs:1) -> waits"),
+        "{}",
+        verdict_sentence(&check, &Named)
+    );
 }
 
 #[test]
@@ -192,6 +198,33 @@ fn stall_is_told_apart_from_idle_and_from_short_spins() {
         "{}",
         c.summary
     );
+    // A symbolized view says the same sentence with its own names for the places.
+    assert_eq!(
+        verdict_sentence(&c, &Named),
+        c.summary
+            .replace("pc 0x80001234", "stuck::here kernel/src/stuck.rs:7")
+    );
+}
+
+/// Names as a view with symbols gives them.
+struct Named;
+
+impl VerdictNames for Named {
+    fn lock(&self, id: LockId) -> String {
+        format!("lock{id}")
+    }
+    fn chain_site(&self, pc: u64) -> String {
+        format!("site{pc:x}.rs:1")
+    }
+    fn site(&self, pc: u64) -> String {
+        format!("f{pc:x} site{pc:x}.rs:1")
+    }
+    fn pc(&self, _pc: u64) -> String {
+        "stuck::here kernel/src/stuck.rs:7".into()
+    }
+    fn fault(&self) -> Option<String> {
+        Some("bio::bget kernel/src/bio.rs:622".into())
+    }
 }
 
 #[test]
@@ -354,6 +387,10 @@ fn panic_view_decodes_the_trap_and_check_reports_it() {
     assert_eq!(
         c.summary,
         "panic on hart 0: kerneltrap (load page fault (scause 0xd) at sepc 0x80001111, stval 0x8)"
+    );
+    assert_eq!(
+        verdict_sentence(&c, &Named),
+        format!("{} at bio::bget kernel/src/bio.rs:622", c.summary)
     );
     let json: serde_json::Value = serde_json::to_value(&c).unwrap();
     assert_eq!(json["schema"], 1);

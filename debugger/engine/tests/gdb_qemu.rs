@@ -1,16 +1,15 @@
 //! The gdb client against a real QEMU 7.2 (`qemu-system-riscv64 -machine virt`) and real
-//! gdb-multiarch. Each test boots its own QEMU on a free port; they run one at a time.
+//! gdb-multiarch: harts and registers, memory, reading while running, polling, the connection's
+//! life (breakpoints and steps are in gdb_qemu_breakpoints.rs). Each test boots its own QEMU on a
+//! free port; they run one at a time.
 
 mod closed_port;
 #[path = "gdb_util.rs"]
 mod util;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
-use lockscope_engine::gdb::codec::encode_packet;
 use lockscope_engine::gdb::{bench, Config, GdbClient, GdbError, RunState, StopCause, ThreadId};
 use lockscope_engine::memory::{GuestMemory, MemoryError};
 use util::*;
@@ -54,9 +53,11 @@ fn lists_harts_and_reads_their_registers() {
     }
     // Run the reset code and the program a little, then check per-hart values.
     load_program(&mut c, Some(100));
-    c.resume().unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    c.interrupt().unwrap();
+    run_until(&mut c, "every hart parked", |c| {
+        threads
+            .iter()
+            .all(|&t| c.read_core_registers(t).unwrap().pc == DONE)
+    });
     for &t in &threads {
         let r = c.read_core_registers(t).unwrap();
         let hart = u64::from(t.cpu_index().unwrap());
@@ -147,277 +148,9 @@ fn reading_while_running_is_refused_without_stopping_the_guest() {
     assert_eq!(c.state(), RunState::Running);
     let stop = c.interrupt().unwrap();
     assert_eq!(stop.cause, StopCause::Interrupted);
-    assert!(read_counters(&mut c, 2).iter().all(|&n| n > 0));
-}
-
-#[test]
-fn resume_steps_off_a_breakpoint_instead_of_hitting_it_again() {
-    // One hart, so each hit must be exactly one more loop iteration.
-    let q = Qemu::start(1);
-    let mut c = q.connect();
-    load_program(&mut c, None);
-    c.insert_breakpoint(LOOP_ADDI).unwrap();
-    c.resume().unwrap();
-    let stop = c
-        .wait_stop(Duration::from_secs(5))
-        .unwrap()
-        .expect("the hart reaches the breakpoint");
-    assert!(is_breakpoint(stop.cause, LOOP_ADDI), "{stop:?}");
-    assert_eq!(stop.at_breakpoints, vec![(thread(1), LOOP_ADDI)]);
-    for n in 0..20 {
-        assert_eq!(read_counters(&mut c, 1), vec![n]);
-        assert_eq!(c.resume().unwrap(), None);
-        let stop = c
-            .wait_stop(Duration::from_secs(5))
-            .unwrap()
-            .expect("hit again");
-        assert!(is_breakpoint(stop.cause, LOOP_ADDI), "{stop:?}");
-    }
-    assert_eq!(read_counters(&mut c, 1), vec![20]);
-}
-
-#[test]
-fn a_hart_interrupted_on_a_breakpoint_reports_it_when_resumed() {
-    // What happens when a hart reaches the panic-halt breakpoint just as an interrupt
-    // arrives: the interrupt is reported, and the breakpoint right after resuming.
-    let q = Qemu::start(1);
-    let mut c = q.connect();
-    load_program(&mut c, None);
-    c.resume().unwrap();
-    std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(c.interrupt().unwrap().cause, StopCause::Interrupted);
-    let pc = c.read_core_registers(thread(1)).unwrap().pc;
-    c.insert_breakpoint(pc).unwrap();
-    assert_eq!(c.resume().unwrap(), None);
-    let stop = c
-        .wait_stop(Duration::from_secs(5))
-        .unwrap()
-        .expect("trapped at once");
-    assert!(is_breakpoint(stop.cause, pc), "{stop:?}");
-    assert_eq!(c.read_core_registers(thread(1)).unwrap().pc, pc);
-    // From a reported breakpoint, resuming moves on.
-    let before = read_counters(&mut c, 1)[0];
-    c.resume().unwrap();
-    let stop = c
-        .wait_stop(Duration::from_secs(5))
-        .unwrap()
-        .expect("next loop");
-    assert!(is_breakpoint(stop.cause, pc), "{stop:?}");
-    assert_eq!(read_counters(&mut c, 1)[0], before + 1);
-}
-
-#[test]
-fn breakpoints_on_every_hart_and_removal() {
-    let q = Qemu::start(4);
-    let mut c = q.connect();
-    load_program(&mut c, None);
-    // Twice: tracked once, so one removal takes it out of QEMU.
-    c.insert_breakpoint(LOOP_ADDI).unwrap();
-    c.insert_breakpoint(LOOP_ADDI).unwrap();
-    assert_eq!(c.breakpoints().collect::<Vec<_>>(), vec![LOOP_ADDI]);
-    c.resume().unwrap();
-    let first = c
-        .wait_stop(Duration::from_secs(5))
-        .unwrap()
-        .expect("a hart reaches the breakpoint");
-    assert!(is_breakpoint(first.cause, LOOP_ADDI), "{first:?}");
-    let t = first.thread.unwrap();
-    assert!(first.at_breakpoints.contains(&(t, LOOP_ADDI)));
-    assert_eq!(c.read_core_registers(t).unwrap().pc, LOOP_ADDI);
-    let mut reporters = std::collections::BTreeSet::new();
-    for _ in 0..40 {
-        assert_eq!(c.resume().unwrap(), None);
-        let stop = c
-            .wait_stop(Duration::from_secs(5))
-            .unwrap()
-            .expect("hit again");
-        assert!(is_breakpoint(stop.cause, LOOP_ADDI), "{stop:?}");
-        reporters.insert(stop.thread.unwrap());
-    }
-    // The breakpoint is on every hart, not only the one that inserted it.
-    assert!(reporters.len() > 1, "only {reporters:?} ever stopped");
-    assert!(read_counters(&mut c, 4).iter().sum::<u64>() >= 20);
-
-    c.remove_breakpoint(LOOP_ADDI).unwrap();
-    assert_eq!(c.breakpoints().count(), 0);
-    let e = c.remove_breakpoint(LOOP_ADDI).unwrap_err();
-    assert!(matches!(e, GdbError::Breakpoint { .. }), "{e}");
-    c.resume().unwrap();
-    assert_eq!(
-        c.wait_stop(Duration::from_millis(300)).unwrap(),
-        None,
-        "removed breakpoint still hit"
-    );
-    assert_eq!(c.interrupt().unwrap().cause, StopCause::Interrupted);
-}
-
-#[test]
-fn step_moves_one_hart_only() {
-    let q = Qemu::start(3);
-    let mut c = q.connect();
-    let pcs = |c: &mut GdbClient| -> Vec<u64> {
-        (1..=3)
-            .map(|t| c.read_core_registers(thread(t)).unwrap().pc)
-            .collect()
-    };
-    assert_eq!(pcs(&mut c), vec![0x1000; 3]);
-    let stop = c.step(thread(2)).unwrap();
-    assert_eq!(stop.cause, StopCause::Step);
-    assert_eq!(stop.thread, Some(thread(2)));
-    assert_eq!(pcs(&mut c), vec![0x1000, 0x1004, 0x1000]);
-    c.step(thread(2)).unwrap();
-    c.step(thread(3)).unwrap();
-    assert_eq!(pcs(&mut c), vec![0x1000, 0x1008, 0x1004]);
-}
-
-#[test]
-fn a_step_that_never_completes_times_out_and_stops_the_guest() {
-    let q = Qemu::start(1);
-    let config = Config {
-        step_timeout: Duration::from_millis(300),
-        ..Config::default()
-    };
-    let mut c = GdbClient::connect(&q.addr_str(), config).unwrap();
-    // wfi with no interrupt source: the hart sleeps and the step never ends.
-    let wfi_loop = [0x1050_0073u32, 0xffdf_f06f];
-    let code: Vec<u8> = wfi_loop.iter().flat_map(|w| w.to_le_bytes()).collect();
-    c.write_memory(PROGRAM, &code).unwrap();
-    c.resume().unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    c.interrupt().unwrap();
-    let pc = c.read_core_registers(thread(1)).unwrap().pc;
-    assert!(pc == PROGRAM || pc == PROGRAM + 4, "pc {pc:#x}");
-    let mut timed_out = false;
-    for _ in 0..3 {
-        match c.step(thread(1)) {
-            Err(GdbError::Timeout { .. }) => {
-                timed_out = true;
-                break;
-            }
-            Ok(_) => {}
-            Err(e) => panic!("{e}"),
-        }
-    }
-    assert!(timed_out, "stepping over wfi should not complete");
-    // The client stopped the machine again and still works.
-    assert_eq!(c.state(), RunState::Stopped);
-    c.read_core_registers(thread(1)).unwrap();
-}
-
-/// Talks to the stub by hand, as a client that vanishes without detaching would.
-fn raw_client_inserts_breakpoint_and_vanishes(port: u16, addr: u64) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    // Connecting stopped the running guest, and QEMU says so first: take that stop reply.
-    s.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    let mut stop = [0u8; 256];
-    let n = s.read(&mut stop).unwrap();
-    assert!(
-        stop[..n].starts_with(b"$T02"),
-        "{}",
-        String::from_utf8_lossy(&stop[..n])
-    );
-    s.write_all(b"+").unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let mut exchange = |payload: &str| -> Vec<u8> {
-        s.write_all(&encode_packet(payload.as_bytes())).unwrap();
-        let mut got = Vec::new();
-        let mut b = [0u8; 256];
-        while got.iter().filter(|&&c| c == b'#').count() == 0
-            || got.len() < got.iter().position(|&c| c == b'#').unwrap() + 3
-        {
-            let n = s.read(&mut b).unwrap();
-            assert!(n > 0);
-            got.extend_from_slice(&b[..n]);
-        }
-        s.write_all(b"+").unwrap();
-        got
-    };
-    exchange("qSupported:multiprocess+");
-    let r = exchange(&format!("Z0,{addr:x},4"));
-    assert!(r.ends_with(b"$OK#9a"), "{}", String::from_utf8_lossy(&r));
-}
-
-#[test]
-fn stale_breakpoints_of_a_vanished_client_are_cleared() {
-    let q = Qemu::start(4);
-    {
-        let mut c = q.connect();
-        load_program(&mut c, None);
-        c.detach().unwrap();
-    }
-    raw_client_inserts_breakpoint_and_vanishes(q.port, LOOP_ADDI);
-
-    // Control: without the cleanup, the stale breakpoint stops the guest.
-    let config = Config {
-        clear_stale_breakpoints: false,
-        ..Config::default()
-    };
-    let mut c = GdbClient::connect(&q.addr_str(), config).unwrap();
-    c.resume().unwrap();
-    let stop = c
-        .wait_stop(Duration::from_secs(2))
-        .unwrap()
-        .expect("the stale breakpoint is hit");
-    assert_eq!(
-        stop.cause,
-        StopCause::Signal(5),
-        "not ours, so not a known breakpoint"
-    );
-    // Close without detaching: the stale breakpoint is not ours, so it stays.
-    c.close_paused().unwrap();
-
-    let mut c = GdbClient::connect(&q.addr_str(), Config::default()).unwrap();
-    c.resume().unwrap();
-    assert_eq!(
-        c.wait_stop(Duration::from_millis(500)).unwrap(),
-        None,
-        "stale breakpoint survived"
-    );
-    c.interrupt().unwrap();
-}
-
-#[test]
-fn detach_and_drop_resume_the_guest_and_leave_no_breakpoints() {
-    let q = Qemu::start(2);
-    let mut c = q.connect();
-    load_program(&mut c, None);
-    c.insert_breakpoint(LOOP_ADDI).unwrap();
-    c.detach().unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-
-    // Connecting to the running guest stops it (QEMU announces that with an extra T02).
-    let mut c = q.connect();
-    let a = read_counters(&mut c, 2);
-    assert!(
-        a.iter().all(|&n| n > 0),
-        "the guest ran after detach: {a:?}"
-    );
-    c.resume().unwrap();
-    assert_eq!(
-        c.wait_stop(Duration::from_millis(300)).unwrap(),
-        None,
-        "a breakpoint outlived detach"
-    );
-    c.interrupt().unwrap();
-    let b = read_counters(&mut c, 2);
-    assert!(b.iter().zip(&a).all(|(b, a)| b > a));
-    c.insert_breakpoint(LOOP_ADDI).unwrap();
-    drop(c);
-    std::thread::sleep(Duration::from_millis(100));
-
-    let mut c = q.connect();
-    let d = read_counters(&mut c, 2);
-    assert!(
-        d.iter().zip(&b).all(|(d, b)| d > b),
-        "the guest ran after drop"
-    );
-    c.resume().unwrap();
-    assert_eq!(
-        c.wait_stop(Duration::from_millis(300)).unwrap(),
-        None,
-        "a breakpoint outlived drop"
-    );
+    run_until(&mut c, "both harts counted", |c| {
+        read_counters(c, 2).iter().all(|&n| n > 0)
+    });
 }
 
 #[test]
@@ -509,20 +242,18 @@ fn pause_with_polls_and_resumes() {
     let mut c = q.connect();
     load_program(&mut c, None);
     c.resume().unwrap();
+    // Each poll stops the guest, reads, and lets it run again: the counters keep going up.
     let mut last = 0;
     for _ in 0..20 {
-        std::thread::sleep(Duration::from_millis(20));
-        let p = c.pause_with(|c| Ok(read_counters(c, 2))).unwrap();
-        assert!(p.stop.is_none());
-        assert!(c.is_running());
-        assert!(p.pause > Duration::ZERO);
-        let sum: u64 = p.value.iter().sum();
-        assert!(
-            sum > last,
-            "the guest runs between polls: {sum} <= {last}, {:?}",
-            p.value
-        );
-        last = sum;
+        last = eventually("the guest runs between polls", || {
+            let p = c.pause_with(|c| Ok(read_counters(c, 2))).unwrap();
+            assert!(p.stop.is_none());
+            assert!(c.is_running());
+            assert!(p.pause > Duration::ZERO);
+            let sum: u64 = p.value.iter().sum();
+            assert!(sum >= last, "counters went back: {sum} < {last}");
+            (sum > last).then_some(sum)
+        });
     }
     // A failing read inside still resumes the guest.
     let e = c
@@ -534,9 +265,9 @@ fn pause_with_polls_and_resumes() {
     let p = c.pause_with(|c| Ok(c.is_running())).unwrap();
     assert!(!p.value);
     c.pause_with(|c| c.insert_breakpoint(LOOP_ADDI)).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    let p = c.pause_with(|c| Ok(read_counters(c, 2))).unwrap();
-    let stop = p.stop.expect("the breakpoint stop is reported");
+    let stop = eventually("the breakpoint stop is reported", || {
+        c.pause_with(|c| Ok(read_counters(c, 2))).unwrap().stop
+    });
     assert!(stop.hit_breakpoint(), "{stop:?}");
     assert!(!c.is_running());
 }
@@ -581,10 +312,12 @@ fn registers_and_memory_agree_with_gdb_multiarch() {
     let mut c = q.connect();
     // Each hart counts to 500 and parks: a fixed point that both debuggers see alike.
     load_program(&mut c, Some(500));
-    c.resume().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    c.interrupt().unwrap();
     let threads = c.threads().unwrap();
+    run_until(&mut c, "every hart parked", |c| {
+        threads
+            .iter()
+            .all(|&t| c.read_core_registers(t).unwrap().pc == DONE)
+    });
     let mut ours = BTreeMap::new();
     for &t in &threads {
         let r = c.read_hart_registers(t).unwrap();

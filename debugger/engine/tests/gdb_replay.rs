@@ -6,7 +6,7 @@ mod util;
 
 use std::time::Duration;
 
-use lockscope_engine::gdb::codec::{checksum, unescape, CodecError, Decoder, Frame};
+use lockscope_engine::gdb::codec::{checksum, unescape, CodecError, Decoder, RspFrame};
 use lockscope_engine::gdb::stop::{StopReply, SIGINT, SIGTRAP};
 use lockscope_engine::gdb::{Config, GdbClient, GdbError};
 use proptest::prelude::*;
@@ -15,9 +15,9 @@ use util::*;
 const TRANSCRIPTS: [&str; 2] = ["qemu72-client.rsp", "qemu72-gdb-multiarch.rsp"];
 
 /// Every frame of one direction, failing on any codec error.
-fn frames(bytes: &[u8]) -> Vec<Frame> {
+fn frames(bytes: &[u8]) -> Vec<RspFrame> {
     let mut d = Decoder::default();
-    let out: Vec<Frame> = d
+    let out: Vec<RspFrame> = d
         .decode(bytes)
         .into_iter()
         .map(|f| f.expect("recorded stream decodes"))
@@ -31,7 +31,7 @@ fn packets(bytes: &[u8]) -> Vec<Vec<u8>> {
     frames(bytes)
         .into_iter()
         .filter_map(|f| match f {
-            Frame::Packet(p) => Some(p),
+            RspFrame::Packet(p) => Some(p),
             _ => None,
         })
         .collect()
@@ -44,9 +44,9 @@ fn exchanges(t: &Transcript) -> Vec<(Vec<u8>, Vec<u8>)> {
     // A stop QEMU announces to a new client comes before any ack: it answers nothing.
     let replies = frames(&t.bytes(Dir::S))
         .into_iter()
-        .skip_while(|f| *f != Frame::Ack)
+        .skip_while(|f| *f != RspFrame::Ack)
         .filter_map(|f| match f {
-            Frame::Packet(p) => Some(p),
+            RspFrame::Packet(p) => Some(p),
             _ => None,
         });
     requests.into_iter().zip(replies).collect()
@@ -58,21 +58,22 @@ fn recorded_streams_decode_cleanly_in_both_directions() {
         let t = load_transcript(name);
         let s = frames(&t.bytes(Dir::S));
         let c = frames(&t.bytes(Dir::C));
-        let count = |f: &[Frame], want: fn(&Frame) -> bool| f.iter().filter(|x| want(x)).count();
+        let count =
+            |f: &[RspFrame], want: fn(&RspFrame) -> bool| f.iter().filter(|x| want(x)).count();
         let (s_packets, c_packets) = (
-            count(&s, |f| matches!(f, Frame::Packet(_))),
-            count(&c, |f| matches!(f, Frame::Packet(_))),
+            count(&s, |f| matches!(f, RspFrame::Packet(_))),
+            count(&c, |f| matches!(f, RspFrame::Packet(_))),
         );
         assert!(s_packets > 50, "{name}: {s_packets} packets");
         // Acks on: each side acknowledges each packet of the other (gdb also opens with one).
         let opening = usize::from(t.chunks[0].1.starts_with(b"+"));
         assert_eq!(
-            count(&c, |f| *f == Frame::Ack),
+            count(&c, |f| *f == RspFrame::Ack),
             s_packets + opening,
             "{name}"
         );
-        assert_eq!(count(&s, |f| *f == Frame::Ack), c_packets, "{name}");
-        assert_eq!(count(&s, |f| *f == Frame::Nack), 0);
+        assert_eq!(count(&s, |f| *f == RspFrame::Ack), c_packets, "{name}");
+        assert_eq!(count(&s, |f| *f == RspFrame::Nack), 0);
     }
 }
 

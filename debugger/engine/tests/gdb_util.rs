@@ -7,14 +7,15 @@ use std::fmt::Write as _;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use lockscope_engine::gdb::{Config, GdbClient, StopCause};
+use lockscope_engine::qemu::{Console, QemuConfig, QemuProcess, WithGdb};
 
-pub const QEMU: &str = "qemu-system-riscv64";
+pub const QEMU: &str = lockscope_engine::qemu::QEMU_BINARY;
 
 /// Where the guest program goes; QEMU's reset code jumps here with a0 = hart id.
 pub const PROGRAM: u64 = 0x8000_0000;
@@ -31,10 +32,10 @@ pub const DONE: u64 = 0x8000_0024;
 /// latency is what some of them look at.
 static QEMU_LOCK: Mutex<()> = Mutex::new(());
 
-/// A QEMU `virt` machine, paused at reset (`-S`), with its gdb stub on a free port. Killed on
-/// drop.
+/// A QEMU `virt` machine with no kernel, paused at reset (`-S`), with its gdb stub on a free
+/// port: the engine's QEMU harness. Killed on drop.
 pub struct Qemu {
-    child: Child,
+    q: QemuProcess,
     pub port: u16,
     _lock: MutexGuard<'static, ()>,
 }
@@ -42,26 +43,18 @@ pub struct Qemu {
 impl Qemu {
     pub fn start(harts: u32) -> Self {
         let lock = QEMU_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let port = free_port();
-        let child = Command::new(QEMU)
-            .args(["-machine", "virt", "-bios", "none", "-m", "128M"])
-            .args(["-smp", &harts.to_string()])
-            .args(["-display", "none", "-monitor", "none", "-serial", "none", "-S"])
-            .args(["-gdb", &format!("tcp:127.0.0.1:{port}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+        let WithGdb { process, addr } = QemuConfig::bare()
+            .smp(harts)
+            .console(Console::None)
+            .spawn_with_gdb(Duration::from_secs(10))
             .unwrap_or_else(|e| {
-                panic!("cannot run {QEMU} ({e}): install it (`cargo xtask` installs missing tools; on Debian: apt-get install qemu-system-misc)")
+                panic!("{e} (`cargo xtask` installs missing tools; on Debian: apt-get install qemu-system-misc)")
             });
-        let q = Self {
-            child,
-            port,
+        Self {
+            q: process,
+            port: addr.port(),
             _lock: lock,
-        };
-        q.wait_listening();
-        q
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -72,53 +65,53 @@ impl Qemu {
         self.addr().to_string()
     }
 
-    /// Waits until the stub's port exists without connecting (a connection would count as a
-    /// gdb client).
-    fn wait_listening(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let needle = format!(":{:04X} ", self.port);
-        while Instant::now() < deadline {
-            let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-            if tcp.lines().any(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                f.len() > 3 && format!("{} ", &f[1][f[1].len() - 5..]) == needle && f[3] == "0A"
-            }) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "QEMU's gdb stub did not start listening on port {}",
-            self.port
-        );
-    }
-
     pub fn connect(&self) -> GdbClient {
         GdbClient::connect(&self.addr_str(), Config::default()).expect("connect to QEMU's stub")
     }
 
     /// Kills QEMU now, as a crash would.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.q.kill();
     }
 
     pub fn is_alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        self.q.is_alive()
     }
 }
 
-impl Drop for Qemu {
-    fn drop(&mut self) {
-        self.kill();
+/// How long a test waits for the guest to get somewhere before failing: generous, for a
+/// loaded machine; a poll ends as soon as the guest is there.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Lets the guest run until `done` holds, checked with the guest stopped (it is interrupted
+/// to look), and returns with the guest stopped. Fails after [`PATIENCE`].
+pub fn run_until(c: &mut GdbClient, what: &str, mut done: impl FnMut(&mut GdbClient) -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if c.is_running() {
+            c.interrupt().unwrap();
+        }
+        if done(c) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {PATIENCE:?}");
+        if let Some(stop) = c.resume().unwrap() {
+            panic!("the guest stopped ({stop:?}) while waiting until {what}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind a free port")
+/// Polls `f` until it gives a value. Fails after [`PATIENCE`].
+pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {PATIENCE:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 // ---- the guest program ----

@@ -261,49 +261,27 @@ fn kernel_panic_unwinds_every_hart_like_gdb() {
     }
 }
 
-/// The kernel in QEMU, stopped at reset under its gdb stub; killed on drop.
+/// The kernel in QEMU, stopped at reset under its gdb stub (the engine's QEMU harness); killed
+/// on drop.
 struct QemuKernel {
-    child: std::process::Child,
+    _q: lockscope_engine::qemu::QemuProcess,
     port: u16,
 }
 
 impl QemuKernel {
     fn start(elf: &Path, harts: usize, bootargs: &str) -> QemuKernel {
         require_tool("qemu-system-riscv64");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut cmd = lockscope_engine::qemu::QemuConfig::new(elf)
+        let q = lockscope_engine::qemu::QemuConfig::new(elf)
             .smp(harts as u32)
             .bootargs(bootargs)
-            .gdb_port(port)
-            .wait_for_gdb(true)
             .console(lockscope_engine::qemu::Console::File(
                 elf.with_file_name("console.txt"),
             ))
-            .command()
-            .unwrap();
-        let child = cmd
-            .stdin(std::process::Stdio::null())
-            .spawn()
-            .expect("starting QEMU");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "QEMU's gdb stub never listened"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
+            .spawn_with_gdb(std::time::Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("{e}"));
+        QemuKernel {
+            _q: q.process,
+            port: q.addr.port(),
         }
-        QemuKernel { child, port }
-    }
-}
-
-impl Drop for QemuKernel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

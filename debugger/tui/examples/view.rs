@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use lockscope_engine::session::SessionHandle;
+use lockscope_engine::SessionHandle;
 use lockscope_tui::{App, Options, Tab, Theme};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;

@@ -4,12 +4,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lockscope_engine::feed::Feed;
 use lockscope_engine::model::{
     EventKind, HartRun, HartSnapshot, Held, KmemList, KmemSnapshot, LockCounters, LockEvent,
     LockMeta, LockState, Snapshot, Spin, TargetConfig,
 };
-use lockscope_engine::monitor::{Monitor, MonitorConfig, SourceKind, View};
+use lockscope_engine::{Feed, Monitor, MonitorConfig, SourceKind, View};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 

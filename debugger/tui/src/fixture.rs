@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use lockscope_engine::monitor::View;
+use lockscope_engine::View;
 use thiserror::Error;
 
 /// A view file larger than this is refused: real views are well under 10 MiB (2,000 recent

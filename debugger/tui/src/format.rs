@@ -178,6 +178,16 @@ pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     }
 }
 
+/// `text` cut to `width` characters, ending in `…` when cut.
+pub fn fit(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let mut s: String = text.chars().take(width.saturating_sub(1)).collect();
+    s.push('…');
+    s
+}
+
 /// `file:line` alone, the compact form for chains and lists.
 pub fn file_line(p: &Place) -> String {
     match &p.location {
@@ -213,6 +223,14 @@ pub fn event_kind(kind: EventKind) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fit_cuts_with_an_ellipsis_only_when_needed() {
+        assert_eq!(fit("deadlock: hart1", 15), "deadlock: hart1");
+        assert_eq!(fit("deadlock: hart1", 10), "deadlock:…");
+        assert_eq!(fit("héllo", 3), "hé…");
+        assert_eq!(fit("x", 0), "…");
+    }
 
     #[test]
     fn counts_fit_six_columns_and_stay_exact_below_a_million() {

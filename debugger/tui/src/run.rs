@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lockscope_engine::session::{Command, SessionHandle};
+use lockscope_engine::{Command, SessionHandle};
 use ratatui::backend::Backend;
 use ratatui::Terminal;
 use thiserror::Error;

@@ -1,85 +1,73 @@
 //! Taking the terminal and always giving it back: on return, on error and on panic.
+//!
+//! ratatui does raw mode, the alternate screen and the panic hook that restores them
+//! (`ratatui::try_init`, `ratatui::restore`); mouse capture, which it leaves alone, is ours.
 
-use std::io::{self, Stdout};
+use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
 
 use crossterm::event::{DisableMouseCapture, EnableMouseCapture};
 use crossterm::execute;
-use crossterm::terminal::{
-    disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen,
-};
-use ratatui::backend::CrosstermBackend;
-use ratatui::Terminal;
+use ratatui::DefaultTerminal;
 
-/// The terminal is in raw mode on the alternate screen.
-static ACTIVE: AtomicBool = AtomicBool::new(false);
+/// Mouse capture is on.
 static MOUSE: AtomicBool = AtomicBool::new(false);
 static HOOK: Once = Once::new();
 
 /// The UI's terminal. Dropping it restores the user's terminal.
 pub struct Tui {
-    pub terminal: Terminal<CrosstermBackend<Stdout>>,
+    pub terminal: DefaultTerminal,
 }
 
 impl Drop for Tui {
     fn drop(&mut self) {
-        let _ = restore();
+        restore();
     }
 }
 
-/// Puts the terminal in raw mode on the alternate screen, with mouse capture if asked. The
-/// panic hook that restores it is installed first, so a panic at any later point leaves a
-/// usable shell.
+/// Puts the terminal in raw mode on the alternate screen, with mouse capture if asked. Both
+/// panic hooks (ratatui's and the one that releases the mouse) are in place before the
+/// terminal changes, so a panic at any later point leaves a usable shell.
 pub fn enter(mouse: bool) -> io::Result<Tui> {
-    install_panic_hook();
-    enable_raw_mode()?;
-    ACTIVE.store(true, Ordering::SeqCst);
-    MOUSE.store(mouse, Ordering::SeqCst);
-    let mut out = io::stdout();
-    let entered = if mouse {
-        execute!(out, EnterAlternateScreen, EnableMouseCapture)
-    } else {
-        execute!(out, EnterAlternateScreen)
-    };
-    if let Err(e) = entered {
-        let _ = restore();
-        return Err(e);
-    }
-    match Terminal::new(CrosstermBackend::new(out)) {
-        Ok(mut terminal) => {
-            let _ = terminal.hide_cursor();
-            let _ = terminal.clear();
-            Ok(Tui { terminal })
-        }
+    let mut terminal = match ratatui::try_init() {
+        Ok(t) => t,
         Err(e) => {
-            let _ = restore();
-            Err(e)
+            // Quietly: the terminal may never have changed (stdout is not a terminal).
+            let _ = ratatui::try_restore();
+            return Err(e);
+        }
+    };
+    // After ratatui's hook, so that on a panic the mouse is released first.
+    install_mouse_hook();
+    if mouse {
+        MOUSE.store(true, Ordering::SeqCst);
+        if let Err(e) = execute!(io::stdout(), EnableMouseCapture) {
+            restore();
+            return Err(e);
         }
     }
+    let _ = terminal.clear();
+    Ok(Tui { terminal })
 }
 
-/// Leaves raw mode and the alternate screen and shows the cursor. Does nothing when the
-/// terminal was not taken, so it is safe to call twice.
-pub fn restore() -> io::Result<()> {
-    if !ACTIVE.swap(false, Ordering::SeqCst) {
-        return Ok(());
-    }
-    let mut out = io::stdout();
+/// Releases the mouse, leaves raw mode and the alternate screen. Safe to call twice.
+pub fn restore() {
+    release_mouse();
+    ratatui::restore();
+}
+
+fn release_mouse() {
     if MOUSE.swap(false, Ordering::SeqCst) {
-        let _ = execute!(out, DisableMouseCapture);
+        let _ = execute!(io::stdout(), DisableMouseCapture);
     }
-    let r1 = execute!(out, LeaveAlternateScreen, crossterm::cursor::Show);
-    let r2 = disable_raw_mode();
-    r1.and(r2)
 }
 
-fn install_panic_hook() {
+fn install_mouse_hook() {
     HOOK.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            // Restore first so the panic message lands on the normal screen.
-            let _ = restore();
+            release_mouse();
             previous(info);
         }));
     });

@@ -183,7 +183,8 @@ pub struct Hang {
     pub console: String,
 }
 
-/// Boots `cfg` (which must have a shared RAM file) and watches the harts' heartbeats in guest
+/// Boots `cfg` (which must have a shared RAM file and its console on stdio) through the
+/// engine's QEMU harness and watches the harts' heartbeats in guest
 /// RAM while it runs. Returns once every running hart's heartbeat has kept its value for
 /// `quiet` (the guest is then killed), or `None` if QEMU exits, or `limit` passes, first.
 pub fn watch_for_hang(cfg: QemuConfig, quiet: Duration, limit: Duration) -> Option<Hang> {
@@ -198,13 +199,9 @@ pub fn watch_for_hang(cfg: QemuConfig, quiet: Duration, limit: Duration) -> Opti
         .expect("watch_for_hang needs a shared RAM file");
     let elf = std::fs::read(kernel()).expect("reading the kernel ELF");
     let (root_addr, _) = symbol(&elf, ROOT_SYMBOL).expect("the root symbol");
-    let mut cmd = cfg.command().unwrap_or_else(|e| panic!("{e}"));
-    cmd.stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null());
     let start = Instant::now();
-    let mut child = cmd.spawn().expect("starting QEMU");
-    let mut out = child.stdout.take().expect("piped stdout");
+    let qemu = cfg.spawn().unwrap_or_else(|e| panic!("{e}"));
+    let mut out = qemu.take_console().expect("the console on stdio");
     let drain = std::thread::spawn(move || {
         let mut buf = Vec::new();
         let _ = out.read_to_end(&mut buf);
@@ -222,7 +219,7 @@ pub fn watch_for_hang(cfg: QemuConfig, quiet: Duration, limit: Duration) -> Opti
     let mut hang = false;
     while start.elapsed() < limit {
         std::thread::sleep(Duration::from_millis(100));
-        if child.try_wait().ok().flatten().is_some() {
+        if !qemu.is_alive() {
             break;
         }
         if file.is_none() {
@@ -256,8 +253,7 @@ pub fn watch_for_hang(cfg: QemuConfig, quiet: Duration, limit: Duration) -> Opti
         }
     }
     let ram = hang.then(|| Ram::load(&ram_path));
-    let _ = child.kill();
-    let _ = child.wait();
+    qemu.kill();
     let console = drain.join().unwrap_or_default();
     ram.map(|ram| Hang {
         ram,

@@ -4,7 +4,7 @@
 
 use lockscope_abi::disk::{self, BSIZE, NBLOCKS};
 use lockscope_abi::*;
-use lockscope_engine::qemu::{QemuConfig, Verdict};
+use lockscope_engine::qemu::{ExitVerdict, QemuConfig};
 use lockscope_kernel_tests::*;
 use std::time::Duration;
 
@@ -43,7 +43,7 @@ fn lookups(ram: &Ram, root: &Root) -> (u64, u64) {
 fn bcachetest_passes(smp: u32) -> DiskRun {
     let r = boot_with_disk(smp, "workload=bcachetest secs=1");
     let c = &r.c;
-    assert_eq!(c.verdict, Verdict::Pass, "console:\n{}", c.console);
+    assert_eq!(c.verdict, ExitVerdict::Pass, "console:\n{}", c.console);
     for line in [
         "test0: OK",
         "test1 OK",
@@ -157,7 +157,7 @@ fn bcachetest_passes_on_4_harts_and_the_disk_and_abi_agree() {
 #[test]
 fn hashed_tot_is_far_below_global_on_4_harts() {
     let global = boot_with_disk(4, "workload=bcachetest bcache=global secs=1");
-    assert_eq!(global.c.verdict, Verdict::Fail, "{}", global.c.console);
+    assert_eq!(global.c.verdict, ExitVerdict::Fail, "{}", global.c.console);
     assert!(
         global.c.console.contains("test0: FAIL: tot= "),
         "{}",
@@ -182,7 +182,7 @@ fn hashed_tot_is_far_below_global_on_4_harts() {
     assert_eq!(b.nbuf as usize, NBUF);
 
     let hashed = boot_with_disk(4, "workload=bcachetest bcache=hashed secs=1");
-    assert_eq!(hashed.c.verdict, Verdict::Pass, "{}", hashed.c.console);
+    assert_eq!(hashed.c.verdict, ExitVerdict::Pass, "{}", hashed.c.console);
     let g = number_after(&global.c.console, "tot= ").unwrap();
     let k = number_after(&hashed.c.console, "tot= ").unwrap();
     eprintln!("test0 tot= on 4 harts: global {g}, hashed {k}");
@@ -195,7 +195,7 @@ fn hashed_tot_is_far_below_global_on_4_harts() {
 #[test]
 fn mixed_interleaves_both_workloads_and_passes() {
     let r = boot_with_disk(4, "workload=mixed secs=1");
-    assert_eq!(r.c.verdict, Verdict::Pass, "{}", r.c.console);
+    assert_eq!(r.c.verdict, ExitVerdict::Pass, "{}", r.c.console);
     assert!(r.c.console.contains("mixed OK"), "{}", r.c.console);
     assert!(r.c.console.contains("lock: kmem3: #test-and-set "));
     let ram = r.ram();
@@ -212,7 +212,7 @@ fn mixed_interleaves_both_workloads_and_passes() {
 #[test]
 fn without_a_disk_bcachetest_says_how_to_attach_one() {
     let c = boot(1, "workload=bcachetest");
-    assert_eq!(c.verdict, Verdict::BadBootargs, "{}", c.console);
+    assert_eq!(c.verdict, ExitVerdict::BadBootargs, "{}", c.console);
     assert!(
         c.console.contains("workload=bcachetest needs the disk"),
         "{}",
@@ -229,7 +229,7 @@ fn without_a_disk_bcachetest_says_how_to_attach_one() {
 /// from the console.
 fn hit_rates(args: &str) -> (f64, u64) {
     let r = boot_with_disk(2, args);
-    assert_eq!(r.c.verdict, Verdict::Pass, "{}", r.c.console);
+    assert_eq!(r.c.verdict, ExitVerdict::Pass, "{}", r.c.console);
     let ram = r.ram();
     let (h, m) = lookups(&ram, &root(&ram));
     let hot =
@@ -262,7 +262,7 @@ fn stale_ticks_collapses_the_hit_rate_and_still_passes() {
 
 /// The kernel's panic record, after a run that panicked.
 fn panic_record(r: &DiskRun) -> (PanicRecord, String) {
-    assert_eq!(r.c.verdict, Verdict::Panic, "{}", r.c.console);
+    assert_eq!(r.c.verdict, ExitVerdict::Panic, "{}", r.c.console);
     let ram = r.ram();
     let root = root(&ram);
     let rec: PanicRecord = ram.read(root.panic);
@@ -347,7 +347,7 @@ fn null_next_faults_on_a_load_in_the_bucket_walk() {
 #[test]
 fn order_inversion_still_passes() {
     let r = boot_with_disk(4, "workload=bcachetest bug=order-inversion secs=1");
-    assert_eq!(r.c.verdict, Verdict::Pass, "{}", r.c.console);
+    assert_eq!(r.c.verdict, ExitVerdict::Pass, "{}", r.c.console);
     assert!(r.c.console.contains("bcachetest OK"));
 }
 
@@ -358,7 +358,7 @@ fn kmem_steal_race_breaks_kalloctest() {
     let mut consoles = Vec::new();
     for _ in 0..3 {
         let c = boot(4, "workload=kalloctest bug=kmem-steal-race secs=1");
-        if matches!(c.verdict, Verdict::Fail | Verdict::Panic) {
+        if matches!(c.verdict, ExitVerdict::Fail | ExitVerdict::Panic) {
             assert!(
                 c.console.contains("kalloctest FAIL") || c.console.contains("panic: "),
                 "{}",

@@ -2,12 +2,12 @@
 //! shared guest-RAM file, the ABI structures it leaves behind.
 
 use lockscope_abi::*;
-use lockscope_engine::qemu::{QemuConfig, Verdict};
+use lockscope_engine::qemu::{ExitVerdict, QemuConfig};
 use lockscope_kernel_tests::{boot, boot_with, kernel, number_after, source_line, symbol, Ram};
 
 fn kalloctest_passes(smp: u32) {
     let c = boot(smp, "workload=kalloctest secs=1");
-    assert_eq!(c.verdict, Verdict::Pass, "console:\n{}", c.console);
+    assert_eq!(c.verdict, ExitVerdict::Pass, "console:\n{}", c.console);
     assert!(c.console.contains("kalloctest OK"), "{}", c.console);
     assert!(c.console.contains("--- lock kmem/bcache stats"));
     for h in 0..smp {
@@ -51,7 +51,7 @@ fn kalloctest_passes_on_8_harts() {
 #[test]
 fn percpu_tot_is_far_below_global_on_4_harts() {
     let global = boot(4, "kalloc=global secs=1");
-    assert_eq!(global.verdict, Verdict::Fail, "{}", global.console);
+    assert_eq!(global.verdict, ExitVerdict::Fail, "{}", global.console);
     assert!(
         global.console.contains("kalloctest FAIL: tot= "),
         "{}",
@@ -59,7 +59,7 @@ fn percpu_tot_is_far_below_global_on_4_harts() {
     );
     assert!(global.console.contains("lock: kmem: #test-and-set "));
     let percpu = boot(4, "kalloc=percpu secs=1");
-    assert_eq!(percpu.verdict, Verdict::Pass, "{}", percpu.console);
+    assert_eq!(percpu.verdict, ExitVerdict::Pass, "{}", percpu.console);
     let g = number_after(&global.console, "tot= ").unwrap();
     let p = number_after(&percpu.console, "tot= ").unwrap();
     assert!(
@@ -71,7 +71,7 @@ fn percpu_tot_is_far_below_global_on_4_harts() {
 #[test]
 fn unknown_boot_argument_is_named_with_the_valid_ones() {
     let c = boot(1, "workload=kalloctest colour=blue");
-    assert_eq!(c.verdict, Verdict::BadBootargs, "{}", c.console);
+    assert_eq!(c.verdict, ExitVerdict::BadBootargs, "{}", c.console);
     assert!(
         c.console
             .contains("bootargs: unknown argument 'colour=blue'"),
@@ -87,7 +87,7 @@ fn unknown_boot_argument_is_named_with_the_valid_ones() {
         );
     }
     let c = boot(1, "kalloc=fast");
-    assert_eq!(c.verdict, Verdict::BadBootargs);
+    assert_eq!(c.verdict, ExitVerdict::BadBootargs);
     assert!(c
         .console
         .contains("bad value 'fast' for kalloc= (valid: percpu|global)"));
@@ -120,7 +120,7 @@ fn panic_test_prints_a_backtrace_and_fills_the_panic_record() {
             .bootargs("bug=panic-test panic=exit")
             .shared_ram(&ram_file),
     );
-    assert_eq!(c.verdict, Verdict::Panic, "{}", c.console);
+    assert_eq!(c.verdict, ExitVerdict::Panic, "{}", c.console);
     let lines: Vec<&str> = c.console.lines().collect();
     let at = lines
         .iter()
@@ -223,7 +223,7 @@ fn rings_hold_ordered_events_whose_pcs_point_at_the_callers() {
             .bootargs("kalloc=percpu ops=20000")
             .shared_ram(&ram_file),
     );
-    assert_eq!(c.verdict, Verdict::Pass, "{}", c.console);
+    assert_eq!(c.verdict, ExitVerdict::Pass, "{}", c.console);
     let elf = std::fs::read(kernel()).unwrap();
     let ram = Ram::load(&ram_file);
     let root = root_of(&ram, &elf);
@@ -299,7 +299,7 @@ fn trace_off_keeps_counters_but_writes_no_events() {
             .bootargs("trace=off ops=2000")
             .shared_ram(&ram_file),
     );
-    assert_eq!(c.verdict, Verdict::Pass, "{}", c.console);
+    assert_eq!(c.verdict, ExitVerdict::Pass, "{}", c.console);
     let elf = std::fs::read(kernel()).unwrap();
     let ram = Ram::load(&ram_file);
     let root = root_of(&ram, &elf);
@@ -323,7 +323,7 @@ fn harts_limits_the_workload_and_parks_the_rest() {
             .bootargs("harts=2 ops=2000")
             .shared_ram(&ram_file),
     );
-    assert_eq!(c.verdict, Verdict::Pass, "{}", c.console);
+    assert_eq!(c.verdict, ExitVerdict::Pass, "{}", c.console);
     assert!(
         c.console.contains("lockscope-kernel: 2 of 4 harts"),
         "{}",

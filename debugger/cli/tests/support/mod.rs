@@ -24,10 +24,12 @@ pub fn kernel() -> PathBuf {
     k
 }
 
-/// The lockscope binary under test, pointed at the kernel (and its disk image, if any).
+/// The lockscope binary under test, pointed at the kernel (and its disk image, if any). Its
+/// temporary files (the console logs kept after a fault) go under `target/`, not `/tmp`.
 pub fn lockscope() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_lockscope"));
-    c.env("LOCKSCOPE_KERNEL", kernel());
+    c.env("LOCKSCOPE_KERNEL", kernel())
+        .env("TMPDIR", env!("CARGO_TARGET_TMPDIR"));
     c
 }
 

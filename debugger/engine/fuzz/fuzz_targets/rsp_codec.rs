@@ -3,7 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lockscope_engine::gdb::codec::{encode_packet, hex_decode, unescape, Decoder, Frame};
+use lockscope_engine::gdb::codec::{encode_packet, unescape, Decoder, RspFrame};
+use lockscope_engine::gdb::hex::hex_decode;
 use lockscope_engine::gdb::stop::StopReply;
 use lockscope_engine::gdb::target_xml::{TargetDescription, TargetXmlError};
 use lockscope_engine::gdb::ThreadId;
@@ -21,7 +22,7 @@ fn check_payload(p: &[u8]) {
         let mut d = Decoder::new(2 * raw.len() + 8);
         let frames = d.decode(&encode_packet(&raw));
         match &frames[..] {
-            [Ok(Frame::Packet(q))] => assert_eq!(unescape(q).unwrap(), raw),
+            [Ok(RspFrame::Packet(q))] => assert_eq!(unescape(q).unwrap(), raw),
             other => panic!("re-encoded packet decoded as {other:?}"),
         }
     }
@@ -30,7 +31,7 @@ fn check_payload(p: &[u8]) {
 fuzz_target!(|data: &[u8]| {
     let mut d = Decoder::new(MAX);
     for &b in data {
-        if let Some(Ok(Frame::Packet(p) | Frame::Notification(p))) = d.push(b) {
+        if let Some(Ok(RspFrame::Packet(p) | RspFrame::Notification(p))) = d.push(b) {
             check_payload(&p);
         }
         assert!(d.buffered() <= MAX);

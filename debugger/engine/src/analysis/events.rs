@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::held::HeldEv;
 use super::hist::Log2Hist;
 use super::order::OrderGraph;
 use crate::model::{EventKind, HartId, LockEvent, LockId};
@@ -156,16 +157,6 @@ impl LockEvents {
             *overflow += 1;
         }
     }
-}
-
-/// One entry of a rebuilt held stack.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct HeldEv {
-    pub lock: LockId,
-    /// The hart's snapshot epoch when it was pushed.
-    pub epoch: u32,
-    pub pc: u64,
-    pub since_ns: u64,
 }
 
 /// One hart's replay state.

@@ -5,7 +5,7 @@
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::events::HeldEv;
+use super::held::HeldEv;
 use crate::model::{HartId, LockId};
 
 /// Gate locks remembered per edge. A first occurrence under more held locks keeps the outermost

@@ -9,7 +9,7 @@ use super::order::EdgeSite;
 use super::scause::Scause;
 use super::series::Rates;
 use super::watch::{DeadlockCycle, StallReport};
-use crate::model::{HartId, HartRegs, HartRun, KmemList, LockId, Outcome, StackFrame};
+use crate::model::{HartId, HartRegs, HartRun, KmemList, LockId, StackFrame};
 
 /// Wait or hold time of a lock or class.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -258,74 +258,5 @@ pub struct Report {
     pub stall: Option<StallReport>,
     pub lock_order: LockOrderReport,
     pub panic: Option<PanicView>,
-    pub ingest: IngestStats,
-}
-
-/// Version of the [`Check`] JSON layout; bumped on any incompatible change.
-pub const CHECK_SCHEMA: u32 = 1;
-
-/// `lockscope check`'s verdict, worst first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Verdict {
-    Ok,
-    Panic,
-    Deadlock,
-    Stall,
-    /// The workload ran to its end and its own check failed (for example kalloctest's page
-    /// conservation), with no panic, deadlock or stall to explain it.
-    Fail,
-    LockOrderInversion,
-}
-
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Ok => "ok",
-            Verdict::Panic => "panic",
-            Verdict::Deadlock => "deadlock",
-            Verdict::Stall => "stall",
-            Verdict::Fail => "fail",
-            Verdict::LockOrderInversion => "lock-order-inversion",
-        }
-    }
-
-    pub fn severity(self) -> Severity {
-        match self {
-            Verdict::Ok => Severity::Ok,
-            Verdict::LockOrderInversion => Severity::Warning,
-            Verdict::Panic | Verdict::Deadlock | Verdict::Stall | Verdict::Fail => Severity::Fault,
-        }
-    }
-}
-
-/// How bad a verdict is: a fault happened, or a warning of one that could.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Severity {
-    Ok,
-    Warning,
-    Fault,
-}
-
-/// The result of `lockscope check`, stable for scripts (see docs/analysis.md).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Check {
-    pub schema: u32,
-    pub verdict: Verdict,
-    pub severity: Severity,
-    /// One line, raw pcs in hex.
-    pub summary: String,
-    pub time_ns: Option<u64>,
-    pub outcome: Option<Outcome>,
-    pub panic: Option<PanicView>,
-    /// Confirmed deadlock cycles.
-    pub deadlocks: Vec<DeadlockCycle>,
-    /// Cycles seen but not yet confirmed.
-    pub suspected_deadlocks: usize,
-    pub stall: Option<StallReport>,
-    /// Unguarded lock-order inversions.
-    pub inversions: Vec<Inversion>,
-    pub guarded_inversions: usize,
     pub ingest: IngestStats,
 }

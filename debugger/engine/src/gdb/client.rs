@@ -10,11 +10,9 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use super::codec::{
-    encode_packet, hex_decode_into, hex_encode, parse_hex_u64, unescape, CodecError, Decoder,
-    Frame, INTERRUPT, MAX_PACKET,
-};
+use super::codec::{encode_packet, unescape, CodecError, Decoder, RspFrame, INTERRUPT, MAX_PACKET};
 use super::error::GdbError;
+use super::hex::{hex_decode_into, hex_encode, parse_hex_u64};
 use super::stop::{SignalStop, StopReply, SIGINT, SIGTRAP};
 use super::target_xml::{TargetDescription, TargetXmlError};
 use super::thread::ThreadId;
@@ -204,7 +202,7 @@ pub struct GdbClient {
     addr: SocketAddr,
     config: Config,
     decoder: Decoder,
-    frames: VecDeque<Result<Frame, CodecError>>,
+    frames: VecDeque<Result<RspFrame, CodecError>>,
     rbuf: Box<[u8]>,
     state: RunState,
     /// Why the connection can no longer be used, once it cannot.
@@ -925,7 +923,7 @@ impl GdbClient {
             let Some(frame) = self.next_frame(deadline, "waiting for the guest to stop")? else {
                 return Ok(None);
             };
-            let Frame::Packet(p) = frame else { continue };
+            let RspFrame::Packet(p) = frame else { continue };
             self.ack()?;
             match StopReply::parse(&p) {
                 Ok(StopReply::Signal(s)) => break s,
@@ -1109,7 +1107,7 @@ impl GdbClient {
                         timeout,
                     }))
                 }
-                Some(Frame::Packet(p)) => {
+                Some(RspFrame::Packet(p)) => {
                     self.ack()?;
                     // A stop announced late to a new client is not this command's reply (no
                     // reply but `?`'s starts like a stop reply).
@@ -1161,10 +1159,10 @@ impl GdbClient {
                             timeout,
                         }))
                     }
-                    Some(Frame::Ack) => return Ok(()),
-                    Some(Frame::Nack) => break,
+                    Some(RspFrame::Ack) => return Ok(()),
+                    Some(RspFrame::Nack) => break,
                     // QEMU announces a stop it made for a new client before acknowledging.
-                    Some(Frame::Packet(p)) => {
+                    Some(RspFrame::Packet(p)) => {
                         self.ack()?;
                         match StopReply::parse(&p) {
                             Ok(StopReply::Signal(s)) => self.pending_stop = Some(s),
@@ -1204,12 +1202,16 @@ impl GdbClient {
 
     /// The next frame, or `None` at the deadline. A deadline already passed still takes what
     /// has arrived.
-    fn next_frame(&mut self, deadline: Instant, during: &str) -> Result<Option<Frame>, GdbError> {
+    fn next_frame(
+        &mut self,
+        deadline: Instant,
+        during: &str,
+    ) -> Result<Option<RspFrame>, GdbError> {
         loop {
             while let Some(f) = self.frames.pop_front() {
                 match f {
                     Ok(f) => {
-                        if matches!(f, Frame::Packet(_)) {
+                        if matches!(f, RspFrame::Packet(_)) {
                             self.stats.packets_received += 1;
                         }
                         return Ok(Some(f));

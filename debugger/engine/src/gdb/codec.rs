@@ -11,6 +11,8 @@
 
 use thiserror::Error;
 
+use super::hex::{hex_byte, hex_pair, HexError};
+
 /// Largest payload the decoder accepts, after run-length expansion. QEMU's replies are at most
 /// 4 KiB; anything far beyond that is a broken or hostile peer, not a bigger reply.
 pub const MAX_PACKET: usize = 64 * 1024;
@@ -37,7 +39,7 @@ pub enum CodecError {
 
 /// One unit of the byte stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Frame {
+pub enum RspFrame {
     /// `+`: the last packet arrived intact.
     Ack,
     /// `-`: the last packet arrived damaged; resend it.
@@ -113,16 +115,16 @@ impl Decoder {
     }
 
     /// Feeds one byte; returns a frame or an error when this byte completes one.
-    pub fn push(&mut self, b: u8) -> Option<Result<Frame, CodecError>> {
+    pub fn push(&mut self, b: u8) -> Option<Result<RspFrame, CodecError>> {
         match self.state {
             State::Idle => match b {
                 b'$' | b'%' => {
                     self.start(b == b'%');
                     None
                 }
-                b'+' => Some(Ok(Frame::Ack)),
-                b'-' => Some(Ok(Frame::Nack)),
-                INTERRUPT => Some(Ok(Frame::Interrupt)),
+                b'+' => Some(Ok(RspFrame::Ack)),
+                b'-' => Some(Ok(RspFrame::Nack)),
+                INTERRUPT => Some(Ok(RspFrame::Interrupt)),
                 _ => {
                     self.skipped += 1;
                     None
@@ -191,9 +193,9 @@ impl Decoder {
                 }
                 let payload = std::mem::take(&mut self.payload);
                 Some(Ok(if self.notification {
-                    Frame::Notification(payload)
+                    RspFrame::Notification(payload)
                 } else {
-                    Frame::Packet(payload)
+                    RspFrame::Packet(payload)
                 }))
             }
         }
@@ -201,7 +203,7 @@ impl Decoder {
 
     /// Feeds a chunk, handing each frame it completes to `out`. The same as pushing byte by
     /// byte, but copies runs of plain payload bytes at once.
-    pub fn feed(&mut self, mut bytes: &[u8], out: &mut impl FnMut(Result<Frame, CodecError>)) {
+    pub fn feed(&mut self, mut bytes: &[u8], out: &mut impl FnMut(Result<RspFrame, CodecError>)) {
         while let Some(&first) = bytes.first() {
             if self.state == State::Payload && !self.overflowed {
                 let run = bytes
@@ -224,7 +226,7 @@ impl Decoder {
     }
 
     /// Feeds a chunk and collects every frame it completes.
-    pub fn decode(&mut self, bytes: &[u8]) -> Vec<Result<Frame, CodecError>> {
+    pub fn decode(&mut self, bytes: &[u8]) -> Vec<Result<RspFrame, CodecError>> {
         let mut frames = Vec::new();
         self.feed(bytes, &mut |f| frames.push(f));
         frames
@@ -251,7 +253,7 @@ impl Decoder {
         self.payload.extend(std::iter::repeat_n(b, count));
     }
 
-    fn fail(&mut self, e: CodecError) -> Option<Result<Frame, CodecError>> {
+    fn fail(&mut self, e: CodecError) -> Option<Result<RspFrame, CodecError>> {
         self.state = State::Idle;
         self.payload.clear();
         self.overflowed = false;
@@ -302,111 +304,16 @@ pub fn unescape(bytes: &[u8]) -> Result<Vec<u8>, HexError> {
     Ok(out)
 }
 
-/// A malformed hex or escaped field in a reply.
-#[derive(Clone, Debug, Error, PartialEq, Eq)]
-pub enum HexError {
-    #[error("odd number of hex digits")]
-    OddLength,
-    #[error("{0:?} is not a hex digit")]
-    Digit(char),
-    #[error("number has more than 16 hex digits")]
-    TooLong,
-    #[error("empty number")]
-    Empty,
-    #[error("escape character `}}` at the end of the data")]
-    Escape,
-}
-
-fn hex_digit(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
-fn hex_byte(hi: u8, lo: u8) -> Option<u8> {
-    Some(hex_digit(hi)? << 4 | hex_digit(lo)?)
-}
-
-fn hex_pair(b: u8) -> [u8; 2] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]]
-}
-
-/// Lower-case hex of `bytes`, two digits a byte.
-pub fn hex_encode(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        let [h, l] = hex_pair(b);
-        s.push(char::from(h));
-        s.push(char::from(l));
-    }
-    s
-}
-
-/// Decodes two hex digits a byte.
-pub fn hex_decode(hex: &[u8]) -> Result<Vec<u8>, HexError> {
-    if hex.len() % 2 == 1 {
-        return Err(HexError::OddLength);
-    }
-    hex.chunks_exact(2)
-        .map(|p| {
-            hex_byte(p[0], p[1]).ok_or_else(|| {
-                let bad = if hex_digit(p[0]).is_none() {
-                    p[0]
-                } else {
-                    p[1]
-                };
-                HexError::Digit(char::from(bad))
-            })
-        })
-        .collect()
-}
-
-/// Decodes hex into `out`, which must be exactly half as long as `hex`.
-pub fn hex_decode_into(hex: &[u8], out: &mut [u8]) -> Result<(), HexError> {
-    if hex.len() != out.len() * 2 {
-        return Err(HexError::OddLength);
-    }
-    for (o, p) in out.iter_mut().zip(hex.chunks_exact(2)) {
-        *o = hex_byte(p[0], p[1]).ok_or_else(|| {
-            let bad = if hex_digit(p[0]).is_none() {
-                p[0]
-            } else {
-                p[1]
-            };
-            HexError::Digit(char::from(bad))
-        })?;
-    }
-    Ok(())
-}
-
-/// Parses a big-endian hex number of at most 16 digits, as in addresses and thread ids.
-pub fn parse_hex_u64(hex: &[u8]) -> Result<u64, HexError> {
-    if hex.is_empty() {
-        return Err(HexError::Empty);
-    }
-    if hex.len() > 16 {
-        return Err(HexError::TooLong);
-    }
-    hex.iter().try_fold(0u64, |v, &b| {
-        let d = hex_digit(b).ok_or(HexError::Digit(char::from(b)))?;
-        Ok(v << 4 | u64::from(d))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn packets(frames: Vec<Result<Frame, CodecError>>) -> Vec<Vec<u8>> {
+    fn packets(frames: Vec<Result<RspFrame, CodecError>>) -> Vec<Vec<u8>> {
         frames
             .into_iter()
             .filter_map(|f| match f {
-                Ok(Frame::Packet(p)) => Some(p),
+                Ok(RspFrame::Packet(p)) => Some(p),
                 _ => None,
             })
             .collect()
@@ -452,13 +359,13 @@ mod tests {
         let mut d = Decoder::default();
         let frames = d.decode(b"+$T05thread:p01.03;#ab");
         assert_eq!(frames.len(), 2);
-        assert_eq!(frames[0], Ok(Frame::Ack));
+        assert_eq!(frames[0], Ok(RspFrame::Ack));
         // The checksum above is wrong on purpose: compute the right one and retry.
         assert!(matches!(frames[1], Err(CodecError::Checksum { .. })));
         let good = frame_raw(b"T05thread:p01.03;");
         assert_eq!(
             d.decode(&good),
-            vec![Ok(Frame::Packet(b"T05thread:p01.03;".to_vec()))]
+            vec![Ok(RspFrame::Packet(b"T05thread:p01.03;".to_vec()))]
         );
     }
 
@@ -537,10 +444,10 @@ mod tests {
         assert_eq!(
             d.decode(&bytes),
             vec![
-                Ok(Frame::Ack),
-                Ok(Frame::Nack),
-                Ok(Frame::Interrupt),
-                Ok(Frame::Notification(b"Stop:T05".to_vec()))
+                Ok(RspFrame::Ack),
+                Ok(RspFrame::Nack),
+                Ok(RspFrame::Interrupt),
+                Ok(RspFrame::Notification(b"Stop:T05".to_vec()))
             ]
         );
         assert_eq!(d.skipped(), 3);
@@ -559,22 +466,6 @@ mod tests {
         );
         assert_eq!(unescape(b"a}\x04b}]").unwrap(), b"a$b}".to_vec());
         assert_eq!(unescape(b"ab}"), Err(HexError::Escape));
-    }
-
-    #[test]
-    fn hex_helpers() {
-        assert_eq!(hex_encode(&[0, 0xab, 0x10]), "00ab10");
-        assert_eq!(hex_decode(b"00AB10").unwrap(), vec![0, 0xab, 0x10]);
-        assert_eq!(hex_decode(b"0"), Err(HexError::OddLength));
-        assert_eq!(hex_decode(b"0g"), Err(HexError::Digit('g')));
-        assert_eq!(parse_hex_u64(b"80000014").unwrap(), 0x8000_0014);
-        assert_eq!(parse_hex_u64(b"ffffffffffffffff").unwrap(), u64::MAX);
-        assert_eq!(parse_hex_u64(b"10000000000000000"), Err(HexError::TooLong));
-        assert_eq!(parse_hex_u64(b""), Err(HexError::Empty));
-        let mut out = [0u8; 2];
-        hex_decode_into(b"beef", &mut out).unwrap();
-        assert_eq!(out, [0xbe, 0xef]);
-        assert!(hex_decode_into(b"bee", &mut out).is_err());
     }
 
     proptest! {
@@ -644,7 +535,7 @@ mod tests {
             let frames = d.decode(&wire);
             // A flipped byte never yields the original payload.
             for f in frames {
-                if let Ok(Frame::Packet(p)) = f {
+                if let Ok(RspFrame::Packet(p)) = f {
                     prop_assert_ne!(unescape(&p).ok(), Some(payload.clone()));
                 }
             }

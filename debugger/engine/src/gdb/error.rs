@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use super::codec::{CodecError, HexError};
+use super::codec::CodecError;
+use super::hex::HexError;
 use super::stop::StopError;
 use super::target_xml::TargetXmlError;
 

@@ -2,7 +2,7 @@
 //!
 //! No maintained RSP *client* crate exists (`gdbstub` is a server), hence this module:
 //!
-//! - [`codec`]: framing, checksums, escapes, run lengths and hex, with no I/O.
+//! - [`codec`]: framing, checksums, escapes and run lengths, with no I/O; [`hex`]: hex fields.
 //! - [`stop`]: stop replies (`S`, `T`, `W`, `X`, `O`).
 //! - [`target_xml`]: the target description that numbers registers for `p`.
 //! - [`client`]: [`GdbClient`], a blocking TCP client with timeouts on every wait.
@@ -14,6 +14,7 @@ pub mod bench;
 pub mod client;
 pub mod codec;
 pub mod error;
+pub mod hex;
 pub mod stop;
 pub mod target_xml;
 pub mod thread;
@@ -23,5 +24,5 @@ pub use client::{
     StopCause, MAX_READ_PER_PAUSE, QEMU_MAX_READ,
 };
 pub use error::GdbError;
-pub use stop::{SignalStop, StopReason, StopReply};
+pub use stop::{BreakKind, SignalStop, StopReply};
 pub use thread::ThreadId;

@@ -2,7 +2,7 @@
 
 use thiserror::Error;
 
-use super::codec::{hex_decode, parse_hex_u64, HexError};
+use super::hex::{hex_decode, parse_hex_u64, HexError};
 use super::thread::ThreadId;
 
 /// SIGINT in gdb's numbering: QEMU's answer to an interrupt.
@@ -30,14 +30,15 @@ pub struct SignalStop {
     pub signal: u8,
     pub thread: Option<ThreadId>,
     pub core: Option<u64>,
-    pub reason: Option<StopReason>,
+    pub break_kind: Option<BreakKind>,
     /// `n:r` pairs: register number and its raw bytes, in target order.
     pub registers: Vec<(u64, Vec<u8>)>,
 }
 
-/// Why a thread stopped, when the stub says.
+/// The breakpoint or watchpoint a thread stopped at, when the stub says (`swbreak`, `hwbreak`,
+/// `watch`...).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StopReason {
+pub enum BreakKind {
     SoftwareBreakpoint,
     HardwareBreakpoint,
     Watchpoint { kind: WatchKind, addr: u64 },
@@ -136,8 +137,8 @@ fn parse_t(s: &[u8]) -> Result<SignalStop, StopError> {
         match key {
             b"thread" => stop.thread = Some(ThreadId::parse(value).map_err(field_err(key))?),
             b"core" => stop.core = Some(parse_hex_u64(value).map_err(field_err(key))?),
-            b"swbreak" => stop.reason = Some(StopReason::SoftwareBreakpoint),
-            b"hwbreak" => stop.reason = Some(StopReason::HardwareBreakpoint),
+            b"swbreak" => stop.break_kind = Some(BreakKind::SoftwareBreakpoint),
+            b"hwbreak" => stop.break_kind = Some(BreakKind::HardwareBreakpoint),
             b"watch" | b"rwatch" | b"awatch" => {
                 let kind = match key {
                     b"watch" => WatchKind::Write,
@@ -145,7 +146,7 @@ fn parse_t(s: &[u8]) -> Result<SignalStop, StopError> {
                     _ => WatchKind::Access,
                 };
                 let addr = parse_hex_u64(value).map_err(field_err(key))?;
-                stop.reason = Some(StopReason::Watchpoint { kind, addr });
+                stop.break_kind = Some(BreakKind::Watchpoint { kind, addr });
             }
             _ if !key.is_empty() && key.iter().all(u8::is_ascii_hexdigit) => {
                 let n = parse_hex_u64(key).map_err(field_err(key))?;
@@ -197,7 +198,7 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(s.reason, Some(StopReason::SoftwareBreakpoint));
+        assert_eq!(s.break_kind, Some(BreakKind::SoftwareBreakpoint));
         assert_eq!(s.core, Some(2));
         assert_eq!(
             s.registers,
@@ -207,8 +208,8 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            s.reason,
-            Some(StopReason::Watchpoint {
+            s.break_kind,
+            Some(BreakKind::Watchpoint {
                 kind: WatchKind::Write,
                 addr: 0x8000_1000
             })

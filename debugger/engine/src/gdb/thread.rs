@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::codec::{parse_hex_u64, HexError};
+use super::hex::{parse_hex_u64, HexError};
 
 /// A concrete thread, as the stub names it. With the multiprocess extension the stub names
 /// threads `p<pid>.<tid>`; without it, `<tid>`.

@@ -1,35 +1,28 @@
-//! Starting QEMU for a session: guest RAM in a shared file, the gdb stub on a free loopback port,
-//! the harts held until lockscope is attached, the console piped to us.
+//! The QEMU a session starts: guest RAM in a shared file under a run directory, the gdb stub on
+//! a free loopback port, the harts held until lockscope is attached, the console piped to us.
 
 use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::SessionError;
-use crate::gdb::{Config as GdbConfig, GdbClient, GdbError};
-use crate::qemu::{Console, QemuConfig, QemuError};
+use super::error::SessionError;
+use crate::gdb::{Config as GdbConfig, GdbClient};
+use crate::qemu::{Console, QemuConfig, QemuProcess, WithGdb};
 
-/// A QEMU we started. Dropping it kills QEMU and removes the shared RAM file.
+/// A QEMU we started. Dropping it kills QEMU and removes its run directory (the shared RAM
+/// file).
 pub struct Qemu {
-    child: Arc<Mutex<Child>>,
+    process: QemuProcess,
     pub gdb_addr: SocketAddr,
     pub ram_file: Option<PathBuf>,
     run_dir: PathBuf,
-    /// What QEMU printed on stderr (its own errors), bounded.
-    pub stderr: Arc<Mutex<String>>,
-    /// The thread copying stderr; it ends when QEMU exits.
-    stderr_reader: Mutex<Option<std::thread::JoinHandle<()>>>,
     pub command_line: String,
 }
 
 static RUNS: AtomicU64 = AtomicU64::new(0);
-
-/// Largest amount of QEMU stderr kept.
-const MAX_STDERR: usize = 16 << 10;
 
 /// Where shared RAM files go: tmpfs when the machine has it, so that guest RAM is not written to
 /// disk.
@@ -64,19 +57,14 @@ fn sweep_stale_runs(dir: &Path) {
     }
 }
 
-/// A loopback port nobody listens on right now.
-pub fn free_port() -> std::io::Result<u16> {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-    Ok(l.local_addr()?.port())
-}
-
 impl Qemu {
     /// Starts QEMU from `config`, adding the gdb stub (harts held at reset), shared RAM when
-    /// `shared_ram`, and a piped console. Returns QEMU and its console's stdout.
+    /// `shared_ram`, and a piped console; returns once the stub listens.
     pub fn start(
         config: &QemuConfig,
         shared_ram: bool,
-    ) -> Result<(Qemu, Box<dyn Read + Send>), SessionError> {
+        timeout: Duration,
+    ) -> Result<Qemu, SessionError> {
         let n = RUNS.fetch_add(1, Ordering::Relaxed);
         sweep_stale_runs(&shm_dir());
         let run_dir = shm_dir().join(format!("lockscope-{}-{n}", std::process::id()));
@@ -84,119 +72,57 @@ impl Qemu {
             what: format!("creating {}", run_dir.display()),
             source,
         })?;
-        let port = free_port().map_err(|source| SessionError::Io {
-            what: "finding a free loopback port for the gdb stub".into(),
-            source,
-        })?;
         let ram_file = shared_ram.then(|| run_dir.join("ram"));
-        let mut cfg = config
-            .clone()
-            .gdb_port(port)
-            .wait_for_gdb(true)
-            .console(Console::Stdio);
+        let mut cfg = config.clone().console(Console::Stdio);
         if let Some(f) = &ram_file {
             cfg = cfg.shared_ram(f);
         }
-        let mut cmd = cfg.command()?;
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|source| {
-            SessionError::Qemu(QemuError::Spawn {
-                binary: cfg.qemu.display().to_string(),
-                source,
-            })
-        })?;
-        let stdout = child.stdout.take().expect("stdout was piped");
-        let stderr_pipe = child.stderr.take().expect("stderr was piped");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        let stderr_reader = std::thread::Builder::new()
-            .name("qemu-stderr".into())
-            .spawn(move || {
-                let mut r = stderr_pipe;
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = r.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
-                    if s.len() < MAX_STDERR {
-                        s.push_str(&String::from_utf8_lossy(&buf[..n]));
-                    }
-                }
-            })
-            .map_err(|source| SessionError::Io {
-                what: "starting a thread".into(),
-                source,
-            })?;
-        Ok((
-            Qemu {
-                child: Arc::new(Mutex::new(child)),
-                gdb_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-                ram_file,
-                run_dir,
-                stderr,
-                stderr_reader: Mutex::new(Some(stderr_reader)),
-                command_line: cfg.display(),
-            },
-            Box::new(stdout),
-        ))
+        let WithGdb { process, addr } = match cfg.spawn_with_gdb(timeout) {
+            Ok(q) => q,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&run_dir);
+                return Err(e.into());
+            }
+        };
+        Ok(Qemu {
+            command_line: process.command_line.clone(),
+            process,
+            gdb_addr: addr,
+            ram_file,
+            run_dir,
+        })
+    }
+
+    /// The guest console, once.
+    pub fn take_console(&self) -> Option<Box<dyn Read + Send>> {
+        self.process.take_console()
     }
 
     /// QEMU's exit status, if it has exited.
     pub fn try_wait(&self) -> Option<ExitStatus> {
-        self.child
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .try_wait()
-            .ok()
-            .flatten()
-    }
-
-    pub fn child(&self) -> Arc<Mutex<Child>> {
-        self.child.clone()
+        self.process.try_wait()
     }
 
     pub fn stderr_text(&self) -> String {
-        self.stderr
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .trim()
-            .to_string()
+        self.process.stderr_text()
     }
 
     fn died(&self, status: ExitStatus) -> SessionError {
-        // QEMU has exited, so its stderr is at EOF: let the reader finish before quoting it.
-        if let Some(reader) = self
-            .stderr_reader
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            let _ = reader.join();
-        }
         SessionError::QemuDied {
             status: status.to_string(),
-            stderr: self.stderr_text(),
+            stderr: self.process.stderr_after_exit(),
             command: self.command_line.clone(),
         }
     }
 
-    /// Connects to QEMU's gdb stub, retrying while QEMU opens its port.
-    pub fn connect_gdb(&self, timeout: Duration) -> Result<GdbClient, SessionError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.try_wait() {
-                return Err(self.died(status));
-            }
-            match GdbClient::connect_addr(self.gdb_addr, GdbConfig::default()) {
-                Ok(c) => return Ok(c),
-                Err(GdbError::NoStub { .. }) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => return Err(e.into()),
-            }
+    /// Connects to QEMU's gdb stub (it listens: [`Qemu::start`] waited for it).
+    pub fn connect_gdb(&self) -> Result<GdbClient, SessionError> {
+        match GdbClient::connect_addr(self.gdb_addr, GdbConfig::default()) {
+            Ok(c) => Ok(c),
+            Err(e) => match self.try_wait() {
+                Some(status) => Err(self.died(status)),
+                None => Err(e.into()),
+            },
         }
     }
 
@@ -220,20 +146,11 @@ impl Qemu {
         }
     }
 
-    /// Kills QEMU if it still runs.
-    pub fn kill(&self) {
-        let mut c = self.child.lock().unwrap_or_else(|e| e.into_inner());
-        if c.try_wait().ok().flatten().is_none() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
     /// Kills QEMU and removes its run directory (the shared RAM file). Safe to call more than
     /// once; a session calls it when it ends rather than wait for the last `Arc` to drop, which
     /// a thread still winding down may hold as the process exits.
     pub fn cleanup(&self) {
-        self.kill();
+        self.process.kill();
         let _ = std::fs::remove_dir_all(&self.run_dir);
     }
 }

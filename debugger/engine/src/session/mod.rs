@@ -1,44 +1,29 @@
-//! Live sessions: boot or attach to QEMU, feed a [`crate::monitor::Monitor`] from shared RAM
-//! and the gdb stub, publish views through a [`SessionHandle`].
+//! Live sessions: boot or attach to QEMU, feed a [`crate::monitor::Monitor`] from the target's
+//! source (through shared RAM and the gdb stub), publish views through a [`SessionHandle`].
+//!
+//! - `live`: [`Session`]: start-up as a list of steps, and the end.
+//! - `target`: reaching the target: boot (with gdb-port retry) or attach; `launch`: the QEMU a
+//!   session starts.
+//! - One file per thread: `probe`, `gdb`, `engine`, `console`, `qemu_wait`; what they share:
+//!   `reading` (the source), `clock` (target time), `messages`.
+//! - `handle`: where a UI takes views and sends commands; `options`, `error`.
 
+mod clock;
+mod console;
+mod engine;
+mod error;
+mod gdb;
 mod handle;
 mod launch;
 mod live;
+mod messages;
+mod options;
+mod probe;
+mod qemu_wait;
+mod reading;
+mod target;
 
-use thiserror::Error;
-
+pub use error::SessionError;
 pub use handle::{Command, SessionHandle};
-pub use launch::{free_port, Qemu};
-pub use live::{Session, SessionOptions, Target};
-
-/// Why a session could not start.
-#[derive(Debug, Error)]
-pub enum SessionError {
-    #[error(transparent)]
-    Qemu(#[from] crate::qemu::QemuError),
-    #[error(transparent)]
-    Gdb(#[from] crate::gdb::GdbError),
-    #[error(transparent)]
-    Symbols(#[from] crate::symbols::SymbolsError),
-    #[error(transparent)]
-    Abi(#[from] crate::reader::AbiError),
-    #[error(transparent)]
-    Memory(#[from] crate::memory::MemoryError),
-    #[error(transparent)]
-    Trace(#[from] crate::trace::TraceError),
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
-    #[error("QEMU exited during start-up ({status}): {stderr}\n  command: {command}")]
-    QemuDied {
-        status: String,
-        stderr: String,
-        command: String,
-    },
-    #[error("QEMU did not create its shared RAM file: this QEMU may not support memory-backend-file with share=on; use `--gdb-poll` to read through the gdb stub instead")]
-    NoSharedRam,
-    #[error("bad session setting: {0}")]
-    Config(String),
-}
+pub use live::{Finished, Session};
+pub use options::{SessionOptions, Target};

@@ -7,7 +7,7 @@ use capstone::arch::{BuildsCapstone, BuildsCapstoneExtraMode};
 use capstone::Capstone;
 
 use super::elf::Symbols;
-use super::SymbolsError;
+use super::error::SymbolsError;
 use crate::memory::GuestMemory;
 
 /// Decoding starts at most this far before the pc (at the function start); functions are

@@ -3,14 +3,16 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use object::{
     Architecture, Object, ObjectSection, ObjectSegment, ObjectSymbol, SectionFlags, SectionKind,
 };
 
-use super::dwarf::{Caches, Dwarf, SiteFilter};
-use super::SymbolsError;
+use super::dwarf::{
+    demangle, load_sections, DwarfReader, LineTables, SiteFilter, SourceFrame, SourcePaths,
+};
+use super::error::SymbolsError;
+use super::memo::Memo;
 use crate::memory::{GuestMemory, MemoryError};
 
 /// Larger files are refused before reading them: a kernel ELF with full DWARF is a few MiB.
@@ -83,6 +85,10 @@ struct Segment {
 }
 
 /// The kernel ELF: symbols, loaded image, DWARF, and memoized lookups. See the module docs.
+///
+/// This file holds the ELF side (checks, symbol table, loaded image); source lines come from
+/// the [`super::dwarf`] module it uses (see `lines.rs`), disassembly and unwinding from their
+/// own files.
 pub struct Symbols {
     pub(super) path: PathBuf,
     data: Vec<u8>,
@@ -94,10 +100,16 @@ pub struct Symbols {
     /// Indices into `symbols` of every symbol, sorted the same way.
     all_order: Vec<u32>,
     by_name: HashMap<String, u32>,
-    pub(super) dwarf: Option<Mutex<Dwarf>>,
-    pub(super) source_root: Option<PathBuf>,
+    /// Line tables and inlined frames, when the ELF has DWARF.
+    pub(super) dwarf: Option<LineTables>,
+    pub(super) paths: SourcePaths,
     pub(super) site_filter: SiteFilter,
-    pub(super) caches: Caches,
+    /// Per pc: its frames, with paths resolved.
+    pub(super) frames: Memo<u64, [SourceFrame]>,
+    /// Per return address: the frame that took a lock.
+    pub(super) sites: Memo<u64, SourceFrame>,
+    /// Per function start: (instruction address, frame set before it runs).
+    pub(super) frame_setup: Memo<u64, [(u64, bool)]>,
 }
 
 impl fmt::Debug for Symbols {
@@ -229,7 +241,7 @@ impl Symbols {
                 continue;
             }
             symbols.push(Symbol {
-                name: super::dwarf::demangle(raw),
+                name: demangle(raw),
                 raw_name: raw.to_owned(),
                 address: sym.address(),
                 size: sym.size(),
@@ -266,9 +278,9 @@ impl Symbols {
             by_name.entry(s.name.clone()).or_insert(i);
         }
 
-        let dwarf = super::dwarf::load(&file, &path)?.map(Mutex::new);
+        let dwarf = LineTables::load(&file, &path)?;
         drop(file);
-        let source_root = super::dwarf::default_source_root(&path);
+        let paths = SourcePaths::for_elf(&path);
         Ok(Symbols {
             path,
             data,
@@ -279,13 +291,14 @@ impl Symbols {
             all_order,
             by_name,
             dwarf,
-            source_root,
+            paths,
             site_filter: SiteFilter::default(),
-            caches: Caches::default(),
+            frames: Memo::default(),
+            sites: Memo::default(),
+            frame_setup: Memo::default(),
         })
     }
 
-    /// The file this was loaded from.
     /// Identifies this exact build: FNV-1a over the whole file, in hex. A trace records it so
     /// that a replay symbolizes only with the ELF it was recorded from.
     pub fn fingerprint(&self) -> String {
@@ -297,13 +310,27 @@ impl Symbols {
         format!("{h:016x}")
     }
 
+    /// The file this was loaded from.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// True when the ELF has DWARF, so lines and inlined frames are available.
-    pub fn has_debug_info(&self) -> bool {
-        self.dwarf.is_some()
+    /// The whole ELF file, for readers of what this type does not parse itself (the DWARF
+    /// type reader, `symbols/types.rs`).
+    #[allow(dead_code)] // its first user, the DWARF type reader, is written in parallel
+    pub(crate) fn elf_bytes(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// The ELF's DWARF sections, freshly loaded for a reader of its own (the line tables here
+    /// keep theirs inside `addr2line`); `None` without `.debug_info`.
+    #[allow(dead_code)] // its first user, the DWARF type reader, is written in parallel
+    pub(crate) fn dwarf_sections(&self) -> Result<Option<gimli::Dwarf<DwarfReader>>, SymbolsError> {
+        let file = object::File::parse(&*self.data).map_err(|e| SymbolsError::Malformed {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
+        load_sections(&file, &self.path)
     }
 
     /// Every symbol kept from the symbol table (no `.L*` labels, no mapping symbols).
@@ -466,30 +493,6 @@ impl Symbols {
     pub fn elf_memory(&self) -> ElfMemory<'_> {
         ElfMemory(self)
     }
-
-    pub(super) fn cached_arc<K: Copy + Eq + std::hash::Hash, V: ?Sized>(
-        map: &Mutex<HashMap<K, Arc<V>>>,
-        key: K,
-        make: impl FnOnce() -> Arc<V>,
-    ) -> Arc<V> {
-        if let Some(v) = lock(map).get(&key) {
-            return v.clone();
-        }
-        let v = make();
-        let mut map = lock(map);
-        // Keys are pcs inside the text, so this is bounded anyway; the cap keeps a corrupt
-        // stream of distinct pcs from growing it past a fixed size.
-        if map.len() >= super::dwarf::CACHE_CAP {
-            map.clear();
-        }
-        map.insert(key, v.clone());
-        v
-    }
-}
-
-/// Locks a cache, ignoring poisoning: caches hold only finished values.
-pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Segment {
@@ -523,5 +526,31 @@ fn describe_arch(arch: Architecture) -> String {
         Architecture::Riscv32 => "a 32-bit RISC-V (RV32)".into(),
         Architecture::Unknown => "an ELF of unknown architecture, not a RISC-V".into(),
         other => format!("a {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Symbols {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/symbols")
+            .join(name);
+        Symbols::load(path).expect("loading a fixture ELF")
+    }
+
+    #[test]
+    fn a_dwarf_reader_gets_the_elf_and_its_sections() {
+        let s = fixture("fixture.elf");
+        assert_eq!(&s.elf_bytes()[..4], b"\x7fELF");
+        let dwarf = s.dwarf_sections().unwrap().expect("the fixture has DWARF");
+        let mut units = dwarf.units();
+        assert!(
+            units.next().unwrap().is_some(),
+            "at least one compilation unit"
+        );
+        let bare = fixture("fixture-nodwarf.elf");
+        assert!(bare.dwarf_sections().unwrap().is_none());
     }
 }

@@ -11,9 +11,10 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::disasm::{decode, Decoded, Op, MAX_BACK};
-use super::dwarf::Frame;
-use super::elf::Symbols;
-use super::SymbolsError;
+use super::dwarf::SourceFrame;
+use super::elf::{SymbolKind, Symbols};
+use super::error::SymbolsError;
+use super::memo::cached;
 use crate::memory::GuestMemory;
 use crate::model::HartRegs;
 
@@ -294,7 +295,7 @@ impl Symbols {
         if table.is_empty() || table.iter().any(|&(_, framed)| framed) {
             return false;
         }
-        if func.symbol.kind == super::SymbolKind::Code {
+        if func.symbol.kind == SymbolKind::Code {
             return true;
         }
         const SRET: [u8; 4] = 0x1020_0073u32.to_le_bytes();
@@ -307,14 +308,14 @@ impl Symbols {
     }
 
     fn frame_setup(&self, start: u64, end: u64) -> Arc<[(u64, bool)]> {
-        Self::cached_arc(&self.caches.frame_setup, start, || {
+        cached(&self.frame_setup, start, || {
             self.scan_frame_setup(start, end).into()
         })
     }
 
     /// The frames of one raw frame (see [`Symbols::frames`]), looked up at
     /// [`RawFrame::lookup_pc`].
-    pub fn raw_frame_frames(&self, raw: &RawFrame) -> Result<Arc<[Frame]>, SymbolsError> {
+    pub fn raw_frame_frames(&self, raw: &RawFrame) -> Result<Arc<[SourceFrame]>, SymbolsError> {
         self.frames(raw.lookup_pc())
     }
 

@@ -2,7 +2,7 @@
 //! allocator beside them.
 
 use lockscope_engine::analysis::{BcacheView, KmemView};
-use lockscope_engine::monitor::View;
+use lockscope_engine::View;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Cell, Paragraph, Row, Table};

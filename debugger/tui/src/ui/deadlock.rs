@@ -1,7 +1,7 @@
 //! Deadlock cycles drawn as chains, lock-order inversions with both sites, and stalls.
 
 use lockscope_engine::analysis::{DeadlockCycle, Inversion, StallReason};
-use lockscope_engine::monitor::View;
+use lockscope_engine::View;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::Frame;

@@ -1,7 +1,7 @@
 //! The recent lock events, newest at the bottom, and the guest console under them.
 
 use lockscope_engine::model::EventKind;
-use lockscope_engine::monitor::View;
+use lockscope_engine::View;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table};

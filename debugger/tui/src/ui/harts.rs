@@ -2,7 +2,7 @@
 
 use lockscope_engine::analysis::HartRow;
 use lockscope_engine::model::HartRun;
-use lockscope_engine::monitor::View;
+use lockscope_engine::View;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};

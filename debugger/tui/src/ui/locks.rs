@@ -1,14 +1,14 @@
 //! The lock table, grouped or not, and a lock's detail.
 
 use lockscope_engine::analysis::{ClassRow, HistView, LockRow, Site, TimeStats};
-use lockscope_engine::monitor::View;
+use lockscope_engine::View;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Cell, Paragraph, Row, Table};
 use ratatui::Frame;
 
 use super::block;
-use crate::app::{App, LockLine, SortKey};
+use crate::app::{App, LocksRow, SortKey};
 use crate::format;
 use crate::theme::Theme;
 
@@ -156,7 +156,7 @@ fn render_table(frame: &mut Frame, area: Rect, app: &App, view: &View) {
         " Locks: {} of {}{} ",
         lines
             .iter()
-            .filter(|l| matches!(l, LockLine::Lock(_)))
+            .filter(|l| matches!(l, LocksRow::Lock(_)))
             .count(),
         locks.len(),
         if st.grouped { ", by class" } else { "" }
@@ -253,11 +253,11 @@ fn render_table(frame: &mut Frame, area: Rect, app: &App, view: &View) {
     let mut rows = Vec::with_capacity(rows_h);
     for (n, line) in lines.iter().enumerate().skip(offset).take(rows_h) {
         let row = match *line {
-            LockLine::Lock(i) => match locks.get(i) {
+            LocksRow::Lock(i) => match locks.get(i) {
                 Some(r) => lock_row(r, &cols, st.grouped, t),
                 None => continue,
             },
-            LockLine::Class(i) => match classes.get(i) {
+            LocksRow::Class(i) => match classes.get(i) {
                 Some(c) => class_row(c, &cols, st.collapsed.contains(&c.class), t),
                 None => continue,
             },
@@ -364,11 +364,11 @@ fn class_row<'a>(c: &'a ClassRow, cols: &[Col], folded: bool, t: &Theme) -> Row<
     Row::new(cells).style(t.title)
 }
 
-fn render_detail(frame: &mut Frame, area: Rect, app: &App, view: &View, line: Option<LockLine>) {
+fn render_detail(frame: &mut Frame, area: Rect, app: &App, view: &View, line: Option<LocksRow>) {
     let t = &app.theme;
     let Some(r) = line.and_then(|l| match l {
-        LockLine::Lock(i) => view.report.locks.get(i),
-        LockLine::Class(_) => None,
+        LocksRow::Lock(i) => view.report.locks.get(i),
+        LocksRow::Class(_) => None,
     }) else {
         let blk = block(t, " Lock detail ");
         let inner = blk.inner(area);

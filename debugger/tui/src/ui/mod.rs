@@ -8,9 +8,7 @@ mod harts;
 mod locks;
 mod panic;
 
-use lockscope_engine::analysis::Verdict;
-use lockscope_engine::feed::{Ending, StopReason};
-use lockscope_engine::monitor::{SourceKind, TargetState, View};
+use lockscope_engine::{Ending, SourceKind, StopReason, TargetState, Verdict, View};
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
@@ -40,15 +38,28 @@ pub fn render(frame: &mut Frame, app: &App, view: &View) {
         );
         return;
     }
-    let [header, tabs, body, status] = Layout::vertical([
+    // Anything but ok gets one line under the tabs, except in the view that details it.
+    let shows_verdict = match view.check.verdict {
+        Verdict::Ok => false,
+        Verdict::Panic => app.tab != Tab::Panic,
+        Verdict::Deadlock | Verdict::Stall | Verdict::LockOrderInversion => {
+            app.tab != Tab::Deadlock
+        }
+        Verdict::Fail => true,
+    };
+    let [header, tabs, verdict, body, status] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(1),
+        Constraint::Length(shows_verdict as u16),
         Constraint::Min(0),
         Constraint::Length(1),
     ])
     .areas(area);
     render_header(frame, header, app, view);
     render_tabs(frame, tabs, app, view);
+    if shows_verdict {
+        render_verdict(frame, verdict, app, view);
+    }
     match app.tab {
         Tab::Locks => locks::render(frame, body, app, view),
         Tab::Harts => harts::render(frame, body, app, view),
@@ -225,6 +236,17 @@ fn render_header(frame: &mut Frame, area: Rect, app: &App, view: &View) {
     seg.push(1, vec![Span::styled(v.as_str().to_uppercase(), vstyle)]);
     let line = seg.fit(area.width as usize, Span::styled(" │ ", h));
     frame.render_widget(Paragraph::new(line).style(h), area);
+}
+
+/// The verdict sentence, as `lockscope check` prints it, cut to the width.
+fn render_verdict(frame: &mut Frame, area: Rect, app: &App, view: &View) {
+    let t = &app.theme;
+    let style = match view.check.verdict {
+        Verdict::LockOrderInversion => t.warn,
+        _ => t.bad,
+    };
+    let text = format::fit(&view.verdict_sentence(), area.width as usize);
+    frame.render_widget(Paragraph::new(Span::styled(text, style)), area);
 }
 
 fn render_tabs(frame: &mut Frame, area: Rect, app: &App, view: &View) {

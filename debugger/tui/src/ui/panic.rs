@@ -1,7 +1,8 @@
 //! A kernel panic: message, trap, backtrace, source and disassembly; every hart on `h`.
 
 use lockscope_engine::model::FrameKind;
-use lockscope_engine::monitor::{short_function, FrameLine, PanicDetail, View};
+use lockscope_engine::monitor::{short_function, FrameLine, PanicDetail};
+use lockscope_engine::View;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;

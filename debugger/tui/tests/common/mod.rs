@@ -1,12 +1,13 @@
-//! Shared by the TUI's tests: fixtures recorded from the real kernel, and drawing into a
-//! `TestBackend`.
+//! Shared by the TUI's tests: fixtures recorded from the real kernel, drawing into a
+//! `TestBackend`, and keys.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crossterm::event::{Event as Term, KeyCode, KeyEvent, KeyModifiers};
 use lockscope_engine::monitor::{Monitor, MonitorConfig, SourceKind, View};
-use lockscope_tui::{App, Tab, Theme};
+use lockscope_tui::{App, Effect, Tab, Theme};
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
 use ratatui::Terminal;
@@ -59,4 +60,17 @@ pub fn text(buf: &Buffer) -> String {
 
 pub fn screen(app: &App, view: &View, width: u16, height: u16) -> String {
     text(&draw(app, view, width, height))
+}
+
+pub fn key(c: KeyCode) -> Term {
+    Term::Key(KeyEvent::new(c, KeyModifiers::NONE))
+}
+
+pub fn ch(c: char) -> Term {
+    key(KeyCode::Char(c))
+}
+
+pub fn press(app: &mut App, view: &Arc<View>, e: Term) -> Effect {
+    let action = app.action_for(&e).expect("a mapped key");
+    app.update(action, view)
 }

@@ -5,7 +5,8 @@ use std::ops::Range;
 
 use lockscope_abi as abi;
 
-use super::{read_pod, AbiError};
+use super::error::AbiError;
+use super::pod::read_pod;
 use crate::memory::GuestMemory;
 
 /// Where everything is, after validation. Counts never exceed the capacities compiled into
@@ -81,7 +82,7 @@ impl Layout {
     pub fn ns(&self, ticks: u64) -> u64 {
         match self.ns_per_tick {
             Some(k) => ticks.saturating_mul(k),
-            None => super::ticks_to_ns(ticks, self.timebase_hz),
+            None => ticks_to_ns(ticks, self.timebase_hz),
         }
     }
 
@@ -327,4 +328,12 @@ impl Layout {
             bootargs_len: root.bootargs_len,
         })
     }
+}
+
+/// Converts timebase ticks to nanoseconds.
+fn ticks_to_ns(ticks: u64, timebase_hz: u64) -> u64 {
+    if timebase_hz == 0 {
+        return 0;
+    }
+    (ticks as u128 * 1_000_000_000 / timebase_hz as u128).min(u64::MAX as u128) as u64
 }

@@ -1,15 +1,10 @@
-//! Booting QEMU for the lockscope kernel: the one QEMU command line of the project.
-//!
-//! [`QemuConfig`] builds the `qemu-system-riscv64` invocation (xtask, the QEMU boot tests and
-//! `lockscope run` all use it), and [`Verdict::from_status`] decodes how the kernel ended it
-//! through the SiFive test device.
+//! [`QemuConfig`]: the one QEMU command line of the project.
 
 use std::ffi::OsString;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
-use thiserror::Error;
+use std::process::Command;
+
+use super::error::QemuError;
 
 /// The QEMU binary the kernel needs.
 pub const QEMU_BINARY: &str = "qemu-system-riscv64";
@@ -18,48 +13,6 @@ pub const RAM_BASE: u64 = 0x8000_0000;
 /// RAM size the kernel is tested with, in MiB.
 pub const DEFAULT_MEMORY_MIB: u32 = 128;
 
-/// Kernel exit code: the workload ran and its check failed (for example kalloctest FAIL).
-pub const EXIT_FAIL: i32 = 2;
-/// Kernel exit code: bad boot arguments, or a workload the kernel does not have.
-pub const EXIT_BOOTARGS: i32 = 3;
-/// Kernel exit code: the kernel panicked with `panic=exit`.
-pub const EXIT_PANIC: i32 = 4;
-
-/// Why QEMU could not be started.
-#[derive(Debug, Error)]
-pub enum QemuError {
-    #[error(
-        "{binary} was not found in PATH; install it with `sudo apt-get install qemu-system-misc` \
-         (Debian/Ubuntu), or run `cargo xtask build`, which installs it when run as root"
-    )]
-    NotInstalled { binary: String },
-    #[error("kernel ELF {path} does not exist; build it with `cargo xtask build`")]
-    NoKernel { path: PathBuf },
-    #[error("disk image {path} does not exist; build it with `cargo xtask build`")]
-    NoDisk { path: PathBuf },
-    #[error("smp must be between 1 and 8 (lockscope-abi MAX_HARTS), got {0}")]
-    BadSmp(u32),
-    #[error("could not run {binary}: {source}")]
-    Spawn {
-        binary: String,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// A finished run with its console captured.
-#[derive(Clone, Debug)]
-pub struct Captured {
-    pub verdict: Verdict,
-    /// Everything QEMU wrote to stdout (the guest console), lossily decoded, `\r` removed.
-    pub console: String,
-    /// What QEMU wrote to stderr (its own warnings and errors).
-    pub stderr: String,
-    /// True when the run was killed for exceeding the timeout.
-    pub timed_out: bool,
-    pub elapsed: Duration,
-}
-
 /// Where the guest's serial console goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Console {
@@ -67,6 +20,8 @@ pub enum Console {
     Stdio,
     /// The console is appended to a file; no monitor. For a UI that owns the terminal.
     File(PathBuf),
+    /// No console and no monitor (`-serial none`): for tests that only talk to the gdb stub.
+    None,
 }
 
 /// One way to boot the kernel. Build with [`QemuConfig::new`] and the setters, then
@@ -75,7 +30,9 @@ pub enum Console {
 pub struct QemuConfig {
     /// The QEMU binary (default [`QEMU_BINARY`], looked up in PATH).
     pub qemu: PathBuf,
-    pub kernel: PathBuf,
+    /// The ELF loaded with `-kernel`; `None` boots a bare machine (tests that write a program
+    /// through the gdb stub).
+    pub kernel: Option<PathBuf>,
     pub smp: u32,
     pub memory_mib: u32,
     /// Passed with `-append`; the kernel reads them from `/chosen/bootargs`.
@@ -102,8 +59,17 @@ impl QemuConfig {
     /// The canonical configuration: 4 harts, 128 MiB, console on stdio, no boot arguments.
     pub fn new(kernel: impl Into<PathBuf>) -> Self {
         Self {
+            kernel: Some(kernel.into()),
+            ..Self::bare()
+        }
+    }
+
+    /// A machine with no kernel loaded: QEMU's reset code jumps to the start of RAM, where a
+    /// test writes its program through the gdb stub.
+    pub fn bare() -> Self {
+        Self {
             qemu: PathBuf::from(QEMU_BINARY),
-            kernel: kernel.into(),
+            kernel: None,
             smp: 4,
             memory_mib: DEFAULT_MEMORY_MIB,
             bootargs: String::new(),
@@ -196,9 +162,16 @@ impl QemuConfig {
                 push("-serial");
                 a.push(prefixed("file:", path));
             }
+            Console::None => {
+                for x in ["-display", "none", "-monitor", "none", "-serial", "none"] {
+                    push(x);
+                }
+            }
         }
-        a.push("-kernel".into());
-        a.push(self.kernel.clone().into());
+        if let Some(kernel) = &self.kernel {
+            a.push("-kernel".into());
+            a.push(kernel.clone().into());
+        }
         if !self.bootargs.is_empty() {
             a.push("-append".into());
             a.push(self.bootargs.clone().into());
@@ -242,9 +215,9 @@ impl QemuConfig {
         if !(1..=lockscope_abi::MAX_HARTS as u32).contains(&self.smp) {
             return Err(QemuError::BadSmp(self.smp));
         }
-        if !self.kernel.is_file() {
+        if let Some(kernel) = self.kernel.as_ref().filter(|k| !k.is_file()) {
             return Err(QemuError::NoKernel {
-                path: self.kernel.clone(),
+                path: kernel.clone(),
             });
         }
         if let Some(disk) = &self.disk {
@@ -258,51 +231,6 @@ impl QemuConfig {
         let mut cmd = Command::new(qemu);
         cmd.args(self.args());
         Ok(cmd)
-    }
-
-    /// Runs QEMU to the end with stdin closed, capturing the console; kills it after `timeout`.
-    pub fn run_captured(&self, timeout: Duration) -> Result<Captured, QemuError> {
-        let mut cmd = self.command()?;
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let start = Instant::now();
-        let mut child = cmd.spawn().map_err(|source| QemuError::Spawn {
-            binary: self.qemu.display().to_string(),
-            source,
-        })?;
-        let drain = |mut r: Box<dyn Read + Send>| {
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let _ = r.read_to_end(&mut buf);
-                String::from_utf8_lossy(&buf).replace('\r', "")
-            })
-        };
-        let out = child.stdout.take().map(|o| drain(Box::new(o)));
-        let err = child.stderr.take().map(|e| drain(Box::new(e)));
-        let mut timed_out = false;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break Some(status),
-                Ok(None) if start.elapsed() >= timeout => {
-                    timed_out = true;
-                    let _ = child.kill();
-                    break child.wait().ok();
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                Err(_) => break None,
-            }
-        };
-        let join = |h: Option<std::thread::JoinHandle<String>>| {
-            h.and_then(|h| h.join().ok()).unwrap_or_default()
-        };
-        Ok(Captured {
-            verdict: status.map_or(Verdict::Killed, Verdict::from_status),
-            console: join(out),
-            stderr: join(err),
-            timed_out,
-            elapsed: start.elapsed(),
-        })
     }
 
     /// The command line as one shell-like string, for logs and error messages.
@@ -338,58 +266,6 @@ pub fn find_in_path(binary: &Path) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|dir| dir.join(binary))
         .find(|p| p.is_file())
-}
-
-/// How a QEMU run of the kernel ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// The kernel wrote PASS to the SiFive test device (QEMU exit status 0).
-    Pass,
-    /// The workload's check failed ([`EXIT_FAIL`]).
-    Fail,
-    /// The kernel rejected its boot arguments ([`EXIT_BOOTARGS`]).
-    BadBootargs,
-    /// The kernel panicked with `panic=exit` ([`EXIT_PANIC`]).
-    Panic,
-    /// QEMU itself failed (status 1: bad option, missing file), or another code.
-    Other(i32),
-    /// Killed by a signal (for example a timeout).
-    Killed,
-}
-
-impl Verdict {
-    pub fn from_code(code: Option<i32>) -> Self {
-        match code {
-            Some(0) => Verdict::Pass,
-            Some(EXIT_FAIL) => Verdict::Fail,
-            Some(EXIT_BOOTARGS) => Verdict::BadBootargs,
-            Some(EXIT_PANIC) => Verdict::Panic,
-            Some(c) => Verdict::Other(c),
-            None => Verdict::Killed,
-        }
-    }
-
-    pub fn from_status(status: ExitStatus) -> Self {
-        Self::from_code(status.code())
-    }
-
-    pub fn passed(self) -> bool {
-        self == Verdict::Pass
-    }
-}
-
-impl std::fmt::Display for Verdict {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Verdict::Pass => write!(f, "pass"),
-            Verdict::Fail => write!(f, "fail (the workload's check failed)"),
-            Verdict::BadBootargs => write!(f, "bad boot arguments"),
-            Verdict::Panic => write!(f, "kernel panic"),
-            Verdict::Other(1) => write!(f, "QEMU error (exit status 1)"),
-            Verdict::Other(c) => write!(f, "unexpected exit status {c}"),
-            Verdict::Killed => write!(f, "killed by a signal"),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -472,16 +348,5 @@ mod tests {
             e.to_string().contains("apt-get install qemu-system-misc"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn exit_codes_decode() {
-        assert_eq!(Verdict::from_code(Some(0)), Verdict::Pass);
-        assert_eq!(Verdict::from_code(Some(2)), Verdict::Fail);
-        assert_eq!(Verdict::from_code(Some(3)), Verdict::BadBootargs);
-        assert_eq!(Verdict::from_code(Some(4)), Verdict::Panic);
-        assert_eq!(Verdict::from_code(Some(1)), Verdict::Other(1));
-        assert_eq!(Verdict::from_code(None), Verdict::Killed);
-        assert!(!Verdict::Fail.passed());
     }
 }

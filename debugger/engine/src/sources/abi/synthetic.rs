@@ -6,7 +6,8 @@ use std::mem::size_of;
 use bytemuck::Zeroable;
 use lockscope_abi as abi;
 
-use super::{AbiError, AbiReader};
+use super::error::AbiError;
+use super::reader::AbiReader;
 use crate::memory::ByteImage;
 
 pub const RAM: u64 = 0x8000_0000;

@@ -1,106 +1,17 @@
-//! Reads the lockscope ABI (`lockscope-abi`) out of guest memory into the engine's model.
-//!
-//! The way in is any [`GuestMemory`]: shared RAM while the guest runs, the gdb stub while it is
-//! stopped, or a byte image. Like probe-rs reading RTT, the reader finds the control block by its
-//! ELF symbol, validates every count, pointer and length before following it, copies a wrapped
-//! ring in two chunks, and never blocks the target.
-
-mod layout;
-mod rings;
-pub mod synthetic;
+//! [`AbiReader`]: snapshots and events of one lockscope kernel, read out of guest memory.
 
 use lockscope_abi as abi;
-use thiserror::Error;
 
-use crate::memory::{GuestMemory, MemoryError};
+use super::error::AbiError;
+use super::layout::Layout;
+use super::pod::{read_pod, read_pods};
+use super::rings::{DrainStats, RingDrain};
+use crate::memory::GuestMemory;
 use crate::model::{
     BcacheSnapshot, BucketSnapshot, BufSnapshot, HartRun, HartSnapshot, Held, KmemList,
     KmemSnapshot, LockCounters, LockMeta, LockState, Outcome, PanicSnapshot, Snapshot, Spin,
     TargetConfig, TrapInfo,
 };
-
-pub use layout::Layout;
-pub use rings::{DrainStats, RingDrain};
-
-/// Why the ABI could not be read.
-#[derive(Debug, Error)]
-pub enum AbiError {
-    #[error("{symbol} at {addr:#x} has magic {found:#018x}, not {expected:#018x}: this is not a lockscope kernel, or the ELF does not match the kernel that is running")]
-    BadMagic {
-        symbol: &'static str,
-        addr: u64,
-        found: u64,
-        expected: u64,
-    },
-    #[error("the kernel uses lockscope ABI version {kernel}, this lockscope reads version {reader}: rebuild both from one checkout (cargo xtask build)")]
-    Version { kernel: u32, reader: u32 },
-    #[error("corrupt ABI field {field} = {value:#x}: {problem}")]
-    Corrupt {
-        field: String,
-        value: u64,
-        problem: String,
-    },
-    #[error("the kernel has not filled in its ABI root yet (still booting): retry in a moment")]
-    NotReady,
-    #[error(transparent)]
-    Memory(#[from] MemoryError),
-}
-
-impl AbiError {
-    pub(crate) fn corrupt(
-        field: impl Into<String>,
-        value: u64,
-        problem: impl Into<String>,
-    ) -> Self {
-        AbiError::Corrupt {
-            field: field.into(),
-            value,
-            problem: problem.into(),
-        }
-    }
-}
-
-/// Reads a `T` at `addr`.
-pub(crate) fn read_pod<T: bytemuck::Pod, M: GuestMemory + ?Sized>(
-    mem: &mut M,
-    addr: u64,
-) -> Result<T, MemoryError> {
-    let mut v = T::zeroed();
-    mem.read(addr, bytemuck::bytes_of_mut(&mut v))?;
-    Ok(v)
-}
-
-/// Reads `n` consecutive `T`s at `addr`. `n` must already be validated against the ABI capacity.
-pub(crate) fn read_pods<T: bytemuck::Pod, M: GuestMemory + ?Sized>(
-    mem: &mut M,
-    addr: u64,
-    n: usize,
-) -> Result<Vec<T>, MemoryError> {
-    let mut v = vec![T::zeroed(); n];
-    mem.read(addr, bytemuck::cast_slice_mut(&mut v))?;
-    Ok(v)
-}
-
-/// Reads the root descriptor at `addr` as it is, without validating it.
-pub fn read_root<M: GuestMemory + ?Sized>(
-    mem: &mut M,
-    addr: u64,
-) -> Result<abi::Root, MemoryError> {
-    read_pod(mem, addr)
-}
-
-/// Reads one u32 at `addr` (a state word such as the panic record's).
-pub fn read_u32<M: GuestMemory + ?Sized>(mem: &mut M, addr: u64) -> Result<u32, MemoryError> {
-    read_pod(mem, addr)
-}
-
-/// Converts timebase ticks to nanoseconds.
-pub fn ticks_to_ns(ticks: u64, timebase_hz: u64) -> u64 {
-    if timebase_hz == 0 {
-        return 0;
-    }
-    (ticks as u128 * 1_000_000_000 / timebase_hz as u128).min(u64::MAX as u128) as u64
-}
 
 fn lock_ref(id: u32) -> Option<u32> {
     (id != abi::NONE).then_some(id)
@@ -430,6 +341,3 @@ impl AbiReader {
         }))
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -4,8 +4,9 @@ use std::mem::size_of;
 
 use lockscope_abi as abi;
 
+use super::error::AbiError;
 use super::layout::Layout;
-use super::{read_pod, read_pods, AbiError};
+use super::pod::{read_pod, read_pods};
 use crate::memory::GuestMemory;
 use crate::model::{EventKind, LockEvent};
 
@@ -30,7 +31,6 @@ pub struct DrainStats {
 pub struct RingDrain {
     next: Vec<u64>,
     lost: Vec<u64>,
-    bad: u64,
     scratch: Vec<abi::Event>,
 }
 
@@ -42,21 +42,12 @@ impl RingDrain {
         Self {
             next: vec![0; n],
             lost: vec![0; n],
-            bad: 0,
             scratch: Vec::new(),
         }
     }
 
     pub fn total_lost(&self) -> u64 {
         self.lost.iter().sum()
-    }
-
-    pub fn lost_per_hart(&self) -> &[u64] {
-        &self.lost
-    }
-
-    pub fn total_bad(&self) -> u64 {
-        self.bad
     }
 
     fn headers<M: GuestMemory + ?Sized>(
@@ -182,7 +173,6 @@ impl RingDrain {
                         stats.per_hart[h].0 += 1;
                     }
                     None => {
-                        self.bad += 1;
                         stats.bad += 1;
                     }
                 }

@@ -1,0 +1,245 @@
+//! The verdict of `lockscope check` and the one place its sentence is written: the analysis'
+//! own record says it with pcs in hex, a symbolized view with functions and lines, in the same
+//! words.
+
+use serde::{Deserialize, Serialize};
+
+use super::analyzer::Analyzer;
+use super::events::IngestStats;
+use super::views::{Inversion, PanicView};
+use super::watch::{DeadlockCycle, StallReason, StallReport, StalledHart};
+use crate::model::{HartRun, LockId, Outcome};
+
+/// Version of the [`Check`] JSON layout; bumped on any incompatible change.
+pub const CHECK_SCHEMA: u32 = 1;
+
+/// `lockscope check`'s verdict, worst first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Ok,
+    Panic,
+    Deadlock,
+    Stall,
+    /// The workload ran to its end and its own check failed (for example kalloctest's page
+    /// conservation), with no panic, deadlock or stall to explain it.
+    Fail,
+    LockOrderInversion,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::Panic => "panic",
+            Verdict::Deadlock => "deadlock",
+            Verdict::Stall => "stall",
+            Verdict::Fail => "fail",
+            Verdict::LockOrderInversion => "lock-order-inversion",
+        }
+    }
+
+    pub fn severity(self) -> Severity {
+        match self {
+            Verdict::Ok => Severity::Ok,
+            Verdict::LockOrderInversion => Severity::Warning,
+            Verdict::Panic | Verdict::Deadlock | Verdict::Stall | Verdict::Fail => Severity::Fault,
+        }
+    }
+}
+
+/// How bad a verdict is: a fault happened, or a warning of one that could.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Severity {
+    Ok,
+    Warning,
+    Fault,
+}
+
+/// The result of `lockscope check`, stable for scripts (see docs/analysis.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Check {
+    pub schema: u32,
+    pub verdict: Verdict,
+    pub severity: Severity,
+    /// One line, raw pcs in hex.
+    pub summary: String,
+    pub time_ns: Option<u64>,
+    pub outcome: Option<Outcome>,
+    pub panic: Option<PanicView>,
+    /// Confirmed deadlock cycles.
+    pub deadlocks: Vec<DeadlockCycle>,
+    /// Cycles seen but not yet confirmed.
+    pub suspected_deadlocks: usize,
+    pub stall: Option<StallReport>,
+    /// Unguarded lock-order inversions.
+    pub inversions: Vec<Inversion>,
+    pub guarded_inversions: usize,
+    pub ingest: IngestStats,
+}
+
+/// How a verdict sentence names what it points at: raw pcs (the analysis' own record) or
+/// symbolized places (a view).
+pub trait VerdictNames {
+    /// A lock, by id.
+    fn lock(&self, id: LockId) -> String;
+    /// A lock site (a return address) inside a deadlock chain, compactly: `bio.rs:88`.
+    fn chain_site(&self, pc: u64) -> String;
+    /// A lock site (a return address): `bio::bget kernel/src/bio.rs:88`.
+    fn site(&self, pc: u64) -> String;
+    /// An exact pc (a stalled hart's): `pc 0x80001234`, `bio::bget kernel/src/bio.rs:88`.
+    fn pc(&self, pc: u64) -> String;
+    /// Where the panic is blamed, when known: ` at bio::bget kernel/src/bio.rs:622` follows the
+    /// message.
+    fn fault(&self) -> Option<String>;
+}
+
+/// The verdict in one line: what happened, where, with `names` naming locks and code.
+pub fn verdict_sentence(check: &Check, names: &dyn VerdictNames) -> String {
+    match check.verdict {
+        Verdict::Panic => match &check.panic {
+            Some(p) => {
+                let mut s = format!("panic on hart {}: {}", p.hart, p.message);
+                if let Some(t) = &p.trap {
+                    s.push_str(&format!(
+                        " ({} at sepc {:#x}, stval {:#x})",
+                        t.scause, t.sepc, t.stval
+                    ));
+                }
+                if let Some(f) = names.fault() {
+                    s.push_str(&format!(" at {f}"));
+                }
+                s
+            }
+            None => "a hart panicked but the kernel left no panic record".to_string(),
+        },
+        Verdict::Deadlock => {
+            let Some(c) = check.deadlocks.first() else {
+                return "deadlock".to_string();
+            };
+            let more = match check.deadlocks.len() {
+                1 => String::new(),
+                n => format!(" (and {} more cycles)", n - 1),
+            };
+            let kind = if c.self_deadlock {
+                "self-deadlock"
+            } else {
+                "deadlock"
+            };
+            format!("{kind}: {}{more}", c.describe(|pc| names.chain_site(pc)))
+        }
+        Verdict::Stall => {
+            let Some(st) = &check.stall else {
+                return "stall".to_string();
+            };
+            let parts: Vec<String> = st.harts.iter().map(|h| stall_line(h, names)).collect();
+            let hang = if st.system_hang { "system hang: " } else { "" };
+            format!("{hang}{}", parts.join("; "))
+        }
+        Verdict::Fail => {
+            "the workload's own check failed (see the console for what it found)".to_string()
+        }
+        Verdict::LockOrderInversion => {
+            let Some(inv) = check.inversions.first() else {
+                return "lock-order inversion".to_string();
+            };
+            let sites: Vec<String> = inv
+                .edges
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{} -> {} (hart {}, {} then {})",
+                        e.from_name,
+                        e.to_name,
+                        e.first.hart,
+                        names.site(e.first.from_pc),
+                        names.site(e.first.to_pc)
+                    )
+                })
+                .collect();
+            format!("lock-order inversion: {}", sites.join(" vs "))
+        }
+        Verdict::Ok => "no panic, deadlock, stall or lock-order inversion".to_string(),
+    }
+}
+
+/// One stalled hart in words: `hart 1 spun on kmem for 2000 ms at kalloc::alloc ...`.
+pub fn stall_line(h: &StalledHart, names: &dyn VerdictNames) -> String {
+    let what = match h.reason {
+        StallReason::NoProgress => "made no progress".to_string(),
+        StallReason::SpinningTooLong { lock, .. } => format!("spun on {}", names.lock(lock)),
+    };
+    let at =
+        h.pc.map_or_else(String::new, |pc| format!(" at {}", names.pc(pc)));
+    format!("hart {} {what} for {} ms{at}", h.hart, h.for_ns / 1_000_000)
+}
+
+/// The analysis' own names: lock names from the last snapshot, pcs in hex.
+struct RawNames<'a>(&'a Analyzer);
+
+impl VerdictNames for RawNames<'_> {
+    fn lock(&self, id: LockId) -> String {
+        self.0.lock_name(id)
+    }
+    fn chain_site(&self, pc: u64) -> String {
+        format!("{pc:#x}")
+    }
+    fn site(&self, pc: u64) -> String {
+        format!("{pc:#x}")
+    }
+    fn pc(&self, pc: u64) -> String {
+        format!("pc {pc:#x}")
+    }
+    fn fault(&self) -> Option<String> {
+        None
+    }
+}
+
+impl Analyzer {
+    /// The verdict of `lockscope check`: panic, then confirmed deadlock, then stall, then a
+    /// failed workload, then an unguarded lock-order inversion, else ok.
+    pub fn check(&self) -> Check {
+        let snap = self.snapshot();
+        let panic = self.panic();
+        let panicked = panic.is_some()
+            || snap.is_some_and(|s| {
+                s.outcome == Some(Outcome::Panic)
+                    || s.harts.iter().any(|h| h.run == HartRun::Panicked)
+            });
+        let all = self.deadlocks();
+        let confirmed: Vec<DeadlockCycle> = all.iter().filter(|c| c.confirmed).cloned().collect();
+        let stall = self.stall().cloned();
+        let order = self.lock_order();
+        let verdict = if panicked {
+            Verdict::Panic
+        } else if !confirmed.is_empty() {
+            Verdict::Deadlock
+        } else if stall.as_ref().is_some_and(|s| !s.harts.is_empty()) {
+            Verdict::Stall
+        } else if snap.is_some_and(|s| s.outcome == Some(Outcome::Fail)) {
+            Verdict::Fail
+        } else if !order.inversions.is_empty() {
+            Verdict::LockOrderInversion
+        } else {
+            Verdict::Ok
+        };
+        let mut check = Check {
+            schema: CHECK_SCHEMA,
+            verdict,
+            severity: verdict.severity(),
+            summary: String::new(),
+            time_ns: snap.map(|s| s.time_ns),
+            outcome: snap.and_then(|s| s.outcome),
+            panic,
+            suspected_deadlocks: all.len() - confirmed.len(),
+            deadlocks: confirmed,
+            stall,
+            guarded_inversions: order.guarded.len(),
+            inversions: order.inversions,
+            ingest: self.ingest_stats().clone(),
+        };
+        check.summary = verdict_sentence(&check, &RawNames(self));
+        check
+    }
+}

@@ -1,0 +1,360 @@
+//! The [`Monitor`]: feeds in (live or recorded), state kept between them.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::BufWriter;
+use std::sync::Arc;
+
+use super::capture::Captures;
+use super::view::{PauseStats, SourceKind, TargetState};
+use crate::analysis::{AnalysisConfig, Analyzer, Check, ConfigError};
+use crate::feed::{Feed, StopReason};
+use crate::model::LockEvent;
+use crate::symbols::Symbols;
+use crate::trace::TraceWriter;
+
+/// Harts whose recent events are kept (the kernel has at most 8; the bound is for bad input).
+const MAX_RECENT_HARTS: usize = 64;
+
+/// Sizes of the monitor's bounded buffers.
+#[derive(Clone, Debug)]
+pub struct MonitorConfig {
+    pub analysis: AnalysisConfig,
+    /// Ask a live session to stop the guest and capture every hart when a deadlock or a stall
+    /// is confirmed (a recorded panic is always captured).
+    pub capture_faults: bool,
+    pub console_lines: usize,
+    pub recent_events: usize,
+    pub pause_samples: usize,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            analysis: AnalysisConfig::default(),
+            capture_faults: true,
+            console_lines: 2000,
+            recent_events: 2000,
+            pause_samples: 101,
+        }
+    }
+}
+
+/// Feeds in, views out.
+pub struct Monitor {
+    pub(super) config: MonitorConfig,
+    pub(super) analyzer: Analyzer,
+    pub(super) symbols: Option<Arc<Symbols>>,
+    pub(super) source: SourceKind,
+    pub(super) state: TargetState,
+    pub(super) generation: u64,
+    pub(super) console: VecDeque<String>,
+    /// The last console line is still open (no newline yet).
+    pub(super) console_open: bool,
+    /// Per hart, its newest events.
+    pub(super) recent: Vec<VecDeque<LockEvent>>,
+    pub(super) events_total: u64,
+    pub(super) lost_total: u64,
+    pub(super) pauses: PauseStats,
+    pub(super) pause_window: VecDeque<u64>,
+    pub(super) recorder: Option<TraceWriter<BufWriter<File>>>,
+    pub(super) captures: Captures,
+    /// The capture the last snapshot called for, until the session takes it.
+    pub(super) wanted: Option<StopReason>,
+    /// How the kernel is read (the source's description), when live.
+    pub(super) kernel_reader: Option<String>,
+}
+
+impl Monitor {
+    pub fn new(
+        config: MonitorConfig,
+        symbols: Option<Arc<Symbols>>,
+        source: SourceKind,
+    ) -> Result<Self, ConfigError> {
+        let analyzer = Analyzer::new(config.analysis.clone())?;
+        Ok(Self {
+            config,
+            analyzer,
+            symbols,
+            source,
+            state: TargetState::Starting,
+            generation: 0,
+            console: VecDeque::new(),
+            console_open: false,
+            recent: Vec::new(),
+            events_total: 0,
+            lost_total: 0,
+            pauses: PauseStats::default(),
+            pause_window: VecDeque::new(),
+            recorder: None,
+            kernel_reader: None,
+            captures: Captures::default(),
+            wanted: None,
+        })
+    }
+
+    /// Says how the kernel is read (`lockscope ABI v1`), for the views.
+    pub fn set_kernel_reader(&mut self, description: String) {
+        self.kernel_reader = Some(description);
+        self.generation += 1;
+    }
+
+    /// Writes every feed applied from now on to `w`. A write error stops the recording and is
+    /// reported on the console view; the session goes on.
+    pub fn set_recorder(&mut self, w: TraceWriter<BufWriter<File>>) {
+        self.recorder = Some(w);
+    }
+
+    /// Flushes and closes the recording.
+    pub fn finish_recording(&mut self) {
+        if let Some(mut w) = self.recorder.take() {
+            if let Err(e) = w.flush() {
+                self.push_console(&format!("\n[lockscope] the recording is incomplete: {e}\n"));
+            }
+        }
+    }
+
+    pub fn analyzer(&self) -> &Analyzer {
+        &self.analyzer
+    }
+
+    pub fn symbols(&self) -> Option<&Arc<Symbols>> {
+        self.symbols.as_ref()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn state(&self) -> &TargetState {
+        &self.state
+    }
+
+    /// The whole console so far (bounded), lines joined.
+    pub fn console_text(&self) -> String {
+        let mut s = String::new();
+        for (i, l) in self.console.iter().enumerate() {
+            s.push_str(l);
+            if i + 1 < self.console.len() || !self.console_open {
+                s.push('\n');
+            }
+        }
+        s
+    }
+
+    pub fn apply(&mut self, feed: &Feed) {
+        if let Some(w) = self.recorder.as_mut() {
+            if let Err(e) = w.write(feed) {
+                self.recorder = None;
+                self.push_console(&format!("\n[lockscope] recording stopped: {e}\n"));
+            }
+        }
+        self.analyzer.apply(feed);
+        match feed {
+            Feed::Snapshot(_) => {
+                if self.state == TargetState::Starting {
+                    self.state = TargetState::Running;
+                }
+                let faults = self.config.capture_faults;
+                if let Some(r) = self.captures.wanted(&self.analyzer, &self.state, faults) {
+                    self.wanted = Some(r);
+                }
+            }
+            Feed::Events { events, lost } => {
+                self.events_total += events.len() as u64;
+                self.lost_total += lost.iter().map(|(_, n)| n).sum::<u64>();
+                self.keep_recent(events);
+            }
+            Feed::Console(text) => self.push_console(text),
+            Feed::Stop(info) => {
+                self.state = TargetState::Stopped {
+                    reason: info.reason,
+                }
+            }
+            Feed::Resumed => self.state = TargetState::Running,
+            Feed::Pause { nanos } => self.note_pause(*nanos),
+            Feed::End(ending) => {
+                self.state = TargetState::Ended {
+                    ending: ending.clone(),
+                }
+            }
+            Feed::TraceStart { .. } => {}
+        }
+        self.generation += 1;
+    }
+
+    /// Keeps the newest events of each hart. A batch holds each hart's events in turn, so
+    /// only its tail per hart is looked at; harts are merged by time when a view is built.
+    fn keep_recent(&mut self, events: &[LockEvent]) {
+        let keep = self.config.recent_events;
+        let mut taken: Vec<usize> = Vec::new();
+        let mut picked: Vec<usize> = Vec::new();
+        for (i, e) in events.iter().enumerate().rev() {
+            let h = e.hart as usize;
+            if h >= MAX_RECENT_HARTS {
+                continue;
+            }
+            if taken.len() <= h {
+                taken.resize(h + 1, 0);
+            }
+            if taken[h] < keep {
+                taken[h] += 1;
+                picked.push(i);
+            }
+        }
+        for &i in picked.iter().rev() {
+            let e = events[i];
+            let h = e.hart as usize;
+            if self.recent.len() <= h {
+                self.recent.resize_with(h + 1, VecDeque::new);
+            }
+            let q = &mut self.recent[h];
+            if q.len() == keep {
+                q.pop_front();
+            }
+            q.push_back(e);
+        }
+    }
+
+    /// The newest `recent_events` events of all harts, oldest first.
+    pub(super) fn recent_events(&self) -> Vec<LockEvent> {
+        let mut all: Vec<LockEvent> = self.recent.iter().flatten().copied().collect();
+        all.sort_by_key(|e| e.time_ns);
+        let cut = all.len().saturating_sub(self.config.recent_events);
+        all.drain(..cut);
+        all
+    }
+
+    fn push_console(&mut self, text: &str) {
+        for (i, piece) in text.split('\n').enumerate() {
+            let piece = piece.trim_end_matches('\r');
+            if i == 0 && self.console_open {
+                if let Some(last) = self.console.back_mut() {
+                    last.push_str(piece);
+                }
+            } else {
+                self.console.push_back(piece.to_string());
+            }
+        }
+        // The text after the last newline is still open.
+        self.console_open = !text.ends_with('\n');
+        if !self.console_open {
+            // `split` left an empty piece after the final newline.
+            if self.console.back().is_some_and(|l| l.is_empty()) {
+                self.console.pop_back();
+            }
+        }
+        while self.console.len() > self.config.console_lines {
+            self.console.pop_front();
+        }
+    }
+
+    fn note_pause(&mut self, nanos: u64) {
+        let p = &mut self.pauses;
+        p.count += 1;
+        p.last_ns = nanos;
+        p.max_ns = p.max_ns.max(nanos);
+        p.total_ns = p.total_ns.saturating_add(nanos);
+        if self.pause_window.len() == self.config.pause_samples {
+            self.pause_window.pop_front();
+        }
+        self.pause_window.push_back(nanos);
+        let mut v: Vec<u64> = self.pause_window.iter().copied().collect();
+        v.sort_unstable();
+        p.median_ns = v[v.len() / 2];
+    }
+
+    /// Whether a live session should stop the guest now and capture every hart's registers and
+    /// stack, and why: a panic the kernel recorded, or (with
+    /// [`MonitorConfig::capture_faults`]) a confirmed deadlock or a stall. Decided at each
+    /// snapshot, each asked for once and only while the target runs; taking it clears it.
+    pub fn capture_wanted(&mut self) -> Option<StopReason> {
+        self.wanted.take()
+    }
+
+    /// The verdict alone (cheaper than a view).
+    pub fn check(&self) -> Check {
+        self.analyzer.check()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::feed::Ending;
+
+    #[test]
+    fn console_lines_join_across_chunks_and_stay_bounded() {
+        let mut m = Monitor::new(
+            MonitorConfig {
+                console_lines: 3,
+                ..MonitorConfig::default()
+            },
+            None,
+            SourceKind::Trace,
+        )
+        .unwrap();
+        m.apply(&Feed::Console("hart 1 sta".into()));
+        m.apply(&Feed::Console("rting\r\nhart 2 starting\n".into()));
+        assert_eq!(m.view().console, vec!["hart 1 starting", "hart 2 starting"]);
+        m.apply(&Feed::Console("a\nb\nc".into()));
+        let v = m.view();
+        assert_eq!(v.console, vec!["a", "b", "c"]);
+        assert_eq!(m.console_text(), "a\nb\nc");
+    }
+
+    #[test]
+    fn pauses_are_summarized() {
+        let mut m = Monitor::new(MonitorConfig::default(), None, SourceKind::GdbPoll).unwrap();
+        for n in [300, 100, 200] {
+            m.apply(&Feed::Pause { nanos: n });
+        }
+        let p = m.view().pauses;
+        assert_eq!(
+            (p.count, p.last_ns, p.max_ns, p.median_ns),
+            (3, 200, 300, 200)
+        );
+    }
+
+    #[test]
+    fn state_follows_the_feed() {
+        let mut m = Monitor::new(MonitorConfig::default(), None, SourceKind::SharedRam).unwrap();
+        assert_eq!(m.state(), &TargetState::Starting);
+        m.apply(&Feed::End(Ending::Exited { status: 0 }));
+        assert!(matches!(m.state(), TargetState::Ended { .. }));
+        let g = m.generation();
+        m.apply(&Feed::Resumed);
+        assert!(m.generation() > g);
+    }
+
+    #[test]
+    fn recent_events_keep_the_newest_of_every_hart_in_time_order() {
+        use crate::model::EventKind;
+        let mut m = Monitor::new(
+            MonitorConfig {
+                recent_events: 3,
+                ..MonitorConfig::default()
+            },
+            None,
+            SourceKind::Trace,
+        )
+        .unwrap();
+        let ev = |hart, t| LockEvent {
+            time_ns: t,
+            hart,
+            lock: 0,
+            kind: EventKind::Released,
+            pc: 0,
+        };
+        // A drain: hart 0's events, then hart 1's.
+        let batch = vec![ev(0, 1), ev(0, 3), ev(0, 5), ev(0, 7), ev(1, 2), ev(1, 6)];
+        m.apply(&Feed::Events {
+            events: batch,
+            lost: vec![],
+        });
+        let v = m.view();
+        let times: Vec<u64> = v.recent_events.iter().map(|e| e.time_ns).collect();
+        assert_eq!(times, vec![5, 6, 7], "the newest three across both harts");
+        assert!(v.recent_events.iter().any(|e| e.hart == 1));
+    }
+}

@@ -1,0 +1,298 @@
+//! Building a [`View`]: every code address in the analysis' report symbolized, the panic's
+//! backtrace, disassembly and source.
+
+use std::collections::HashMap;
+
+use super::feeds::Monitor;
+use super::view::{
+    short_function, AsmLine, FrameLine, HartBacktrace, PanicDetail, Place, SourceLines, View,
+};
+use crate::analysis::Report;
+use crate::model::{FrameKind, StackFrame};
+use crate::symbols::{Disassembly, SourceContext, SourceFrame};
+
+impl Monitor {
+    /// Builds the full view. Symbolization is memoized by [`Symbols`], so repeated views cost
+    /// little beyond the analysis report.
+    pub fn view(&self) -> View {
+        let report = self.analyzer.report();
+        let check = self.analyzer.check();
+        let mut places = HashMap::new();
+        let mut site = |pc: u64| {
+            places.entry(pc).or_insert_with(|| self.return_place(pc));
+        };
+        for l in &report.locks {
+            for s in &l.top_sites {
+                site(s.pc);
+            }
+        }
+        for c in &report.classes {
+            for s in &c.top_sites {
+                site(s.pc);
+            }
+        }
+        for h in &report.harts {
+            for x in &h.held {
+                site(x.pc);
+            }
+            if let Some(w) = &h.waiting {
+                site(w.pc);
+            }
+        }
+        for d in &report.deadlocks {
+            for e in &d.edges {
+                site(e.waiter_pc);
+                if let Some(pc) = e.holder_pc {
+                    site(pc);
+                }
+            }
+        }
+        for inv in report
+            .lock_order
+            .inversions
+            .iter()
+            .chain(&report.lock_order.guarded)
+        {
+            for e in &inv.edges {
+                site(e.first.from_pc);
+                site(e.first.to_pc);
+            }
+        }
+        let recent = self.recent_events();
+        for e in &recent {
+            site(e.pc);
+        }
+        if let Some(stall) = &report.stall {
+            for h in &stall.harts {
+                if let Some(pc) = h.pc {
+                    places.entry(pc).or_insert_with(|| self.exact_place(pc));
+                }
+            }
+        }
+        let deadlock_chains = report
+            .deadlocks
+            .iter()
+            .map(|d| {
+                d.describe(|pc| {
+                    places
+                        .get(&pc)
+                        .map_or_else(|| format!("{pc:#x}"), |p| p.file_line())
+                })
+            })
+            .collect();
+        let panic = self.panic_detail(&report);
+        let snap = self.analyzer.snapshot();
+        View {
+            generation: self.generation,
+            source: self.source,
+            state: self.state.clone(),
+            config: snap.map(|s| s.config.clone()),
+            phase: snap.and_then(|s| s.phase.clone()),
+            outcome: snap.and_then(|s| s.outcome),
+            ticks: snap.and_then(|s| s.ticks),
+            report,
+            check,
+            places,
+            deadlock_chains,
+            panic,
+            recent_events: recent,
+            events_total: self.events_total,
+            lost_total: self.lost_total,
+            pauses: self.pauses.clone(),
+            console: self.console.iter().cloned().collect(),
+            kernel_reader: self.kernel_reader.clone(),
+            bufs: snap
+                .and_then(|s| s.bcache.as_ref())
+                .map(|b| b.bufs.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// A return address: the call site it returns to, outside the lock implementation.
+    fn return_place(&self, ra: u64) -> Place {
+        let Some(sym) = &self.symbols else {
+            return Place::unknown(ra);
+        };
+        // The site is the caller's frame, past any frames of the lock module itself.
+        match (sym.return_frames(ra), sym.lock_site(ra)) {
+            (Ok(frames), Ok(site)) => {
+                let at = frames.iter().position(|f| *f == *site).unwrap_or(0);
+                place_from_frames(ra, &frames[at..])
+            }
+            _ => Place::unknown(ra),
+        }
+    }
+
+    /// An exact pc (a hart's pc, a trapping instruction).
+    fn exact_place(&self, pc: u64) -> Place {
+        match self.symbols.as_ref().map(|s| s.frames(pc)) {
+            Some(Ok(frames)) => place_from_frames(pc, &frames),
+            _ => Place::unknown(pc),
+        }
+    }
+
+    fn frame_lines(&self, frame: StackFrame) -> Vec<FrameLine> {
+        let unknown = || {
+            vec![FrameLine {
+                pc: frame.pc,
+                kind: frame.kind,
+                function: None,
+                location: None,
+                inlined: false,
+            }]
+        };
+        let Some(sym) = &self.symbols else {
+            return unknown();
+        };
+        match sym.frames(frame.lookup_pc()) {
+            Ok(frames) if !frames.is_empty() => frames
+                .iter()
+                .map(|f| FrameLine {
+                    pc: frame.pc,
+                    kind: frame.kind,
+                    function: f.function.clone(),
+                    location: f.location.as_ref().map(|l| l.to_string()),
+                    inlined: f.inlined,
+                })
+                .collect(),
+            _ => unknown(),
+        }
+    }
+
+    fn backtrace(&self, frames: &[StackFrame]) -> Vec<FrameLine> {
+        frames.iter().flat_map(|f| self.frame_lines(*f)).collect()
+    }
+
+    fn panic_detail(&self, report: &Report) -> Option<PanicDetail> {
+        let p = report.panic.as_ref()?;
+        // The kernel's own walk, made inside the panic handler, starts at the code that
+        // panicked; a stop-time unwind starts wherever the handler happened to be when the
+        // guest was stopped, so it is only the fallback.
+        let sepc = p.trap.as_ref().map(|t| t.sepc);
+        let recorded: Vec<StackFrame> = p
+            .frames
+            .iter()
+            .map(|&pc| StackFrame {
+                pc,
+                kind: if Some(pc) == sepc {
+                    FrameKind::Trap
+                } else {
+                    FrameKind::Return
+                },
+            })
+            .collect();
+        let frames = if recorded.is_empty() {
+            p.harts
+                .iter()
+                .find(|h| h.hart == p.hart)
+                .map(|h| h.frames.clone())
+                .unwrap_or_default()
+        } else {
+            recorded
+        };
+        let backtrace = self.backtrace(&frames);
+        // Blame the trapping instruction, else the first frame past the panic machinery.
+        let fault_pc = match &p.trap {
+            Some(t) => Some(t.sepc),
+            None => backtrace
+                .iter()
+                .find(|l| !l.function.as_deref().is_some_and(is_panic_machinery))
+                .map(|l| match l.kind {
+                    FrameKind::Return => l.pc.saturating_sub(1),
+                    _ => l.pc,
+                }),
+        };
+        let fault = fault_pc.map(|pc| self.exact_place(pc));
+        let (disassembly, source) = match (&self.symbols, fault_pc) {
+            (Some(sym), Some(pc)) => {
+                let asm = sym
+                    .disassemble_around(pc, 6, 6, &mut sym.elf_memory())
+                    .map(|d: Disassembly| {
+                        d.instructions
+                            .iter()
+                            .map(|i| {
+                                let mut text = format!("{} {}", i.mnemonic, i.operands);
+                                // Calls through auipc+jalr: say where they go.
+                                if let Some(t) = i
+                                    .target
+                                    .filter(|t| !i.operands.contains(&format!("{t:#x}")))
+                                {
+                                    text.push_str(&format!("  # {t:#x}"));
+                                    if let Some(sym) = &i.target_symbol {
+                                        text.push_str(&format!(" <{}>", short_function(sym)));
+                                    }
+                                }
+                                AsmLine {
+                                    address: i.address,
+                                    text,
+                                    at_pc: i.at_pc,
+                                }
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let src = sym
+                    .location(pc)
+                    .ok()
+                    .flatten()
+                    .and_then(|loc| sym.source_context(&loc, 3))
+                    .map(|c: SourceContext| SourceLines {
+                        path: c.path.display().to_string(),
+                        first_line: c.first_line,
+                        focus: c.focus,
+                        lines: c.lines,
+                    });
+                (asm, src)
+            }
+            _ => (Vec::new(), None),
+        };
+        let harts = p
+            .harts
+            .iter()
+            .map(|h| HartBacktrace {
+                hart: h.hart,
+                run: h.run,
+                pc: h.regs.map(|r| r.pc),
+                frames: self.backtrace(&h.frames),
+            })
+            .collect();
+        Some(PanicDetail {
+            backtrace,
+            fault,
+            disassembly,
+            source,
+            harts,
+        })
+    }
+}
+
+fn place_from_frames(pc: u64, frames: &[SourceFrame]) -> Place {
+    let Some(first) = frames.first() else {
+        return Place::unknown(pc);
+    };
+    Place {
+        pc,
+        function: first.function.clone(),
+        location: first.location.as_ref().map(|l| l.to_string()),
+        inlined_into: frames[1..]
+            .iter()
+            .map(|f| {
+                (
+                    f.function.clone().unwrap_or_else(|| "??".into()),
+                    f.location.as_ref().map(|l| l.to_string()),
+                )
+            })
+            .collect(),
+    }
+}
+
+/// Functions that only carry a panic to its halt: not where the problem is.
+fn is_panic_machinery(f: &str) -> bool {
+    f.starts_with("core::panicking::")
+        || f.starts_with("core::panic::")
+        || f.starts_with("core::result::unwrap_failed")
+        || f.starts_with("core::option::")
+        || f.starts_with("lockscope_kernel::panic::")
+        || f.ends_with("rust_begin_unwind")
+        || f == lockscope_abi::PANIC_HALT_SYMBOL
+}

@@ -1,0 +1,234 @@
+//! The symbolized, UI-ready picture of a target: [`View`] and its parts.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::analysis::{verdict_sentence, Check, Report, VerdictNames};
+use crate::feed::{Ending, StopReason};
+use crate::model::{
+    BufSnapshot, FrameKind, HartId, HartRun, LockEvent, LockId, Outcome, TargetConfig,
+};
+
+/// How the monitor reads its target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceKind {
+    /// Guest RAM mapped from QEMU's shared file: nothing is paused.
+    SharedRam,
+    /// Polling through the gdb stub: interrupt, read, continue.
+    GdbPoll,
+    /// A recorded trace.
+    Trace,
+}
+
+/// What the target is doing, as far as the session knows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "state")]
+pub enum TargetState {
+    /// Waiting for the kernel to publish its ABI.
+    Starting,
+    Running,
+    Stopped {
+        reason: StopReason,
+    },
+    Ended {
+        ending: Ending,
+    },
+}
+
+/// Pauses the gdb source imposed on the guest.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseStats {
+    pub count: u64,
+    pub last_ns: u64,
+    pub max_ns: u64,
+    pub total_ns: u64,
+    /// Median of the most recent pauses.
+    pub median_ns: u64,
+}
+
+/// A code address, symbolized.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Place {
+    /// The raw address as recorded.
+    pub pc: u64,
+    /// The innermost function, demangled (`lockscope_kernel::bio::bget`).
+    pub function: Option<String>,
+    /// `kernel/src/bio.rs:88`.
+    pub location: Option<String>,
+    /// Functions this one is inlined into, innermost first, with their call sites.
+    pub inlined_into: Vec<(String, Option<String>)>,
+}
+
+impl Place {
+    pub(super) fn unknown(pc: u64) -> Self {
+        Place {
+            pc,
+            function: None,
+            location: None,
+            inlined_into: Vec::new(),
+        }
+    }
+
+    /// `bio::bget kernel/src/bio.rs:88`, or the address when nothing is known.
+    pub fn short(&self) -> String {
+        match (&self.function, &self.location) {
+            (Some(f), Some(l)) => format!("{} {l}", short_function(f)),
+            (Some(f), None) => short_function(f).to_string(),
+            (None, Some(l)) => l.clone(),
+            (None, None) => format!("{:#x}", self.pc),
+        }
+    }
+
+    /// `bio.rs:88`, the most compact form, for chains.
+    pub fn file_line(&self) -> String {
+        match &self.location {
+            Some(l) => l.rsplit('/').next().unwrap_or(l).to_string(),
+            None => self.short(),
+        }
+    }
+}
+
+/// Drops the crate prefix and generic noise: `lockscope_kernel::bio::bget` -> `bio::bget`.
+pub fn short_function(f: &str) -> &str {
+    f.strip_prefix("lockscope_kernel::").unwrap_or(f)
+}
+
+/// One frame of a symbolized backtrace (an inlined call gives several for one address).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrameLine {
+    pub pc: u64,
+    pub kind: FrameKind,
+    pub function: Option<String>,
+    pub location: Option<String>,
+    /// Inlined into the next line.
+    pub inlined: bool,
+}
+
+/// One hart's symbolized stack.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HartBacktrace {
+    pub hart: HartId,
+    pub run: HartRun,
+    pub pc: Option<u64>,
+    pub frames: Vec<FrameLine>,
+}
+
+/// One disassembled instruction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AsmLine {
+    pub address: u64,
+    pub text: String,
+    pub at_pc: bool,
+}
+
+/// Source lines around a line of interest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceLines {
+    pub path: String,
+    pub first_line: u32,
+    pub focus: u32,
+    pub lines: Vec<String>,
+}
+
+/// Everything to show about a panic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PanicDetail {
+    /// The panicking hart's backtrace: from the stop's unwind when there was one, else from
+    /// the kernel's own record.
+    pub backtrace: Vec<FrameLine>,
+    /// The address blamed: the trapping instruction, or the first frame outside the panic
+    /// machinery.
+    pub fault: Option<Place>,
+    pub disassembly: Vec<AsmLine>,
+    pub source: Option<SourceLines>,
+    /// Every hart's stack, when the target was stopped and read.
+    pub harts: Vec<HartBacktrace>,
+}
+
+/// The symbolized, UI-ready picture of a target at one moment.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct View {
+    /// Bumped whenever anything changed; a UI redraws only when it moves.
+    pub generation: u64,
+    pub source: SourceKind,
+    pub state: TargetState,
+    pub config: Option<TargetConfig>,
+    pub phase: Option<String>,
+    pub outcome: Option<Outcome>,
+    pub ticks: Option<u64>,
+    pub report: Report,
+    pub check: Check,
+    /// Every code address in `report`, symbolized. Return addresses (lock sites) are keyed as
+    /// recorded.
+    pub places: HashMap<u64, Place>,
+    /// Deadlock cycles in words.
+    pub deadlock_chains: Vec<String>,
+    pub panic: Option<PanicDetail>,
+    /// The newest lock events, oldest first.
+    pub recent_events: Vec<LockEvent>,
+    pub events_total: u64,
+    pub lost_total: u64,
+    pub pauses: PauseStats,
+    /// The guest console, newest line last; the last may be incomplete.
+    pub console: Vec<String>,
+    /// The buffer cache's buffers, for a bucket's drill-down (empty without a buffer cache).
+    #[serde(default)]
+    pub bufs: Vec<BufSnapshot>,
+    /// How the kernel is read (`lockscope ABI v1`); `None` in a replay.
+    #[serde(default)]
+    pub kernel_reader: Option<String>,
+}
+
+impl View {
+    /// The symbolized place of a recorded address (never fails: unknown addresses print raw).
+    pub fn place(&self, pc: u64) -> Place {
+        self.places
+            .get(&pc)
+            .cloned()
+            .unwrap_or_else(|| Place::unknown(pc))
+    }
+
+    /// The verdict in one line, symbolized: what `lockscope check` prints and the dashboard
+    /// shows under its tabs.
+    pub fn verdict_sentence(&self) -> String {
+        verdict_sentence(&self.check, self)
+    }
+}
+
+impl VerdictNames for View {
+    fn lock(&self, id: LockId) -> String {
+        self.report
+            .locks
+            .iter()
+            .find(|l| l.id == id)
+            .map_or_else(|| format!("lock#{id}"), |l| l.name.clone())
+    }
+    fn chain_site(&self, pc: u64) -> String {
+        self.place(pc).file_line()
+    }
+    fn site(&self, pc: u64) -> String {
+        self.place(pc).short()
+    }
+    fn pc(&self, pc: u64) -> String {
+        self.place(pc).short()
+    }
+    fn fault(&self) -> Option<String> {
+        self.panic.as_ref()?.fault.as_ref().map(Place::short)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_names_lose_the_crate_prefix() {
+        assert_eq!(short_function("lockscope_kernel::bio::bget"), "bio::bget");
+        assert_eq!(
+            short_function("core::panicking::panic"),
+            "core::panicking::panic"
+        );
+    }
+}

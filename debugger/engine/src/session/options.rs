@@ -1,0 +1,76 @@
+//! What a session watches and how.
+
+use std::path::PathBuf;
+
+use crate::monitor::MonitorConfig;
+use crate::qemu::QemuConfig;
+
+/// Where the target is.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// Boot this QEMU configuration (gdb stub, shared RAM and console are added).
+    Run(QemuConfig),
+    /// Attach to the gdb stub of a QEMU that already runs (`HOST:PORT`).
+    Attach(String),
+}
+
+/// How to run a session.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    pub target: Target,
+    /// Read guest RAM through a shared file (run only). Otherwise poll through the gdb stub.
+    pub shared_ram: bool,
+    /// Ring drains per second from shared RAM.
+    pub drain_hz: f64,
+    /// Snapshots per second from shared RAM.
+    pub snapshot_hz: f64,
+    /// gdb polls per second when there is no shared RAM.
+    pub poll_hz: f64,
+    /// Bytes of events read per gdb poll at most.
+    pub poll_budget: usize,
+    /// Views published per second at most.
+    pub view_hz: f64,
+    /// Also set a breakpoint on the lockscope kernel's panic-halt function. Off by default: on
+    /// QEMU 7.2 any inserted breakpoint makes TCG run the guest about 3.8 times slower, and the
+    /// panic record (watched in shared RAM, or at every gdb poll) catches a panic anyway.
+    pub panic_breakpoint: bool,
+    /// Write the feed to this trace file.
+    pub record: Option<PathBuf>,
+    /// Keep the guest console in this file (run only). Without it the console goes to a file in
+    /// the temporary directory that is kept only when the session ends in a fault.
+    pub console_log: Option<PathBuf>,
+    /// The monitor's buffers, the analysis, and whether to stop and capture a confirmed fault.
+    pub monitor: MonitorConfig,
+}
+
+impl SessionOptions {
+    pub fn new(target: Target) -> Self {
+        let shared_ram = matches!(target, Target::Run(_));
+        Self {
+            target,
+            shared_ram,
+            drain_hz: 200.0,
+            snapshot_hz: 10.0,
+            poll_hz: 10.0,
+            // The snapshot tables take ~12 KiB more; QEMU's stub reads ~20 MB/s, so a poll stays
+            // near 1.5 ms and 10 Hz polling costs the guest ~1.5% (64 KiB would cost ~4%).
+            poll_budget: 16 << 10,
+            view_hz: 10.0,
+            panic_breakpoint: false,
+            record: None,
+            console_log: None,
+            monitor: MonitorConfig::default(),
+        }
+    }
+
+    /// Guest RAM as far as the session knows it before reaching the target: what it boots.
+    pub(super) fn known_ram(&self) -> Option<std::ops::Range<u64>> {
+        match &self.target {
+            Target::Run(c) => {
+                let size = u64::from(c.memory_mib) * 1024 * 1024;
+                Some(crate::qemu::RAM_BASE..crate::qemu::RAM_BASE + size)
+            }
+            Target::Attach(_) => None,
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Input becomes [`Action`]s: keys (given what is being typed) and the mouse.
+
+use crossterm::event::{
+    Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEventKind,
+};
+use lockscope_engine::Command;
+
+use super::state::{App, Tab};
+
+/// Everything the user (or the loop) can ask of the UI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Quit,
+    /// Time passed: check for new data, expire messages.
+    Tick,
+    Resize,
+    NextTab,
+    PrevTab,
+    Go(Tab),
+    Up,
+    Down,
+    PageUp,
+    PageDown,
+    Top,
+    Bottom,
+    /// `/`: start typing a filter for the current view.
+    Filter,
+    FilterChar(char),
+    FilterBackspace,
+    /// Enter while typing: keep the filter.
+    FilterDone,
+    /// Esc while typing: drop the filter.
+    FilterCancel,
+    SortNext,
+    SortReverse,
+    GroupByClass,
+    Enter,
+    Back,
+    Pause,
+    Help,
+    InterruptResume,
+    /// `h` on the Panic view: the other harts' backtraces.
+    OtherHarts,
+    Click {
+        column: u16,
+        row: u16,
+    },
+    ScrollUp,
+    ScrollDown,
+}
+
+/// What an action asks of the loop around the App.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    None,
+    Quit,
+    Send(Command),
+}
+
+impl App {
+    pub fn action_for(&self, event: &Event) -> Option<Action> {
+        match event {
+            Event::Key(k) if k.kind != KeyEventKind::Release => self.key_action(k),
+            Event::Mouse(m) => match m.kind {
+                MouseEventKind::Down(MouseButton::Left) => Some(Action::Click {
+                    column: m.column,
+                    row: m.row,
+                }),
+                MouseEventKind::ScrollUp => Some(Action::ScrollUp),
+                MouseEventKind::ScrollDown => Some(Action::ScrollDown),
+                _ => None,
+            },
+            Event::Resize(..) => Some(Action::Resize),
+            _ => None,
+        }
+    }
+
+    fn key_action(&self, k: &KeyEvent) -> Option<Action> {
+        let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
+        if ctrl && matches!(k.code, KeyCode::Char('c')) {
+            return Some(Action::Quit);
+        }
+        if self.input.is_some() {
+            return Some(match k.code {
+                KeyCode::Enter => Action::FilterDone,
+                KeyCode::Esc => Action::FilterCancel,
+                KeyCode::Backspace => Action::FilterBackspace,
+                KeyCode::Up => Action::Up,
+                KeyCode::Down => Action::Down,
+                KeyCode::Char(c) if !ctrl => Action::FilterChar(c),
+                _ => return None,
+            });
+        }
+        Some(match k.code {
+            KeyCode::Char('q') => Action::Quit,
+            KeyCode::Char('?') => Action::Help,
+            KeyCode::Tab => Action::NextTab,
+            KeyCode::BackTab => Action::PrevTab,
+            KeyCode::Char(c @ '1'..='6') => Action::Go(Tab::ALL[c as usize - '1' as usize]),
+            KeyCode::Char('j') | KeyCode::Down => Action::Down,
+            KeyCode::Char('k') | KeyCode::Up => Action::Up,
+            KeyCode::Char('d') if ctrl => Action::PageDown,
+            KeyCode::Char('u') if ctrl => Action::PageUp,
+            KeyCode::PageDown | KeyCode::Char(' ') => Action::PageDown,
+            KeyCode::PageUp => Action::PageUp,
+            KeyCode::Char('g') | KeyCode::Home => Action::Top,
+            KeyCode::Char('G') | KeyCode::End => Action::Bottom,
+            KeyCode::Char('/') => Action::Filter,
+            KeyCode::Char('s') => Action::SortNext,
+            KeyCode::Char('S') => Action::SortReverse,
+            KeyCode::Char('c') => Action::GroupByClass,
+            KeyCode::Enter => Action::Enter,
+            KeyCode::Esc => Action::Back,
+            KeyCode::Char('p') => Action::Pause,
+            KeyCode::Char('i') => Action::InterruptResume,
+            KeyCode::Char('h') => Action::OtherHarts,
+            KeyCode::Char('l') | KeyCode::Right => Action::Enter,
+            KeyCode::Left => Action::Back,
+            _ => return None,
+        })
+    }
+}

@@ -1,0 +1,162 @@
+//! The whole UI state: the [`App`], its tabs, scroll positions and mouse regions.
+
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+
+use lockscope_engine::View;
+use ratatui::layout::Rect;
+
+use super::events::EventsState;
+use super::locks::{LocksState, SortKey};
+use crate::theme::Theme;
+
+/// The views, in tab order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Tab {
+    Locks,
+    Harts,
+    Bcache,
+    Events,
+    Panic,
+    Deadlock,
+}
+
+impl Tab {
+    pub const ALL: [Tab; 6] = [
+        Tab::Locks,
+        Tab::Harts,
+        Tab::Bcache,
+        Tab::Events,
+        Tab::Panic,
+        Tab::Deadlock,
+    ];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Tab::Locks => "Locks",
+            Tab::Harts => "Harts",
+            Tab::Bcache => "Buffer cache",
+            Tab::Events => "Events",
+            Tab::Panic => "Panic",
+            Tab::Deadlock => "Deadlock",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        Tab::ALL.iter().position(|t| *t == self).unwrap_or(0)
+    }
+
+    pub(super) fn offset(self, by: isize) -> Tab {
+        let n = Tab::ALL.len() as isize;
+        Tab::ALL[(self.index() as isize + by).rem_euclid(n) as usize]
+    }
+}
+
+/// Screen regions from the last render, for the mouse.
+#[derive(Debug, Default)]
+pub(crate) struct Hits {
+    pub tabs: Vec<(Rect, Tab)>,
+    pub sort_headers: Vec<(Rect, SortKey)>,
+    /// The rows of the current view's list: first visible line and area.
+    pub list: Option<(Rect, usize)>,
+}
+
+/// Where the text views are scrolled to; `max` and `page` are learned while rendering.
+#[derive(Debug, Default)]
+pub struct Scroll {
+    pub offset: usize,
+    pub(crate) max: Cell<usize>,
+    pub(crate) page: Cell<usize>,
+}
+
+impl Scroll {
+    pub(super) fn by(&mut self, delta: isize) {
+        let max = self.max.get();
+        self.offset = (self.offset as isize + delta).clamp(0, max as isize) as usize;
+    }
+}
+
+/// Which text is being typed into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input {
+    LocksFilter,
+    EventsFilter,
+}
+
+/// The whole UI state.
+#[derive(Debug)]
+pub struct App {
+    pub theme: Theme,
+    pub tab: Tab,
+    pub show_help: bool,
+    /// The view shown while the display is paused (the session keeps publishing).
+    pub frozen: Option<Arc<View>>,
+    /// The session accepts interrupt and resume.
+    pub controllable: bool,
+    /// Shown in the header when the caller knows it (the session's sampling rate).
+    pub poll_hz: Option<f64>,
+    pub input: Option<Input>,
+    pub locks: LocksState,
+    pub harts_selected: usize,
+    pub bucket_selected: usize,
+    pub events: EventsState,
+    pub panic_scroll: Scroll,
+    pub deadlock_scroll: Scroll,
+    /// The Panic view shows every hart's backtrace.
+    pub other_harts: bool,
+    /// A one-line message for the status bar, until the next key.
+    pub message: Option<String>,
+    seen_panic: bool,
+    seen_deadlock: bool,
+    pub(crate) hits: RefCell<Hits>,
+    /// Rows of the current list at the last render: what PgUp/PgDn move by.
+    pub(crate) page: Cell<usize>,
+}
+
+impl App {
+    pub fn new(theme: Theme, controllable: bool) -> Self {
+        App {
+            theme,
+            tab: Tab::Locks,
+            show_help: false,
+            frozen: None,
+            controllable,
+            poll_hz: None,
+            input: None,
+            locks: LocksState::default(),
+            harts_selected: 0,
+            bucket_selected: 0,
+            events: EventsState::default(),
+            panic_scroll: Scroll::default(),
+            deadlock_scroll: Scroll::default(),
+            other_harts: false,
+            message: None,
+            seen_panic: false,
+            seen_deadlock: false,
+            hits: RefCell::default(),
+            page: Cell::new(10),
+        }
+    }
+
+    /// The view to show: the frozen one while paused, else `live`.
+    pub fn shown<'a>(&'a self, live: &'a Arc<View>) -> &'a Arc<View> {
+        self.frozen.as_ref().unwrap_or(live)
+    }
+
+    pub fn paused(&self) -> bool {
+        self.frozen.is_some()
+    }
+
+    /// Notes a newly shown view: switches to Panic when a panic first appears, and to Deadlock
+    /// when a confirmed cycle first appears. Once each; the user can switch away.
+    pub fn observe(&mut self, view: &View) {
+        if !self.seen_deadlock && view.report.deadlocks.iter().any(|d| d.confirmed) {
+            self.seen_deadlock = true;
+            self.tab = Tab::Deadlock;
+        }
+        if !self.seen_panic && view.panic.is_some() {
+            self.seen_panic = true;
+            self.tab = Tab::Panic;
+        }
+    }
+}
