@@ -301,6 +301,11 @@ impl Symbols {
         &self.path
     }
 
+    /// The ELF file's bytes, for readers that parse more of it (DWARF types).
+    pub(crate) fn elf_bytes(&self) -> &[u8] {
+        &self.data
+    }
+
     /// True when the ELF has DWARF, so lines and inlined frames are available.
     pub fn has_debug_info(&self) -> bool {
         self.dwarf.is_some()

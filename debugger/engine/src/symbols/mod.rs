@@ -11,11 +11,13 @@
 //!   [`Symbols::lock_site`], [`Symbols::location`], [`Symbols::source_context`].
 //! - Disassembly: [`Symbols::disassemble_around`].
 //! - Unwinding a stopped hart: [`Symbols::unwind`].
+//! - C types, globals and variables in scope from DWARF: [`types::Types`].
 
 mod disasm;
 mod dwarf;
 mod elf;
 mod source;
+pub mod types;
 mod unwind;
 
 use std::path::PathBuf;
@@ -28,6 +30,7 @@ pub use disasm::{Disassembly, Instruction};
 pub use dwarf::{demangle, Frame, Location, SiteFilter};
 pub use elf::{ElfMemory, Symbol, SymbolHit, SymbolKind, Symbols, TextRange};
 pub use source::SourceContext;
+pub use types::{Global, TypeId, TypeKind, Types, TypesError};
 pub use unwind::{RawFrame, RawFrameKind, Unwind, UnwindLimits, UnwindStop};
 
 /// Where `cargo xtask build` puts the kernel ELF, quoted in error messages.
