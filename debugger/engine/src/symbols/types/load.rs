@@ -143,9 +143,9 @@ pub(super) fn load(path: &Path, elf: &[u8]) -> Result<Loaded, TypesError> {
         reason,
     };
     let file = object::File::parse(elf).map_err(|e| malformed(e.to_string()))?;
-    if !file
+    if file
         .section_by_name(".debug_info")
-        .is_some_and(|s| s.size() > 0)
+        .is_none_or(|s| s.size() == 0)
     {
         return Err(TypesError::NoDebugInfo {
             path: path.to_owned(),
