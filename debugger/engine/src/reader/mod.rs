@@ -205,6 +205,7 @@ impl AbiReader {
                     hold_max_ns: ns(info.hold_max),
                 },
                 holder,
+                ..Default::default()
             });
         }
         let check_lock = |field: String, id: u32| -> Result<Option<u32>, AbiError> {
@@ -267,6 +268,7 @@ impl AbiReader {
                 spinning,
                 ops: Some(s.ops),
                 regs: None,
+                ..Default::default()
             });
         }
 
@@ -291,6 +293,7 @@ impl AbiReader {
         let kmem = Some(KmemSnapshot {
             mode: kmem_mode.map_or("unknown", |m| m.as_str()).to_owned(),
             lists: kmem_lists,
+            ..Default::default()
         });
 
         let bcache = match &l.bcache {
@@ -331,6 +334,7 @@ impl AbiReader {
                         last_use_ticks: f.timestamp,
                         bucket,
                         lock: check_lock(format!("BufInfo[{i}].lock"), f.lock)?,
+                        ..Default::default()
                     });
                 }
                 Some(BcacheSnapshot {
@@ -340,6 +344,7 @@ impl AbiReader {
                     evict_lock: check_lock("BcacheHeader.evict_lock".into(), b.evict_lock)?,
                     buckets: bucket_rows,
                     bufs: buf_rows,
+                    ..Default::default()
                 })
             }
         };
@@ -377,6 +382,7 @@ impl AbiReader {
             kmem,
             bcache,
             panic,
+            ..Default::default()
         })
     }
 
