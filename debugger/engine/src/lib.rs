@@ -3,6 +3,7 @@
 //! - [`gdb`]: our own client for the gdb Remote Serial Protocol, tuned to QEMU's stub.
 //! - [`symbols`]: ELF and DWARF symbolization and RISC-V disassembly.
 //! - [`reader`]: decodes the lockscope ABI (`lockscope-abi`) out of guest memory.
+//! - [`sources`]: each way into a target; [`sources::xv6`] reads an unmodified xv6 kernel through DWARF.
 //! - [`model`]: the source-independent model of a target.
 //! - [`analysis`]: statistics, deadlock and lock-order analysis over the model.
 //! - [`monitor`]: feeds in, symbolized views out: what the TUI and `check` show.
@@ -20,5 +21,6 @@ pub mod qemu;
 pub mod reader;
 pub mod report;
 pub mod session;
+pub mod sources;
 pub mod symbols;
 pub mod trace;

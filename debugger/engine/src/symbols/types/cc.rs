@@ -25,13 +25,17 @@ pub(crate) fn have_gcc() -> bool {
     ok
 }
 
-/// Compiles each `(file name, source)` with `-c -g` and `flags`, links them into a kernel-like
-/// ELF at 0x80000000 whose entry is `entry`, and returns its path.
+/// Compiles each `(file name, source)` with `-c -g` and `flags` (headers, `*.h`, are only
+/// written), links them into a kernel-like ELF at 0x80000000 whose entry is `entry`, and
+/// returns its path.
 pub(crate) fn build(dir: &Path, sources: &[(&str, &str)], flags: &[&str], entry: &str) -> PathBuf {
     let mut objects = Vec::new();
     for (name, src) in sources {
         let c = dir.join(name);
         std::fs::write(&c, src).unwrap();
+        if name.ends_with(".h") {
+            continue;
+        }
         let o = c.with_extension("o");
         run(Command::new(GCC)
             .args([
