@@ -146,10 +146,13 @@ fn name_now(src: &mut Xv6Source, mem: &mut dyn GuestMemory, ptr: u64, place: &Pl
     read_now(mem, &src.image, ptr)
 }
 
+/// What identifies a candidate across snapshots: kind, path, and the address it is about.
+pub(super) type Key = (FindingKind, String, u64);
+
 /// Keeps the candidates that count as findings now (see the module docs), remembering this
-/// snapshot's for the next.
+/// look's in `seen` for the next.
 pub(super) fn confirm(
-    src: &mut Xv6Source,
+    seen: &mut HashSet<Key>,
     cands: Vec<(Finding, u64)>,
     concurrent: bool,
 ) -> Vec<Finding> {
@@ -160,10 +163,10 @@ pub(super) fn confirm(
         if !now.insert(k.clone()) {
             continue;
         }
-        if !concurrent || src.confirmed.contains(&k) {
+        if !concurrent || seen.contains(&k) {
             out.push(f);
         }
     }
-    src.confirmed = now;
+    *seen = now;
     out
 }

@@ -112,8 +112,6 @@ pub(super) struct CpuLayout {
     pub proc: Field,
     pub noff: Option<Field>,
     pub intena: Option<Field>,
-    /// The scheduler's saved `ra`: non-zero once the hart has entered the scheduler.
-    pub context_ra: Option<Field>,
     pub cpus: ArrayVar,
 }
 
@@ -237,13 +235,6 @@ pub(super) fn find_core(types: &Types, path: &std::path::Path) -> Result<Core, X
         proc: Field::of(types, cpu_ty, "proc").ok_or_else(not_xv6)?,
         noff: Field::of(types, cpu_ty, "noff"),
         intena: Field::of(types, cpu_ty, "intena"),
-        context_ra: types.member(cpu_ty, "context").and_then(|c| {
-            let ra = Field::of(types, c.ty, "ra")?;
-            Some(Field {
-                offset: c.offset + ra.offset,
-                ..ra
-            })
-        }),
         cpus,
     };
     let proc = proc_ty.and_then(|p| find_proc(types, p, spinlock.ty));

@@ -10,11 +10,15 @@
 //! breaks the lab's invariants as [`Finding`](crate::model::Finding)s. docs/xv6.md says more.
 
 mod bcache;
+mod build;
 mod findings;
 mod image;
 mod kmem;
 mod layout;
+mod objects;
+mod procs;
 mod read;
+mod regions;
 pub mod sv39;
 mod walk;
 
@@ -25,11 +29,12 @@ use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
 use crate::memory::{GuestMemory, MemoryError};
-use crate::model::{FindingKind, LockEvent, LockId, LockState, Snapshot};
+use crate::model::{Finding, KmemSnapshot, LockEvent, LockId, LockState, Snapshot};
 use crate::symbols::types::{TypeId, Types, TypesError};
 use crate::symbols::Symbols;
 
@@ -40,6 +45,8 @@ pub use sv39::{Sv39, Sv39Error, VirtMemory};
 
 /// Guest RAM on QEMU `virt` as xv6 uses it: 128 MiB at 0x80000000 (`PHYSTOP`).
 pub const DEFAULT_RAM: Range<u64> = 0x8000_0000..0x8800_0000;
+/// Default interval between walks of the free lists.
+pub const FREE_WALK_INTERVAL: Duration = Duration::from_millis(500);
 /// Locks tracked at most (xv6 registers a few hundred; the lab's `NLOCK` is 500).
 const MAX_LOCKS: usize = 1 << 14;
 
@@ -74,8 +81,7 @@ struct LockDef {
     addr: u64,
     /// Its variable path; `None` for a lock found only through the registry.
     path: Option<String>,
-    /// Still in the registry or a global; a freed registry lock keeps its last state.
-    live: bool,
+    /// What the last snapshot read: a lock freed from the registry keeps it.
     last: Option<LockState>,
 }
 
@@ -110,12 +116,17 @@ pub struct Xv6Source {
     exempt: HashSet<u64>,
     locks: Vec<LockDef>,
     ids: HashMap<u64, LockId>,
-    regions: read::Regions,
+    regions: regions::Regions,
     names: HashMap<u64, String>,
-    confirmed: HashSet<(FindingKind, String, u64)>,
+    confirmed: HashSet<findings::Key>,
     marks: Vec<u16>,
     nharts: Option<u32>,
     free_walk_budget: usize,
+    free_walk_interval: Duration,
+    /// The last walk of the free lists: when, what it counted, its confirmed findings, and
+    /// its candidates (confirmed against the next walk's).
+    free_walk: Option<(Instant, KmemSnapshot, Vec<Finding>)>,
+    free_walk_confirmed: HashSet<findings::Key>,
     page_table: Option<Sv39>,
 }
 
@@ -152,7 +163,7 @@ impl Xv6Source {
         let path = symbols.path().to_owned();
         let core = layout::find_core(&types, &path)?;
         let image = image::Image::new(symbols, ram.clone())?;
-        read::build(path, types, image, core)
+        build::build(path, types, image, core)
     }
 
     /// The DWARF types, for the analyses that need variables at a pc (panics, deadlocks).
@@ -166,10 +177,17 @@ impl Xv6Source {
         self.nharts = Some(n);
     }
 
-    /// Free-list nodes read per snapshot at most (default: every page of RAM). Through the gdb
+    /// Free-list nodes read per walk at most (default: every page of RAM). Through the gdb
     /// stub each node is a round trip: lower it there; 0 skips the walk.
     pub fn set_free_list_budget(&mut self, nodes: usize) {
         self.free_walk_budget = nodes;
+    }
+
+    /// How often the free lists are walked (default [`FREE_WALK_INTERVAL`]); snapshots in
+    /// between repeat the last walk's counts. A walk reads every free page's first word (all of
+    /// RAM's pages when the machine is idle): it is most of a snapshot's cost.
+    pub fn set_free_list_interval(&mut self, every: Duration) {
+        self.free_walk_interval = every;
     }
 
     /// How the buffer cache was found, e.g. `bcache.bucket[*]: 13 buckets, each a lock and a

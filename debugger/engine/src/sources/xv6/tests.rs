@@ -76,7 +76,8 @@ fn kernel(shape: u32, bugs: bool, dwarf: &str) -> Kernel {
         let off = (seg.address() + skip as u64 - RAM.start) as usize;
         img.bytes[off..off + d.len() - skip].copy_from_slice(&d[skip..]);
     }
-    let src = Xv6Source::open_with_ram(&syms, RAM).unwrap();
+    let mut src = Xv6Source::open_with_ram(&syms, RAM).unwrap();
+    src.set_free_list_interval(std::time::Duration::ZERO);
     let heap = src.image.heap_start();
     let mut k = Kernel {
         syms,
