@@ -555,6 +555,21 @@ fn what_is_not_an_xv6_kernel_says_so() {
         "{msg}"
     );
 
+    // Not RISC-V (this test program), or cut short: the ELF loader says so before us.
+    let me = std::env::current_exe().unwrap();
+    let err = Symbols::load(&me).unwrap_err().to_string();
+    assert!(
+        err.contains("lockscope needs the RISC-V kernel ELF"),
+        "{err}"
+    );
+    let bytes = std::fs::read(&elf).unwrap();
+    for cut in [8, 100, bytes.len() / 2] {
+        let r = Symbols::from_bytes("cut", bytes[..cut].to_vec());
+        if let Ok(syms) = r {
+            assert!(Xv6Source::open(&syms).is_err(), "cut at {cut}");
+        }
+    }
+
     // A different kernel in RAM than the ELF.
     let mut k = kernel(4, false, "-gdwarf-5");
     assert!(k.src.ready(&mut k.img, false).unwrap());
