@@ -432,3 +432,11 @@ fn frame_base_locals_at_o0() {
         assert_eq!(names.first(), Some(&"i"), "{flag}: {names:?}");
     }
 }
+
+/// The types are shared between the session's threads.
+#[test]
+fn types_are_send_and_sync() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Types>();
+    shared::<crate::sources::xv6::Xv6Source>();
+}
