@@ -24,6 +24,7 @@ mod canon;
 #[cfg(test)]
 pub(crate) mod cc;
 mod load;
+mod resolve;
 mod scope;
 
 use std::collections::HashMap;
