@@ -8,7 +8,8 @@
 //! - [`monitor`]: feeds in, symbolized views out: what the TUI and `check` show.
 //! - [`analysis`]: statistics, deadlock and lock-order analysis over the model, and the verdict.
 //! - [`report`]: `lockscope check`'s result, for people and as JSON.
-//! - [`sources`]: each way into a target (the lockscope ABI today), producing the [`model`].
+//! - [`sources`]: each way into a target (the lockscope ABI; an unmodified xv6 kernel through
+//!   DWARF), producing the [`model`].
 //! - [`feed`]: what any source (live or recorded) delivers; [`trace`] records and replays it.
 //! - [`symbols`]: ELF and DWARF symbolization, disassembly and unwinding.
 //! - [`gdb`]: our own client for the gdb Remote Serial Protocol, tuned to QEMU's stub.

@@ -15,7 +15,7 @@ pub type HartId = u32;
 
 /// Name and class of one lock. Instances of a class (the 13 bucket locks) share the class name
 /// but keep their own identity.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockMeta {
     pub id: LockId,
     pub name: String,
@@ -49,16 +49,38 @@ impl LockCounters {
 }
 
 /// One lock at one moment.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockState {
     pub meta: LockMeta,
     pub counters: LockCounters,
     /// The hart holding it, when the source knows.
     pub holder: Option<HartId>,
+    /// Where the lock is in the kernel's variables (`bcache.bucket[4].lock`); `None` for a lock
+    /// known only from a registry (one in kalloc'd memory, such as a pipe's).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Its address, when the source reads locks in memory.
+    #[serde(default)]
+    pub addr: Option<u64>,
+    /// The lock word, when the source reads it (held with no holder yet is possible mid-acquire).
+    #[serde(default)]
+    pub locked: Option<bool>,
+    /// The lab's own counters as the kernel keeps them (`int`s that can wrap negative).
+    #[serde(default)]
+    pub lab: Option<LabCounts>,
+}
+
+/// The xv6 lab's per-lock counters, raw: `n` is `#acquire()`, `nts` is `#test-and-set`
+/// (`#fetch-and-add` in 2020). [`LockCounters::acquires`] and [`LockCounters::spins`] hold the
+/// same counts read as unsigned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabCounts {
+    pub n: i64,
+    pub nts: i64,
 }
 
 /// What a hart is doing, as far as the source can tell.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HartRun {
     Offline,
     Booting,
@@ -69,6 +91,7 @@ pub enum HartRun {
     Halted,
     /// This hart panicked.
     Panicked,
+    #[default]
     Unknown,
 }
 
@@ -134,7 +157,7 @@ impl StackFrame {
 }
 
 /// One hart at one moment.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HartSnapshot {
     pub hart: HartId,
     pub run: HartRun,
@@ -149,6 +172,29 @@ pub struct HartSnapshot {
     pub ops: Option<u64>,
     /// Present when the hart was stopped and its registers were read.
     pub regs: Option<HartRegs>,
+    /// The kernel's own per-CPU record (xv6's `struct cpu`), when the source reads it.
+    #[serde(default)]
+    pub cpu: Option<CpuState>,
+}
+
+/// A process as other records refer to it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcRef {
+    /// Index in the process table.
+    pub slot: u32,
+    pub pid: i64,
+    pub name: String,
+}
+
+/// xv6's `struct cpu` of one hart.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuState {
+    /// `cpus[i].proc`: the process running on it; `None` in the scheduler.
+    pub proc: Option<ProcRef>,
+    /// Depth of `push_off` nesting.
+    pub noff: i64,
+    /// Were interrupts enabled before the outermost `push_off`?
+    pub intena: bool,
 }
 
 /// Page allocator counters of one hart's free list.
@@ -164,15 +210,26 @@ pub struct KmemList {
 }
 
 /// The page allocator.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KmemSnapshot {
     /// `percpu` or `global`.
     pub mode: String,
     pub lists: Vec<KmemList>,
+    /// Where each list's head is (`kmem[2].freelist`), parallel to `lists`, when the source
+    /// knows.
+    #[serde(default)]
+    pub list_paths: Vec<String>,
+    /// Free pages right after boot (all of RAM above the kernel), to compare with the total.
+    #[serde(default)]
+    pub pages_at_start: Option<u64>,
+    /// True when free pages were counted by walking the lists and a walk stopped early (a
+    /// corrupt or too long list); the counts are then lower bounds.
+    #[serde(default)]
+    pub incomplete: bool,
 }
 
 /// One hash bucket of the buffer cache.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BucketSnapshot {
     pub index: u32,
     pub lock: Option<LockId>,
@@ -183,7 +240,7 @@ pub struct BucketSnapshot {
 }
 
 /// One buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BufSnapshot {
     pub index: u32,
     pub dev: u32,
@@ -194,16 +251,30 @@ pub struct BufSnapshot {
     pub last_use_ticks: u64,
     pub bucket: Option<u32>,
     pub lock: Option<LockId>,
+    /// xv6's `disk` flag: the disk owns the buffer (a read or write is in flight).
+    #[serde(default)]
+    pub disk: Option<bool>,
+    /// The pid holding its sleeplock, when it is held.
+    #[serde(default)]
+    pub holder_pid: Option<i64>,
+    #[serde(default)]
+    pub addr: Option<u64>,
 }
 
 /// The buffer cache.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BcacheSnapshot {
     /// `hashed` or `global`.
     pub mode: String,
     pub evict_lock: Option<LockId>,
     pub buckets: Vec<BucketSnapshot>,
     pub bufs: Vec<BufSnapshot>,
+    /// The source has no hit, miss or steal counts (the bucket fields are then 0).
+    #[serde(default)]
+    pub counts_unavailable: bool,
+    /// How the source found the buckets, for the view's title: `bcache.bucket[13]: lock + head`.
+    #[serde(default)]
+    pub layout: Option<String>,
 }
 
 /// The trap that led to a panic.
@@ -250,7 +321,7 @@ pub enum Outcome {
 }
 
 /// Everything known about a target at one moment.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// Target time of the snapshot.
     pub time_ns: u64,
@@ -265,6 +336,130 @@ pub struct Snapshot {
     pub kmem: Option<KmemSnapshot>,
     pub bcache: Option<BcacheSnapshot>,
     pub panic: Option<PanicSnapshot>,
+    /// The process table, when the source reads one (xv6's `proc[]`); unused slots left out.
+    #[serde(default)]
+    pub processes: Vec<ProcessSnapshot>,
+    #[serde(default)]
+    pub sleeplocks: Vec<SleeplockSnapshot>,
+    /// Reader-writer spinlocks and the fields their author gave them.
+    #[serde(default)]
+    pub rwlocks: Vec<RwLockSnapshot>,
+    /// Broken invariants and lab pitfalls the source found in this state.
+    #[serde(default)]
+    pub findings: Vec<Finding>,
+}
+
+/// Registers a process saved when it last switched away (xv6's `p->context`): where its
+/// kernel stack can be unwound from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedContext {
+    pub ra: u64,
+    pub sp: u64,
+    /// s0, the frame pointer.
+    pub fp: u64,
+}
+
+/// One process.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessSnapshot {
+    /// Index in the process table.
+    pub slot: u32,
+    pub pid: i64,
+    pub name: String,
+    /// As the kernel's enum names it: `SLEEPING`, `RUNNABLE`, `RUNNING`...
+    pub state: String,
+    /// What a sleeping process sleeps on.
+    pub chan: Option<u64>,
+    /// The channel as a known object: `buf 3 (block 33)`, `ticks`, `sleeplock log.lock`.
+    pub chan_name: Option<String>,
+    pub killed: bool,
+    /// The hart running it (from the per-CPU records).
+    pub hart: Option<HartId>,
+    /// Virtual address of its kernel stack (translate through the kernel page table).
+    pub kstack: Option<u64>,
+    pub context: Option<SavedContext>,
+    /// Its own lock (`proc[i].lock`).
+    pub lock: Option<LockId>,
+}
+
+/// One sleeplock.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SleeplockSnapshot {
+    pub path: String,
+    pub name: Option<String>,
+    pub addr: u64,
+    pub locked: bool,
+    pub holder: Option<ProcRef>,
+    /// Its inner spinlock.
+    pub lock: Option<LockId>,
+}
+
+/// One field of a structure whose fields its author chose, flattened: `readers[2]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldValue {
+    pub name: String,
+    /// The value of an integer, enum or pointer field.
+    pub value: Option<i64>,
+    /// As shown: `3`, `0x80012000`, `WRITING`, `?` when unreadable.
+    pub text: String,
+}
+
+/// A reader-writer spinlock (the 2025 lab's `struct rwspinlock`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RwLockSnapshot {
+    pub path: String,
+    pub addr: u64,
+    /// Its inner spinlock.
+    pub lock: Option<LockId>,
+    /// Every other field, as the student defined it.
+    pub fields: Vec<FieldValue>,
+}
+
+/// What a finding is about. Each one makes a lab's "OK" meaningless.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    /// A lock's name points into a stack (a local buffer of a function that returned).
+    LockNameOnStack,
+    /// A lock's name points into kalloc'd memory.
+    LockNameOnHeap,
+    /// A lock's name points nowhere valid, or at something that is not a string.
+    LockNameInvalid,
+    /// An allocator or buffer-cache lock whose name the lab's `statslock` does not count.
+    LockNameNotCounted,
+    /// A spinlock used (counts, or held) that `initlock` never named.
+    LockUninitialised,
+    /// A used spinlock missing from the lab's `locks[]` registry.
+    LockNotRegistered,
+    /// A registry entry that does not point at a lock in memory.
+    RegistryEntryInvalid,
+    /// `n` or `nts` wrapped negative.
+    CounterWrapped,
+    /// A lock's `cpu` is neither null nor one of `cpus[]`.
+    HolderInvalid,
+    /// A block cached in two buffers.
+    BlockCachedTwice,
+    /// A bucket list that loops back on itself.
+    BucketCycle,
+    /// A bucket list pointer that does not land on a buffer.
+    BucketStrayPointer,
+    /// A buffer on two bucket lists.
+    BufInTwoBuckets,
+    /// A free page on two free lists.
+    PageOnTwoLists,
+    /// A free list that reaches a page twice (a double `kfree`).
+    PageTwiceOnList,
+    /// A free list pointer that is not a free page.
+    FreeListStrayPointer,
+}
+
+/// Something wrong in the target's state that its own tests may not notice.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    pub kind: FindingKind,
+    /// The variable path (or `name@address`) of what it is about.
+    pub path: String,
+    pub message: String,
 }
 
 impl Snapshot {

@@ -316,6 +316,7 @@ fn bcache_and_kmem_views_total_their_parts() {
                 last_use_ticks: 0,
                 bucket: Some(if i < 2 { 0 } else { 1 }),
                 lock: None,
+                ..Default::default()
             })
             .chain(std::iter::once(BufSnapshot {
                 index: 3,
@@ -326,8 +327,10 @@ fn bcache_and_kmem_views_total_their_parts() {
                 last_use_ticks: 0,
                 bucket: Some(99), // a bucket the table does not have
                 lock: None,
+                ..Default::default()
             }))
             .collect(),
+        ..Default::default()
     });
     s.kmem = Some(KmemSnapshot {
         mode: "percpu".into(),
@@ -347,6 +350,7 @@ fn bcache_and_kmem_views_total_their_parts() {
                 ..KmemList::default()
             },
         ],
+        ..Default::default()
     });
     a.observe(&s, Consistency::Live);
     let b = a.bcache().unwrap();

@@ -221,6 +221,7 @@ fn any_snapshot() -> impl Strategy<Value = Snapshot> {
                         hold_max_ns: u64::MAX,
                     },
                     holder,
+                    ..Default::default()
                 })
                 .collect();
             s.harts = harts
@@ -249,6 +250,7 @@ fn any_snapshot() -> impl Strategy<Value = Snapshot> {
                     }),
                     ops: None,
                     regs: None,
+                    ..Default::default()
                 })
                 .collect();
             s

@@ -82,6 +82,7 @@ pub fn synthetic_view(locks: usize, harts: usize) -> View {
                         hold_max_ns: 50 * (1 + i as u64 % 13) * 4,
                     },
                     holder: (i < harts * 2 && i % 2 == 0).then_some((i / 2) as u32),
+                    ..Default::default()
                 }
             })
             .collect();
@@ -103,6 +104,7 @@ pub fn synthetic_view(locks: usize, harts: usize) -> View {
                 }),
                 ops: Some(step * 1000),
                 regs: None,
+                ..Default::default()
             })
             .collect();
         m.apply(&Feed::Snapshot(Box::new(Snapshot {
@@ -134,9 +136,11 @@ pub fn synthetic_view(locks: usize, harts: usize) -> View {
                         lock: None,
                     })
                     .collect(),
+                ..Default::default()
             }),
             bcache: None,
             panic: None,
+            ..Default::default()
         })));
     }
     m.view()

@@ -5,13 +5,14 @@
 //! know which source fed them.
 //!
 //! - [`abi`]: our kernel, through `lockscope-abi` (its root descriptor, rings and tables).
-//! - `xv6/` (to come): an unmodified xv6 kernel, through its DWARF types.
+//! - [`xv6`]: an unmodified xv6 kernel, through its DWARF types.
 //! - `plugin/` (to come): lock events from lockscope's QEMU TCG plugin.
 //!
 //! [`detect`] says which kind of kernel an ELF is; [`open`] makes its source.
 
 pub mod abi;
 mod detect;
+pub mod xv6;
 
 use crate::memory::GuestMemory;
 use crate::model::{HartId, LockEvent, Snapshot};
@@ -23,6 +24,8 @@ pub use detect::{detect, open, DetectError, KernelKind};
 pub enum SourceError {
     #[error(transparent)]
     Abi(#[from] crate::sources::abi::AbiError),
+    #[error(transparent)]
+    Xv6(#[from] xv6::Xv6Error),
     #[error(transparent)]
     Memory(#[from] crate::memory::MemoryError),
 }

@@ -15,6 +15,7 @@
 //! - `disasm`: [`Symbols::disassemble_around`]; `unwind`: unwinding a stopped hart,
 //!   [`Symbols::unwind`].
 //! - `memo`: the bounded memo tables, `error`: [`SymbolsError`].
+//! - [`types`]: C types, globals and variables in scope from DWARF ([`types::Types`]).
 
 mod disasm;
 mod dwarf;
@@ -23,6 +24,7 @@ mod error;
 mod lines;
 mod memo;
 mod source;
+pub mod types;
 mod unwind;
 
 pub use disasm::{Disassembly, Instruction};
@@ -30,4 +32,5 @@ pub use dwarf::{demangle, Location, SiteFilter, SourceFrame};
 pub use elf::{ElfMemory, Symbol, SymbolHit, SymbolKind, Symbols, TextRange};
 pub use error::{SymbolsError, KERNEL_ELF_HINT};
 pub use source::SourceContext;
+pub use types::{Global, TypeId, TypeKind, Types, TypesError};
 pub use unwind::{RawFrame, RawFrameKind, Unwind, UnwindLimits, UnwindStop};

@@ -116,6 +116,7 @@ impl AbiReader {
                     hold_max_ns: ns(info.hold_max),
                 },
                 holder,
+                ..Default::default()
             });
         }
         let check_lock = |field: String, id: u32| -> Result<Option<u32>, AbiError> {
@@ -178,6 +179,7 @@ impl AbiReader {
                 spinning,
                 ops: Some(s.ops),
                 regs: None,
+                ..Default::default()
             });
         }
 
@@ -202,6 +204,7 @@ impl AbiReader {
         let kmem = Some(KmemSnapshot {
             mode: kmem_mode.map_or("unknown", |m| m.as_str()).to_owned(),
             lists: kmem_lists,
+            ..Default::default()
         });
 
         let bcache = match &l.bcache {
@@ -242,6 +245,7 @@ impl AbiReader {
                         last_use_ticks: f.timestamp,
                         bucket,
                         lock: check_lock(format!("BufInfo[{i}].lock"), f.lock)?,
+                        ..Default::default()
                     });
                 }
                 Some(BcacheSnapshot {
@@ -251,6 +255,7 @@ impl AbiReader {
                     evict_lock: check_lock("BcacheHeader.evict_lock".into(), b.evict_lock)?,
                     buckets: bucket_rows,
                     bufs: buf_rows,
+                    ..Default::default()
                 })
             }
         };
@@ -288,6 +293,7 @@ impl AbiReader {
             kmem,
             bcache,
             panic,
+            ..Default::default()
         })
     }
 
