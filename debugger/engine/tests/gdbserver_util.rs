@@ -174,7 +174,8 @@ impl Gdb {
         require_tool("gdb-multiarch");
         let mut cmd = Command::new("gdb-multiarch");
         cmd.args(["-batch", "-nx"]);
-        for c in ["set pagination off", "set confirm off", "set width 0"] {
+        // Rust paths parse only in Rust mode (a hart stopped in assembly would leave gdb in C).
+        for c in ["set pagination off", "set confirm off", "set width 0", "set language rust"] {
             cmd.args(["-ex", c]);
         }
         for c in commands {
