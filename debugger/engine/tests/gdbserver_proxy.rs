@@ -247,3 +247,151 @@ fn user_gdb_and_lockscope_share_qemu() {
     assert!(proxy.stopped_total() > Duration::ZERO);
     proxy.shutdown().unwrap();
 }
+
+/// A client that speaks like xv6's grader (gradelib.py): no acks, no `qSupported`, a
+/// hardware breakpoint and a plain `c`, then it waits for `T05`.
+struct Grader {
+    s: std::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Grader {
+    fn connect(addr: SocketAddr) -> Self {
+        let s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        Self { s, buf: Vec::new() }
+    }
+
+    fn send(&mut self, cmd: &str) {
+        use std::io::Write;
+        let sum = cmd.bytes().fold(0u8, |a, b| a.wrapping_add(b));
+        write!(self.s, "${cmd}#{sum:02x}").unwrap();
+    }
+
+    /// The next packet's payload (acks skipped), within `timeout`.
+    fn packet(&mut self, timeout: Duration) -> Option<String> {
+        use std::io::Read;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let text = String::from_utf8_lossy(&self.buf).into_owned();
+            if let Some(start) = text.find('$') {
+                if let Some(end) = text[start..].find('#') {
+                    let end = start + end;
+                    if text.len() >= end + 3 {
+                        self.buf.drain(..end + 3);
+                        return Some(text[start + 1..end].to_string());
+                    }
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            let mut b = [0u8; 4096];
+            if let Ok(n) = self.s.read(&mut b) {
+                if n == 0 {
+                    return None;
+                }
+                self.buf.extend_from_slice(&b[..n]);
+            }
+        }
+    }
+}
+
+#[test]
+fn grader_drives_a_held_guest_while_lockscope_keeps_its_own_breakpoint() {
+    let _serial = serial();
+    let q = Qemu::boot(2, "workload=kalloctest secs=600 exit=no", false, false);
+    let syms = Symbols::load(kernel()).expect("kernel symbols");
+    let harts_addr = syms.symbol("lockscope_kernel::abi::HARTS").unwrap().address;
+    let alloc = syms.symbol("lockscope_kernel::kalloc::alloc").unwrap().address;
+    // Every hart traps here 100 times a second (the timer).
+    let trap = syms.symbol("kerneltrap").unwrap().address;
+
+    // `make qemu-gdb`: QEMU waits for gdb (-S) whatever lockscope does.
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let options = lockscope_engine::gdbserver::ProxyOptions {
+        hold_for_user: true,
+        ..Default::default()
+    };
+    let proxy = GdbProxy::start_with(q.addr(), listen, options).expect("proxy starts");
+    let status = proxy.user_status().stopped.expect("held for gdb");
+    assert_eq!(status.reason, UserStopReason::WaitingForGdb);
+
+    // lockscope connects, sets a breakpoint of its own, and resumes: the guest stays held.
+    let mut ls = GdbClient::connect_addr(proxy.private_addr(), Config::default()).unwrap();
+    ls.insert_breakpoint(trap).unwrap();
+    assert!(ls.resume().unwrap().is_none());
+    let mut hb = [0u8; 8];
+    for _ in 0..5 {
+        let p = ls.pause_with(|c| c.read_memory(harts_addr, &mut hb)).unwrap();
+        assert!(p.stop.is_none());
+        assert_eq!(u64::from_le_bytes(hb), 0, "the guest ran before gdb said so");
+    }
+
+    // The grader: a hardware breakpoint and `c`, no acks; it gets its own T05.
+    let mut g = Grader::connect(proxy.user_addr());
+    g.send(&format!("Z1,{alloc:x},1"));
+    g.send("c");
+    assert_eq!(g.packet(Duration::from_secs(10)).as_deref(), Some("OK"));
+    let mut ls_hits = 0;
+    let stop = loop {
+        if let Some(p) = g.packet(Duration::from_millis(20)) {
+            break p;
+        }
+        // Meanwhile lockscope's breakpoint fires too, for lockscope only.
+        if let Some(stop) = ls.wait_stop(Duration::from_millis(20)).unwrap() {
+            assert!(stop.hit_breakpoint(), "{stop:?}");
+            assert!(stop.at_breakpoints.iter().all(|(_, a)| *a == trap), "{stop:?}");
+            ls_hits += 1;
+            ls.resume().unwrap();
+        }
+        assert!(ls_hits < 10_000, "the grader's breakpoint never came");
+    };
+    // No multiprocess for a client that did not ask: `T05thread:01;` as QEMU would say.
+    assert!(stop.starts_with("T05thread:0"), "{stop}");
+    // The grader's hart is at its breakpoint.
+    g.send("g");
+    let regs = g.packet(Duration::from_secs(5)).unwrap();
+    let pc = u64::from_le_bytes(
+        (0..8)
+            .map(|i| u8::from_str_radix(&regs[32 * 16 + 2 * i..32 * 16 + 2 * i + 2], 16).unwrap())
+            .collect::<Vec<_>>()
+            .try_into()
+            .unwrap(),
+    );
+    assert_eq!(pc, alloc);
+    assert_eq!(
+        proxy.user_status().stopped.map(|s| s.reason),
+        Some(UserStopReason::Trap)
+    );
+    // While the grader holds the guest, lockscope's polls still read it.
+    let p = ls.pause_with(|c| c.read_memory(harts_addr, &mut hb)).unwrap();
+    assert!(p.stop.is_none());
+    // (The first allocation comes at boot, before any heartbeat.)
+    let held = u64::from_le_bytes(hb);
+
+    // The grader goes away (gradelib just closes): the guest runs on, and lockscope's
+    // breakpoint, which a `D` would have removed, still fires.
+    drop(g);
+    let mut after = 0;
+    poll_until("lockscope's breakpoint after the grader left", Duration::from_secs(30), || {
+        if let Some(stop) = ls.wait_stop(Duration::from_millis(20)).unwrap() {
+            assert!(stop.at_breakpoints.iter().all(|(_, a)| *a == trap), "{stop:?}");
+            after += 1;
+            ls.resume().unwrap();
+        }
+        (after >= 3).then_some(())
+    });
+    let p = ls.pause_with(|c| c.remove_breakpoint(trap)).unwrap();
+    if p.stop.is_some() {
+        ls.resume().unwrap();
+    }
+    poll_until("the guest to run on", Duration::from_secs(30), || {
+        let p = ls.pause_with(|c| c.read_memory(harts_addr, &mut hb)).unwrap();
+        assert!(p.stop.is_none(), "{:?}", p.stop);
+        (u64::from_le_bytes(hb) > held + 100).then_some(())
+    });
+    assert!(proxy.user_status().stopped.is_none());
+    ls.detach().unwrap();
+    proxy.shutdown().unwrap();
+}

@@ -22,6 +22,8 @@ pub struct Link {
     /// The last packet sent, resent when the peer answers `-`.
     last_packet: Vec<u8>,
     rbuf: Box<[u8]>,
+    /// `LOCKSCOPE_GDB_TRACE=1` prints every packet with this label, for debugging.
+    pub trace: Option<&'static str>,
 }
 
 impl Link {
@@ -35,6 +37,7 @@ impl Link {
             no_ack: false,
             last_packet: Vec::new(),
             rbuf: vec![0; 16 * 1024].into_boxed_slice(),
+            trace: None,
         }
     }
 
@@ -60,6 +63,9 @@ impl Link {
                         }
                     }
                     for f in got {
+                        if let (Some(label), Frame::Packet(p)) = (self.trace, &f) {
+                            eprintln!("{label} -> {}", String::from_utf8_lossy(p));
+                        }
                         match f {
                             Frame::Nack if !self.no_ack && !self.last_packet.is_empty() => {
                                 let again = self.last_packet.clone();
@@ -79,6 +85,9 @@ impl Link {
 
     /// Queues a packet, framed verbatim.
     pub fn send_packet(&mut self, payload: &[u8]) {
+        if let Some(label) = self.trace {
+            eprintln!("{label} <- {}", String::from_utf8_lossy(payload));
+        }
         let wire = frame(payload);
         self.out.extend_from_slice(&wire);
         self.last_packet = wire;
@@ -92,6 +101,9 @@ impl Link {
     }
 
     pub fn send_interrupt(&mut self) {
+        if let Some(label) = self.trace {
+            eprintln!("{label} <- ^C");
+        }
         self.out.push(INTERRUPT);
     }
 

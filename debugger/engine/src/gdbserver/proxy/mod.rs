@@ -154,8 +154,12 @@ impl GdbProxy {
         let waker = Arc::new(Waker::new(registry, WAKER)?);
 
         let shared = Arc::new(Shared::default());
+        let mut up_link = Link::new(up_stream);
+        if std::env::var_os("LOCKSCOPE_GDB_TRACE").is_some() {
+            up_link.trace = Some("qemu");
+        }
         let relay = Relay::new(
-            Link::new(up_stream),
+            up_link,
             up.threads,
             up.current,
             options.hold_for_user,
@@ -360,7 +364,14 @@ impl Loop {
                 Self::token(who),
                 Interest::READABLE | Interest::WRITABLE,
             )?;
-            self.relay.attach(who, Link::new(stream));
+            let mut link = Link::new(stream);
+            if std::env::var_os("LOCKSCOPE_GDB_TRACE").is_some() {
+                link.trace = Some(match who {
+                    Who::User => "user",
+                    Who::Ls => "lockscope",
+                });
+            }
+            self.relay.attach(who, link);
         }
     }
 
