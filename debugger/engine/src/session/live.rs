@@ -817,7 +817,13 @@ fn capture(
             })
             .collect();
         regs_of.push((hart, regs));
-        harts.push(HartStop { hart, regs, frames });
+        let full = Some(crate::gdbserver::full_registers(client, t, &r));
+        harts.push(HartStop {
+            hart,
+            regs,
+            frames,
+            full,
+        });
     }
     ctx.send(Feed::Stop(StopInfo {
         reason,

@@ -26,6 +26,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use thiserror::Error;
 
 pub use events::{ProxyEvent, StoppedInterval, UserStatus, UserStop, UserStopReason};
+pub use packet::frame;
 pub use relay::ReportOutcome;
 
 use events::Shared;
