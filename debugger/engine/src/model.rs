@@ -120,7 +120,10 @@ pub struct FullRegs {
 
 impl FullRegs {
     pub fn csr(&self, number: u16) -> Option<u64> {
-        self.csrs.iter().find(|(n, _)| *n == number).map(|&(_, v)| v)
+        self.csrs
+            .iter()
+            .find(|(n, _)| *n == number)
+            .map(|&(_, v)| v)
     }
 
     /// x`n`, or 0 when it was not saved.

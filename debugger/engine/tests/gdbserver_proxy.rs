@@ -48,8 +48,7 @@ impl Poller {
                                 p.foreign.lock().unwrap().push(format!("{stop:?}"));
                                 let _ = client.resume();
                             }
-                            p.heartbeat
-                                .store(u64::from_le_bytes(buf), Ordering::SeqCst);
+                            p.heartbeat.store(u64::from_le_bytes(buf), Ordering::SeqCst);
                             p.polls.fetch_add(1, Ordering::SeqCst);
                         }
                         Err(e) => {
@@ -72,21 +71,21 @@ impl Poller {
     fn wait_polls(&self, n: u64) {
         let start = self.polls.load(Ordering::SeqCst);
         poll_until("lockscope's polls", Duration::from_secs(30), || {
-            assert!(
-                self.errors.lock().unwrap().is_empty(),
-                "{:?}",
-                self.errors
-            );
+            assert!(self.errors.lock().unwrap().is_empty(), "{:?}", self.errors);
             (self.polls.load(Ordering::SeqCst) >= start + n).then_some(())
         });
     }
 
     /// Waits until the kernel's heartbeat, read by lockscope's polls, moves past `than`.
     fn wait_progress(&self, than: u64) -> u64 {
-        poll_until("the kernel to make progress", Duration::from_secs(30), || {
-            let h = self.heartbeat.load(Ordering::SeqCst);
-            (h > than).then_some(h)
-        })
+        poll_until(
+            "the kernel to make progress",
+            Duration::from_secs(30),
+            || {
+                let h = self.heartbeat.load(Ordering::SeqCst);
+                (h > than).then_some(h)
+            },
+        )
     }
 }
 
@@ -135,9 +134,11 @@ fn user_gdb_and_lockscope_share_qemu() {
     let gdb = Gdb::spawn(&kernel(), &commands, &dir);
 
     // A second gdb while the first is attached is turned away with a message.
-    poll_until("gdb at its first checkpoint", Duration::from_secs(60), || {
-        exists(&dir, "refuse").then_some(())
-    });
+    poll_until(
+        "gdb at its first checkpoint",
+        Duration::from_secs(60),
+        || exists(&dir, "refuse").then_some(()),
+    );
     let second = Gdb::spawn(
         &kernel(),
         &[format!("target remote {}", proxy.user_addr())],
@@ -155,11 +156,12 @@ fn user_gdb_and_lockscope_share_qemu() {
         exists(&dir, "report").then_some(())
     });
     poller.wait_polls(5);
-    let outcome = poll_until("gdb to be running", Duration::from_secs(30), || {
-        match proxy.report_stop(2).unwrap() {
-            ReportOutcome::Reported => Some(()),
-            _ => None,
-        }
+    let outcome = poll_until("gdb to be running", Duration::from_secs(30), || match proxy
+        .report_stop(2)
+        .unwrap()
+    {
+        ReportOutcome::Reported => Some(()),
+        _ => None,
     });
     let _ = outcome;
 
@@ -185,7 +187,10 @@ fn user_gdb_and_lockscope_share_qemu() {
 
     println!("{out}");
     for t in 1..=4 {
-        assert!(out.contains(&format!("Thread 1.{t} (CPU#{}", t - 1)), "{out}");
+        assert!(
+            out.contains(&format!("Thread 1.{t} (CPU#{}", t - 1)),
+            "{out}"
+        );
     }
     // A backtrace on every hart.
     assert!(count(&out, "#0 ") >= 4, "{out}");
@@ -212,7 +217,11 @@ fn user_gdb_and_lockscope_share_qemu() {
         "lockscope saw stops that were not its own: {:?}",
         poller.foreign
     );
-    assert!(poller.errors.lock().unwrap().is_empty(), "{:?}", poller.errors);
+    assert!(
+        poller.errors.lock().unwrap().is_empty(),
+        "{:?}",
+        poller.errors
+    );
 
     let events: Vec<ProxyEvent> = events.try_iter().collect();
     let has = |f: &dyn Fn(&ProxyEvent) -> bool| events.iter().any(f);
@@ -258,7 +267,8 @@ struct Grader {
 impl Grader {
     fn connect(addr: SocketAddr) -> Self {
         let s = std::net::TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         Self { s, buf: Vec::new() }
     }
 
@@ -303,7 +313,10 @@ fn grader_drives_a_held_guest_while_lockscope_keeps_its_own_breakpoint() {
     let q = Qemu::boot(2, "workload=kalloctest secs=600 exit=no", false, false);
     let syms = Symbols::load(kernel()).expect("kernel symbols");
     let harts_addr = syms.symbol("lockscope_kernel::abi::HARTS").unwrap().address;
-    let alloc = syms.symbol("lockscope_kernel::kalloc::alloc").unwrap().address;
+    let alloc = syms
+        .symbol("lockscope_kernel::kalloc::alloc")
+        .unwrap()
+        .address;
     // Every hart traps here 100 times a second (the timer).
     let trap = syms.symbol("kerneltrap").unwrap().address;
 
@@ -323,9 +336,15 @@ fn grader_drives_a_held_guest_while_lockscope_keeps_its_own_breakpoint() {
     assert!(ls.resume().unwrap().is_none());
     let mut hb = [0u8; 8];
     for _ in 0..5 {
-        let p = ls.pause_with(|c| c.read_memory(harts_addr, &mut hb)).unwrap();
+        let p = ls
+            .pause_with(|c| c.read_memory(harts_addr, &mut hb))
+            .unwrap();
         assert!(p.stop.is_none());
-        assert_eq!(u64::from_le_bytes(hb), 0, "the guest ran before gdb said so");
+        assert_eq!(
+            u64::from_le_bytes(hb),
+            0,
+            "the guest ran before gdb said so"
+        );
     }
 
     // The grader: a hardware breakpoint and `c`, no acks; it gets its own T05.
@@ -341,7 +360,10 @@ fn grader_drives_a_held_guest_while_lockscope_keeps_its_own_breakpoint() {
         // Meanwhile lockscope's breakpoint fires too, for lockscope only.
         if let Some(stop) = ls.wait_stop(Duration::from_millis(20)).unwrap() {
             assert!(stop.hit_breakpoint(), "{stop:?}");
-            assert!(stop.at_breakpoints.iter().all(|(_, a)| *a == trap), "{stop:?}");
+            assert!(
+                stop.at_breakpoints.iter().all(|(_, a)| *a == trap),
+                "{stop:?}"
+            );
             ls_hits += 1;
             ls.resume().unwrap();
         }
@@ -365,7 +387,9 @@ fn grader_drives_a_held_guest_while_lockscope_keeps_its_own_breakpoint() {
         Some(UserStopReason::Trap)
     );
     // While the grader holds the guest, lockscope's polls still read it.
-    let p = ls.pause_with(|c| c.read_memory(harts_addr, &mut hb)).unwrap();
+    let p = ls
+        .pause_with(|c| c.read_memory(harts_addr, &mut hb))
+        .unwrap();
     assert!(p.stop.is_none());
     // (The first allocation comes at boot, before any heartbeat.)
     let held = u64::from_le_bytes(hb);
@@ -374,20 +398,29 @@ fn grader_drives_a_held_guest_while_lockscope_keeps_its_own_breakpoint() {
     // breakpoint, which a `D` would have removed, still fires.
     drop(g);
     let mut after = 0;
-    poll_until("lockscope's breakpoint after the grader left", Duration::from_secs(30), || {
-        if let Some(stop) = ls.wait_stop(Duration::from_millis(20)).unwrap() {
-            assert!(stop.at_breakpoints.iter().all(|(_, a)| *a == trap), "{stop:?}");
-            after += 1;
-            ls.resume().unwrap();
-        }
-        (after >= 3).then_some(())
-    });
+    poll_until(
+        "lockscope's breakpoint after the grader left",
+        Duration::from_secs(30),
+        || {
+            if let Some(stop) = ls.wait_stop(Duration::from_millis(20)).unwrap() {
+                assert!(
+                    stop.at_breakpoints.iter().all(|(_, a)| *a == trap),
+                    "{stop:?}"
+                );
+                after += 1;
+                ls.resume().unwrap();
+            }
+            (after >= 3).then_some(())
+        },
+    );
     let p = ls.pause_with(|c| c.remove_breakpoint(trap)).unwrap();
     if p.stop.is_some() {
         ls.resume().unwrap();
     }
     poll_until("the guest to run on", Duration::from_secs(30), || {
-        let p = ls.pause_with(|c| c.read_memory(harts_addr, &mut hb)).unwrap();
+        let p = ls
+            .pause_with(|c| c.read_memory(harts_addr, &mut hb))
+            .unwrap();
         assert!(p.stop.is_none(), "{:?}", p.stop);
         (u64::from_le_bytes(hb) > held + 100).then_some(())
     });

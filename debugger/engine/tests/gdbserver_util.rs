@@ -175,7 +175,12 @@ impl Gdb {
         let mut cmd = Command::new("gdb-multiarch");
         cmd.args(["-batch", "-nx"]);
         // Rust paths parse only in Rust mode (a hart stopped in assembly would leave gdb in C).
-        for c in ["set pagination off", "set confirm off", "set width 0", "set language rust"] {
+        for c in [
+            "set pagination off",
+            "set confirm off",
+            "set width 0",
+            "set language rust",
+        ] {
             cmd.args(["-ex", c]);
         }
         for c in commands {
@@ -223,7 +228,10 @@ impl Gdb {
             if Instant::now() >= deadline {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                panic!("gdb did not finish in {timeout:?}; it printed:\n{}", self.output());
+                panic!(
+                    "gdb did not finish in {timeout:?}; it printed:\n{}",
+                    self.output()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -8,8 +8,8 @@ pub mod stop;
 pub mod sv39;
 pub mod target_xml;
 
-pub use proxy::{GdbProxy, ProxyError, ProxyEvent, ProxyOptions};
-pub use stop::{full_registers, PostMortemStop, SavedHart};
-pub use postmortem::{serve_postmortem, PostMortemError, PostMortemServer};
-pub use target_xml::TargetXml;
 pub use self::core::{write_core, CoreError, CoreSummary};
+pub use postmortem::{serve_postmortem, PostMortemError, PostMortemServer};
+pub use proxy::{GdbProxy, ProxyError, ProxyEvent, ProxyOptions};
+pub use stop::{capture_stop, full_registers, PostMortemStop, SavedHart};
+pub use target_xml::TargetXml;

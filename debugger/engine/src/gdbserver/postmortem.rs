@@ -245,7 +245,9 @@ impl TargetDescriptionXmlOverride for PmTarget {
     ) -> TargetResult<usize, Self> {
         let name = std::str::from_utf8(annex).map_err(|_| TargetError::Errno(22))?;
         let text = self.xml.annex(name).ok_or(TargetError::Errno(22))?;
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(text.len());
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(text.len());
         let n = length.min(buf.len()).min(text.len() - start);
         buf[..n].copy_from_slice(&text.as_bytes()[start..start + n]);
         Ok(n)
@@ -269,7 +271,10 @@ impl ThreadExtraInfo for PmTarget {
 /// The reply to a packet the saved stop cannot honour, if this is one.
 fn refusal(p: &[u8]) -> Option<&'static [u8]> {
     match p {
-        [b'c' | b'C' | b's' | b'S' | b'i' | b'I' | b'R' | b'Z' | b'z', ..] => Some(REFUSE_RUN),
+        // Breakpoints are accepted and never hit: gdb inserts them (and RISC-V's software
+        // single step) before it resumes, and the resume is what gets the clear refusal.
+        [b'Z' | b'z', ..] => Some(b"OK"),
+        [b'c' | b'C' | b's' | b'S' | b'i' | b'I' | b'R', ..] => Some(REFUSE_RUN),
         _ if p.starts_with(b"vCont;") || p.starts_with(b"vRun") || p.starts_with(b"vAttach") => {
             Some(REFUSE_RUN)
         }
@@ -421,27 +426,35 @@ mod tests {
 
     #[test]
     fn refuses_what_would_run_or_write() {
-        for p in [
-            &b"c"[..],
-            b"vCont;c:p1.-1",
-            b"s",
-            b"Z0,80000000,4",
-            b"C05",
-        ] {
+        for p in [&b"c"[..], b"vCont;c:p1.-1", b"s", b"C05"] {
             assert_eq!(refusal(p), Some(REFUSE_RUN), "{p:?}");
         }
+        assert_eq!(refusal(b"Z0,80000000,4"), Some(&b"OK"[..]));
         for p in [&b"M80000000,1:00"[..], b"X80000000,0:", b"P20=00", b"G00"] {
             assert_eq!(refusal(p), Some(REFUSE_WRITE));
         }
-        for p in [&b"vCont?"[..], b"qC", b"m80000000,8", b"g", b"p41", b"D;1", b"k"] {
+        for p in [
+            &b"vCont?"[..],
+            b"qC",
+            b"m80000000,8",
+            b"g",
+            b"p41",
+            b"D;1",
+            b"k",
+        ] {
             assert_eq!(refusal(p), None);
         }
         // The refusals frame as they are (no escapes needed).
         for msg in [REFUSE_RUN, REFUSE_WRITE] {
             assert!(!msg.iter().any(|b| b"$#}*".contains(b)));
-            assert!(std::str::from_utf8(msg).unwrap().contains(CANNOT_RUN.split(" (").next().unwrap()));
+            assert!(std::str::from_utf8(msg)
+                .unwrap()
+                .contains(CANNOT_RUN.split(" (").next().unwrap()));
         }
-        assert_eq!(QemuRegId::from_raw_id(834).unwrap().0, QemuRegId::Csr(0x300));
+        assert_eq!(
+            QemuRegId::from_raw_id(834).unwrap().0,
+            QemuRegId::Csr(0x300)
+        );
         assert_eq!(QemuRegId::from_raw_id(65).unwrap().0, QemuRegId::Priv);
         assert_eq!(QemuRegId::from_raw_id(32).unwrap().0, QemuRegId::Pc);
         assert!(QemuRegId::from_raw_id(5000).is_none());

@@ -89,12 +89,7 @@ impl PostMortemStop {
         let harts: Vec<SavedHart> = info
             .harts
             .iter()
-            .filter_map(|h| {
-                h.full.clone().map(|regs| SavedHart {
-                    hart: h.hart,
-                    regs,
-                })
-            })
+            .filter_map(|h| h.full.clone().map(|regs| SavedHart { hart: h.hart, regs }))
             .collect();
         if harts.is_empty() {
             return None;
@@ -118,4 +113,34 @@ impl PostMortemStop {
         v.sort_by_key(|h| (Some(h.hart) != self.focus, h.hart));
         v
     }
+}
+
+/// Captures the stop a stopped guest is at: every hart's registers through `client`, and the
+/// RAM the caller saved (e.g. a copy of the shared-RAM file).
+pub fn capture_stop(
+    client: &mut GdbClient,
+    ram: Box<dyn GuestMemory + Send>,
+    ram_range: Range<u64>,
+    reason: &str,
+) -> Result<PostMortemStop, crate::gdb::GdbError> {
+    let mut harts = Vec::new();
+    for t in client.known_threads().to_vec() {
+        let Some(hart) = t.cpu_index() else { continue };
+        let r = client.read_hart_registers(t)?;
+        harts.push(SavedHart {
+            hart,
+            regs: full_registers(client, t, &r),
+        });
+    }
+    let focus = client
+        .last_stop()
+        .and_then(|s| s.thread.or(s.at_breakpoints.first().map(|(t, _)| *t)))
+        .and_then(|t| t.cpu_index());
+    Ok(PostMortemStop {
+        harts,
+        focus,
+        ram,
+        ram_range,
+        reason: reason.to_string(),
+    })
 }

@@ -124,15 +124,13 @@ pub fn for_each_mapping(
         return Err(TranslateError::Mode { satp });
     }
     let mut run: Option<(u64, u64, u64)> = None;
-    let mut emit = |va: u64, pa: u64, len: u64, run: &mut Option<(u64, u64, u64)>| {
-        match run {
-            Some((rva, rpa, rlen)) if *rva + *rlen == va && *rpa + *rlen == pa => *rlen += len,
-            _ => {
-                if let Some((a, b, c)) = run.take() {
-                    f(a, b, c);
-                }
-                *run = Some((va, pa, len));
+    let mut emit = |va: u64, pa: u64, len: u64, run: &mut Option<(u64, u64, u64)>| match run {
+        Some((rva, rpa, rlen)) if *rva + *rlen == va && *rpa + *rlen == pa => *rlen += len,
+        _ => {
+            if let Some((a, b, c)) = run.take() {
+                f(a, b, c);
             }
+            *run = Some((va, pa, len));
         }
     };
     walk(mem, (satp & PPN_MASK) * PAGE, 2, 0, &mut |va, pa, len| {
@@ -193,9 +191,18 @@ mod tests {
         let pte = |pa: u64, flags: u64| ((pa >> 12) << 10) | flags | PTE_V;
         let va: u64 = 0x3f_ffff_e000;
         put(BASE + ((va >> 30) & 0x1ff) * 8, pte(BASE + 0x1000, 0));
-        put(BASE + 0x1000 + ((va >> 21) & 0x1ff) * 8, pte(BASE + 0x2000, 0));
-        put(BASE + 0x2000 + ((va >> 12) & 0x1ff) * 8, pte(BASE + 0x5000, PTE_R | PTE_W));
-        put(BASE + ((BASE >> 30) & 0x1ff) * 8, pte(BASE, PTE_R | PTE_W | PTE_X));
+        put(
+            BASE + 0x1000 + ((va >> 21) & 0x1ff) * 8,
+            pte(BASE + 0x2000, 0),
+        );
+        put(
+            BASE + 0x2000 + ((va >> 12) & 0x1ff) * 8,
+            pte(BASE + 0x5000, PTE_R | PTE_W),
+        );
+        put(
+            BASE + ((BASE >> 30) & 0x1ff) * 8,
+            pte(BASE, PTE_R | PTE_W | PTE_X),
+        );
         put(BASE + 0x5000 + 0x10, 0x1122_3344_5566_7788);
         let satp = (8 << 60) | (BASE >> 12);
         (ByteImage { base: BASE, bytes }, satp)
@@ -227,7 +234,10 @@ mod tests {
         assert_eq!(u64::from_le_bytes(buf), 0x1122_3344_5566_7788);
         // The page after the last mapped one is unmapped: a short read.
         let mut long = vec![0u8; 0x2000];
-        assert_eq!(read_virtual(&mut img, space, 0x3f_ffff_e000, &mut long), 0x1000);
+        assert_eq!(
+            read_virtual(&mut img, space, 0x3f_ffff_e000, &mut long),
+            0x1000
+        );
         // M-mode reads physical addresses.
         let m = AddressSpace {
             satp: Some(satp),
@@ -243,7 +253,10 @@ mod tests {
         for_each_mapping(&mut img, satp, &mut |va, pa, len| runs.push((va, pa, len))).unwrap();
         assert_eq!(
             runs,
-            vec![(BASE, BASE, 1 << 30), (0x3f_ffff_e000, BASE + 0x5000, 0x1000)]
+            vec![
+                (BASE, BASE, 1 << 30),
+                (0x3f_ffff_e000, BASE + 0x5000, 0x1000)
+            ]
         );
     }
 }

@@ -65,15 +65,24 @@ impl fmt::Display for UserStop {
 /// What the proxy tells its subscribers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProxyEvent {
-    UserAttached { peer: Option<SocketAddr> },
+    UserAttached {
+        peer: Option<SocketAddr>,
+    },
     /// The user's gdb detached or disconnected; the guest runs on.
     UserDetached,
-    UserStopped { hart: Option<u32>, reason: UserStopReason },
+    UserStopped {
+        hart: Option<u32>,
+        reason: UserStopReason,
+    },
     UserResumed,
     /// A second gdb was turned away.
-    UserRefused { peer: Option<SocketAddr> },
+    UserRefused {
+        peer: Option<SocketAddr>,
+    },
     /// QEMU's stub went away (QEMU exited); the proxy has stopped.
-    UpstreamLost { reason: String },
+    UpstreamLost {
+        reason: String,
+    },
 }
 
 /// The user's side, as the dashboard shows it.

@@ -125,7 +125,8 @@ impl GdbProxy {
         options: ProxyOptions,
     ) -> Result<Self, ProxyError> {
         let listen = |addr: SocketAddr| {
-            let l = TcpListener::bind(addr).map_err(|source| ProxyError::Listen { addr, source })?;
+            let l =
+                TcpListener::bind(addr).map_err(|source| ProxyError::Listen { addr, source })?;
             l.set_nonblocking(true)?;
             Ok::<_, ProxyError>(l)
         };
@@ -151,7 +152,11 @@ impl GdbProxy {
             USER_LISTEN,
             Interest::READABLE,
         )?;
-        registry.register(&mut SourceFd(&ls_l.as_raw_fd()), LS_LISTEN, Interest::READABLE)?;
+        registry.register(
+            &mut SourceFd(&ls_l.as_raw_fd()),
+            LS_LISTEN,
+            Interest::READABLE,
+        )?;
         let waker = Arc::new(Waker::new(registry, WAKER)?);
 
         let shared = Arc::new(Shared::default());
@@ -424,7 +429,8 @@ impl Loop {
         let _ = self.relay.upstream.flush();
         let s = &mut self.closer;
         if s.set_nonblocking(false).is_err()
-            || s.set_read_timeout(Some(Duration::from_millis(200))).is_err()
+            || s.set_read_timeout(Some(Duration::from_millis(200)))
+                .is_err()
         {
             return;
         }

@@ -34,13 +34,22 @@ pub enum Command {
         uses_hc: bool,
     },
     /// `Hg<id>` or `Hc<id>`.
-    SetThread { op: u8, id: Vec<u8> },
+    SetThread {
+        op: u8,
+        id: Vec<u8>,
+    },
     /// `Z<type>,<addr>,<kind>`: the key is everything after the `Z`.
-    Insert { key: Vec<u8> },
+    Insert {
+        key: Vec<u8>,
+    },
     /// `z<type>,<addr>,<kind>`.
-    Remove { key: Vec<u8> },
+    Remove {
+        key: Vec<u8>,
+    },
     /// `k` (QEMU exits without a reply) or `vKill` (it replies first).
-    Kill { replies: bool },
+    Kill {
+        replies: bool,
+    },
     /// `qRcmd` (`monitor`): `O` packets, then the final reply.
     Monitor,
     Other,
@@ -70,8 +79,12 @@ impl Command {
                 op: *op,
                 id: id.to_vec(),
             },
-            [b'Z', b'0'..=b'4', b',', ..] => Self::Insert { key: p[1..].to_vec() },
-            [b'z', b'0'..=b'4', b',', ..] => Self::Remove { key: p[1..].to_vec() },
+            [b'Z', b'0'..=b'4', b',', ..] => Self::Insert {
+                key: p[1..].to_vec(),
+            },
+            [b'z', b'0'..=b'4', b',', ..] => Self::Remove {
+                key: p[1..].to_vec(),
+            },
             b"k" => Self::Kill { replies: false },
             [b'v', b'K', b'i', b'l', b'l', ..] => Self::Kill { replies: true },
             [b'q', b'R', b'c', b'm', b'd', b',', ..] => Self::Monitor,
@@ -94,7 +107,10 @@ pub fn breakpoint_addr(key: &[u8]) -> Option<(u8, u64)> {
 /// The raw thread id of a stop reply (`p01.03` from `T05thread:p01.03;`), as QEMU wrote it.
 pub fn stop_thread(p: &[u8]) -> Option<Vec<u8>> {
     let i = find(p, b"thread:")? + b"thread:".len();
-    let end = p[i..].iter().position(|&b| b == b';').map_or(p.len(), |e| i + e);
+    let end = p[i..]
+        .iter()
+        .position(|&b| b == b';')
+        .map_or(p.len(), |e| i + e);
     Some(p[i..end].to_vec())
 }
 
@@ -219,7 +235,10 @@ mod tests {
     #[test]
     fn stop_reply_fields() {
         assert_eq!(stop_thread(b"T05thread:p01.03;"), Some(b"p01.03".to_vec()));
-        assert_eq!(stop_thread(b"T05watch:10;thread:p01.02;").unwrap(), b"p01.02");
+        assert_eq!(
+            stop_thread(b"T05watch:10;thread:p01.02;").unwrap(),
+            b"p01.02"
+        );
         assert_eq!(stop_thread(b"S05"), None);
         assert_eq!(without_pid(b"T05thread:p01.03;"), b"T05thread:03;");
         assert_eq!(without_pid(b"S05"), b"S05");

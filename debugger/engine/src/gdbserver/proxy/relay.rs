@@ -490,7 +490,10 @@ impl Relay {
         let command = Command::parse(&p);
         // Registers and memory are read through the thread `Hg` selected (QEMU translates
         // virtual addresses with that CPU's MMU): select this client's thread first.
-        if matches!(p.first(), Some(b'g' | b'G' | b'p' | b'P' | b'm' | b'M' | b'X')) {
+        if matches!(
+            p.first(),
+            Some(b'g' | b'G' | b'p' | b'P' | b'm' | b'M' | b'X')
+        ) {
             if let Some(g) = self.peer(who).g.clone() {
                 if self.up_g.as_deref() != Some(&g[..]) {
                     self.peer(who).queue.push_front(Item::Packet(p));
@@ -574,8 +577,7 @@ impl Relay {
             Command::Monitor => self.send_up(&p, Some(Pending::Monitor(who))),
             Command::Other => {
                 if p.starts_with(b"qSupported") {
-                    self.peer(who).multiprocess =
-                        p.windows(13).any(|w| w == b"multiprocess+");
+                    self.peer(who).multiprocess = p.windows(13).any(|w| w == b"multiprocess+");
                 }
                 self.send_up(&p, Some(Pending::Reply(who)));
             }

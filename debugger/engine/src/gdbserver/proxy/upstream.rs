@@ -35,7 +35,9 @@ impl Handshake {
             addr: self.addr,
             reason: format!("sending `{command}`: {e}"),
         };
-        self.stream.write_all(&frame(command.as_bytes())).map_err(io)?;
+        self.stream
+            .write_all(&frame(command.as_bytes()))
+            .map_err(io)?;
         let deadline = Instant::now() + self.timeout;
         loop {
             while let Some(f) = self.frames.pop_front() {
