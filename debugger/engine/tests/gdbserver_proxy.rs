@@ -156,22 +156,20 @@ fn user_gdb_and_lockscope_share_qemu() {
         exists(&dir, "report").then_some(())
     });
     poller.wait_polls(5);
-    let outcome = poll_until("gdb to be running", Duration::from_secs(30), || match proxy
-        .report_stop(2)
-        .unwrap()
-    {
-        ReportOutcome::Reported => Some(()),
-        _ => None,
-    });
-    let _ = outcome;
+    poll_until(
+        "gdb to be running",
+        Duration::from_secs(30),
+        || match proxy.report_stop(2).unwrap() {
+            ReportOutcome::Reported => Some(()),
+            _ => None,
+        },
+    );
 
     // Ctrl-C while the guest runs under gdb and lockscope polls.
     poll_until("gdb to continue again", Duration::from_secs(60), || {
         exists(&dir, "int").then_some(())
     });
     poller.wait_polls(5);
-    let polls_before = poller.polls.load(Ordering::SeqCst);
-    let _ = polls_before;
     // gdb resumes the guest after the marker: interrupt once lockscope sees it run again.
     let h = poller.heartbeat.load(Ordering::SeqCst);
     poller.wait_progress(h);

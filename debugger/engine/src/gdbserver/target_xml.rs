@@ -59,7 +59,7 @@ mod tests {
         let d = TargetDescription::parse(main, &mut |n: &str| {
             x.annex(n)
                 .map(str::to_string)
-                .ok_or_else(|| TargetXmlError::TooManyFiles)
+                .ok_or(TargetXmlError::TooManyFiles)
         })
         .unwrap();
         assert_eq!(d.register("pc").unwrap().regnum, 32);
