@@ -107,6 +107,11 @@ impl Link {
         self.out.push(INTERRUPT);
     }
 
+    /// Output is waiting for the socket to take it.
+    pub fn pending(&self) -> bool {
+        !self.out.is_empty()
+    }
+
     /// Writes what the socket takes. An error, or a peer that stopped reading, is fatal.
     pub fn flush(&mut self) -> io::Result<()> {
         while !self.out.is_empty() {

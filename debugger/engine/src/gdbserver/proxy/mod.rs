@@ -145,8 +145,9 @@ impl GdbProxy {
 
         let poll = Poll::new()?;
         let registry = poll.registry();
-        let rw = Interest::READABLE | Interest::WRITABLE;
-        registry.register(&mut up_stream, UPSTREAM, rw)?;
+        // Writable interest only while output waits (see `Loop::watch_writes`): every ACK
+        // would otherwise wake the relay.
+        registry.register(&mut up_stream, UPSTREAM, Interest::READABLE)?;
         registry.register(
             &mut SourceFd(&user_l.as_raw_fd()),
             USER_LISTEN,
@@ -181,6 +182,7 @@ impl GdbProxy {
             shared: shared.clone(),
             closer,
             refusals: Arc::new(AtomicUsize::new(0)),
+            writable: [false; 3],
         };
         let thread = std::thread::Builder::new()
             .name("gdb-proxy".into())
@@ -282,6 +284,8 @@ struct Loop {
     /// A second handle on QEMU's connection, to detach cleanly at shutdown.
     closer: TcpStream,
     refusals: Arc<AtomicUsize>,
+    /// Writable interest registered, for upstream, the user, lockscope.
+    writable: [bool; 3],
 }
 
 impl Loop {
@@ -325,12 +329,49 @@ impl Loop {
             if let Err(e) = self.relay.upstream.flush() {
                 return self.lost(&e.to_string());
             }
-            for who in [Who::User, Who::Ls] {
-                let failed = self.relay.link(who).is_some_and(|l| l.flush().is_err());
+            let pending = self.relay.upstream.pending();
+            self.watch_writes(0, pending);
+            for (i, who) in [(1, Who::User), (2, Who::Ls)] {
+                let (failed, pending) = match self.relay.link(who) {
+                    Some(l) => (l.flush().is_err(), l.pending()),
+                    None => (false, false),
+                };
                 if failed {
                     self.drop_client(who);
+                } else {
+                    self.watch_writes(i, pending);
                 }
             }
+        }
+    }
+
+    /// Registers writable interest on link `i` while it has output waiting.
+    fn watch_writes(&mut self, i: usize, pending: bool) {
+        if self.writable[i] == pending {
+            return;
+        }
+        let interest = if pending {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        let registry = self.poll.registry();
+        let done = match i {
+            0 => registry.reregister(&mut self.relay.upstream.stream, UPSTREAM, interest),
+            _ => {
+                let (who, token) = if i == 1 {
+                    (Who::User, USER)
+                } else {
+                    (Who::Ls, LS)
+                };
+                match self.relay.link(who) {
+                    Some(l) => registry.reregister(&mut l.stream, token, interest),
+                    None => Ok(()),
+                }
+            }
+        };
+        if done.is_ok() {
+            self.writable[i] = pending;
         }
     }
 
@@ -365,11 +406,10 @@ impl Loop {
             }
             stream.set_nonblocking(true)?;
             let mut stream = mio::net::TcpStream::from_std(stream);
-            self.poll.registry().register(
-                &mut stream,
-                Self::token(who),
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
+            self.poll
+                .registry()
+                .register(&mut stream, Self::token(who), Interest::READABLE)?;
+            self.writable[if who == Who::User { 1 } else { 2 }] = false;
             let mut link = Link::new(stream);
             if std::env::var_os("LOCKSCOPE_GDB_TRACE").is_some() {
                 link.trace = Some(match who {
