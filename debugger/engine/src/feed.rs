@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{HartId, HartRegs, LockEvent, Snapshot, StackFrame};
+use crate::model::{FullRegs, HartId, HartRegs, LockEvent, Snapshot, StackFrame};
 
 /// Why the guest stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +26,10 @@ pub struct HartStop {
     pub regs: HartRegs,
     /// The unwound call chain, innermost (the pc) first.
     pub frames: Vec<StackFrame>,
+    /// Every general register and the saved CSRs, for the post-mortem gdb server and core
+    /// files. Absent in recordings made before it was captured.
+    #[serde(default)]
+    pub full: Option<FullRegs>,
 }
 
 /// The registers and stacks of every hart at one stop.

@@ -19,6 +19,7 @@
 pub mod analysis;
 pub mod feed;
 pub mod gdb;
+pub mod gdbserver;
 pub mod memory;
 pub mod model;
 pub mod monitor;

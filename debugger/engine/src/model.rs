@@ -128,6 +128,33 @@ pub struct HartRegs {
     pub stval: Option<u64>,
 }
 
+/// Every general register of a stopped hart and the CSRs saved with it: what a post-mortem
+/// gdb server or a core file needs beyond [`HartRegs`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FullRegs {
+    /// x0..x31 (x0 is 0).
+    pub x: Vec<u64>,
+    pub pc: u64,
+    /// Privilege level (0 U, 1 S, 3 M), when the stub reports it.
+    pub privilege: Option<u8>,
+    /// `(CSR number, value)`: satp (0x180), sstatus, sepc, scause, stval, ... as saved.
+    pub csrs: Vec<(u16, u64)>,
+}
+
+impl FullRegs {
+    pub fn csr(&self, number: u16) -> Option<u64> {
+        self.csrs
+            .iter()
+            .find(|(n, _)| *n == number)
+            .map(|&(_, v)| v)
+    }
+
+    /// x`n`, or 0 when it was not saved.
+    pub fn x(&self, n: usize) -> u64 {
+        self.x.get(n).copied().unwrap_or(0)
+    }
+}
+
 /// How a stack frame's address relates to the code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FrameKind {

@@ -130,6 +130,7 @@ fn snapshots_while_stopped_are_consistent_and_stop_stacks_reach_the_panic_view()
                     kind: FrameKind::Return,
                 },
             ],
+            full: None,
         }],
     }));
     let mut stopped = running.clone();

@@ -187,7 +187,14 @@ impl GdbSide {
                 })
                 .collect();
             regs_of.push((hart, regs));
-            harts.push(HartStop { hart, regs, frames });
+            // Every GPR and the saved CSRs, for the post-mortem gdb server and core files.
+            let full = Some(crate::gdbserver::full_registers(&mut self.client, t, &r));
+            harts.push(HartStop {
+                hart,
+                regs,
+                frames,
+                full,
+            });
         }
         self.reading.out.feed(Feed::Stop(StopInfo {
             reason,
