@@ -9,21 +9,23 @@
 //! bucket locks, and no path takes `bcache.evict` while holding a bucket lock.
 //!
 //! This file is the cache and its protocol. Beside it, in `bio/`:
-//! - `buf.rs`: a buffer, all of them, and the accessors of their fields;
+//! - `buf.rs`: a buffer, the array of all of them, and the accessors of their fields;
 //! - `list.rs`: the lists' raw-pointer operations, behind a hold of the list's lock;
-//! - `bugs.rs`: the `bug=` variants that replace a whole function of the protocol (the smaller
-//!   ones are marked with `bugs::active` where they are: [`hit`], [`touch`], `push_front`);
+//! - `buggy.rs`: the `bug=` variants that replace a whole function of the protocol (the
+//!   one-line ones are marked with `bugs::active` where they are: [`hit`], [`touch`], the
+//!   list's `link_front`);
 //! - `starter.rs`: the single-lock starter, for `bcache=global` and for the demo, which runs it
 //!   beside the hashed cache over [`NSTARTER`] buffers of its own;
 //! - `mirror.rs`: the cache's state in the ABI, for the debugger.
 //!
-//! A buffer's fields up to `last_use` belong to the holder of its list's lock. The code that
-//! touches them takes a [`Held`] (made, `unsafe`ly, right after acquiring the lock) and the
-//! buffer as a [`Node`] of it, so the protocol functions are safe code; the field accesses are
-//! in the few small functions below that take those.
+//! A buffer's fields up to `last_use` belong to the holder of its list's lock. Code that
+//! touches them has a [`Held`] of the list, made (`unsafe`: the promise that the lock is held)
+//! right after acquiring the lock, and the buffer as a [`Node`] of it. With those, the list
+//! operations and the field accessors are safe to call, and so the protocol functions are safe
+//! code apart from that promise and a few documented [`Held::assume`]s.
 
 mod buf;
-mod bugs;
+mod buggy;
 mod list;
 mod mirror;
 mod starter;
@@ -32,6 +34,7 @@ pub use mirror::{lookups, steals};
 pub use starter::{starter_bread, starter_init, NSTARTER};
 
 use crate::abi;
+use crate::bugs;
 use crate::hart;
 use crate::spinlock::RawSpinLock;
 use buf::{buf, buf_lock, clear_block, index_of, key, refcnt, set_refcnt, Buf, Counted};
@@ -228,12 +231,12 @@ fn lru_free<'h>(l: &'h Held<'_>) -> Option<Node<'h>> {
 
 /// Records a use of `b` for the LRU.
 fn touch(b: Node<'_>) {
-    if crate::bugs::active(Bug::StaleTicks) {
+    if bugs::active(Bug::StaleTicks) {
         // The student's bget never updates the timestamp.
         return;
     }
     let b = b.buf();
-    // SAFETY: as in `key`.
+    // SAFETY: `b` is a node: its list-owned fields are ours.
     unsafe {
         (*b).timestamp = abi::ticks().load(Ordering::Relaxed);
         (*b).last_use = hart::now();
@@ -243,7 +246,8 @@ fn touch(b: Node<'_>) {
 /// Makes the unheld `b` cache (dev, blockno), with one reference.
 fn set_block(b: Node<'_>, dev: u32, blockno: u32) {
     let p = b.buf();
-    // SAFETY: as in `key`; `valid` is the buffer lock holder's, but nobody holds it (refcnt 0).
+    // SAFETY: `b` is a node: its list-owned fields are ours; `valid` is the buffer lock
+    // holder's, but nobody holds it (refcnt 0), and it is an atomic.
     unsafe {
         (*p).dev = dev;
         (*p).blockno = blockno;
@@ -256,7 +260,7 @@ fn set_block(b: Node<'_>, dev: u32, blockno: u32) {
 /// A lookup found `b` in the held list: take a reference.
 fn hit(l: &Held<'_>, b: Node<'_>, count: bool) {
     set_refcnt(b, refcnt(b) + 1);
-    if crate::bugs::active(Bug::RefcntLeak) {
+    if bugs::active(Bug::RefcntLeak) {
         // The student's hit path takes its reference twice (once on finding the buffer, once
         // more in the tail it shares with the miss path); brelse drops one.
         set_refcnt(b, refcnt(b) + 1);
@@ -339,11 +343,11 @@ fn bget(dev: u32, blockno: u32) -> Counted {
     }
     bump(k, Counter::Misses);
     // black_box: not tail calls, so backtraces and held-lock pcs show bget.
-    if crate::bugs::active(Bug::DoubleAcquire) {
-        return core::hint::black_box(bugs::recycle_relocking(k, dev, blockno));
+    if bugs::active(Bug::DoubleAcquire) {
+        return core::hint::black_box(buggy::recycle_relocking(k, dev, blockno));
     }
-    if crate::bugs::active(Bug::BucketOrder) {
-        return core::hint::black_box(bugs::bget_holding_own_bucket(l, dev, blockno));
+    if bugs::active(Bug::BucketOrder) {
+        return core::hint::black_box(buggy::bget_holding_own_bucket(l, dev, blockno));
     }
     // Checking for the block and claiming a buffer happen under the one lock, so two harts
     // missing the same block cannot both load it.
@@ -542,8 +546,8 @@ pub fn give(from: usize, to: usize) -> bool {
     if !ready() || global_mode() || from == to || from >= NBUCKET || to >= NBUCKET {
         return false;
     }
-    if crate::bugs::active(Bug::OrderInversion) {
-        return bugs::give_holding_both(from, to);
+    if bugs::active(Bug::OrderInversion) {
+        return buggy::give_holding_both(from, to);
     }
     EVICT.acquire();
     BUCKETS[from].lock.acquire();

@@ -92,7 +92,8 @@ pub(super) fn buf_lock(i: usize) -> &'static SleepLock {
 /// The LRU key: when the buffer was last used.
 pub(super) fn key(b: Node<'_>) -> (u64, u64) {
     let b = b.buf();
-    // SAFETY: `b` is on a list we hold (`Node`): its fields are ours.
+    // SAFETY: `b` is a node (on a list we hold, or loose and ours): its list-owned fields are
+    // ours.
     unsafe { ((*b).timestamp, (*b).last_use) }
 }
 
@@ -109,7 +110,8 @@ pub(super) fn set_refcnt(b: Node<'_>, n: u32) {
 /// Makes the unheld `b` hold no block.
 pub(super) fn clear_block(b: Node<'_>) {
     let p = b.buf();
-    // SAFETY: as in `set_block`.
+    // SAFETY: as in `key`; `valid` is the buffer lock holder's, but nobody holds it (refcnt 0),
+    // and it is an atomic.
     unsafe {
         (*p).blockno = NOBLOCK;
         (*p).valid.store(false, Ordering::Relaxed);

@@ -11,8 +11,8 @@
 //! while loose), so it is written only by the holder of that list's lock: a hart holding list
 //! `k` that reads `k` there knows the buffer is on its list.
 //!
-//! `bug=null-next` breaks the lists on purpose, in [`Held::push_front`]: a walk of the list
-//! then loads through a null link, as the student's kernel does.
+//! `bug=null-next` breaks the lists on purpose, in `link_front` (putting a buffer at the front):
+//! a walk of the list then loads through a null link, as the student's kernel does.
 
 use super::buf::Buf;
 use crate::bugs;
@@ -81,7 +81,7 @@ pub(super) struct Held<'a> {
 
 /// A buffer whose list-owned fields are this hart's for `'h`: one on a held list, or a
 /// [`Loose`] one (see [`Loose::node`]).
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub(super) struct Node<'h> {
     b: *mut Buf,
     _held: PhantomData<&'h ()>,
@@ -207,7 +207,8 @@ impl<'a> Held<'a> {
     /// Takes `b` off the list and clears its links (a stale link hides bugs a null one shows).
     /// The caller owns it afterwards.
     pub(super) fn unlink(&self, b: Node<'_>) -> Loose {
-        // SAFETY: `b` is on a list we hold (`Node`): this one, which its `bucket` names.
+        // SAFETY: `b` is a node: on a list we hold (this one, or the caller's bookkeeping is
+        // wrong, but only its own lists are touched), or loose, which `unlink_links` catches.
         unsafe {
             self.unlink_links(link(b.b));
             (*b.b).bucket.store(NONE, Ordering::Relaxed);
@@ -218,7 +219,7 @@ impl<'a> Held<'a> {
     /// Moves `b` to the front of the list.
     pub(super) fn to_front(&self, b: Node<'_>) -> Node<'_> {
         let l = link(b.b);
-        // SAFETY: `b` is on this list, which we hold; off it for a moment, it is ours.
+        // SAFETY: as in `unlink`; off the list for a moment, `b` is ours.
         unsafe {
             self.unlink_links(l);
             self.link_front(l);

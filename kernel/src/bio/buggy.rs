@@ -1,7 +1,8 @@
 //! The `bug=` variants that replace a whole function of the cache's protocol, as students
 //! wrote them; `crate::bugs` selects them. The one-line variants stay in the code they change:
 //! `refcnt-leak` in [`hit`](super::hit), `stale-ticks` in [`touch`](super::touch), `null-next`
-//! in the list's `push_front`.
+//! in the list's `link_front`. (The file is not `bugs.rs`: the debugger's deadlock chain names
+//! sites by file name, and that would read as `kernel/src/bugs.rs`.)
 //!
 //! | `bug=` | here | what it does wrong |
 //! | --- | --- | --- |
