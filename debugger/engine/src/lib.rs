@@ -18,6 +18,7 @@ pub mod model;
 pub mod monitor;
 pub mod qemu;
 pub mod reader;
+pub mod recording;
 pub mod report;
 pub mod session;
 pub mod symbols;
