@@ -280,6 +280,27 @@ impl Monitor {
         }
     }
 
+    /// A copy of this monitor's state without its recorder: a keyframe of a recording's
+    /// timeline, fed on from where this one is.
+    pub fn fork(&self) -> Monitor {
+        Monitor {
+            config: self.config.clone(),
+            analyzer: self.analyzer.clone(),
+            symbols: self.symbols.clone(),
+            source: self.source,
+            state: self.state.clone(),
+            generation: self.generation,
+            console: self.console.clone(),
+            console_open: self.console_open,
+            recent: self.recent.clone(),
+            events_total: self.events_total,
+            lost_total: self.lost_total,
+            pauses: self.pauses.clone(),
+            pause_window: self.pause_window.clone(),
+            recorder: None,
+        }
+    }
+
     pub fn analyzer(&self) -> &Analyzer {
         &self.analyzer
     }

@@ -181,6 +181,7 @@ pub enum Consistency {
 }
 
 /// The analysis state.
+#[derive(Clone)]
 pub struct Analyzer {
     config: AnalysisConfig,
     events: EventState,

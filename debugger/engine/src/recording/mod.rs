@@ -14,6 +14,7 @@ pub mod format;
 mod keep;
 mod ram;
 mod reader;
+mod timeline;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +25,10 @@ use thiserror::Error;
 pub use keep::Keep;
 pub use ram::RecordedRam;
 pub use reader::{ChunkRef, FeedChunk, Problem, RecordedStop, Recording};
+pub use timeline::{
+    parse_time, view_at, CounterDelta, Direction, Mark, MarkKind, Position, RangeDelta, Timeline,
+    TimelineOptions,
+};
 pub use writer::{
     convert_v1, Converted, HartRegisters, RecordingWriter, WriterOptions, WriterStats,
 };
