@@ -74,16 +74,27 @@ pub struct RecordedRam {
     range: Range<u64>,
     /// Sorted by address.
     blocks: Vec<ChunkRef>,
+    /// Addresses of the blocks the writer stored, sorted: one of these without its chunk was
+    /// lost to damage, not zero.
+    stored: Vec<u64>,
     cache: Mutex<Vec<(u64, Arc<Vec<u8>>)>>,
 }
 
 impl RecordedRam {
-    pub(crate) fn new(storage: Arc<Storage>, range: Range<u64>, mut blocks: Vec<ChunkRef>) -> Self {
+    pub(crate) fn new(
+        storage: Arc<Storage>,
+        range: Range<u64>,
+        mut blocks: Vec<ChunkRef>,
+        mut stored: Vec<u64>,
+    ) -> Self {
         blocks.sort_by_key(|c| c.header.t0);
+        blocks.dedup_by_key(|c| c.header.t0);
+        stored.sort_unstable();
         Self {
             storage,
             range,
             blocks,
+            stored,
             cache: Mutex::new(Vec::new()),
         }
     }
@@ -106,6 +117,14 @@ impl RecordedRam {
             return Ok(Some(hit.1));
         }
         let Ok(i) = self.blocks.binary_search_by_key(&start, |c| c.header.t0) else {
+            if self.stored.binary_search(&start).is_ok() {
+                return Err(MemoryError::Failed {
+                    addr: start,
+                    len: RAM_BLOCK as usize,
+                    reason: "the recording lost this RAM block (its chunk is damaged or cut)"
+                        .into(),
+                });
+            }
             return Ok(None);
         };
         let c = &self.blocks[i];

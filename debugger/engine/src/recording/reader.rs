@@ -116,6 +116,8 @@ pub struct RecordedStop {
     pub regs: Vec<HartRegisters>,
     /// The guest RAM range saved with it.
     pub ram: Option<Range<u64>>,
+    /// Addresses of the RAM blocks stored (the rest of the range is zero).
+    pub ram_blocks: Vec<u64>,
 }
 
 pub(crate) struct Storage {
@@ -390,6 +392,7 @@ impl Recording {
                         info: None,
                         regs: Vec::new(),
                         ram: None,
+                        ram_blocks: Vec::new(),
                     });
                     out.last_mut().expect("just pushed")
                 }
@@ -403,6 +406,7 @@ impl Recording {
             }
             if rec.ram.is_some() {
                 s.ram = rec.ram;
+                s.ram_blocks = rec.ram_blocks;
             }
         }
         out.sort_by_key(|s| s.number);
@@ -428,7 +432,12 @@ impl Recording {
             .filter(|c| c.header.kind == ChunkKind::Ram && c.header.items as usize == stop.number)
             .copied()
             .collect();
-        Ok(RecordedRam::new(self.storage.clone(), range, blocks))
+        Ok(RecordedRam::new(
+            self.storage.clone(),
+            range,
+            blocks,
+            stop.ram_blocks.clone(),
+        ))
     }
 
     /// The kernel ELF carried by the recording (`with_kernel`).
@@ -494,14 +503,22 @@ impl Recording {
 /// Reads and checks one chunk's payload: bounded by its header, CRC-checked, decompressed to
 /// exactly the size the header says.
 pub(crate) fn read_payload(storage: &Storage, c: &ChunkRef) -> Result<Vec<u8>, String> {
-    let mut stored = vec![0u8; c.header.stored_len as usize];
+    // The header is read again with the payload: with an index, the copy on disk may be the
+    // damaged one, and a damaged chunk is reported whichever part of it is hit.
+    let mut buf = vec![0u8; HEADER_LEN + c.header.stored_len as usize];
     storage
-        .read_at(c.file, c.offset + HEADER_LEN as u64, &mut stored)
+        .read_at(c.file, c.offset, &mut buf)
         .map_err(|e| format!("reading it failed: {e}"))?;
-    if crc32c::crc32c(&stored) != c.header.payload_crc {
+    let (head, stored) = buf.split_at(HEADER_LEN);
+    match ChunkHeader::decode(head.try_into().expect("48 bytes")) {
+        Ok(h) if h == c.header => {}
+        Ok(_) => return Err("its header differs from the index's copy".into()),
+        Err(p) => return Err(p.to_string()),
+    }
+    if crc32c::crc32c(stored) != c.header.payload_crc {
         return Err("its payload fails its CRC-32C".into());
     }
-    unpack(&c.header, &stored)
+    unpack(&c.header, stored)
 }
 
 /// The chunks listed by the index, when the file ends with a valid trailer and index.

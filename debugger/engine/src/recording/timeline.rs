@@ -123,8 +123,26 @@ struct Decoded {
     /// Element offset of each feed within the chunk.
     starts: Vec<u64>,
     times: Vec<u64>,
-    /// The event behind each element, if it is one.
-    events: Vec<Option<LockEvent>>,
+}
+
+impl Decoded {
+    /// The event behind element `k` of the chunk, if it is one.
+    fn event(&self, k: usize) -> Option<LockEvent> {
+        let fi = self
+            .starts
+            .partition_point(|&s| s <= k as u64)
+            .checked_sub(1)?;
+        match &self.feeds[fi] {
+            Feed::Events { events, .. } => events.get(k - self.starts[fi] as usize).copied(),
+            _ => None,
+        }
+    }
+
+    /// Whether element `k` is an event (of `hart` when given).
+    fn is_event(&self, k: usize, hart: Option<HartId>) -> bool {
+        self.event(k)
+            .is_some_and(|e| hart.is_none_or(|h| e.hart == h))
+    }
 }
 
 /// A recording, seekable.
@@ -163,7 +181,6 @@ fn decode(rec: &Recording, c: &FeedChunk, mono_start: u64) -> Decoded {
     let mut feeds = rec.read_feeds(&c.chunk).unwrap_or_default();
     let mut starts = Vec::with_capacity(feeds.len());
     let mut times = Vec::new();
-    let mut events = Vec::new();
     let mut mono = mono_start;
     for f in &mut feeds {
         canonical(f);
@@ -173,17 +190,14 @@ fn decode(rec: &Recording, c: &FeedChunk, mono_start: u64) -> Decoded {
                 for e in ev.iter() {
                     mono = mono.max(e.time_ns);
                     times.push(mono);
-                    events.push(Some(*e));
                 }
             }
             Feed::Snapshot(s) => {
                 mono = mono.max(s.time_ns);
                 times.push(mono);
-                events.push(None);
             }
             _ => {
                 times.push(mono);
-                events.push(None);
             }
         }
     }
@@ -191,7 +205,6 @@ fn decode(rec: &Recording, c: &FeedChunk, mono_start: u64) -> Decoded {
         feeds,
         starts,
         times,
-        events,
     }
 }
 
@@ -312,9 +325,8 @@ impl Timeline {
             }
         }
         watch.bursts(&mut marks);
-        marks.sort_by(|a, b| a.position.cmp(&b.position).then(a.time_ns.cmp(&b.time_ns)));
         let start_ns = start_ns.unwrap_or(0);
-        Ok(Self {
+        let mut tl = Self {
             rec,
             symbols,
             options,
@@ -325,7 +337,15 @@ impl Timeline {
             start_ns,
             end_ns: mono.max(start_ns),
             cache: Mutex::new(Vec::new()),
-        })
+        };
+        // Inversions are looked for once a chunk: place them at their time.
+        let mut marks = std::mem::take(&mut tl.marks);
+        for m in marks.iter_mut().filter(|m| m.kind == MarkKind::Inversion) {
+            m.position = tl.position_at(m.time_ns).max(1);
+        }
+        marks.sort_by(|a, b| a.position.cmp(&b.position).then(a.time_ns.cmp(&b.time_ns)));
+        tl.marks = marks;
+        Ok(tl)
     }
 
     pub fn recording(&self) -> &Recording {
@@ -474,11 +494,8 @@ impl Timeline {
     /// The element at position `p - 1`, if it is a lock event.
     pub fn event_at(&self, p: Position) -> Option<LockEvent> {
         let ci = self.chunk_of(p)?;
-        let d = self.decoded(ci);
-        d.events
-            .get((p - 1 - self.chunks[ci].first) as usize)
-            .copied()
-            .flatten()
+        self.decoded(ci)
+            .event((p - 1 - self.chunks[ci].first) as usize)
     }
 
     /// The next position (after `from`, or before it) whose last element is an event, of
@@ -489,35 +506,30 @@ impl Timeline {
         hart: Option<HartId>,
         dir: Direction,
     ) -> Option<Position> {
-        let wanted = |e: &Option<LockEvent>| e.is_some_and(|e| hart.is_none_or(|h| e.hart == h));
+        // Element k of a chunk (0-based) leads to position first + k + 1.
         match dir {
             Direction::Forward => {
                 let mut ci = self.chunks.partition_point(|c| c.first + c.len <= from);
                 while ci < self.chunks.len() {
                     let c = &self.chunks[ci];
                     let d = self.decoded(ci);
-                    // Element index k (0-based in the chunk) gives position first + k + 1.
                     let lo = from.saturating_sub(c.first) as usize;
-                    if let Some(k) = d.events.iter().skip(lo).position(wanted) {
-                        return Some(c.first + (lo + k) as u64 + 1);
+                    if let Some(k) = (lo..d.times.len()).find(|&k| d.is_event(k, hart)) {
+                        return Some(c.first + k as u64 + 1);
                     }
                     ci += 1;
                 }
                 None
             }
             Direction::Back => {
-                let from = from.min(self.len() + 1);
-                let mut ci = self
-                    .chunks
-                    .partition_point(|c| c.first + c.len < from.saturating_sub(1));
-                ci = ci.min(self.chunks.len().saturating_sub(1));
+                // Positions below `from`: elements up to index from - 2.
+                let last = from.checked_sub(2)?.min(self.len().checked_sub(1)?);
+                let mut ci = self.chunks.partition_point(|c| c.first + c.len <= last);
                 loop {
                     let c = self.chunks.get(ci)?;
                     let d = self.decoded(ci);
-                    // Elements strictly before index from - 2 (position from - 1 and less).
-                    let hi = (from.saturating_sub(1).saturating_sub(c.first) as usize)
-                        .min(d.events.len());
-                    if let Some(k) = d.events[..hi].iter().rposition(wanted) {
+                    let hi = ((last + 1).saturating_sub(c.first) as usize).min(d.times.len());
+                    if let Some(k) = (0..hi).rev().find(|&k| d.is_event(k, hart)) {
                         return Some(c.first + k as u64 + 1);
                     }
                     ci = ci.checked_sub(1)?;

@@ -45,6 +45,9 @@ pub(crate) struct StopRecord {
     pub regs: Vec<HartRegisters>,
     #[serde(default)]
     pub ram: Option<Range<u64>>,
+    /// Addresses of the RAM blocks stored (the others are all zero).
+    #[serde(default)]
+    pub ram_blocks: Vec<u64>,
 }
 
 /// How a recording is written.
@@ -420,6 +423,7 @@ impl RecordingWriter {
         let mut block = vec![0u8; RAM_BLOCK as usize];
         let mut addr = ram.start;
         let mut cctx = zstd::bulk::Compressor::new(1).map_err(io_err(&self.path))?;
+        let mut stored_blocks = Vec::new();
         while addr < ram.end {
             let len = (ram.end - addr).min(RAM_BLOCK) as usize;
             let buf = &mut block[..len];
@@ -439,6 +443,7 @@ impl RecordingWriter {
                 let n = sink.chunk(h, &stored)?;
                 self.stats.bytes += n;
                 self.stats.ram_bytes_out += n;
+                stored_blocks.push(addr);
             }
             addr += len as u64;
         }
@@ -446,6 +451,7 @@ impl RecordingWriter {
             stop,
             time_ns: self.now_ns,
             ram: Some(ram),
+            ram_blocks: stored_blocks,
             ..StopRecord::default()
         })
     }
