@@ -289,9 +289,10 @@ impl RecordingWriter {
         }
     }
 
-    /// Remembers the first error; every later call fails fast.
+    /// Remembers the first I/O error; every later call fails fast (a half-written chunk must
+    /// stay the last thing in the file).
     fn guard<T>(&mut self, r: Result<T, RecordingError>) -> Result<T, RecordingError> {
-        if let Err(e) = &r {
+        if let Err(e @ RecordingError::Io { .. }) = &r {
             if self.failed.is_none() {
                 self.failed = Some(e.to_string());
             }
@@ -384,7 +385,6 @@ impl RecordingWriter {
         if !seg.full(sink) {
             return Ok(());
         }
-        let next = seg.next_path()?;
         let done = self.sink.take().expect("a file is open");
         let (span, bytes) = (
             done.last_time
@@ -393,6 +393,7 @@ impl RecordingWriter {
         );
         self.stats.bytes += done.finish(3)?;
         seg.closed(span, bytes)?;
+        let next = seg.next_path()?;
         self.start_file(&next)
     }
 
