@@ -345,7 +345,8 @@ impl Monitor {
             }
             Feed::Events { events, lost } => {
                 self.events_total += events.len() as u64;
-                self.lost_total += lost.iter().map(|(_, n)| n).sum::<u64>();
+                let lost_now = lost.iter().fold(0u64, |a, (_, n)| a.saturating_add(*n));
+                self.lost_total = self.lost_total.saturating_add(lost_now);
                 self.keep_recent(events);
             }
             Feed::Console(text) => self.push_console(text),
