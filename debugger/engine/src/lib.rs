@@ -11,6 +11,7 @@
 //! - [`feed`]: what any source (live or recorded) delivers; [`trace`] records and replays it.
 
 pub mod analysis;
+pub mod export;
 pub mod feed;
 pub mod gdb;
 pub mod memory;

@@ -1,0 +1,7 @@
+//! Recordings in other tools' formats.
+//!
+//! - [`perfetto`]: Perfetto's protobuf trace format, for the Perfetto UI.
+
+pub mod perfetto;
+
+pub use perfetto::{export_perfetto, ExportError, ExportStats};
