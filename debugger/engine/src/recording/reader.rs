@@ -217,9 +217,6 @@ impl Recording {
             let mut found = match read_index(&file, len) {
                 Some(c) => c,
                 None => {
-                    if files.len() == 1 || i + 1 < files.len() {
-                        // A segment that is not the newest one always has its index.
-                    }
                     problems.push(Problem::Unfinished { file: name.clone() });
                     scan(&file, len, &name, &mut problems)
                 }

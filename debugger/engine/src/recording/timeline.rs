@@ -257,73 +257,89 @@ impl Timeline {
         let (mut first, mut mono) = (0u64, 0u64);
         let mut start_ns = None;
         let (mut since_events, mut since_bytes, mut done_bytes) = (0u64, 0u64, 0u64);
-        for (ci, fc) in feed_chunks.iter().enumerate() {
-            let d = decode(&rec, fc, mono);
-            for (fi, feed) in d.feeds.iter().enumerate() {
-                let at = first + d.starts[fi];
-                let n = elements(feed);
-                let t = d.times[d.starts[fi] as usize + n as usize - 1];
-                monitor.apply(feed);
-                match feed {
-                    Feed::Events { events, lost } => {
-                        since_events += events.len() as u64;
-                        if start_ns.is_none() {
-                            start_ns = events.iter().map(|e| e.time_ns).min();
+        // Chunks are decoded on a second thread while this one feeds the monitor.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Decoded>(2);
+        std::thread::scope(|scope| {
+            let rec = &rec;
+            let feed_chunks = &feed_chunks;
+            scope.spawn(move || {
+                let mut mono = 0u64;
+                for fc in feed_chunks {
+                    let d = decode(rec, fc, mono);
+                    mono = d.times.last().copied().unwrap_or(mono);
+                    if tx.send(d).is_err() {
+                        break;
+                    }
+                }
+            });
+            for (ci, fc) in feed_chunks.iter().enumerate() {
+                let Ok(d) = rx.recv() else { break };
+                for (fi, feed) in d.feeds.iter().enumerate() {
+                    let at = first + d.starts[fi];
+                    let n = elements(feed);
+                    let t = d.times[d.starts[fi] as usize + n as usize - 1];
+                    monitor.apply(feed);
+                    match feed {
+                        Feed::Events { events, lost } => {
+                            since_events += events.len() as u64;
+                            if start_ns.is_none() {
+                                start_ns = events.iter().map(|e| e.time_ns).min();
+                            }
+                            for (hart, k) in lost.iter().filter(|(_, k)| *k > 0) {
+                                marks.push(Mark {
+                                    time_ns: d.times[d.starts[fi] as usize],
+                                    position: at + 1,
+                                    kind: MarkKind::Lost,
+                                    what: format!("hart {hart} lost {k} events"),
+                                });
+                            }
                         }
-                        for (hart, k) in lost.iter().filter(|(_, k)| *k > 0) {
+                        Feed::Snapshot(s) => {
+                            start_ns.get_or_insert(s.time_ns);
+                            snapshots.push((at + 1, t));
+                            watch.snapshot(&monitor, at + 1, t, &mut marks);
+                        }
+                        Feed::Stop(info) if info.reason == StopReason::Panic && !watch.panic => {
+                            watch.panic = true;
                             marks.push(Mark {
-                                time_ns: d.times[d.starts[fi] as usize],
+                                time_ns: t,
                                 position: at + 1,
-                                kind: MarkKind::Lost,
-                                what: format!("hart {hart} lost {k} events"),
+                                kind: MarkKind::Panic,
+                                what: format!(
+                                    "the guest stopped at a panic{}",
+                                    info.hart
+                                        .map(|h| format!(" (hart {h})"))
+                                        .unwrap_or_default()
+                                ),
                             });
                         }
+                        _ => {}
                     }
-                    Feed::Snapshot(s) => {
-                        start_ns.get_or_insert(s.time_ns);
-                        snapshots.push((at + 1, t));
-                        watch.snapshot(&monitor, at + 1, t, &mut marks);
-                    }
-                    Feed::Stop(info) if info.reason == StopReason::Panic && !watch.panic => {
-                        watch.panic = true;
-                        marks.push(Mark {
-                            time_ns: t,
-                            position: at + 1,
-                            kind: MarkKind::Panic,
-                            what: format!(
-                                "the guest stopped at a panic{}",
-                                info.hart
-                                    .map(|h| format!(" (hart {h})"))
-                                    .unwrap_or_default()
-                            ),
-                        });
-                    }
-                    _ => {}
+                }
+                let len = d.times.len() as u64;
+                mono = d.times.last().copied().unwrap_or(mono);
+                watch.inversions(&monitor, first + len, &mut marks);
+                chunks.push(ChunkInfo {
+                    feed: *fc,
+                    first,
+                    len,
+                    mono_end: mono,
+                });
+                first += len;
+                let stored = fc.chunk.header.stored_len as u64;
+                since_bytes += stored;
+                done_bytes += stored;
+                progress(done_bytes, total_bytes);
+                if since_events >= options.keyframe_events && since_bytes >= kf_bytes {
+                    keyframes.push(Keyframe {
+                        chunk: ci + 1,
+                        monitor: monitor.fork(),
+                    });
+                    since_events = 0;
+                    since_bytes = 0;
                 }
             }
-            let len = d.times.len() as u64;
-            mono = d.times.last().copied().unwrap_or(mono);
-            watch.inversions(&monitor, first + len, &mut marks);
-            chunks.push(ChunkInfo {
-                feed: *fc,
-                first,
-                len,
-                mono_end: mono,
-            });
-            first += len;
-            let stored = fc.chunk.header.stored_len as u64;
-            since_bytes += stored;
-            done_bytes += stored;
-            progress(done_bytes, total_bytes);
-            if since_events >= options.keyframe_events && since_bytes >= kf_bytes {
-                keyframes.push(Keyframe {
-                    chunk: ci + 1,
-                    monitor: monitor.fork(),
-                });
-                since_events = 0;
-                since_bytes = 0;
-            }
-        }
+        });
         watch.bursts(&mut marks);
         let start_ns = start_ns.unwrap_or(0);
         let mut tl = Self {
