@@ -18,7 +18,7 @@ fn main() {
         head = args[1].parse::<u64>().ok();
         args.drain(..2);
     }
-    if args.is_empty() || args.len() % 2 != 0 {
+    if args.is_empty() || !args.len().is_multiple_of(2) {
         eprintln!("usage: convert_v1 [--head EVENTS] IN.lstrace OUT.lsrec [IN OUT]...");
         std::process::exit(2);
     }

@@ -284,3 +284,37 @@ fn other_files_get_clear_errors() {
         .unwrap();
     assert!(e.to_string().contains("/nonexistent/r.lsrec"), "{e}");
 }
+
+#[test]
+fn the_sample_recordings_in_version_2_replay_as_their_version_1_originals() {
+    for name in [
+        "bucket-order-deadlock",
+        "healthy-mixed",
+        "null-next-kerneltrap",
+        "refcnt-leak-panic",
+        "stale-ticks",
+    ] {
+        let v2 = Recording::open(&traces().join(format!("{name}.lsrec"))).unwrap();
+        assert_eq!(v2.version(), 2);
+        assert!(v2.problems().is_empty(), "{name}: {:?}", v2.problems());
+        assert!(
+            v2.feeds().collect::<Vec<_>>() == v1_feeds(&traces().join(format!("{name}.lstrace"))),
+            "{name}"
+        );
+        assert_eq!(
+            v2.header().kernel_name.as_deref(),
+            Some("lockscope-kernel.elf")
+        );
+    }
+}
+
+#[test]
+fn writers_and_timelines_can_move_between_threads() {
+    fn send<T: Send>() {}
+    fn sync<T: Sync>() {}
+    send::<lockscope_engine::recording::RecordingWriter>();
+    send::<Recording>();
+    sync::<Recording>();
+    send::<lockscope_engine::recording::Timeline>();
+    send::<lockscope_engine::recording::RecordedRam>();
+}
