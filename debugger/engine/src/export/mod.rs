@@ -2,6 +2,7 @@
 //!
 //! - [`perfetto`]: Perfetto's protobuf trace format, for the Perfetto UI.
 
+mod findings;
 pub mod perfetto;
 
 pub use perfetto::{export_perfetto, ExportError, ExportStats};

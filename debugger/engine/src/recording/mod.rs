@@ -10,10 +10,14 @@
 //! The format is specified in docs/recording.md and in [`format`].
 
 mod codec;
+mod convert;
 pub mod format;
+mod headless;
 mod keep;
+mod marks;
 mod ram;
 mod reader;
+mod scan;
 mod timeline;
 mod writer;
 
@@ -22,16 +26,14 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use convert::{convert_v1, Converted};
+pub use headless::{parse_time, view_at};
 pub use keep::Keep;
+pub use marks::{Mark, MarkKind};
 pub use ram::RecordedRam;
 pub use reader::{ChunkRef, FeedChunk, Problem, RecordedStop, Recording};
-pub use timeline::{
-    parse_time, view_at, CounterDelta, Direction, Mark, MarkKind, Position, RangeDelta, Timeline,
-    TimelineOptions,
-};
-pub use writer::{
-    convert_v1, Converted, HartRegisters, RecordingWriter, WriterOptions, WriterStats,
-};
+pub use timeline::{CounterDelta, Direction, Position, RangeDelta, Timeline, TimelineOptions};
+pub use writer::{HartRegisters, RecordingWriter, WriterOptions, WriterStats};
 
 /// Where a recording came from. No path of the recording machine goes in here: the kernel is
 /// named by its file name and identified by its build fingerprint.

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
+use super::marks::{Mark, MarkKind, MarkWatch};
 use super::reader::{FeedChunk, Problem, Recording};
 use super::RecordingError;
 use crate::feed::{Feed, StopReason};
@@ -53,31 +54,6 @@ impl Default for TimelineOptions {
 pub enum Direction {
     Forward,
     Back,
-}
-
-/// What a mark on the timeline is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MarkKind {
-    /// Contended acquisitions per second well above the recording's usual rate.
-    ContentionBurst,
-    /// Events lost (a ring overran).
-    Lost,
-    Panic,
-    /// A deadlock became confirmed.
-    Deadlock,
-    Stall,
-    /// A lock-order inversion became possible (its last edge was first taken).
-    Inversion,
-}
-
-/// One mark: where, what, and a line to show.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Mark {
-    pub time_ns: u64,
-    pub position: Position,
-    pub kind: MarkKind,
-    pub what: String,
 }
 
 /// Counter changes of one lock (or class) over a range.
@@ -162,7 +138,7 @@ pub struct Timeline {
 
 /// Sorts each batch's events by time, keeping every hart's own order (the sort is stable and a
 /// hart's ring is in time order; where it is not, the hart's order wins over time).
-fn canonical(feed: &mut Feed) {
+pub(crate) fn canonical(feed: &mut Feed) {
     if let Feed::Events { events, .. } = feed {
         if !events.windows(2).all(|w| w[0].time_ns <= w[1].time_ns) {
             events.sort_by_key(|e| e.time_ns);
@@ -206,17 +182,6 @@ fn decode(rec: &Recording, c: &FeedChunk, mono_start: u64) -> Decoded {
         starts,
         times,
     }
-}
-
-/// What the open pass watches for marks.
-#[derive(Default)]
-struct MarkWatch {
-    panic: bool,
-    deadlock: bool,
-    stall: bool,
-    inversions: Vec<Vec<u32>>,
-    /// (time, total contended acquisitions) at each snapshot.
-    contended: Vec<(u64, Position, u64)>,
 }
 
 impl Timeline {
@@ -687,191 +652,4 @@ impl Timeline {
             classes,
         }
     }
-}
-
-impl MarkWatch {
-    fn snapshot(&mut self, m: &Monitor, p: Position, t: u64, marks: &mut Vec<Mark>) {
-        let a = m.analyzer();
-        if let Some(snap) = a.snapshot() {
-            if let (Some(panic), false) = (&snap.panic, self.panic) {
-                self.panic = true;
-                marks.push(Mark {
-                    time_ns: panic.time_ns.unwrap_or(t),
-                    position: p,
-                    kind: MarkKind::Panic,
-                    what: format!("hart {} panicked: {}", panic.hart, panic.message),
-                });
-            }
-            let total = snap
-                .locks
-                .iter()
-                .fold(0u64, |s, l| s.saturating_add(l.counters.contended));
-            self.contended.push((t, p, total));
-        }
-        let confirmed = a.deadlocks().iter().find(|c| c.confirmed);
-        if let (Some(c), false) = (confirmed, self.deadlock) {
-            marks.push(Mark {
-                time_ns: t,
-                position: p,
-                kind: MarkKind::Deadlock,
-                what: c.describe(|pc| format!("{pc:#x}")),
-            });
-        }
-        self.deadlock = confirmed.is_some();
-        let stalled = a.stall().filter(|s| !s.harts.is_empty());
-        if let (Some(s), false) = (stalled, self.stall) {
-            let harts: Vec<String> = s.harts.iter().map(|h| format!("hart {}", h.hart)).collect();
-            marks.push(Mark {
-                time_ns: t,
-                position: p,
-                kind: MarkKind::Stall,
-                what: format!("stalled: {}", harts.join(", ")),
-            });
-        }
-        self.stall = stalled.is_some();
-    }
-
-    /// New lock-order inversions, dated by the first occurrence of their last edge.
-    fn inversions(&mut self, m: &Monitor, p: Position, marks: &mut Vec<Mark>) {
-        for inv in m.analyzer().lock_order().inversions {
-            if self.inversions.contains(&inv.locks) {
-                continue;
-            }
-            let t = inv.edges.iter().map(|e| e.first.time_ns).max().unwrap_or(0);
-            marks.push(Mark {
-                time_ns: t,
-                position: p,
-                kind: MarkKind::Inversion,
-                what: format!("lock-order inversion: {}", inv.names.join(" -> ")),
-            });
-            self.inversions.push(inv.locks);
-        }
-    }
-
-    /// Runs of snapshot intervals whose contention rate is over 4x the recording's mean (and
-    /// at least 100/s): a mark at the start of each.
-    fn bursts(&self, marks: &mut Vec<Mark>) {
-        let c = &self.contended;
-        let (Some(first), Some(last)) = (c.first(), c.last()) else {
-            return;
-        };
-        let span = last.0.saturating_sub(first.0);
-        if span == 0 {
-            return;
-        }
-        let mean = last.2.saturating_sub(first.2) as f64 * 1e9 / span as f64;
-        let threshold = (mean * 4.0).max(100.0);
-        let mut inside = false;
-        for w in c.windows(2) {
-            let (t0, _, n0) = w[0];
-            let (t1, p1, n1) = w[1];
-            let dt = t1.saturating_sub(t0);
-            let rate = if dt == 0 || n1 < n0 {
-                0.0
-            } else {
-                (n1 - n0) as f64 * 1e9 / dt as f64
-            };
-            let hot = rate >= threshold;
-            if hot && !inside {
-                marks.push(Mark {
-                    time_ns: t1,
-                    position: p1,
-                    kind: MarkKind::ContentionBurst,
-                    what: format!("{rate:.0} contended acquisitions/s (mean {mean:.0}/s)"),
-                });
-            }
-            inside = hot;
-        }
-    }
-}
-
-/// The view as of time `t` without building a timeline: replays up to `t` only (for
-/// `lockscope replay TRACE --at 3.2s --check --json`). `t` counts from the recording's first
-/// timed element when `relative`; else it is absolute target time.
-pub fn view_at(
-    rec: &Recording,
-    symbols: Option<Arc<Symbols>>,
-    t: u64,
-    relative: bool,
-) -> Result<(View, u64), RecordingError> {
-    let mut m = Monitor::new(MonitorConfig::default(), symbols, SourceKind::Trace)?;
-    let mut mono = 0u64;
-    let mut start: Option<u64> = None;
-    'chunks: for c in rec.feed_chunks() {
-        for mut feed in rec.read_feeds(&c.chunk).unwrap_or_default() {
-            canonical(&mut feed);
-            let first_time = match &feed {
-                Feed::Events { events, .. } => events.iter().map(|e| e.time_ns).min(),
-                Feed::Snapshot(s) => Some(s.time_ns),
-                _ => None,
-            };
-            if start.is_none() {
-                start = first_time;
-            }
-            let limit = match (relative, start) {
-                (true, Some(s)) => s.saturating_add(t),
-                (true, None) => t,
-                (false, _) => t,
-            };
-            match &feed {
-                Feed::Events { events, lost } => {
-                    let mut n = 0;
-                    for e in events {
-                        if mono.max(e.time_ns) > limit {
-                            break;
-                        }
-                        mono = mono.max(e.time_ns);
-                        n += 1;
-                    }
-                    if n < events.len() {
-                        if n > 0 {
-                            m.apply(&Feed::Events {
-                                events: events[..n].to_vec(),
-                                lost: lost.clone(),
-                            });
-                        }
-                        break 'chunks;
-                    }
-                    m.apply(&feed);
-                }
-                Feed::Snapshot(s) => {
-                    if mono.max(s.time_ns) > limit {
-                        break 'chunks;
-                    }
-                    mono = mono.max(s.time_ns);
-                    m.apply(&feed);
-                }
-                _ => m.apply(&feed),
-            }
-        }
-    }
-    Ok((m.view(), mono))
-}
-
-/// Parses a time for `--at`: `3.2s`, `1500ms`, `250us`, `2m`, or plain seconds.
-pub fn parse_time(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a time: use 3.2s, 1500ms, 250us or 2m"))?;
-    let mul = match unit.trim() {
-        "" | "s" => 1e9,
-        "ms" => 1e6,
-        "us" | "µs" => 1e3,
-        "ns" => 1.0,
-        "m" | "min" => 60e9,
-        _ => {
-            return Err(format!(
-                "{s:?}: unknown unit {unit:?}: use s, ms, us, ns or m"
-            ))
-        }
-    };
-    if !(v >= 0.0 && v.is_finite()) {
-        return Err(format!("{s:?} is not a time"));
-    }
-    Ok((v * mul) as u64)
 }
