@@ -50,6 +50,19 @@ fn real_recordings_round_trip_exactly() {
             .sum();
         assert!(events > 150_000, "{name}: {events} events");
         assert!(rec.problems().is_empty(), "{name}: {:?}", rec.problems());
+        // Written again with the default options, the real session stays far under the
+        // issue's 4 bytes an event (cargo xtask bench recording measures whole sessions).
+        let dir = tempfile::tempdir().unwrap();
+        let again = dir.path().join("again.lsrec");
+        let feeds: Vec<Feed> = rec.feeds().collect();
+        write(
+            &again,
+            &feeds,
+            lockscope_engine::recording::WriterOptions::default(),
+        );
+        let bytes = std::fs::metadata(&again).unwrap().len();
+        let per_event = bytes as f64 / events as f64;
+        assert!(per_event < 4.0, "{name}: {per_event:.2} bytes an event");
     }
 }
 

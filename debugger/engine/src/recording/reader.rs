@@ -456,8 +456,13 @@ impl Recording {
             });
         };
         let total = first.header.t1;
-        if total > 1 << 30 {
-            return Err(self.corrupt(&first, format!("claims a {total}-byte kernel")));
+        // Allocate only what the parts' own (bounded) sizes add up to.
+        let parts_len: u64 = parts.iter().map(|c| c.header.raw_len as u64).sum();
+        if total != parts_len {
+            return Err(self.corrupt(
+                &first,
+                format!("claims a {total}-byte kernel in parts of {parts_len} bytes"),
+            ));
         }
         let mut elf = vec![0u8; total as usize];
         let mut filled = 0u64;
