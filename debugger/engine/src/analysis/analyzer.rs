@@ -36,6 +36,7 @@ pub enum Consistency {
 }
 
 /// The analysis state.
+#[derive(Clone)]
 pub struct Analyzer {
     pub(super) config: AnalysisConfig,
     pub(super) events: EventState,

@@ -114,6 +114,30 @@ impl Monitor {
         }
     }
 
+    /// A copy of this monitor's state without its recorder: a keyframe of a recording's
+    /// timeline, fed on from where this one is.
+    pub fn fork(&self) -> Monitor {
+        Monitor {
+            config: self.config.clone(),
+            analyzer: self.analyzer.clone(),
+            symbols: self.symbols.clone(),
+            source: self.source,
+            state: self.state.clone(),
+            generation: self.generation,
+            console: self.console.clone(),
+            console_open: self.console_open,
+            recent: self.recent.clone(),
+            events_total: self.events_total,
+            lost_total: self.lost_total,
+            pauses: self.pauses.clone(),
+            pause_window: self.pause_window.clone(),
+            recorder: None,
+            captures: self.captures.clone(),
+            wanted: self.wanted,
+            kernel_reader: self.kernel_reader.clone(),
+        }
+    }
+
     pub fn analyzer(&self) -> &Analyzer {
         &self.analyzer
     }
@@ -162,7 +186,8 @@ impl Monitor {
             }
             Feed::Events { events, lost } => {
                 self.events_total += events.len() as u64;
-                self.lost_total += lost.iter().map(|(_, n)| n).sum::<u64>();
+                let lost_now = lost.iter().fold(0u64, |a, (_, n)| a.saturating_add(*n));
+                self.lost_total = self.lost_total.saturating_add(lost_now);
                 self.keep_recent(events);
             }
             Feed::Console(text) => self.push_console(text),
