@@ -11,7 +11,10 @@
 //!   tells the tests where it is.
 
 mod bench;
+mod bench_gdb;
+mod bench_recording;
 mod kernel;
+mod perfetto;
 mod record;
 mod tools;
 
@@ -56,7 +59,7 @@ enum Cmd {
     Qemu(QemuArgs),
     /// Benchmarks, all by default: trace (kernel tracing cost, trace=on vs off), ingest
     /// (engine events/s), render (dashboard frame time), probe (guest speed with lockscope
-    /// watching vs not)
+    /// watching vs not), recording (format v2 vs v1), gdb (the gdb proxy vs QEMU directly)
     Bench(BenchArgs),
     /// Long kalloctest runs on 1..8 harts, both allocators
     Soak {
@@ -100,6 +103,10 @@ enum Bench {
     Ingest,
     Render,
     Probe,
+    /// Recording format v2 against v1: bytes per event, writer CPU, seek time, RAM snapshots
+    Recording,
+    /// The gdb proxy against QEMU's stub directly: stepi round trips and 64 KiB reads
+    Gdb,
 }
 
 fn main() -> ExitCode {
@@ -207,12 +214,18 @@ impl TestEnv {
 pub(crate) type TestStep = fn(&mut TestEnv) -> Result<()>;
 
 /// What the tests need, in order.
-const TEST_STEPS: &[TestStep] = &[kernel_for_tests];
+const TEST_STEPS: &[TestStep] = &[kernel_for_tests, perfetto_for_tests];
 
 /// The kernel ELF (`LOCKSCOPE_KERNEL`) and the disk image next to it.
 fn kernel_for_tests(env: &mut TestEnv) -> Result<()> {
     env.set("LOCKSCOPE_KERNEL", build_kernel()?);
     ensure_disk()?;
+    Ok(())
+}
+
+/// Perfetto's own schema in a Python venv (`LOCKSCOPE_PERFETTO_PYTHON`), to check exports.
+fn perfetto_for_tests(env: &mut TestEnv) -> Result<()> {
+    env.set(perfetto::PYTHON_VAR, perfetto::ensure_venv()?);
     Ok(())
 }
 
@@ -256,7 +269,14 @@ fn demo() -> Result<ExitCode> {
 
 fn bench(a: BenchArgs) -> Result<()> {
     let which = if a.which.is_empty() {
-        vec![Bench::Trace, Bench::Ingest, Bench::Render, Bench::Probe]
+        vec![
+            Bench::Trace,
+            Bench::Ingest,
+            Bench::Render,
+            Bench::Probe,
+            Bench::Recording,
+            Bench::Gdb,
+        ]
     } else {
         a.which
     };
@@ -270,6 +290,8 @@ fn bench(a: BenchArgs) -> Result<()> {
                 let lockscope = build_lockscope()?;
                 bench::probe_effect(&elf, &lockscope, a.smp.unwrap_or(2), a.rounds)?;
             }
+            Bench::Recording => bench_recording::run(&build_kernel()?, &build_lockscope()?)?,
+            Bench::Gdb => bench_gdb::proxy_cost(&build_kernel()?, a.rounds)?,
         }
     }
     Ok(())

@@ -82,8 +82,14 @@ pub fn ensure_venv() -> Result<PathBuf> {
         make()?;
     }
     let mut pip = Command::new(&python);
-    pip.args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
-        .args(PACKAGES);
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ])
+    .args(PACKAGES);
     run(pip).context("installing Perfetto's Python package (PyPI must be reachable)")?;
     if !has_schema(&python) {
         bail!(

@@ -132,7 +132,7 @@ impl Monitor {
             pauses: self.pauses.clone(),
             pause_window: self.pause_window.clone(),
             recorder: None,
-            captures: self.captures.clone(),
+            captures: self.captures,
             wanted: self.wanted,
             kernel_reader: self.kernel_reader.clone(),
         }
