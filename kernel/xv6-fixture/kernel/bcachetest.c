@@ -25,6 +25,7 @@
 #define SHARED_BASE 1500
 
 static volatile int warm, go, arrived, failures;
+static int nw;  // workers in this run, fixed by the parent before it spawns them
 
 // test1's read count, in kalloc'd memory: its lock is registered but belongs to no variable.
 struct tally {
@@ -54,7 +55,7 @@ static void reader0(uint64 w)
 
   for (int i = 0; i < 2; i++)
     brelse(bread(ROOTDEV, blocks[i]));
-  spin_barrier(&warm, nworkers());
+  spin_barrier(&warm, nw);
   while (!go)
     yield();
   for (int i = 0; i < READS0; i++) {
@@ -67,7 +68,7 @@ static void reader0(uint64 w)
 
 static void test0(void)
 {
-  int n = nworkers();
+  int n = nw = nworkers();
 
   printf("start test0\n");
   warm = go = 0;
@@ -123,10 +124,9 @@ static void worker1(uint64 w)
 
   // Everyone reads block SHARED_BASE+r at the same timer tick, holding it a moment so the
   // others queue on its sleeplock.
-  int n = nworkers();
-  if (__sync_add_and_fetch(&arrived, 1) == n)
+  if (__sync_add_and_fetch(&arrived, 1) == nw)
     shared_start = ticks + 1;
-  while (arrived < n || shared_start == 0)
+  while (arrived < nw || shared_start == 0)
     yield();
   for (int r = 0; r < SHARED; r++) {
     while (ticks < shared_start + 2 * r)
@@ -145,7 +145,7 @@ static void worker1(uint64 w)
 
 static void test1(void)
 {
-  int n = nworkers();
+  int n = nw = nworkers();
 
   printf("start test1\n");
   arrived = 0;

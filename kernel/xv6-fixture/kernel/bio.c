@@ -305,6 +305,10 @@ static int bucket_audit(void)
   for (int h = 0; h < NBUCKET; h++) {
     struct buf *b;
     int steps = 0;
+    if (BUCKET_LOCK(h)->name == 0) {
+      printf("audit: bucket %d's lock was never initialised\n", h);
+      bad++;
+    }
     FOR_EACH(b, h) {
       if (++steps > NBUCKET * NBUFROW + NBUF) {
         printf("audit: bucket %d's list loops\n", h);

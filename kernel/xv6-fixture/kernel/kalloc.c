@@ -26,16 +26,7 @@ struct {
 
 int kmem_steals;  // pages moved by steals, for kalloctest's report
 
-#if defined(BUG_ODD_NAMES)
-// Names the lab's statslock skips: it only counts locks named kmem* and bcache*.
-static char *kmem_names[NCPU] = { "freelist0", "freelist1", "freelist2", "freelist3",
-                                  "freelist4", "freelist5", "freelist6", "freelist7" };
-#else
-static char *kmem_names[NCPU] = { "kmem0", "kmem1", "kmem2", "kmem3",
-                                  "kmem4", "kmem5", "kmem6", "kmem7" };
-#endif
-
-#ifdef BUG_STACK_NAME
+#if defined(BUG_STACK_NAME)
 // The name is built in a local array: once this returns, the lock's name points at dead stack
 // (hart 0's slice of stack0) that later calls overwrite.
 static void name_kmem_lock(int i)
@@ -44,6 +35,13 @@ static void name_kmem_lock(int i)
   snprintf(name, sizeof(name), "kmem%d", i);
   initlock(&kmem[i].lock, name);
 }
+#elif defined(BUG_ODD_NAMES)
+// Names the lab's statslock skips: it only counts locks named kmem* and bcache*.
+static char *kmem_names[NCPU] = { "freelist0", "freelist1", "freelist2", "freelist3",
+                                  "freelist4", "freelist5", "freelist6", "freelist7" };
+#else
+static char *kmem_names[NCPU] = { "kmem0", "kmem1", "kmem2", "kmem3",
+                                  "kmem4", "kmem5", "kmem6", "kmem7" };
 #endif
 
 static void freerange(void *lo, void *hi)

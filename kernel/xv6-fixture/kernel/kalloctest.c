@@ -12,6 +12,7 @@
 #define TOT_MAX 10     // the lab's limit on kmem spins during test1
 
 static volatile int warm, go;
+static int nw;  // workers in this run, fixed by the parent before it spawns them
 
 static void churn(int n)
 {
@@ -33,7 +34,7 @@ static void worker(uint64 arg)
     keep[i] = kalloc();
   for (int i = 0; i < WARMUP; i++)
     kfree(keep[i]);
-  spin_barrier(&warm, nworkers());
+  spin_barrier(&warm, nw);
   while (!go)
     yield();
   churn(ROUNDS);
@@ -41,7 +42,7 @@ static void worker(uint64 arg)
 
 static void test1(void)
 {
-  int n = nworkers();
+  int n = nw = nworkers();
 
   printf("start test1\n");
   warm = 0;
