@@ -40,7 +40,7 @@ static void count_reads(int n)
   tally->reads += n;
   release(&tally->lock);
 }
-static volatile uint shared_start;
+static volatile uint shared_start, give_up;
 
 static void fail(char *what, uint blockno)
 {
@@ -123,11 +123,14 @@ static void worker1(uint64 w)
   count_reads(RANDOM);
 
   // Everyone reads block SHARED_BASE+r at the same timer tick, holding it a moment so the
-  // others queue on its sleeplock.
-  if (__sync_add_and_fetch(&arrived, 1) == nw)
-    shared_start = ticks + 1;
-  while (arrived < nw || shared_start == 0)
+  // others queue on its sleeplock. A worker that never arrives (stuck on a lost wakeup, say)
+  // holds the others back 500 ms at most.
+  if (give_up == 0)
+    __sync_val_compare_and_swap(&give_up, 0, ticks + 50);
+  __sync_fetch_and_add(&arrived, 1);
+  while (arrived < nw && ticks < give_up)
     yield();
+  __sync_val_compare_and_swap(&shared_start, 0, ticks + 1);
   for (int r = 0; r < SHARED; r++) {
     while (ticks < shared_start + 2 * r)
       yield();
@@ -149,7 +152,7 @@ static void test1(void)
 
   printf("start test1\n");
   arrived = 0;
-  shared_start = 0;
+  shared_start = give_up = 0;
   tally = kalloc();
   if (tally == 0)
     panic("bcachetest: out of memory");

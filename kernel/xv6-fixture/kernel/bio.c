@@ -201,11 +201,20 @@ static struct buf *recycle(int h)
       release(BUCKET_LOCK(o));
     }
   }
+#ifdef BUG_DUP_BLOCK
+  // Taken out of its bucket; bget publishes it in bucket h once the block is read.
+  if (best) {
+    bucket_remove(owner, best);
+    if (owner != h)
+      release(BUCKET_LOCK(owner));
+  }
+#else
   if (best && owner != h) {
     bucket_remove(owner, best);
     release(BUCKET_LOCK(owner));
     bucket_push(h, best);
   }
+#endif
   return best;
 }
 
@@ -228,10 +237,8 @@ static struct buf *bget(uint dev, uint blockno)
     acquire(&bcache.lock);
 #endif
     acquire(BUCKET_LOCK(h));
-#ifndef BUG_DUP_BLOCK
     // While we held no lock another thread may have cached the block.
     b = lookup(h, dev, blockno);
-#endif
 #endif
     if (b == 0) {
       b = recycle(h);
@@ -240,6 +247,20 @@ static struct buf *bget(uint dev, uint blockno)
       b->dev = dev;
       b->blockno = blockno;
       b->valid = 0;
+#ifdef BUG_DUP_BLOCK
+      // "Read the block before publishing the buf, so no lock is held during the disk
+      // read": a thread that misses on the same block meanwhile loads it into a second buf.
+      b->refcnt = 1;
+      release(BUCKET_LOCK(h));
+      release(&bcache.lock);
+      acquiresleep(&b->lock);
+      virtio_disk_rw(b, 0);
+      b->valid = 1;
+      acquire(BUCKET_LOCK(h));
+      bucket_push(h, b);
+      release(BUCKET_LOCK(h));
+      return b;
+#endif
     }
 #if !defined(BCACHE_GRID) && !defined(BUG_BUCKET_ORDER)
     release(&bcache.lock);

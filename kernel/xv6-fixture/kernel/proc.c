@@ -262,11 +262,14 @@ void procdump(void)
     [RUNNABLE] "runble", [RUNNING] "run", [ZOMBIE] "zombie",
   };
 
+  int n = 0;
   printf("\n");
   for (struct proc *p = proc; p < &proc[NPROC]; p++) {
     if (p->state == UNUSED)
       continue;
+    n++;
     char *st = (p->state >= 0 && p->state < NELEM(states)) ? states[p->state] : "???";
     printf("%d %s %s chan=%p\n", p->pid, st, p->name, p->chan);
   }
+  printf("%d threads\n", n);
 }

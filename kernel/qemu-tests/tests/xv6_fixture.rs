@@ -1,0 +1,395 @@
+//! The xv6-shaped C fixture kernel (`kernel/xv6-fixture`), built and run the way a student
+//! builds and runs a lab kernel: a copy of the tree, its own Makefile (riscv64-unknown-elf-gcc),
+//! `make qemu` in real QEMU, commands typed at the `$ ` prompt. Each test boots one build
+//! variant once and checks several things; hangs are confirmed from every hart's registers,
+//! sampled twice through QEMU's monitor.
+
+#[path = "xv6_fixture/harness.rs"]
+mod harness;
+
+use harness::*;
+use std::process::Command;
+use std::time::Duration;
+
+/// A hang is the same stuck state in two samples this far apart.
+const APART: Duration = Duration::from_millis(500);
+
+/// The lab's statistics block: `(name, #test-and-set, #acquire())` per kmem/bcache line, the
+/// top-5 lines, and `tot=`.
+struct Stats {
+    locks: Vec<(String, i64, i64)>,
+    top: Vec<(String, i64, i64)>,
+    tot: i64,
+}
+
+fn lock_line(line: &str) -> Option<(String, i64, i64)> {
+    let rest = line.strip_prefix("lock: ")?;
+    let (name, rest) = rest.split_once(": #test-and-set ")?;
+    let (nts, n) = rest.split_once(" #acquire() ")?;
+    Some((name.to_string(), nts.trim().parse().ok()?, n.trim().parse().ok()?))
+}
+
+/// The first statistics block after `title` (e.g. `test0 results:`), checked line by line
+/// against the lab's format.
+fn stats_after(out: &str, title: &str) -> Stats {
+    let start = out.find(title).unwrap_or_else(|| panic!("no `{title}` in:\n{out}"));
+    let mut lines = out[start..].lines().skip(1).map(|l| l.trim_end_matches('\r'));
+    assert_eq!(lines.next(), Some("--- lock kmem/bcache stats"), "after `{title}`:\n{out}");
+    let mut stats = Stats { locks: Vec::new(), top: Vec::new(), tot: -1 };
+    let mut in_top = false;
+    for line in lines {
+        if line == "--- top 5 contended locks:" {
+            in_top = true;
+        } else if let Some(t) = line.strip_prefix("tot= ") {
+            stats.tot = t.parse().unwrap_or_else(|_| panic!("bad `{line}`"));
+            break;
+        } else {
+            let l = lock_line(line).unwrap_or_else(|| panic!("not a lab stats line: `{line}` in:\n{out}"));
+            if in_top {
+                stats.top.push(l);
+            } else {
+                stats.locks.push(l);
+            }
+        }
+    }
+    assert!(in_top && stats.tot >= 0, "incomplete stats after `{title}`:\n{out}");
+    assert!(!stats.top.is_empty() && stats.top.len() <= 5, "top 5 after `{title}`:\n{out}");
+    // statslock's tot is the kmem/bcache locks' #test-and-set summed.
+    assert_eq!(stats.tot, stats.locks.iter().map(|l| l.1).sum::<i64>(), "tot after `{title}`");
+    stats
+}
+
+fn count_named(stats: &Stats, name: &str) -> usize {
+    stats.locks.iter().filter(|l| l.0 == name).count()
+}
+
+fn uid() -> u32 {
+    let out = Command::new("id").arg("-u").output().expect("running id -u");
+    String::from_utf8_lossy(&out.stdout).trim().parse().expect("a numeric uid")
+}
+
+fn dwarf_versions(tree: &Tree) -> Vec<u32> {
+    let info = tool("riscv64-unknown-elf-readelf", &["--debug-dump=info"], &tree.kernel());
+    info.lines()
+        .filter_map(|l| l.trim().strip_prefix("Version:"))
+        .map(|v| v.trim().parse().expect("a DWARF version"))
+        .collect()
+}
+
+/// The innermost function at `pc` and its callers, inlined frames included.
+fn frames(tree: &Tree, pc: u64) -> Vec<String> {
+    let loader = addr2line::Loader::new(tree.kernel()).expect("DWARF in the fixture kernel");
+    let mut names = Vec::new();
+    let mut it = loader.find_frames(pc).expect("frames");
+    while let Ok(Some(f)) = it.next() {
+        if let Some(func) = f.function {
+            names.push(func.demangle().map(|n| n.into_owned()).unwrap_or_default());
+        }
+    }
+    names
+}
+
+#[test]
+fn makefile_is_shaped_like_the_labs() {
+    let tree = Tree::build(&[]);
+    let n = tree.make(&["-n", "qemu"]);
+    assert!(n.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&n.stdout).trim(),
+        "qemu-system-riscv64 -machine virt -bios none -kernel kernel/kernel -m 128M -smp 3 \
+         -nographic -global virtio-mmio.force-legacy=false \
+         -drive file=fs.img,if=none,format=raw,id=x0 \
+         -device virtio-blk-device,drive=x0,bus=virtio-mmio-bus.0",
+        "make -n qemu after a build prints exactly the QEMU command"
+    );
+    assert!(tree.path().join("fs.img").is_file());
+
+    let port = uid() % 5000 + 25000;
+    let gdb = tree.make(&["-n", "qemu-gdb", "CPUS=4"]);
+    let gdb = String::from_utf8_lossy(&gdb.stdout);
+    assert!(gdb.contains(&format!("-smp 4 ")), "{gdb}");
+    assert!(gdb.contains(&format!(" -S -gdb tcp::{port}")), "{gdb}");
+    assert!(tree.make(&[".gdbinit"]).status.success());
+    let gdbinit = std::fs::read_to_string(tree.path().join(".gdbinit")).unwrap();
+    assert!(gdbinit.contains(&format!("target remote 127.0.0.1:{port}\n")), "{gdbinit}");
+
+    // Another QEMU is just a variable, as in the lab.
+    let other = tree.make(&["-n", "qemu", "QEMU=lockscope qemu --"]);
+    assert!(String::from_utf8_lossy(&other.stdout).starts_with("lockscope qemu -- -machine virt"));
+
+    // A bad option is refused with what to choose.
+    let bad = tree.make(&["BCACHE=tree"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("choose bucket, parallel, grid or global"));
+    let bad = tree.make(&["BUG=prev-head", "BCACHE=grid"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("BUG=prev-head needs BCACHE=bucket"));
+}
+
+#[test]
+fn dwarf_version_is_what_was_asked_and_bget_is_inlined_into_bread() {
+    for (vars, version) in [(&[][..], 5), (&["DWARF=2"][..], 2)] {
+        let tree = Tree::build(vars);
+        let versions = dwarf_versions(&tree);
+        assert!(versions.len() >= 20, "one unit per source file: {versions:?}");
+        assert!(versions.iter().all(|v| *v == version), "{vars:?}: {versions:?}");
+
+        // bget is static and called once: gcc folds it into bread, as in real lab kernels.
+        let syms = tool("riscv64-unknown-elf-readelf", &["-s", "-W"], &tree.kernel());
+        assert!(!syms.lines().any(|l| l.ends_with(" bget")), "{vars:?}: bget has a symbol");
+        assert!(syms.lines().any(|l| l.contains(" FUNC ") && l.ends_with(" bread")));
+        let bread = tool("riscv64-unknown-elf-objdump", &["-d", "--disassemble=bread"], &tree.kernel());
+        assert!(bread.contains("<bread>:") && !bread.contains("<bget"), "{vars:?}:\n{bread}");
+        let (start, size) = tree.symbols().get("bread").expect("bread");
+        let inlined = (start..start + size)
+            .step_by(2)
+            .any(|pc| frames(&tree, pc).windows(2).any(|w| w[0] == "bget" && w[1] == "bread"));
+        assert!(inlined, "{vars:?}: no pc in bread whose DWARF frames are bget inlined into bread");
+    }
+}
+
+#[test]
+fn good_build_passes_kalloctest_bcachetest_and_rwlktest_in_lab_format() {
+    let tree = Tree::build(&[]);
+    let mut q = tree.boot();
+    q.prompt();
+
+    let out = q.run("kalloctest", COMMAND);
+    assert!(out.contains("start test1\n"), "{out}");
+    let stats = stats_after(&out, "test1 results:");
+    let kmem: Vec<_> = stats.locks.iter().filter(|l| l.0.starts_with("kmem")).collect();
+    assert_eq!(kmem.len(), 8, "one kmem lock per possible hart:\n{out}");
+    assert!(kmem.iter().filter(|l| l.2 > 1000).count() >= CPUS, "every hart allocated:\n{out}");
+    assert!(out.contains("test1 OK\n"), "{out}");
+    assert!(out.contains("total free number of pages: "), "{out}");
+    assert!(out.contains("(out of 32768)\n") && out.contains("test2 OK\n"), "{out}");
+
+    let out = q.run("bcachetest", COMMAND);
+    assert!(out.contains("start test0\n") && out.contains("start test1\n"), "{out}");
+    let test0 = stats_after(&out, "test0 results:");
+    assert_eq!(count_named(&test0, "bcache.bucket"), 13, "{out}");
+    assert_eq!(count_named(&test0, "bcache"), 1, "{out}");
+    // Each worker's blocks are in its own bucket: the buckets it used took thousands of
+    // acquires without one failed test-and-set.
+    let busy: Vec<_> = test0.locks.iter().filter(|l| l.0 == "bcache.bucket" && l.2 >= 8000).collect();
+    assert_eq!(busy.len(), CPUS, "{out}");
+    assert!(busy.iter().all(|l| l.1 == 0), "{out}");
+    assert!(out.contains("test0: OK\n") && out.contains("test1 OK\n"), "{out}");
+    assert!(!out.contains("wrong contents"), "{out}");
+
+    let out = q.run("rwlktest", COMMAND);
+    assert!(out.contains("rwlktest OK\n"), "{out}");
+    let most = out
+        .split("up to ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(0);
+    assert!(most >= 2, "readers never shared the lock:\n{out}");
+
+    let out = q.run("audit", COMMAND);
+    assert!(out.contains("audit: OK\n"), "{out}");
+}
+
+#[test]
+fn legacy_virtio_dwarf2_parallel_arrays_pass_bcachetest() {
+    let tree = Tree::build(&["VIRTIO=legacy", "DWARF=2", "BCACHE=parallel"]);
+    let n = tree.make(&["-n", "qemu"]);
+    let cmd = String::from_utf8_lossy(&n.stdout);
+    assert!(cmd.starts_with("qemu-system-riscv64 ") && !cmd.contains("force-legacy"), "{cmd}");
+    let mut q = tree.boot();
+    q.prompt();
+    let out = q.run("bcachetest", COMMAND);
+    assert_eq!(count_named(&stats_after(&out, "test0 results:"), "bcache.bucket"), 13);
+    assert!(out.contains("test0: OK\n") && out.contains("test1 OK\n"), "{out}");
+    assert!(q.run("audit", COMMAND).contains("audit: OK\n"));
+}
+
+#[test]
+fn grid_layout_passes_bcachetest() {
+    let tree = Tree::build(&["BCACHE=grid"]);
+    let mut q = tree.boot();
+    q.prompt();
+    let out = q.run("bcachetest", COMMAND);
+    let test0 = stats_after(&out, "test0 results:");
+    assert_eq!(count_named(&test0, "bcache.bucket"), 13, "{out}");
+    assert_eq!(count_named(&test0, "bcache"), 0, "the grid has no eviction lock:\n{out}");
+    assert!(out.contains("test0: OK\n") && out.contains("test1 OK\n"), "{out}");
+    assert!(q.run("audit", COMMAND).contains("audit: OK\n"));
+}
+
+#[test]
+fn global_layout_is_the_starter_and_fails_test0() {
+    let tree = Tree::build(&["BCACHE=global"]);
+    let mut q = tree.boot();
+    q.prompt();
+    let out = q.run("bcachetest", COMMAND);
+    let test0 = stats_after(&out, "test0 results:");
+    assert_eq!(count_named(&test0, "bcache"), 1, "{out}");
+    assert_eq!(count_named(&test0, "bcache.bucket"), 0, "{out}");
+    // One lock for every lookup: harts spin on it far past the lab's 500.
+    assert!(test0.tot >= 500, "{out}");
+    assert!(out.contains("test0: FAIL\n") && out.contains("test1 OK\n"), "{out}");
+}
+
+#[test]
+fn refcnt_leak_panics_bget_no_buffers_and_spins() {
+    let tree = Tree::build(&["BUG=refcnt-leak"]);
+    let syms = tree.symbols();
+    let mut q = tree.boot();
+    q.prompt();
+    let from = q.type_line("bcachetest");
+    q.expect(from, "panic: bget: no buffers\n", COMMAND);
+    // Like xv6: the panicking hart spins in panic() with panicked set; QEMU runs on.
+    let harts = q.stuck(from, APART, COMMAND, |h| {
+        h.iter().any(|h| syms.function(h.pc()) == Some("panic"))
+    });
+    assert!(q.alive());
+    drop(harts);
+}
+
+#[test]
+fn prev_head_mix_up_takes_a_load_page_fault_on_refcnt() {
+    let tree = Tree::build(&["BUG=prev-head"]);
+    let mut q = tree.boot();
+    q.prompt();
+    let from = q.type_line("bcachetest");
+    let out = q.expect(from, "panic: kerneltrap\n", COMMAND);
+    let trap = out
+        .lines()
+        .find(|l| l.starts_with("scause="))
+        .unwrap_or_else(|| panic!("no trap line:\n{out}"));
+    let fields: Vec<&str> = trap.split_whitespace().collect();
+    assert_eq!(fields[0], "scause=0xd", "a load page fault: {trap}");
+    assert_eq!(fields[2], "stval=0x48", "refcnt is at offset 0x48 of struct buf: {trap}");
+    let sepc = u64::from_str_radix(fields[1].trim_start_matches("sepc=0x"), 16).expect(trap);
+    assert_eq!(frames(&tree, sepc).first().map(String::as_str), Some("lru_free"), "{trap}");
+}
+
+#[test]
+fn bucket_order_deadlocks_two_harts_on_two_bucket_locks() {
+    let tree = Tree::build(&["BUG=bucket-order"]);
+    let syms = tree.symbols();
+    let mut q = tree.boot();
+    q.prompt();
+    let from = q.type_line("bcachetest");
+    q.expect(from, "start test0", COMMAND);
+    let in_acquire = |h: &Hart| syms.function(h.pc()) == Some("acquire");
+    let harts = q.stuck(from, APART, COMMAND, |h| h.iter().filter(|h| in_acquire(h)).count() >= 2);
+    // acquire keeps its lock argument in s1: the spinning harts wait on bucket locks inside
+    // bcache, and not all on the same one.
+    let mut waited: Vec<u64> = harts.iter().filter(|h| in_acquire(h)).map(|h| h.reg("s1")).collect();
+    assert!(waited.iter().all(|a| syms.inside("bcache", *a)), "{waited:x?}");
+    waited.dedup();
+    assert!(waited.len() >= 2, "all spin on one lock: {harts:x?}");
+}
+
+#[test]
+fn double_acquire_panics_acquire() {
+    let tree = Tree::build(&["BUG=double-acquire"]);
+    let mut q = tree.boot();
+    q.prompt();
+    let from = q.type_line("bcachetest");
+    q.expect(from, "panic: acquire\n", COMMAND);
+}
+
+#[test]
+fn bucket_lock_held_across_acquiresleep_panics_sched_locks() {
+    let tree = Tree::build(&["BUG=sleep-holding"]);
+    let mut q = tree.boot();
+    q.prompt();
+    let from = q.type_line("bcachetest");
+    q.expect(from, "panic: sched locks\n", COMMAND);
+}
+
+#[test]
+fn reader_reentering_the_rwspinlock_hangs_with_a_waiting_writer() {
+    let tree = Tree::build(&["BUG=rw-reenter"]);
+    let syms = tree.symbols();
+    let mut q = tree.boot();
+    q.prompt();
+    let from = q.type_line("rwlktest");
+    q.expect(from, "start rwlktest", COMMAND);
+    let in_fn = |h: &[Hart], f: &str| h.iter().any(|h| syms.function(h.pc()) == Some(f));
+    q.stuck(from, APART, COMMAND, |h| in_fn(h, "read_acquire") && in_fn(h, "write_acquire"));
+}
+
+#[test]
+fn lost_wakeup_stalls_with_workers_asleep_on_a_buf_nobody_wakes() {
+    let tree = Tree::build(&["BUG=lost-wakeup"]);
+    let syms = tree.symbols();
+    let (stack0, size) = syms.get("stack0").expect("stack0");
+    let mut q = tree.boot();
+    q.prompt();
+    let from = q.type_line("bcachetest");
+    q.expect(from, "start test1", COMMAND);
+    // Every hart back on its boot stack (stack0), in the scheduler: nothing left to run.
+    let on_stack0 = |h: &Hart| h.reg("sp") > stack0 && h.reg("sp") <= stack0 + size;
+    q.stuck(from, APART, COMMAND, |h| h.iter().all(on_stack0));
+    q.leave_monitor();
+
+    // The same process list twice, with no worker left to run: some finished, the rest
+    // sleep on a buf's sleeplock (inside bcache), and the shell waits for them.
+    let threads = |list: &str| -> Vec<String> {
+        list.lines().filter(|l| l.contains(" chan=")).map(str::to_string).collect()
+    };
+    let deadline = std::time::Instant::now() + COMMAND;
+    let mut first = q.procdump();
+    let second = loop {
+        let now = q.len();
+        assert!(q.wait(now, APART, |t| t.contains("\n$ ")).is_none(), "{}", q.console());
+        let second = q.procdump();
+        let settled = threads(&second).iter().all(|l| !l.contains(" bcachetest ") || l.contains(" sleep "));
+        if settled && threads(&first) == threads(&second) {
+            break second;
+        }
+        assert!(std::time::Instant::now() < deadline, "no stall:\n{}", q.console());
+        first = second;
+    };
+    let workers: Vec<String> = threads(&second).into_iter().filter(|l| l.contains(" bcachetest ")).collect();
+    assert!(!workers.is_empty() && workers.len() < CPUS, "{second}");
+    for w in &workers {
+        let chan = w
+            .rsplit("chan=0x")
+            .next()
+            .and_then(|a| u64::from_str_radix(a.trim(), 16).ok())
+            .unwrap_or(0);
+        assert!(w.contains(" sleep ") && syms.inside("bcache", chan), "`{w}` is not asleep on a buf");
+    }
+    assert!(threads(&second).iter().any(|l| l.contains(" sleep sh ")), "{second}");
+}
+
+#[test]
+fn boot_without_a_pmp_entry_hangs_before_the_console() {
+    let tree = Tree::build(&["BUG=no-pmp"]);
+    let mut q = tree.boot();
+    // Every hart faults on its first supervisor-mode fetch and loops at address 0.
+    q.stuck(0, APART, BOOT, |h| h.iter().all(|h| h.pc() < 0x8000_0000));
+    assert!(!q.console().contains("booting"), "{}", q.console());
+}
+
+#[test]
+fn findings_stack_name_double_kfree_and_uninitialised_lock_show_in_audit() {
+    let tree = Tree::build(&["BUG=stack-name double-kfree uninit-lock"]);
+    let mut q = tree.boot();
+    q.prompt();
+    let out = q.run("audit", COMMAND);
+    assert_eq!(out.matches(": name points into stack0+").count(), 8, "the 8 kmem locks:\n{out}");
+    assert!(out.contains("is on the free list twice"), "{out}");
+    assert!(out.contains("audit: bucket 12's lock was never initialised"), "{out}");
+}
+
+#[test]
+fn findings_odd_names_pass_unmeasured_and_dup_block_is_cached_twice() {
+    let tree = Tree::build(&["BUG=odd-names dup-block"]);
+    let mut q = tree.boot();
+    q.prompt();
+    let out = q.run("kalloctest", COMMAND);
+    let stats = stats_after(&out, "test1 results:");
+    assert!(stats.locks.is_empty(), "no lock is named kmem* or bcache*:\n{out}");
+    assert_eq!(stats.tot, 0, "{out}");
+    assert!(out.contains("test1 OK\n"), "passes unmeasured:\n{out}");
+    let out = q.run("bcachetest", COMMAND);
+    assert!(out.contains("test0: OK\n") && out.contains("test1 OK\n"), "{out}");
+    let out = q.run("audit", COMMAND);
+    assert!(out.contains(" is cached twice, in buf "), "{out}");
+}
