@@ -5,7 +5,8 @@
 // under 500. The starter's single lock fails it.
 // test1: correctness under concurrency. Each worker writes blocks of its own and reads them
 // back, reads random blocks (most of them misses: recycling, moving bufs between buckets),
-// then all workers read the same blocks at once (waiting on each other's sleeplocks).
+// then all workers miss at the same moment in different buckets, then read the same blocks at
+// once (waiting on each other's sleeplocks).
 
 #include "types.h"
 #include "param.h"
@@ -23,6 +24,8 @@
 #define RANDOM_SPAN 600 // ... from blocks 0 .. RANDOM_SPAN-1
 #define SHARED 8        // test1 rounds of everyone reading one block
 #define SHARED_BASE 1500
+#define APART 32        // test1 rounds of everyone missing at once, each in its own bucket
+#define APART_BASE 1550  // .. 1550 + 31*13 + 7 < FSSIZE
 
 static volatile int warm, go, arrived, failures;
 static int nw;  // workers in this run, fixed by the parent before it spawns them
@@ -122,17 +125,30 @@ static void worker1(uint64 w)
   }
   count_reads(RANDOM);
 
-  // Everyone reads block SHARED_BASE+r at the same timer tick, holding it a moment so the
-  // others queue on its sleeplock. A worker that never arrives (stuck on a lost wakeup, say)
-  // holds the others back 500 ms at most.
+  // The last two parts start together: at the same timer tick, everyone misses at once, each
+  // on a block of its own bucket (evictions run side by side); then everyone reads block
+  // SHARED_BASE+r, holding it a moment so the others queue on its sleeplock. A worker that
+  // never arrives (stuck on a lost wakeup, say) holds the others back 5 s at most; under host
+  // load the others can take seconds longer.
   if (give_up == 0)
-    __sync_val_compare_and_swap(&give_up, 0, ticks + 50);
+    __sync_val_compare_and_swap(&give_up, 0, ticks + 500);
   __sync_fetch_and_add(&arrived, 1);
   while (arrived < nw && ticks < give_up)
     yield();
   __sync_val_compare_and_swap(&shared_start, 0, ticks + 1);
+
+  for (int r = 0; r < APART; r++) {
+    while (ticks < shared_start + r)
+      yield();
+    uint bn = APART_BASE + r * NBUCKET + w;  // bucket (APART_BASE + w) % NBUCKET, a new block
+    b = bread(ROOTDEV, bn);
+    if (!blk_check(b->data, bn, 0))
+      fail("test1 apart", bn);
+    brelse(b);
+  }
+
   for (int r = 0; r < SHARED; r++) {
-    while (ticks < shared_start + 2 * r)
+    while (ticks < shared_start + APART + 2 * r)
       yield();
     uint bn = SHARED_BASE + r;
     b = bread(ROOTDEV, bn);
@@ -143,7 +159,7 @@ static void worker1(uint64 w)
       fail("test1 shared", bn);
     brelse(b);
   }
-  count_reads(SHARED);
+  count_reads(APART + SHARED);
 }
 
 static void test1(void)

@@ -1,8 +1,9 @@
 // The page allocator: one free list per hart (the locks lab's first part).
 //
-// kalloc() takes from its own hart's list. When that list is empty it steals up to STEAL pages
-// from another hart's list, visiting them round-robin from the next one. It never holds two
-// kmem locks at once, so two harts stealing from each other cannot deadlock.
+// kinit() deals the free pages out evenly over the lists. kalloc() takes from its own hart's
+// list; when that list is empty it steals up to STEAL pages from another hart's list, visiting
+// them round-robin from the next one. It never holds two kmem locks at once, so two harts
+// stealing from each other cannot deadlock. kfree() puts a page on its own hart's list.
 
 #include "types.h"
 #include "param.h"
@@ -44,13 +45,32 @@ static char *kmem_names[NCPU] = { "kmem0", "kmem1", "kmem2", "kmem3",
                                   "kmem4", "kmem5", "kmem6", "kmem7" };
 #endif
 
-static void freerange(void *lo, void *hi)
+static void push(int id, struct run *r)
 {
-  for (char *p = (char *)PGROUNDUP((uint64)lo); p + PGSIZE <= (char *)hi; p += PGSIZE)
-    kfree(p);
+  acquire(&kmem[id].lock);
+  r->next = kmem[id].freelist;
+  kmem[id].freelist = r;
+  release(&kmem[id].lock);
 }
 
-// Every free page goes to the list of the hart that runs this (hart 0); the others steal.
+static void check_page(void *pa)
+{
+  if ((uint64)pa % PGSIZE != 0 || (char *)pa < end || (uint64)pa >= PHYSTOP)
+    panic("kfree");
+}
+
+// Deal the pages out to every hart's list in turn.
+static void freerange(void *lo, void *hi)
+{
+  int id = 0;
+  for (char *p = (char *)PGROUNDUP((uint64)lo); p + PGSIZE <= (char *)hi; p += PGSIZE) {
+    check_page(p);
+    memset(p, 1, PGSIZE);
+    push(id, (struct run *)p);
+    id = (id + 1) % NCPU;
+  }
+}
+
 void kinit(void)
 {
   for (int i = 0; i < NCPU; i++) {
@@ -67,18 +87,11 @@ void kinit(void)
 // free reads garbage instead of stale data.
 void kfree(void *pa)
 {
-  struct run *r = pa;
-
-  if ((uint64)pa % PGSIZE != 0 || (char *)pa < end || (uint64)pa >= PHYSTOP)
-    panic("kfree");
+  check_page(pa);
   memset(pa, 1, PGSIZE);
 
   push_off();  // cpuid() is only stable with interrupts off
-  int id = cpuid();
-  acquire(&kmem[id].lock);
-  r->next = kmem[id].freelist;
-  kmem[id].freelist = r;
-  release(&kmem[id].lock);
+  push(cpuid(), pa);
   pop_off();
 }
 

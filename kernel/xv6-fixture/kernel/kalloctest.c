@@ -67,6 +67,7 @@ static void test2(void)
 {
   printf("start test2\n");
   int before = kfreecount(-1);
+  int stolen = kmem_steals;
   printf("total free number of pages: %d (out of %d)\n", before,
          (int)((PHYSTOP - KERNBASE) / PGSIZE));
   char *list = 0;
@@ -78,6 +79,7 @@ static void test2(void)
       printf(".");
   }
   printf("\n");
+  printf("test2: %d pages moved between harts' lists by stealing\n", kmem_steals - stolen);
   while (list) {
     char *next = *(char **)list;
     kfree(list);

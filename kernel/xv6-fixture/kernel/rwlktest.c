@@ -1,6 +1,7 @@
 // rwlktest: readers and one writer share a pair of counters under a rwspinlock. The writer
 // keeps them equal; readers check that they never see them differ, that no writer is inside
-// with them, and that readers do get in together.
+// with them, and that readers do get in together. Readers read until the writer is done, and
+// the writer only writes while a reader is inside.
 
 #include "types.h"
 #include "param.h"
@@ -9,12 +10,14 @@
 #include "rwspinlock.h"
 #include "defs.h"
 
-#define READS 20000
-#define WRITES 2000
+#define WRITES 300
+#define HOLD 400  // a reader's work inside the lock, before it checks the pair
 
 struct rwspinlock rwlk;
 static volatile uint64 pair_a, pair_b;
-static volatile int inside_readers, inside_writer, max_readers, errors, readers_done;
+static volatile int inside_readers, inside_writer, max_readers, errors, writes_done, reads;
+static volatile int started;  // start barrier: threads reach their harts up to a tick apart
+static int nw;
 
 static void pause(int n)
 {
@@ -38,24 +41,32 @@ static void check_pair(void)
 
 static void reader(uint64 arg)
 {
-  for (int i = 0; i < READS; i++) {
+  int n = 0;
+  spin_barrier(&started, nw);
+  while (!writes_done) {
     read_acquire(&rwlk);
     int in = __sync_add_and_fetch(&inside_readers, 1);
     if (in > max_readers)
       max_readers = in;  // a racy maximum is fine: it only needs to reach 2
     if (inside_writer)
       __sync_fetch_and_add(&errors, 1);
-    pause(50);
+    pause(HOLD);
     check_pair();
     __sync_fetch_and_sub(&inside_readers, 1);
     read_release(&rwlk);
+    n++;
   }
-  __sync_fetch_and_add(&readers_done, 1);
+  __sync_fetch_and_add(&reads, n);
 }
 
 static void writer(uint64 arg)
 {
+  spin_barrier(&started, nw);
   for (int i = 0; i < WRITES; i++) {
+    // Write while a reader is inside: each write waits for readers to leave and holds new
+    // ones back (writer priority).
+    while (inside_readers == 0)
+      yield();
     write_acquire(&rwlk);
     inside_writer = 1;
     if (inside_readers != 0)
@@ -65,26 +76,26 @@ static void writer(uint64 arg)
     pair_b++;
     inside_writer = 0;
     write_release(&rwlk);
-    pause(200);
   }
+  writes_done = 1;
 }
 
 void rwlktest(void)
 {
-  int n = nworkers();
+  int n = nw = nworkers();
   int nreaders = n - 1;
 
   printf("start rwlktest: %d readers, 1 writer\n", nreaders);
   freelock(&rwlk.lk);  // registered by an earlier run
   initrwlock(&rwlk, "rwlk");
   pair_a = pair_b = 0;
-  inside_readers = inside_writer = max_readers = errors = readers_done = 0;
+  inside_readers = inside_writer = max_readers = errors = writes_done = reads = started = 0;
   for (int i = 0; i < nreaders; i++)
     spawn("rwreader", reader, i);
   spawn("rwwriter", writer, 0);
   waitall(n);
   printf("rwlktest: %d reads, %d writes, up to %d readers inside at once\n",
-         nreaders * READS, WRITES, max_readers);
+         reads, WRITES, max_readers);
   if (errors == 0 && pair_a == WRITES && pair_b == WRITES)
     printf("rwlktest OK\n");
   else

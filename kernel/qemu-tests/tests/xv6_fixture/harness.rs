@@ -220,11 +220,18 @@ impl Qemu {
         self.stdin.flush().unwrap();
     }
 
-    /// Types a command line and returns the offset where its output starts.
+    /// Types a command line, waits for the guest to echo it, and returns the offset where
+    /// its output starts. Waiting matters: QEMU's mux holds input the UART cannot take yet
+    /// and gives it only to the focused frontend, so a `C-a c` right behind a line would
+    /// strand the rest of it.
     pub fn type_line(&mut self, line: &str) -> usize {
         assert!(!self.in_monitor, "typing at the guest while the monitor has the console");
         let from = self.len();
         self.send(format!("{line}\n").as_bytes());
+        let echo = format!("{line}\n");
+        if self.wait(from, Duration::from_secs(60), |t| t.contains(&echo)).is_none() {
+            panic!("{}: the guest did not echo `{line}`; console:\n{}", self.what, self.console());
+        }
         from
     }
 
@@ -283,44 +290,55 @@ impl Qemu {
         }
     }
 
-    /// Samples the harts until `sig` holds in two samples at least `apart` from each other,
-    /// with no prompt printed after `from` meanwhile; panics at `timeout`. Returns the last
-    /// sample. This is how a hang is told from slowness: the same stuck state, twice.
-    pub fn stuck(
+    /// Samples the harts until `key` gives the same `Some` in two samples at least `apart`
+    /// from each other, with no prompt printed after `from` meanwhile; panics at `timeout`.
+    /// Returns that sample and its key. This is how a hang is told from slowness: the same
+    /// stuck state, twice.
+    pub fn stuck<K: PartialEq + std::fmt::Debug>(
         &mut self,
         from: usize,
         apart: Duration,
         timeout: Duration,
-        sig: impl Fn(&[Hart]) -> bool,
-    ) -> Vec<Hart> {
+        key: impl Fn(&[Hart]) -> Option<K>,
+    ) -> (Vec<Hart>, K) {
+        let found = self.stuck_or_prompt(from, apart, timeout, key);
+        found.unwrap_or_else(|| {
+            panic!("{}: the guest came back to the prompt: not a hang; console:\n{}", self.what, self.console())
+        })
+    }
+
+    /// Like `stuck`, but `None` when the guest prints a new prompt instead: the command
+    /// finished, so the race behind the hang was not hit this time.
+    pub fn stuck_or_prompt<K: PartialEq + std::fmt::Debug>(
+        &mut self,
+        from: usize,
+        apart: Duration,
+        timeout: Duration,
+        key: impl Fn(&[Hart]) -> Option<K>,
+    ) -> Option<(Vec<Hart>, K)> {
         let deadline = Instant::now() + timeout;
-        let mut first: Option<Instant> = None;
+        let mut first: Option<(Instant, K)> = None;
         let mut last = Vec::new();
         while Instant::now() < deadline {
             assert!(self.alive(), "{}: QEMU exited; console:\n{}", self.what, self.console());
             let harts = self.harts();
-            if sig(&harts) {
-                match first {
-                    Some(t) if t.elapsed() >= apart => return harts,
-                    Some(_) => {}
-                    None => first = Some(Instant::now()),
-                }
-            } else {
-                first = None;
+            match (key(&harts), first.take()) {
+                (Some(k), Some((t, k0))) if k == k0 && t.elapsed() >= apart => return Some((harts, k)),
+                (Some(k), Some((t, k0))) if k == k0 => first = Some((t, k0)),
+                (Some(k), _) => first = Some((Instant::now(), k)),
+                (None, _) => {}
             }
             last = harts;
-            // The guest must stay quiet meanwhile: a new prompt means it was only slow.
+            // A new prompt means the guest was only slow.
             let text = self.console();
-            assert!(
-                !text[from.min(text.len())..].contains("\n$ "),
-                "{}: the guest came back to the prompt: not a hang; console:\n{text}",
-                self.what
-            );
+            if text[from.min(text.len())..].contains("\n$ ") {
+                return None;
+            }
             let now = self.len();
             let _ = self.wait(now, Duration::from_millis(200), |t| t.contains("\n$ "));
         }
         panic!(
-            "{}: the hang's signature did not hold twice {apart:?} apart within {timeout:?}; last sample: {last:x?}\nconsole:\n{}",
+            "{}: no stuck state seen twice {apart:?} apart within {timeout:?}; last sample: {last:x?}\nconsole:\n{}",
             self.what,
             self.console()
         );
