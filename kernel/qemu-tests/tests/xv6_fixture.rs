@@ -26,16 +26,33 @@ fn lock_line(line: &str) -> Option<(String, i64, i64)> {
     let rest = line.strip_prefix("lock: ")?;
     let (name, rest) = rest.split_once(": #test-and-set ")?;
     let (nts, n) = rest.split_once(" #acquire() ")?;
-    Some((name.to_string(), nts.trim().parse().ok()?, n.trim().parse().ok()?))
+    Some((
+        name.to_string(),
+        nts.trim().parse().ok()?,
+        n.trim().parse().ok()?,
+    ))
 }
 
 /// The first statistics block after `title` (e.g. `test0 results:`), checked line by line
 /// against the lab's format.
 fn stats_after(out: &str, title: &str) -> Stats {
-    let start = out.find(title).unwrap_or_else(|| panic!("no `{title}` in:\n{out}"));
-    let mut lines = out[start..].lines().skip(1).map(|l| l.trim_end_matches('\r'));
-    assert_eq!(lines.next(), Some("--- lock kmem/bcache stats"), "after `{title}`:\n{out}");
-    let mut stats = Stats { locks: Vec::new(), top: Vec::new(), tot: -1 };
+    let start = out
+        .find(title)
+        .unwrap_or_else(|| panic!("no `{title}` in:\n{out}"));
+    let mut lines = out[start..]
+        .lines()
+        .skip(1)
+        .map(|l| l.trim_end_matches('\r'));
+    assert_eq!(
+        lines.next(),
+        Some("--- lock kmem/bcache stats"),
+        "after `{title}`:\n{out}"
+    );
+    let mut stats = Stats {
+        locks: Vec::new(),
+        top: Vec::new(),
+        tot: -1,
+    };
     let mut in_top = false;
     for line in lines {
         if line == "--- top 5 contended locks:" {
@@ -44,7 +61,8 @@ fn stats_after(out: &str, title: &str) -> Stats {
             stats.tot = t.parse().unwrap_or_else(|_| panic!("bad `{line}`"));
             break;
         } else {
-            let l = lock_line(line).unwrap_or_else(|| panic!("not a lab stats line: `{line}` in:\n{out}"));
+            let l = lock_line(line)
+                .unwrap_or_else(|| panic!("not a lab stats line: `{line}` in:\n{out}"));
             if in_top {
                 stats.top.push(l);
             } else {
@@ -52,10 +70,20 @@ fn stats_after(out: &str, title: &str) -> Stats {
             }
         }
     }
-    assert!(in_top && stats.tot >= 0, "incomplete stats after `{title}`:\n{out}");
-    assert!(!stats.top.is_empty() && stats.top.len() <= 5, "top 5 after `{title}`:\n{out}");
+    assert!(
+        in_top && stats.tot >= 0,
+        "incomplete stats after `{title}`:\n{out}"
+    );
+    assert!(
+        !stats.top.is_empty() && stats.top.len() <= 5,
+        "top 5 after `{title}`:\n{out}"
+    );
     // statslock's tot is the kmem/bcache locks' #test-and-set summed.
-    assert_eq!(stats.tot, stats.locks.iter().map(|l| l.1).sum::<i64>(), "tot after `{title}`");
+    assert_eq!(
+        stats.tot,
+        stats.locks.iter().map(|l| l.1).sum::<i64>(),
+        "tot after `{title}`"
+    );
     stats
 }
 
@@ -64,12 +92,22 @@ fn count_named(stats: &Stats, name: &str) -> usize {
 }
 
 fn uid() -> u32 {
-    let out = Command::new("id").arg("-u").output().expect("running id -u");
-    String::from_utf8_lossy(&out.stdout).trim().parse().expect("a numeric uid")
+    let out = Command::new("id")
+        .arg("-u")
+        .output()
+        .expect("running id -u");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a numeric uid")
 }
 
 fn dwarf_versions(tree: &Tree) -> Vec<u32> {
-    let info = tool("riscv64-unknown-elf-readelf", &["--debug-dump=info"], &tree.kernel());
+    let info = tool(
+        "riscv64-unknown-elf-readelf",
+        &["--debug-dump=info"],
+        &tree.kernel(),
+    );
     info.lines()
         .filter_map(|l| l.trim().strip_prefix("Version:"))
         .map(|v| v.trim().parse().expect("a DWARF version"))
@@ -107,11 +145,14 @@ fn makefile_is_shaped_like_the_labs() {
     let port = uid() % 5000 + 25000;
     let gdb = tree.make(&["-n", "qemu-gdb", "CPUS=4"]);
     let gdb = String::from_utf8_lossy(&gdb.stdout);
-    assert!(gdb.contains(&format!("-smp 4 ")), "{gdb}");
+    assert!(gdb.contains("-smp 4 "), "{gdb}");
     assert!(gdb.contains(&format!(" -S -gdb tcp::{port}")), "{gdb}");
     assert!(tree.make(&[".gdbinit"]).status.success());
     let gdbinit = std::fs::read_to_string(tree.path().join(".gdbinit")).unwrap();
-    assert!(gdbinit.contains(&format!("target remote 127.0.0.1:{port}\n")), "{gdbinit}");
+    assert!(
+        gdbinit.contains(&format!("target remote 127.0.0.1:{port}\n")),
+        "{gdbinit}"
+    );
 
     // Another QEMU is just a variable, as in the lab.
     let other = tree.make(&["-n", "qemu", "QEMU=lockscope qemu --"]);
@@ -120,9 +161,44 @@ fn makefile_is_shaped_like_the_labs() {
     // A bad option is refused with what to choose.
     let bad = tree.make(&["BCACHE=tree"]);
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("choose bucket, parallel, grid or global"));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("choose bucket, parallel, grid or global")
+    );
     let bad = tree.make(&["BUG=prev-head", "BCACHE=grid"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("BUG=prev-head needs BCACHE=bucket"));
+}
+
+/// `cargo xtask test` builds the fixture once (xtask/src/fixture.rs) and passes the tree in
+/// LOCKSCOPE_XV6_FIXTURE for other tests: a lab-shaped tree that `make -n qemu` runs.
+#[test]
+fn xtask_built_fixture_is_a_lab_shaped_tree() {
+    let Some(dir) = std::env::var_os("LOCKSCOPE_XV6_FIXTURE") else {
+        eprintln!("LOCKSCOPE_XV6_FIXTURE is not set (cargo xtask test sets it): nothing to check");
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    assert!(
+        dir.join("kernel/kernel").is_file() && dir.join("fs.img").is_file(),
+        "{}",
+        dir.display()
+    );
+    let n = Command::new("make")
+        .current_dir(&dir)
+        .args(["-n", "qemu"])
+        .env_remove("MAKEFLAGS")
+        .output()
+        .expect("running make");
+    let cmd = String::from_utf8_lossy(&n.stdout);
+    assert!(
+        cmd.trim().starts_with("qemu-system-riscv64 -machine virt") && cmd.lines().count() == 1,
+        "the xtask-built tree is up to date and make -n qemu prints only QEMU's line:\n{cmd}"
+    );
+    let syms = Symbols::load(&dir.join("kernel/kernel"));
+    for name in [
+        "bcache", "kmem", "cpus", "proc", "locks", "panicked", "stack0",
+    ] {
+        assert!(syms.get(name).is_some(), "no {name} in the fixture kernel");
+    }
 }
 
 #[test]
@@ -130,20 +206,43 @@ fn dwarf_version_is_what_was_asked_and_bget_is_inlined_into_bread() {
     for (vars, version) in [(&[][..], 5), (&["DWARF=2"][..], 2)] {
         let tree = Tree::build(vars);
         let versions = dwarf_versions(&tree);
-        assert!(versions.len() >= 20, "one unit per source file: {versions:?}");
-        assert!(versions.iter().all(|v| *v == version), "{vars:?}: {versions:?}");
+        assert!(
+            versions.len() >= 20,
+            "one unit per source file: {versions:?}"
+        );
+        assert!(
+            versions.iter().all(|v| *v == version),
+            "{vars:?}: {versions:?}"
+        );
 
         // bget is static and called once: gcc folds it into bread, as in real lab kernels.
         let syms = tool("riscv64-unknown-elf-readelf", &["-s", "-W"], &tree.kernel());
-        assert!(!syms.lines().any(|l| l.ends_with(" bget")), "{vars:?}: bget has a symbol");
-        assert!(syms.lines().any(|l| l.contains(" FUNC ") && l.ends_with(" bread")));
-        let bread = tool("riscv64-unknown-elf-objdump", &["-d", "--disassemble=bread"], &tree.kernel());
-        assert!(bread.contains("<bread>:") && !bread.contains("<bget"), "{vars:?}:\n{bread}");
+        assert!(
+            !syms.lines().any(|l| l.ends_with(" bget")),
+            "{vars:?}: bget has a symbol"
+        );
+        assert!(syms
+            .lines()
+            .any(|l| l.contains(" FUNC ") && l.ends_with(" bread")));
+        let bread = tool(
+            "riscv64-unknown-elf-objdump",
+            &["-d", "--disassemble=bread"],
+            &tree.kernel(),
+        );
+        assert!(
+            bread.contains("<bread>:") && !bread.contains("<bget"),
+            "{vars:?}:\n{bread}"
+        );
         let (start, size) = tree.symbols().get("bread").expect("bread");
-        let inlined = (start..start + size)
-            .step_by(2)
-            .any(|pc| frames(&tree, pc).windows(2).any(|w| w[0] == "bget" && w[1] == "bread"));
-        assert!(inlined, "{vars:?}: no pc in bread whose DWARF frames are bget inlined into bread");
+        let inlined = (start..start + size).step_by(2).any(|pc| {
+            frames(&tree, pc)
+                .windows(2)
+                .any(|w| w[0] == "bget" && w[1] == "bread")
+        });
+        assert!(
+            inlined,
+            "{vars:?}: no pc in bread whose DWARF frames are bget inlined into bread"
+        );
     }
 }
 
@@ -156,14 +255,21 @@ fn good_build_passes_kalloctest_bcachetest_and_rwlktest_in_lab_format() {
     let out = q.run("kalloctest", COMMAND);
     assert!(out.contains("start test1\n"), "{out}");
     let stats = stats_after(&out, "test1 results:");
-    let kmem: Vec<_> = stats.locks.iter().filter(|l| l.0.starts_with("kmem")).collect();
+    let kmem: Vec<_> = stats
+        .locks
+        .iter()
+        .filter(|l| l.0.starts_with("kmem"))
+        .collect();
     assert_eq!(kmem.len(), 8, "one kmem lock per possible hart:\n{out}");
     // 20000 kalloc/kfree pairs per worker, one lock round trip each.
     let acquires: i64 = kmem.iter().map(|l| l.2).sum();
     assert!(acquires >= 2 * 20000 * CPUS as i64, "{out}");
     assert!(out.contains("test1 OK\n"), "{out}");
     assert!(out.contains("total free number of pages: "), "{out}");
-    assert!(out.contains("(out of 32768)\n") && out.contains("test2 OK\n"), "{out}");
+    assert!(
+        out.contains("(out of 32768)\n") && out.contains("test2 OK\n"),
+        "{out}"
+    );
     // Taking every page empties each hart's list, so harts steal from each other.
     let stolen: u64 = out
         .split("test2: ")
@@ -174,15 +280,25 @@ fn good_build_passes_kalloctest_bcachetest_and_rwlktest_in_lab_format() {
     assert!(stolen > 0, "{out}");
 
     let out = q.run("bcachetest", COMMAND);
-    assert!(out.contains("start test0\n") && out.contains("start test1\n"), "{out}");
+    assert!(
+        out.contains("start test0\n") && out.contains("start test1\n"),
+        "{out}"
+    );
     let test0 = stats_after(&out, "test0 results:");
     assert_eq!(count_named(&test0, "bcache.bucket"), 13, "{out}");
     assert_eq!(count_named(&test0, "bcache"), 1, "{out}");
     // Each worker reads two blocks of its own bucket, 4000 times: three buckets took thousands
     // of acquires each. Nobody else touches them then, so test0 passes whatever the host load.
-    let busy = test0.locks.iter().filter(|l| l.0 == "bcache.bucket" && l.2 >= 8000).count();
+    let busy = test0
+        .locks
+        .iter()
+        .filter(|l| l.0 == "bcache.bucket" && l.2 >= 8000)
+        .count();
     assert_eq!(busy, CPUS, "{out}");
-    assert!(out.contains("test0: OK\n") && out.contains("test1 OK\n"), "{out}");
+    assert!(
+        out.contains("test0: OK\n") && out.contains("test1 OK\n"),
+        "{out}"
+    );
     assert!(!out.contains("wrong contents"), "{out}");
 
     let out = q.run("rwlktest", COMMAND);
@@ -204,12 +320,21 @@ fn legacy_virtio_dwarf2_parallel_arrays_pass_bcachetest() {
     let tree = Tree::build(&["VIRTIO=legacy", "DWARF=2", "BCACHE=parallel"]);
     let n = tree.make(&["-n", "qemu"]);
     let cmd = String::from_utf8_lossy(&n.stdout);
-    assert!(cmd.starts_with("qemu-system-riscv64 ") && !cmd.contains("force-legacy"), "{cmd}");
+    assert!(
+        cmd.starts_with("qemu-system-riscv64 ") && !cmd.contains("force-legacy"),
+        "{cmd}"
+    );
     let mut q = tree.boot();
     q.prompt();
     let out = q.run("bcachetest", COMMAND);
-    assert_eq!(count_named(&stats_after(&out, "test0 results:"), "bcache.bucket"), 13);
-    assert!(out.contains("test0: OK\n") && out.contains("test1 OK\n"), "{out}");
+    assert_eq!(
+        count_named(&stats_after(&out, "test0 results:"), "bcache.bucket"),
+        13
+    );
+    assert!(
+        out.contains("test0: OK\n") && out.contains("test1 OK\n"),
+        "{out}"
+    );
     assert!(q.run("audit", COMMAND).contains("audit: OK\n"));
 }
 
@@ -221,8 +346,15 @@ fn grid_layout_passes_bcachetest() {
     let out = q.run("bcachetest", COMMAND);
     let test0 = stats_after(&out, "test0 results:");
     assert_eq!(count_named(&test0, "bcache.bucket"), 13, "{out}");
-    assert_eq!(count_named(&test0, "bcache"), 0, "the grid has no eviction lock:\n{out}");
-    assert!(out.contains("test0: OK\n") && out.contains("test1 OK\n"), "{out}");
+    assert_eq!(
+        count_named(&test0, "bcache"),
+        0,
+        "the grid has no eviction lock:\n{out}"
+    );
+    assert!(
+        out.contains("test0: OK\n") && out.contains("test1 OK\n"),
+        "{out}"
+    );
     assert!(q.run("audit", COMMAND).contains("audit: OK\n"));
 }
 
@@ -240,7 +372,10 @@ fn global_layout_is_the_starters_single_lock() {
     let bcache: Vec<_> = test0.locks.iter().filter(|l| l.0 == "bcache").collect();
     assert_eq!(bcache.len(), 1, "{out}");
     assert!(bcache[0].2 >= 2 * 4000 * CPUS as i64, "{out}");
-    assert!(out.contains("test0: OK\n") || out.contains("test0: FAIL\n"), "{out}");
+    assert!(
+        out.contains("test0: OK\n") || out.contains("test0: FAIL\n"),
+        "{out}"
+    );
     assert!(out.contains("test1 OK\n"), "{out}");
 }
 
@@ -255,7 +390,9 @@ fn refcnt_leak_panics_bget_no_buffers_and_spins() {
     // Like xv6: the panicking hart spins in panic() with panicked set; QEMU runs on.
     // Which harts are in panic(): the same ones, twice.
     q.stuck(from, APART, COMMAND, |h| {
-        let in_panic: Vec<usize> = (0..h.len()).filter(|&i| syms.function(h[i].pc()) == Some("panic")).collect();
+        let in_panic: Vec<usize> = (0..h.len())
+            .filter(|&i| syms.function(h[i].pc()) == Some("panic"))
+            .collect();
         (!in_panic.is_empty()).then_some(in_panic)
     });
     assert!(q.alive());
@@ -274,9 +411,16 @@ fn prev_head_mix_up_takes_a_load_page_fault_on_refcnt() {
         .unwrap_or_else(|| panic!("no trap line:\n{out}"));
     let fields: Vec<&str> = trap.split_whitespace().collect();
     assert_eq!(fields[0], "scause=0xd", "a load page fault: {trap}");
-    assert_eq!(fields[2], "stval=0x48", "refcnt is at offset 0x48 of struct buf: {trap}");
+    assert_eq!(
+        fields[2], "stval=0x48",
+        "refcnt is at offset 0x48 of struct buf: {trap}"
+    );
     let sepc = u64::from_str_radix(fields[1].trim_start_matches("sepc=0x"), 16).expect(trap);
-    assert_eq!(frames(&tree, sepc).first().map(String::as_str), Some("lru_free"), "{trap}");
+    assert_eq!(
+        frames(&tree, sepc).first().map(String::as_str),
+        Some("lru_free"),
+        "{trap}"
+    );
 }
 
 #[test]
@@ -289,7 +433,9 @@ fn bucket_order_deadlocks_two_harts_on_two_bucket_locks() {
     // bucket locks inside bcache: the same harts on the same locks, twice.
     let deadlocked = |h: &[Hart]| {
         let mut on: Vec<(usize, u64)> = (0..h.len())
-            .filter(|&i| syms.function(h[i].pc()) == Some("acquire") && syms.inside("bcache", h[i].reg("s1")))
+            .filter(|&i| {
+                syms.function(h[i].pc()) == Some("acquire") && syms.inside("bcache", h[i].reg("s1"))
+            })
             .map(|i| (i, h[i].reg("s1")))
             .collect();
         on.sort();
@@ -340,7 +486,9 @@ fn reader_reentering_the_rwspinlock_hangs_with_a_waiting_writer() {
     q.expect(from, "start rwlktest", COMMAND);
     // A hart in write_acquire and one in read_acquire, the same ones twice.
     let harts_in = |h: &[Hart], f: &str| -> Vec<usize> {
-        (0..h.len()).filter(|&i| syms.function(h[i].pc()) == Some(f)).collect()
+        (0..h.len())
+            .filter(|&i| syms.function(h[i].pc()) == Some(f))
+            .collect()
     };
     q.stuck(from, APART, COMMAND, |h| {
         let (r, w) = (harts_in(h, "read_acquire"), harts_in(h, "write_acquire"));
@@ -359,28 +507,46 @@ fn lost_wakeup_stalls_with_workers_asleep_on_a_buf_nobody_wakes() {
     q.expect(from, "start test1", COMMAND);
     // Every hart back on its boot stack (stack0), in the scheduler: nothing left to run.
     let on_stack0 = |h: &Hart| h.reg("sp") > stack0 && h.reg("sp") <= stack0 + size;
-    q.stuck(from, APART, COMMAND, |h| h.iter().all(on_stack0).then_some(()));
+    q.stuck(from, APART, COMMAND, |h| {
+        h.iter().all(on_stack0).then_some(())
+    });
     q.leave_monitor();
 
     // The same process list twice, with no worker left to run: some finished, the rest
     // sleep on a buf's sleeplock (inside bcache), and the shell waits for them.
     let threads = |list: &str| -> Vec<String> {
-        list.lines().filter(|l| l.contains(" chan=")).map(str::to_string).collect()
+        list.lines()
+            .filter(|l| l.contains(" chan="))
+            .map(str::to_string)
+            .collect()
     };
     let deadline = std::time::Instant::now() + COMMAND;
     let mut first = q.procdump();
     let second = loop {
         let now = q.len();
-        assert!(q.wait(now, APART, |t| t.contains("\n$ ")).is_none(), "{}", q.console());
+        assert!(
+            q.wait(now, APART, |t| t.contains("\n$ ")).is_none(),
+            "{}",
+            q.console()
+        );
         let second = q.procdump();
-        let settled = threads(&second).iter().all(|l| !l.contains(" bcachetest ") || l.contains(" sleep "));
+        let settled = threads(&second)
+            .iter()
+            .all(|l| !l.contains(" bcachetest ") || l.contains(" sleep "));
         if settled && threads(&first) == threads(&second) {
             break second;
         }
-        assert!(std::time::Instant::now() < deadline, "no stall:\n{}", q.console());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no stall:\n{}",
+            q.console()
+        );
         first = second;
     };
-    let workers: Vec<String> = threads(&second).into_iter().filter(|l| l.contains(" bcachetest ")).collect();
+    let workers: Vec<String> = threads(&second)
+        .into_iter()
+        .filter(|l| l.contains(" bcachetest "))
+        .collect();
     assert!(!workers.is_empty() && workers.len() < CPUS, "{second}");
     for w in &workers {
         let chan = w
@@ -388,9 +554,15 @@ fn lost_wakeup_stalls_with_workers_asleep_on_a_buf_nobody_wakes() {
             .next()
             .and_then(|a| u64::from_str_radix(a.trim(), 16).ok())
             .unwrap_or(0);
-        assert!(w.contains(" sleep ") && syms.inside("bcache", chan), "`{w}` is not asleep on a buf");
+        assert!(
+            w.contains(" sleep ") && syms.inside("bcache", chan),
+            "`{w}` is not asleep on a buf"
+        );
     }
-    assert!(threads(&second).iter().any(|l| l.contains(" sleep sh ")), "{second}");
+    assert!(
+        threads(&second).iter().any(|l| l.contains(" sleep sh ")),
+        "{second}"
+    );
 }
 
 #[test]
@@ -399,7 +571,9 @@ fn boot_without_a_pmp_entry_hangs_before_the_console() {
     let mut q = tree.boot();
     // Every hart faults on its first supervisor-mode fetch and loops at address 0.
     q.stuck(0, APART, BOOT, |h| {
-        h.iter().all(|h| h.pc() < 0x8000_0000).then(|| h.iter().map(|h| h.pc()).collect::<Vec<_>>())
+        h.iter()
+            .all(|h| h.pc() < 0x8000_0000)
+            .then(|| h.iter().map(|h| h.pc()).collect::<Vec<_>>())
     });
     assert!(!q.console().contains("booting"), "{}", q.console());
 }
@@ -410,9 +584,16 @@ fn findings_stack_name_double_kfree_and_uninitialised_lock_show_in_audit() {
     let mut q = tree.boot();
     q.prompt();
     let out = q.run("audit", COMMAND);
-    assert_eq!(out.matches(": name points into stack0+").count(), 8, "the 8 kmem locks:\n{out}");
+    assert_eq!(
+        out.matches(": name points into stack0+").count(),
+        8,
+        "the 8 kmem locks:\n{out}"
+    );
     assert!(out.contains("is on the free list twice"), "{out}");
-    assert!(out.contains("audit: bucket 12's lock was never initialised"), "{out}");
+    assert!(
+        out.contains("audit: bucket 12's lock was never initialised"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -422,11 +603,17 @@ fn findings_odd_names_pass_unmeasured_and_dup_block_is_cached_twice() {
     q.prompt();
     let out = q.run("kalloctest", COMMAND);
     let stats = stats_after(&out, "test1 results:");
-    assert!(stats.locks.is_empty(), "no lock is named kmem* or bcache*:\n{out}");
+    assert!(
+        stats.locks.is_empty(),
+        "no lock is named kmem* or bcache*:\n{out}"
+    );
     assert_eq!(stats.tot, 0, "{out}");
     assert!(out.contains("test1 OK\n"), "passes unmeasured:\n{out}");
     let out = q.run("bcachetest", COMMAND);
-    assert!(out.contains("test0: OK\n") && out.contains("test1 OK\n"), "{out}");
+    assert!(
+        out.contains("test0: OK\n") && out.contains("test1 OK\n"),
+        "{out}"
+    );
     let out = q.run("audit", COMMAND);
     assert!(out.contains(" is cached twice, in buf "), "{out}");
 }

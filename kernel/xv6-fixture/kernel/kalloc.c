@@ -159,7 +159,7 @@ int kfreecount(int id)
     if (id >= 0 && i != id)
       continue;
     acquire(&kmem[i].lock);
-    for (struct run *r = kmem[i].freelist; r && total < PHYSTOP / PGSIZE; r = r->next)
+    for (struct run *r = kmem[i].freelist; r && total < (PHYSTOP - KERNBASE) / PGSIZE; r = r->next)
       total++;
     release(&kmem[i].lock);
   }

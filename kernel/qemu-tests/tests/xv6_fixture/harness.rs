@@ -32,13 +32,20 @@ fn is_build_output(rel: &Path) -> bool {
         || name.ends_with(".tmp")
         || matches!(
             s.as_ref(),
-            "kernel/kernel" | "kernel/kernel.asm" | "kernel/config.h" | "mkimg/mkimg" | "fs.img" | ".gdbinit"
+            "kernel/kernel"
+                | "kernel/kernel.asm"
+                | "kernel/config.h"
+                | "mkimg/mkimg"
+                | "fs.img"
+                | ".gdbinit"
         )
 }
 
 fn copy_tree(from: &Path, to: &Path, rel: &Path) {
     let dir = from.join(rel);
-    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display())) {
+    for entry in
+        std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+    {
         let entry = entry.unwrap();
         let rel = rel.join(entry.file_name());
         if is_build_output(&rel) {
@@ -182,7 +189,12 @@ impl Qemu {
 
     /// Waits until `pred` holds for the output after byte `from`, or `timeout` passes, or
     /// QEMU's output ends. Returns the output after `from` when `pred` held.
-    pub fn wait(&self, from: usize, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+    pub fn wait(
+        &self,
+        from: usize,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<String> {
         let deadline = Instant::now() + timeout;
         let (lock, cvar) = &*self.out;
         let mut c = lock.lock().unwrap();
@@ -201,13 +213,14 @@ impl Qemu {
 
     /// Waits for `needle` after byte `from`; panics with the console if it does not come.
     pub fn expect(&self, from: usize, needle: &str, timeout: Duration) -> String {
-        self.wait(from, timeout, |t| t.contains(needle)).unwrap_or_else(|| {
-            panic!(
-                "{}: no `{needle}` within {timeout:?}; console:\n{}",
-                self.what,
-                self.console()
-            )
-        })
+        self.wait(from, timeout, |t| t.contains(needle))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: no `{needle}` within {timeout:?}; console:\n{}",
+                    self.what,
+                    self.console()
+                )
+            })
     }
 
     /// Waits for the first prompt.
@@ -216,7 +229,9 @@ impl Qemu {
     }
 
     fn send(&mut self, bytes: &[u8]) {
-        self.stdin.write_all(bytes).expect("writing to QEMU's stdin");
+        self.stdin
+            .write_all(bytes)
+            .expect("writing to QEMU's stdin");
         self.stdin.flush().unwrap();
     }
 
@@ -225,12 +240,22 @@ impl Qemu {
     /// and gives it only to the focused frontend, so a `C-a c` right behind a line would
     /// strand the rest of it.
     pub fn type_line(&mut self, line: &str) -> usize {
-        assert!(!self.in_monitor, "typing at the guest while the monitor has the console");
+        assert!(
+            !self.in_monitor,
+            "typing at the guest while the monitor has the console"
+        );
         let from = self.len();
         self.send(format!("{line}\n").as_bytes());
         let echo = format!("{line}\n");
-        if self.wait(from, Duration::from_secs(60), |t| t.contains(&echo)).is_none() {
-            panic!("{}: the guest did not echo `{line}`; console:\n{}", self.what, self.console());
+        if self
+            .wait(from, Duration::from_secs(60), |t| t.contains(&echo))
+            .is_none()
+        {
+            panic!(
+                "{}: the guest did not echo `{line}`; console:\n{}",
+                self.what,
+                self.console()
+            );
         }
         from
     }
@@ -253,7 +278,13 @@ impl Qemu {
         let from = self.len();
         self.send(b"\x10");
         self.wait(from, Duration::from_secs(30), |t| t.contains(" threads\n"))
-            .unwrap_or_else(|| panic!("{}: no process list after ^P; console:\n{}", self.what, self.console()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: no process list after ^P; console:\n{}",
+                    self.what,
+                    self.console()
+                )
+            })
     }
 
     pub fn alive(&mut self) -> bool {
@@ -276,7 +307,13 @@ impl Qemu {
             .wait(from, Duration::from_secs(30), |t| {
                 t.find(&last).is_some_and(|i| t[i..].contains("x31/t6"))
             })
-            .unwrap_or_else(|| panic!("{}: no register dump from the monitor; console:\n{}", self.what, self.console()));
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: no register dump from the monitor; console:\n{}",
+                    self.what,
+                    self.console()
+                )
+            });
         let harts = parse_harts(&text);
         assert_eq!(harts.len(), CPUS, "register dump of {CPUS} harts:\n{text}");
         harts
@@ -303,7 +340,11 @@ impl Qemu {
     ) -> (Vec<Hart>, K) {
         let found = self.stuck_or_prompt(from, apart, timeout, key);
         found.unwrap_or_else(|| {
-            panic!("{}: the guest came back to the prompt: not a hang; console:\n{}", self.what, self.console())
+            panic!(
+                "{}: the guest came back to the prompt: not a hang; console:\n{}",
+                self.what,
+                self.console()
+            )
         })
     }
 
@@ -320,10 +361,17 @@ impl Qemu {
         let mut first: Option<(Instant, K)> = None;
         let mut last = Vec::new();
         while Instant::now() < deadline {
-            assert!(self.alive(), "{}: QEMU exited; console:\n{}", self.what, self.console());
+            assert!(
+                self.alive(),
+                "{}: QEMU exited; console:\n{}",
+                self.what,
+                self.console()
+            );
             let harts = self.harts();
             match (key(&harts), first.take()) {
-                (Some(k), Some((t, k0))) if k == k0 && t.elapsed() >= apart => return Some((harts, k)),
+                (Some(k), Some((t, k0))) if k == k0 && t.elapsed() >= apart => {
+                    return Some((harts, k))
+                }
                 (Some(k), Some((t, k0))) if k == k0 => first = Some((t, k0)),
                 (Some(k), _) => first = Some((Instant::now(), k)),
                 (None, _) => {}
@@ -347,7 +395,8 @@ impl Qemu {
 
 /// True once `t` (the output after typing `line`) holds the echo and a fresh prompt.
 fn prompt_after_echo(t: &str, line: &str) -> bool {
-    t.find(line).is_some_and(|i| t[i + line.len()..].contains("\n$ "))
+    t.find(line)
+        .is_some_and(|i| t[i + line.len()..].contains("\n$ "))
 }
 
 impl Drop for Qemu {
@@ -393,11 +442,15 @@ pub fn parse_harts(text: &str) -> Vec<Hart> {
             harts.push(Hart { regs: Vec::new() });
             continue;
         }
-        let Some(value) = tokens.get(i + 1) else { continue };
+        let Some(value) = tokens.get(i + 1) else {
+            continue;
+        };
         if value.len() != 16 || t.starts_with(|c: char| c.is_ascii_digit()) {
             continue;
         }
-        let Ok(v) = u64::from_str_radix(value, 16) else { continue };
+        let Ok(v) = u64::from_str_radix(value, 16) else {
+            continue;
+        };
         let name = t.rsplit('/').next().unwrap_or(t).to_string();
         if let Some(h) = harts.last_mut() {
             h.regs.push((name, v));
@@ -442,7 +495,8 @@ impl Symbols {
 
     /// Is addr inside the object `name`?
     pub fn inside(&self, name: &str, addr: u64) -> bool {
-        self.get(name).is_some_and(|(a, s)| addr >= a && addr < a + s)
+        self.get(name)
+            .is_some_and(|(a, s)| addr >= a && addr < a + s)
     }
 }
 
@@ -453,6 +507,10 @@ pub fn tool(name: &str, args: &[&str], elf: &Path) -> String {
         .arg(elf)
         .output()
         .unwrap_or_else(|e| panic!("running {name}: {e} (install gcc-riscv64-unknown-elf)"));
-    assert!(out.status.success(), "{name} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{name} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
