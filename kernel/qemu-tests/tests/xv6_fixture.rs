@@ -127,6 +127,66 @@ fn frames(tree: &Tree, pc: u64) -> Vec<String> {
     names
 }
 
+/// A struct's name, size, and members with their offsets.
+type Layout = (&'static str, u64, &'static [(&'static str, u64)]);
+
+/// Size and member offsets of `struct name`, from the kernel's DWARF (either version).
+fn struct_layout(tree: &Tree, name: &str) -> (u64, Vec<(String, u64)>) {
+    use addr2line::gimli;
+    use object::{Object, ObjectSection};
+    let data = std::fs::read(tree.kernel()).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    let dwarf = gimli::Dwarf::load(|id| -> Result<_, gimli::Error> {
+        let bytes = file
+            .section_by_name(id.name())
+            .and_then(|s| s.data().ok())
+            .unwrap_or(&[]);
+        Ok(gimli::EndianSlice::new(bytes, gimli::RunTimeEndian::Little))
+    })
+    .unwrap();
+    let text = |unit: &gimli::Unit<_>, e: &gimli::DebuggingInformationEntry<_>| {
+        e.attr_value(gimli::DW_AT_name)
+            .and_then(|v| dwarf.attr_string(unit, v).ok())
+            .map(|s| s.to_string_lossy().into_owned())
+    };
+    let mut units = dwarf.units();
+    while let Some(header) = units.next().unwrap() {
+        let unit = dwarf.unit(header).unwrap();
+        let mut entries = unit.entries_tree(None).unwrap();
+        let mut top = entries.root().unwrap().children();
+        while let Some(node) = top.next().unwrap() {
+            let e = node.entry();
+            let size = e
+                .attr_value(gimli::DW_AT_byte_size)
+                .and_then(|v| v.udata_value());
+            if e.tag() != gimli::DW_TAG_structure_type || text(&unit, e).as_deref() != Some(name) {
+                continue;
+            }
+            let Some(size) = size else { continue }; // a declaration
+            let mut members = Vec::new();
+            let mut children = node.children();
+            while let Some(m) = children.next().unwrap() {
+                let m = m.entry();
+                let offset = match m.attr_value(gimli::DW_AT_data_member_location) {
+                    Some(gimli::AttributeValue::Exprloc(e)) => {
+                        // DWARF 2: DW_OP_plus_uconst N
+                        let bytes = e.0.slice();
+                        assert_eq!(bytes[0], 0x23, "{name}: member location {bytes:?}");
+                        let mut r =
+                            gimli::EndianSlice::new(&bytes[1..], gimli::RunTimeEndian::Little);
+                        gimli::leb128::read::unsigned(&mut r).unwrap()
+                    }
+                    Some(v) => v.udata_value().expect("a constant member offset"),
+                    None => continue,
+                };
+                members.push((text(&unit, m).unwrap_or_default(), offset));
+            }
+            return (size, members);
+        }
+    }
+    panic!("no struct {name} in the fixture's DWARF");
+}
+
 #[test]
 fn makefile_is_shaped_like_the_labs() {
     let tree = Tree::build(&[]);
@@ -214,6 +274,83 @@ fn dwarf_version_is_what_was_asked_and_bget_is_inlined_into_bread() {
             versions.iter().all(|v| *v == version),
             "{vars:?}: {versions:?}"
         );
+
+        // The layouts lockscope's reader and the plugin are written against (lab kernels'),
+        // kept stable for them.
+        let layouts: [Layout; 6] = [
+            (
+                "spinlock",
+                32,
+                &[
+                    ("locked", 0),
+                    ("name", 8),
+                    ("cpu", 16),
+                    ("nts", 24),
+                    ("n", 28),
+                ],
+            ),
+            (
+                "cpu",
+                128,
+                &[("proc", 0), ("context", 8), ("noff", 120), ("intena", 124)],
+            ),
+            (
+                "sleeplock",
+                56,
+                &[("locked", 0), ("lk", 8), ("name", 40), ("pid", 48)],
+            ),
+            (
+                "buf",
+                1120,
+                &[
+                    ("valid", 0),
+                    ("disk", 4),
+                    ("dev", 8),
+                    ("blockno", 12),
+                    ("lock", 16),
+                    ("refcnt", 72),
+                    ("timestamp", 76),
+                    ("prev", 80),
+                    ("next", 88),
+                    ("data", 96),
+                ],
+            ),
+            (
+                "rwspinlock",
+                48,
+                &[
+                    ("lk", 0),
+                    ("readers", 32),
+                    ("writer", 36),
+                    ("waiting", 40),
+                    ("wpid", 44),
+                ],
+            ),
+            (
+                "proc",
+                224,
+                &[
+                    ("lock", 0),
+                    ("state", 32),
+                    ("chan", 40),
+                    ("killed", 48),
+                    ("xstate", 52),
+                    ("pid", 56),
+                    ("parent", 64),
+                    ("kstack", 72),
+                    ("context", 80),
+                    ("fn", 192),
+                    ("arg", 200),
+                    ("name", 208),
+                ],
+            ),
+        ];
+        for (name, size, members) in layouts {
+            let (got_size, got) = struct_layout(&tree, name);
+            let want: Vec<(String, u64)> =
+                members.iter().map(|(m, o)| (m.to_string(), *o)).collect();
+            assert_eq!((got_size, got), (size, want), "{vars:?}: struct {name}");
+        }
 
         // bget is static and called once: gcc folds it into bread, as in real lab kernels.
         let syms = tool("riscv64-unknown-elf-readelf", &["-s", "-W"], &tree.kernel());
@@ -336,6 +473,17 @@ fn legacy_virtio_dwarf2_parallel_arrays_pass_bcachetest() {
         "{out}"
     );
     assert!(q.run("audit", COMMAND).contains("audit: OK\n"));
+    drop(q);
+
+    // The same kernel under a QEMU that offers the modern interface says what to change.
+    let modern = format!("{} -global virtio-mmio.force-legacy=false", cmd.trim());
+    let q = tree.boot_command(&modern);
+    q.expect(
+        0,
+        "panic: virtio disk: the device is modern (version 2) but this kernel was built with \
+         VIRTIO=legacy: run QEMU without -global virtio-mmio.force-legacy=false\n",
+        BOOT,
+    );
 }
 
 #[test]

@@ -121,7 +121,19 @@ impl Tree {
             .stderr(Stdio::piped())
             // Its own process group, so the test can end make and QEMU together.
             .process_group(0);
-        Qemu::spawn(cmd, &self.vars.join(" "))
+        Qemu::spawn(cmd, &format!("make qemu {}", self.vars.join(" ")))
+    }
+
+    /// A QEMU command line of our own, run in the tree.
+    pub fn boot_command(&self, cmdline: &str) -> Qemu {
+        let mut cmd = Command::new("sh");
+        cmd.current_dir(self.path())
+            .args(["-c", &format!("exec {cmdline}")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        Qemu::spawn(cmd, cmdline)
     }
 
     pub fn symbols(&self) -> Symbols {
@@ -173,7 +185,7 @@ impl Qemu {
             child,
             stdin,
             out,
-            what: format!("make qemu {what}"),
+            what: what.to_string(),
             in_monitor: false,
         }
     }
