@@ -252,7 +252,9 @@ static struct buf *bget(uint dev, uint blockno)
       // read": a thread that misses on the same block meanwhile loads it into a second buf.
       b->refcnt = 1;
       release(BUCKET_LOCK(h));
+#ifndef BUG_BUCKET_ORDER
       release(&bcache.lock);
+#endif
       acquiresleep(&b->lock);
       virtio_disk_rw(b, 0);
       b->valid = 1;
