@@ -13,6 +13,7 @@
 mod bench;
 mod bench_gdb;
 mod bench_recording;
+mod fixture;
 mod kernel;
 mod perfetto;
 mod record;
@@ -214,12 +215,21 @@ impl TestEnv {
 pub(crate) type TestStep = fn(&mut TestEnv) -> Result<()>;
 
 /// What the tests need, in order.
-const TEST_STEPS: &[TestStep] = &[kernel_for_tests, perfetto_for_tests];
+const TEST_STEPS: &[TestStep] = &[kernel_for_tests, xv6_fixture_for_tests, perfetto_for_tests];
 
 /// The kernel ELF (`LOCKSCOPE_KERNEL`) and the disk image next to it.
 fn kernel_for_tests(env: &mut TestEnv) -> Result<()> {
     env.set("LOCKSCOPE_KERNEL", build_kernel()?);
     ensure_disk()?;
+    Ok(())
+}
+
+/// The xv6-shaped C fixture kernel, built once (`LOCKSCOPE_XV6_FIXTURE`: a built copy of the
+/// tree; tests copy it again before booting, since QEMU locks and writes its fs.img).
+fn xv6_fixture_for_tests(env: &mut TestEnv) -> Result<()> {
+    let root = root();
+    let built = fixture::build_fixture(&root, &fixture::default_out(&root), &[])?;
+    env.set(fixture::ENV, built);
     Ok(())
 }
 
