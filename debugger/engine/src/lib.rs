@@ -20,5 +20,6 @@ pub mod qemu;
 pub mod reader;
 pub mod report;
 pub mod session;
+pub mod sources;
 pub mod symbols;
 pub mod trace;

@@ -1,7 +1,7 @@
 //! lockscope's QEMU TCG plugin: lock events from an unmodified RISC-V kernel.
 //!
 //! QEMU loads a cdylib built from this crate (`api-v1/` for QEMU 6.2 to 8.x, `api-v2/` for QEMU 9
-//! and later) with `-plugin liblockscope_qemu_vN.so,file=PATH`. PATH is a file lockscope wrote
+//! and later) with `-plugin liblockscope_qemu_vN.so,shm=PATH`. PATH is a file lockscope wrote
 //! (layout: `lockscope-plugin-abi`): it says which instructions to watch, and the plugin writes
 //! one event ring and one published state per vCPU into it. At translation time only the
 //! watched instructions get a callback; everything else in the guest runs as without a plugin.
@@ -161,7 +161,7 @@ unsafe extern "C" fn on_exit(_id: ffi::PluginId, _udata: *mut c_void) {
     }
 }
 
-/// The arguments QEMU passed (`file=PATH`).
+/// The arguments QEMU passed (`shm=PATH`).
 fn args(argc: c_int, argv: *const *const c_char) -> Vec<String> {
     (0..argc.max(0) as usize)
         .filter_map(|i| {
@@ -265,8 +265,8 @@ pub unsafe fn install(
     }
     let vcpus = info.smp_vcpus.max(1) as u32;
     let args = args(argc, argv);
-    let Some(path) = args.iter().find_map(|a| a.strip_prefix("file=")) else {
-        eprintln!("lockscope plugin: missing argument file=PATH (lockscope passes it)");
+    let Some(path) = args.iter().find_map(|a| a.strip_prefix("shm=")) else {
+        eprintln!("lockscope plugin: missing argument shm=PATH (lockscope passes it); got {args:?}");
         return -1;
     };
     match open(path, api, vcpus) {
