@@ -37,7 +37,31 @@ pub struct Hart {
     /// Call site of a sleeplock acquisition in progress, until this hart releases a spinlock
     /// (the sleeper may then sleep and resume elsewhere) or the sleeplock is taken.
     sleep_site: u64,
+    rw: Rw,
 }
+
+/// A reader-writer lock function in progress on this hart.
+#[derive(Clone, Copy)]
+struct Rw {
+    /// `FLAG_READ` or `FLAG_WRITE`; 0 when none is in progress.
+    flags: u8,
+    release: bool,
+    site: u64,
+    start_ns: u64,
+    /// The first spinlock taken inside: the rw lock (`rw->lk` is its first field).
+    addr: u64,
+    /// Spinlock acquisitions inside: more than one on the acquire side means it waited.
+    inner: u32,
+}
+
+const NO_RW: Rw = Rw {
+    flags: 0,
+    release: false,
+    site: 0,
+    start_ns: 0,
+    addr: 0,
+    inner: 0,
+};
 
 impl Hart {
     pub const fn new() -> Self {
@@ -61,6 +85,7 @@ impl Hart {
             no_site: 0,
             unseen: 0,
             sleep_site: 0,
+            rw: NO_RW,
         }
     }
 }
@@ -200,10 +225,102 @@ impl Ctx<'_> {
         };
         let spins = h.attempts - 1;
         let wait = if spins > 0 { now - h.first_ns.min(now) } else { 0 };
+        self.push_held(addr, site, now, spins > 0);
+        self.emit(event(EventKind::Acquired, now, addr, site, wait, spins, flags, abi::NO_HART));
+        self.rw_inner(addr, now);
+    }
+
+    /// A spinlock taken inside a reader-writer lock function: the first names the rw lock; a
+    /// second one on the acquire side means the function waited (contended).
+    fn rw_inner(&mut self, addr: u64, _now: u64) {
+        let rw = &mut self.h.rw;
+        if rw.flags == 0 {
+            return;
+        }
+        if rw.inner == 0 {
+            rw.addr = addr;
+        }
+        rw.inner = rw.inner.saturating_add(1);
+        if rw.release || rw.inner != 2 || rw.addr != addr {
+            return;
+        }
+        let (since, site, flags) = (rw.start_ns, rw.site, rw.flags);
+        // The holder that made it wait: a writer, else a reader.
+        let owner = self
+            .s
+            .owner_of(addr | abi::HELD_TAG_WRITE)
+            .or_else(|| self.s.owner_of(addr | abi::HELD_TAG_READ))
+            .map_or(abi::NO_HART, |o| o as u8);
+        let s = self.s;
+        s.hart_begin(self.hart);
+        s.hart_u64(self.hart, offset_of!(HartState, spin_since_ns))
+            .store(since, Ordering::Relaxed);
+        s.hart_u64(self.hart, offset_of!(HartState, spin_site))
+            .store(site, Ordering::Relaxed);
+        s.hart_u64(self.hart, offset_of!(HartState, spin_addr))
+            .store(addr, Ordering::Relaxed);
+        s.hart_end(self.hart);
+        self.emit(event(EventKind::Contended, since, addr, site, 0, 1, flags, owner));
+    }
+
+    /// A call into a reader-writer lock function.
+    pub fn rw_call(&mut self, ret: u64, flags: u32, now: u64) {
+        self.h.rw = Rw {
+            flags: (flags as u8) & (abi::FLAG_READ | abi::FLAG_WRITE),
+            release: flags & abi::WATCH_RELEASE_SIDE != 0,
+            site: ret,
+            start_ns: now,
+            addr: 0,
+            inner: 0,
+        };
+        if self.h.rw.flags == 0 {
+            self.h.rw.flags = abi::FLAG_WRITE;
+        }
+    }
+
+    /// A reader-writer lock function returns: the read or write hold begins or ends.
+    pub fn rw_return(&mut self, now: u64) {
+        let rw = std::mem::replace(&mut self.h.rw, NO_RW);
+        if rw.flags == 0 || rw.addr == 0 {
+            return;
+        }
+        let tag = if rw.flags & abi::FLAG_WRITE != 0 {
+            abi::HELD_TAG_WRITE
+        } else {
+            abi::HELD_TAG_READ
+        };
+        let key = rw.addr | tag;
+        if rw.release {
+            let h = &mut *self.h;
+            let listed = (h.depth as usize).min(abi::MAX_HELD);
+            match (0..listed).rev().find(|&i| h.held[i].addr == key) {
+                Some(i) => {
+                    let since = h.held[i].since_ns;
+                    self.pop_held(i);
+                    let hold = now.saturating_sub(since);
+                    self.emit(event(EventKind::Released, now, rw.addr, 0, hold, 0, rw.flags, abi::NO_HART));
+                }
+                None => {
+                    self.h.unseen += 1;
+                    self.publish_counters();
+                    self.emit(event(EventKind::UnseenRelease, now, rw.addr, 0, 0, 0, rw.flags, abi::NO_HART));
+                }
+            }
+            return;
+        }
+        let spins = rw.inner.saturating_sub(1);
+        let wait = if spins > 0 { now.saturating_sub(rw.start_ns) } else { 0 };
+        self.push_held(key, rw.site, now, spins > 0);
+        self.emit(event(EventKind::Acquired, now, rw.addr, rw.site, wait, spins, rw.flags, abi::NO_HART));
+    }
+
+    /// Pushes a held entry and publishes it (clearing the spin state when `was_spinning`).
+    fn push_held(&mut self, key: u64, site: u64, now: u64, was_spinning: bool) {
+        let h = &mut *self.h;
         h.acquires += 1;
         let d = h.depth as usize;
         let entry = HeldEntry {
-            addr,
+            addr: key,
             site,
             since_ns: now,
         };
@@ -220,12 +337,28 @@ impl Ctx<'_> {
             s.set_held(self.hart, d, &entry);
         }
         s.set_depth(self.hart, depth, overflow);
-        if spins > 0 {
+        if was_spinning {
             s.hart_u64(self.hart, offset_of!(HartState, spin_addr))
                 .store(0, Ordering::Relaxed);
         }
         s.hart_end(self.hart);
-        self.emit(event(EventKind::Acquired, now, addr, site, wait, spins, flags, abi::NO_HART));
+    }
+
+    /// Removes listed held entry `i` and publishes the list.
+    fn pop_held(&mut self, i: usize) {
+        let h = &mut *self.h;
+        let listed = (h.depth as usize).min(abi::MAX_HELD);
+        h.held.copy_within(i + 1..listed, i);
+        h.depth -= 1;
+        let (d, o) = (h.depth, h.overflow);
+        let s = self.s;
+        s.hart_begin(self.hart);
+        for j in i..listed - 1 {
+            s.set_held(self.hart, j, &h.held[j]);
+        }
+        s.set_held(self.hart, listed - 1, &HeldEntry::default());
+        s.set_depth(self.hart, d, o);
+        s.hart_end(self.hart);
     }
 
     /// A releasing store or AMO to `vaddr` in a release function.
@@ -252,17 +385,7 @@ impl Ctx<'_> {
             return;
         };
         let since = h.held[i].since_ns;
-        h.held.copy_within(i + 1..listed, i);
-        h.depth -= 1;
-        let (d, o) = (h.depth, h.overflow);
-        let s = self.s;
-        s.hart_begin(self.hart);
-        for j in i..listed - 1 {
-            s.set_held(self.hart, j, &h.held[j]);
-        }
-        s.set_held(self.hart, listed - 1, &HeldEntry::default());
-        s.set_depth(self.hart, d, o);
-        s.hart_end(self.hart);
+        self.pop_held(i);
         // Counters are folded here, outside the critical section.
         self.publish_counters();
         let hold = now.saturating_sub(since);

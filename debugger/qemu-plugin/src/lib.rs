@@ -78,6 +78,8 @@ unsafe extern "C" fn on_exec(vcpu: c_uint, udata: *mut c_void) {
         Some(WatchKind::Call) => c.call(w.aux),
         Some(WatchKind::SleepCall) => c.sleep_call(w.aux),
         Some(WatchKind::Acquired | WatchKind::Return) => c.acquired(now),
+        Some(WatchKind::RwCall) => c.rw_call(w.aux, w.flags, now),
+        Some(WatchKind::RwReturn) => c.rw_return(now),
         _ => {}
     });
 }
@@ -130,7 +132,14 @@ unsafe extern "C" fn on_tb(_id: ffi::PluginId, tb: *mut ffi::Tb) {
             let w = &p.watch[k];
             let udata = w as *const Watch as *mut c_void;
             match WatchKind::from_u32(w.kind) {
-                Some(WatchKind::Call | WatchKind::SleepCall | WatchKind::Acquired | WatchKind::Return) => {
+                Some(
+                    WatchKind::Call
+                    | WatchKind::SleepCall
+                    | WatchKind::Acquired
+                    | WatchKind::Return
+                    | WatchKind::RwCall
+                    | WatchKind::RwReturn,
+                ) => {
                     // SAFETY: insn belongs to the block being translated; udata is 'static.
                     unsafe {
                         ffi::qemu_plugin_register_vcpu_insn_exec_cb(insn, on_exec, ffi::CB_NO_REGS, udata)

@@ -120,7 +120,16 @@ pub enum WatchKind {
     SleepReleaseStore = 7,
     /// A call into a sleeplock acquire function: remember the call site for the sleeplock.
     SleepCall = 8,
+    /// A call into a reader-writer lock function (`read_acquire`, `write_release`, ...): `aux`
+    /// is the return address, `flags` says read or write and [`WATCH_RELEASE_SIDE`]. The rw
+    /// lock is the first spinlock the function then takes (xv6's `rw->lk`, its first field).
+    RwCall = 9,
+    /// A return of a reader-writer lock function: the hold begins or ends here.
+    RwReturn = 10,
 }
+
+/// `Watch::flags` of `RwCall`/`RwReturn`: a release function (`read_release`, `write_release`).
+pub const WATCH_RELEASE_SIDE: u32 = 1 << 8;
 
 impl WatchKind {
     pub fn from_u32(v: u32) -> Option<Self> {
@@ -133,6 +142,8 @@ impl WatchKind {
             6 => Self::SleepAcquireStore,
             7 => Self::SleepReleaseStore,
             8 => Self::SleepCall,
+            9 => Self::RwCall,
+            10 => Self::RwReturn,
             _ => return None,
         })
     }
@@ -213,6 +224,11 @@ pub const FLAG_NO_SITE: u8 = 1 << 3;
 /// A sleeplock acquisition that slept before it got the lock.
 pub const FLAG_SLEPT: u8 = 1 << 4;
 
+/// Low bits of a [`HeldEntry::addr`]: a read hold of a reader-writer lock.
+pub const HELD_TAG_READ: u64 = 1;
+/// A write hold of a reader-writer lock.
+pub const HELD_TAG_WRITE: u64 = 2;
+
 /// One event, 48 bytes. Event `i` of a ring lives in slot `i & (entries - 1)`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
@@ -237,7 +253,8 @@ pub struct Event {
     pub _pad: u32,
 }
 
-/// One lock a hart holds.
+/// One lock a hart holds. A reader-writer hold has [`HELD_TAG_READ`] or [`HELD_TAG_WRITE`] in
+/// the low bits of `addr` (lock words are 4-byte aligned): `addr & !3` is the lock.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct HeldEntry {

@@ -2,13 +2,14 @@
 
 use std::collections::HashMap;
 
-use super::{PluginEvent, PluginEventKind};
+use super::{abi, PluginEvent, PluginEventKind};
 use crate::model::{EventKind, LockEvent, LockId};
 
 /// Lock word address (aligned down to 4, as the plugin reports it) to lock id.
 #[derive(Clone, Debug, Default)]
 pub struct LockAddrMap {
     map: HashMap<u64, LockId>,
+    rw: HashMap<u64, LockId>,
 }
 
 impl LockAddrMap {
@@ -16,11 +17,28 @@ impl LockAddrMap {
     pub fn new(locks: impl IntoIterator<Item = (u64, LockId)>) -> Self {
         Self {
             map: locks.into_iter().map(|(a, id)| (a & !3, id)).collect(),
+            rw: HashMap::new(),
         }
+    }
+
+    /// Adds reader-writer locks (by the address of the rwlock, whose first field is its inner
+    /// spinlock): their read and write holds map to these ids, not to the inner spinlock's.
+    pub fn with_rw(mut self, locks: impl IntoIterator<Item = (u64, LockId)>) -> Self {
+        self.rw = locks.into_iter().map(|(a, id)| (a & !3, id)).collect();
+        self
     }
 
     pub fn get(&self, addr: u64) -> Option<LockId> {
         self.map.get(&(addr & !3)).copied()
+    }
+
+    /// The lock an event names: a read or write hold names the rw lock.
+    pub fn for_event(&self, e: &PluginEvent) -> Option<LockId> {
+        if e.flags & (abi::FLAG_READ | abi::FLAG_WRITE) != 0 {
+            self.rw.get(&(e.addr & !3)).copied()
+        } else {
+            self.get(e.addr)
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -49,6 +67,8 @@ pub struct ConvertStats {
 /// Appends the model's events for `events` to `out`: Contended becomes `Spin` (at the time the
 /// spin began), Acquired becomes `Acquired { contended: spins > 0 }`, Released `Released`.
 /// The pc of each is the call site of the acquisition (0 when unknown; releases carry 0).
+/// Read and write holds of reader-writer locks map through [`LockAddrMap::with_rw`]; the model
+/// has no read/write flag yet, so the caller keeps `PluginEvent::flags` if it needs them.
 pub fn to_lock_events(
     events: &[PluginEvent],
     locks: &LockAddrMap,
@@ -75,7 +95,7 @@ pub fn to_lock_events(
                 continue;
             }
         };
-        let Some(lock) = locks.get(e.addr) else {
+        let Some(lock) = locks.for_event(e) else {
             s.unmapped += 1;
             continue;
         };
@@ -107,6 +127,17 @@ mod tests {
             wait_ns: 0,
             spins,
         }
+    }
+
+    #[test]
+    fn rw_holds_map_to_the_rw_lock() {
+        let map = LockAddrMap::new([(0x8000_0100, 4)]).with_rw([(0x8000_0100, 9)]);
+        let mut read = ev(PluginEventKind::Acquired, 0x8000_0100, 0);
+        read.flags = abi::FLAG_READ;
+        let inner = ev(PluginEventKind::Acquired, 0x8000_0100, 0);
+        let mut out = Vec::new();
+        to_lock_events(&[inner, read], &map, &mut out);
+        assert_eq!(out.iter().map(|e| e.lock).collect::<Vec<_>>(), [4, 9]);
     }
 
     #[test]

@@ -369,11 +369,11 @@ pub fn plan(symbols: &Symbols, funcs: &LockFunctions) -> Result<WatchPlan, Plugi
     let (sleep_acq, sleep_rel) = (of(&funcs.sleep_acquire), of(&funcs.sleep_release));
 
     let mut p = WatchPlan::default();
-    let w = |pc, aux, kind: WatchKind, flags: u8| Watch {
+    let w = |pc, aux, kind: WatchKind, flags: u32| Watch {
         pc,
         aux,
         kind: kind as u32,
-        flags: flags as u32,
+        flags,
     };
     let lock_fn: std::collections::HashSet<usize> = acquire
         .iter()
@@ -395,7 +395,8 @@ pub fn plan(symbols: &Symbols, funcs: &LockFunctions) -> Result<WatchPlan, Plugi
     p.functions.sort_by_key(|f| f.1);
 
     // Test-and-sets of the acquire functions, with their success instruction.
-    for (list, flags) in [(&acquire, 0u8), (&read_acq, abi::FLAG_READ), (&write_acq, abi::FLAG_WRITE)] {
+    {
+        let (list, flags) = (&acquire, 0u32);
         for &fi in list {
             let f = &all[fi];
             let mut need_return = false;
@@ -424,7 +425,8 @@ pub fn plan(symbols: &Symbols, funcs: &LockFunctions) -> Result<WatchPlan, Plugi
         }
     }
     // Releasing stores: an AMO, or a store of zero right after a fence (the release ordering).
-    for (list, flags) in [(&release, 0u8), (&read_rel, abi::FLAG_READ), (&write_rel, abi::FLAG_WRITE)] {
+    {
+        let list = &release;
         for &fi in list {
             let f = &all[fi];
             for (k, insn) in f.insns.iter().enumerate() {
@@ -434,7 +436,7 @@ pub fn plan(symbols: &Symbols, funcs: &LockFunctions) -> Result<WatchPlan, Plugi
                     && k > 0
                     && f.insns[k - 1].mnemonic.starts_with("fence");
                 if amo || zero_store {
-                    p.watch.push(w(insn.addr, 0, WatchKind::Release, flags));
+                    p.watch.push(w(insn.addr, 0, WatchKind::Release, 0));
                 }
             }
         }
@@ -448,17 +450,33 @@ pub fn plan(symbols: &Symbols, funcs: &LockFunctions) -> Result<WatchPlan, Plugi
         }
     }
 
+    // Reader-writer lock functions: the hold begins or ends at their return.
+    let (read, write) = (abi::FLAG_READ as u32, abi::FLAG_WRITE as u32);
+    let rel = abi::WATCH_RELEASE_SIDE;
+    let rw_lists = [
+        (&read_acq, read),
+        (&write_acq, write),
+        (&read_rel, read | rel),
+        (&write_rel, write | rel),
+    ];
+    for (list, flags) in rw_lists {
+        for &fi in list {
+            for insn in all[fi].insns.iter().filter(|i| i.is_return()) {
+                p.watch.push(w(insn.addr, 0, WatchKind::RwReturn, flags));
+            }
+        }
+    }
+
     // Call sites, and what cannot be seen, over the whole kernel.
-    let target_kind = |t: u64| -> Option<(WatchKind, u8, &str)> {
+    let target_kind = |t: u64| -> Option<(WatchKind, u32, &str)> {
         let hit = |l: &[usize]| l.iter().find(|&&i| all[i].start == t).map(|&i| all[i].name);
         if let Some(n) = hit(&entries) {
             return Some((WatchKind::Call, 0, n));
         }
-        if let Some(n) = hit(&read_acq) {
-            return Some((WatchKind::Call, abi::FLAG_READ, n));
-        }
-        if let Some(n) = hit(&write_acq) {
-            return Some((WatchKind::Call, abi::FLAG_WRITE, n));
+        for (list, flags) in rw_lists {
+            if let Some(n) = hit(list) {
+                return Some((WatchKind::RwCall, flags, n));
+            }
         }
         hit(&sleep_acq).map(|n| (WatchKind::SleepCall, 0, n))
     };
@@ -523,7 +541,7 @@ pub fn plan(symbols: &Symbols, funcs: &LockFunctions) -> Result<WatchPlan, Plugi
                 continue;
             }
             p.watch.push(w(insn.addr, insn.next(), kind, flags));
-            p.call_sites += 1;
+            p.call_sites += (kind == WatchKind::Call) as usize;
         }
     }
     p.watch.sort_by_key(|w| (w.pc, w.kind));
