@@ -85,6 +85,9 @@ pub struct Run {
     pub events: Vec<PluginEvent>,
     pub lost: u64,
     pub bad: u64,
+    pub drains: u64,
+    pub max_gap: Duration,
+    last_drain: Option<Instant>,
 }
 
 impl Drop for Run {
@@ -150,6 +153,9 @@ pub fn boot(
         events: Vec::new(),
         lost: 0,
         bad: 0,
+        drains: 0,
+        max_gap: Duration::ZERO,
+        last_drain: None,
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -173,6 +179,12 @@ pub fn boot(
 impl Run {
     /// Drains every ring once into `events`.
     pub fn drain(&mut self) {
+        let now = Instant::now();
+        if let Some(l) = self.last_drain {
+            self.max_gap = self.max_gap.max(now - l);
+        }
+        self.last_drain = Some(now);
+        self.drains += 1;
         let s = self.file.drain(usize::MAX, &mut self.events).unwrap();
         self.lost += s.lost;
         self.bad += s.bad;
@@ -257,4 +269,24 @@ pub fn kernel_locks(elf: &Path, ram: &mut SharedRam) -> Vec<KernelLock> {
 pub fn kernel_plan(elf: &Path) -> WatchPlan {
     let syms = Symbols::load(elf).unwrap();
     plugin::plan(&syms, &LockFunctions::lockscope_kernel()).unwrap()
+}
+
+/// (lock word address, pc) of every acquisition still in the lockscope kernel's own rings.
+pub fn kernel_ring_sites(
+    elf: &Path,
+    ram: &mut SharedRam,
+    locks: &[KernelLock],
+) -> std::collections::HashSet<(u64, u64)> {
+    use lockscope_engine::model::EventKind;
+    let syms = Symbols::load(elf).unwrap();
+    let root_addr = syms.abi_root().unwrap().address;
+    let range = ram.range();
+    let mut r = lockscope_engine::reader::AbiReader::open(ram, root_addr, range).unwrap();
+    r.skip_to_history(ram).unwrap();
+    let mut evs = Vec::new();
+    r.drain(ram, usize::MAX, &mut evs).unwrap();
+    evs.iter()
+        .filter(|e| matches!(e.kind, EventKind::Acquired { .. }))
+        .map(|e| (locks[e.lock as usize].addr & !3, e.pc))
+        .collect()
 }
