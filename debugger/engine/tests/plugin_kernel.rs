@@ -46,10 +46,17 @@ fn exact_counts(which: Which, bootargs: &str, smp: u32) {
             l.name,
             l.addr
         );
-        assert_eq!(got.3, got.0, "lock {}: every acquisition is released", l.name);
+        assert_eq!(
+            got.3, got.0,
+            "lock {}: every acquisition is released",
+            l.name
+        );
         busy += (l.acquires > 1000) as u32;
     }
-    assert!(busy > 0, "the workload took no lock 1000 times: nothing was measured");
+    assert!(
+        busy > 0,
+        "the workload took no lock 1000 times: nothing was measured"
+    );
     // Call sites: every acquisition the kernel's own rings still hold was seen by the plugin
     // at the same (lock, return address into the caller).
     let sites: HashSet<(u64, u64)> = run
@@ -61,11 +68,24 @@ fn exact_counts(which: Which, bootargs: &str, smp: u32) {
     let kernel_sites = kernel_ring_sites(&elf, &mut ram, &locks);
     assert!(kernel_sites.len() > 3, "too few kernel sites to compare");
     for ks in &kernel_sites {
-        assert!(sites.contains(ks), "kernel acquisition (lock {:#x}, pc {:#x}) has no plugin event with that site", ks.0, ks.1);
+        assert!(
+            sites.contains(ks),
+            "kernel acquisition (lock {:#x}, pc {:#x}) has no plugin event with that site",
+            ks.0,
+            ks.1
+        );
     }
-    let no_site = run.events.iter().filter(|e| e.kind == PluginEventKind::Acquired && e.site_pc == 0).count();
+    let no_site = run
+        .events
+        .iter()
+        .filter(|e| e.kind == PluginEventKind::Acquired && e.site_pc == 0)
+        .count();
     assert_eq!(no_site, 0, "acquisitions without a call site");
-    let unseen = run.events.iter().filter(|e| e.kind == PluginEventKind::UnseenRelease).count();
+    let unseen = run
+        .events
+        .iter()
+        .filter(|e| e.kind == PluginEventKind::UnseenRelease)
+        .count();
     assert_eq!(unseen, 0, "releases of locks the plugin did not see taken");
 }
 

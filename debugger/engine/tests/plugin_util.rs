@@ -18,14 +18,19 @@ use lockscope_engine::sources::plugin::{
 use lockscope_engine::symbols::Symbols;
 
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// The lockscope kernel ELF (`LOCKSCOPE_KERNEL`, or where `cargo xtask build` puts it).
 pub fn kernel() -> PathBuf {
-    std::env::var_os("LOCKSCOPE_KERNEL").map(PathBuf::from).unwrap_or_else(|| {
-        workspace().join("target/kernel/riscv64gc-unknown-none-elf/release/lockscope-kernel")
-    })
+    std::env::var_os("LOCKSCOPE_KERNEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            workspace().join("target/kernel/riscv64gc-unknown-none-elf/release/lockscope-kernel")
+        })
 }
 
 pub fn disk() -> PathBuf {
@@ -34,9 +39,9 @@ pub fn disk() -> PathBuf {
 
 /// QEMU 10 as `cargo xtask qemu10` unpacks it (`LOCKSCOPE_QEMU10` overrides).
 pub fn qemu10() -> PathBuf {
-    let p = std::env::var_os("LOCKSCOPE_QEMU10").map(PathBuf::from).unwrap_or_else(|| {
-        workspace().join("target/qemu-10/usr/bin/qemu-system-riscv64")
-    });
+    let p = std::env::var_os("LOCKSCOPE_QEMU10")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/qemu-10/usr/bin/qemu-system-riscv64"));
     assert!(
         p.is_file(),
         "QEMU 10 is not at {}: fetch it with `cargo xtask qemu10` (Debian bookworm-backports) or set LOCKSCOPE_QEMU10",
@@ -57,7 +62,14 @@ pub fn plugin_so(api: PluginApi) -> PathBuf {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let st = std::process::Command::new(cargo)
             .current_dir(workspace())
-            .args(["build", "--release", "-p", "lockscope-qemu-v1", "-p", "lockscope-qemu-v2"])
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "lockscope-qemu-v1",
+                "-p",
+                "lockscope-qemu-v2",
+            ])
             .status()
             .expect("running cargo build for the plugin");
         assert!(st.success(), "building the plugin failed");
@@ -110,8 +122,8 @@ pub fn boot(
 ) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("plugin");
-    let file = PluginFile::create(&path, smp, plugin::abi::DEFAULT_RING_ENTRIES, plan, (8, 0))
-        .unwrap();
+    let file =
+        PluginFile::create(&path, smp, plugin::abi::DEFAULT_RING_ENTRIES, plan, (8, 0)).unwrap();
     let ram = dir.path().join("ram");
     let console = dir.path().join("console");
     let mut cfg = QemuConfig::new(elf)
@@ -167,10 +179,18 @@ pub fn boot(
         if let Ok(Some(st)) = run.child.try_wait() {
             let mut err = String::new();
             use std::io::Read;
-            run.child.stderr.take().unwrap().read_to_string(&mut err).ok();
+            run.child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .ok();
             panic!("QEMU exited ({st}) before the plugin ran: {err}");
         }
-        assert!(Instant::now() < deadline, "the plugin did not start within 20 s");
+        assert!(
+            Instant::now() < deadline,
+            "the plugin did not start within 20 s"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     run
@@ -252,7 +272,8 @@ pub fn kernel_locks(elf: &Path, ram: &mut SharedRam) -> Vec<KernelLock> {
     assert_eq!(root.magic, abi::ROOT_MAGIC);
     let n = root.nlocks as usize;
     let mut infos = vec![<abi::LockInfo as bytemuck::Zeroable>::zeroed(); n];
-    ram.read(root.locks, bytemuck::cast_slice_mut(&mut infos)).unwrap();
+    ram.read(root.locks, bytemuck::cast_slice_mut(&mut infos))
+        .unwrap();
     infos
         .iter()
         .map(|l| KernelLock {

@@ -185,25 +185,38 @@ impl Ctx<'_> {
                     .store(addr, Ordering::Relaxed);
                 s.hart_end(self.hart);
                 let f = self.h.acq_flags;
-                self.emit(event(EventKind::Contended, since, addr, site, 0, 1, f, owner));
+                self.emit(event(
+                    EventKind::Contended,
+                    since,
+                    addr,
+                    site,
+                    0,
+                    1,
+                    f,
+                    owner,
+                ));
             }
             self.s
                 .hart_u64(self.hart, offset_of!(HartState, spin_count))
                 .store(spins as u64, Ordering::Relaxed);
             return;
         }
-        // A new acquisition. One left unfinished (a failed trylock) is forgotten.
+        // A new acquisition. One left unfinished (a trylock that failed) is written as the
+        // attempt it was; a normal acquisition's attempt is its Contended or Acquired event.
+        if self.h.acq_addr != 0 {
+            let h = &*self.h;
+            let (a, t, site, f) = (h.acq_addr, h.first_ns, h.acq_site, h.acq_flags);
+            self.emit(event(EventKind::Attempt, t, a, site, 0, 0, f, abi::NO_HART));
+        }
         let h = &mut *self.h;
         h.acq_addr = addr;
         h.attempts = 1;
         h.first_ns = now;
         h.acq_flags = flags;
-        let (site, f) = match h.nsites {
-            0 => (0, flags | abi::FLAG_NO_SITE),
-            n => (h.sites[n - 1], flags),
+        h.acq_site = match h.nsites {
+            0 => 0,
+            n => h.sites[n - 1],
         };
-        h.acq_site = site;
-        self.emit(event(EventKind::Attempt, now, addr, site, 0, 0, f, abi::NO_HART));
     }
 
     /// The acquisition in progress succeeded (its success instruction ran, or acquire returned).
@@ -224,9 +237,22 @@ impl Ctx<'_> {
             0
         };
         let spins = h.attempts - 1;
-        let wait = if spins > 0 { now - h.first_ns.min(now) } else { 0 };
+        let wait = if spins > 0 {
+            now - h.first_ns.min(now)
+        } else {
+            0
+        };
         self.push_held(addr, site, now, spins > 0);
-        self.emit(event(EventKind::Acquired, now, addr, site, wait, spins, flags, abi::NO_HART));
+        self.emit(event(
+            EventKind::Acquired,
+            now,
+            addr,
+            site,
+            wait,
+            spins,
+            flags,
+            abi::NO_HART,
+        ));
         self.rw_inner(addr, now);
     }
 
@@ -260,7 +286,16 @@ impl Ctx<'_> {
         s.hart_u64(self.hart, offset_of!(HartState, spin_addr))
             .store(addr, Ordering::Relaxed);
         s.hart_end(self.hart);
-        self.emit(event(EventKind::Contended, since, addr, site, 0, 1, flags, owner));
+        self.emit(event(
+            EventKind::Contended,
+            since,
+            addr,
+            site,
+            0,
+            1,
+            flags,
+            owner,
+        ));
     }
 
     /// A call into a reader-writer lock function.
@@ -298,20 +333,51 @@ impl Ctx<'_> {
                     let since = h.held[i].since_ns;
                     self.pop_held(i);
                     let hold = now.saturating_sub(since);
-                    self.emit(event(EventKind::Released, now, rw.addr, 0, hold, 0, rw.flags, abi::NO_HART));
+                    self.emit(event(
+                        EventKind::Released,
+                        now,
+                        rw.addr,
+                        0,
+                        hold,
+                        0,
+                        rw.flags,
+                        abi::NO_HART,
+                    ));
                 }
                 None => {
                     self.h.unseen += 1;
                     self.publish_counters();
-                    self.emit(event(EventKind::UnseenRelease, now, rw.addr, 0, 0, 0, rw.flags, abi::NO_HART));
+                    self.emit(event(
+                        EventKind::UnseenRelease,
+                        now,
+                        rw.addr,
+                        0,
+                        0,
+                        0,
+                        rw.flags,
+                        abi::NO_HART,
+                    ));
                 }
             }
             return;
         }
         let spins = rw.inner.saturating_sub(1);
-        let wait = if spins > 0 { now.saturating_sub(rw.start_ns) } else { 0 };
+        let wait = if spins > 0 {
+            now.saturating_sub(rw.start_ns)
+        } else {
+            0
+        };
         self.push_held(key, rw.site, now, spins > 0);
-        self.emit(event(EventKind::Acquired, now, rw.addr, rw.site, wait, spins, rw.flags, abi::NO_HART));
+        self.emit(event(
+            EventKind::Acquired,
+            now,
+            rw.addr,
+            rw.site,
+            wait,
+            spins,
+            rw.flags,
+            abi::NO_HART,
+        ));
     }
 
     /// Pushes a held entry and publishes it (clearing the spin state when `was_spinning`).
@@ -376,12 +442,30 @@ impl Ctx<'_> {
                 self.s.hart_begin(self.hart);
                 self.s.set_depth(self.hart, d, o);
                 self.s.hart_end(self.hart);
-                self.emit(event(EventKind::Released, now, addr, 0, 0, 0, 0, abi::NO_HART));
+                self.emit(event(
+                    EventKind::Released,
+                    now,
+                    addr,
+                    0,
+                    0,
+                    0,
+                    0,
+                    abi::NO_HART,
+                ));
                 return;
             }
             h.unseen += 1;
             self.publish_counters();
-            self.emit(event(EventKind::UnseenRelease, now, addr, 0, 0, 0, 0, abi::NO_HART));
+            self.emit(event(
+                EventKind::UnseenRelease,
+                now,
+                addr,
+                0,
+                0,
+                0,
+                0,
+                abi::NO_HART,
+            ));
             return;
         };
         let since = h.held[i].since_ns;
@@ -389,7 +473,16 @@ impl Ctx<'_> {
         // Counters are folded here, outside the critical section.
         self.publish_counters();
         let hold = now.saturating_sub(since);
-        self.emit(event(EventKind::Released, now, addr, 0, hold, 0, 0, abi::NO_HART));
+        self.emit(event(
+            EventKind::Released,
+            now,
+            addr,
+            0,
+            hold,
+            0,
+            0,
+            abi::NO_HART,
+        ));
     }
 
     /// A store in a sleeplock function: `lk->locked` when its address matches the inner
@@ -408,9 +501,27 @@ impl Ctx<'_> {
         if acquire {
             let site = std::mem::take(&mut h.sleep_site);
             let flags = if site == 0 { abi::FLAG_NO_SITE } else { 0 };
-            self.emit(event(EventKind::SleepAcquired, now, base, site, 0, 0, flags, abi::NO_HART));
+            self.emit(event(
+                EventKind::SleepAcquired,
+                now,
+                base,
+                site,
+                0,
+                0,
+                flags,
+                abi::NO_HART,
+            ));
         } else {
-            self.emit(event(EventKind::SleepReleased, now, base, 0, 0, 0, 0, abi::NO_HART));
+            self.emit(event(
+                EventKind::SleepReleased,
+                now,
+                base,
+                0,
+                0,
+                0,
+                0,
+                abi::NO_HART,
+            ));
         }
     }
 }

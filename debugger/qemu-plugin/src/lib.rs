@@ -142,7 +142,12 @@ unsafe extern "C" fn on_tb(_id: ffi::PluginId, tb: *mut ffi::Tb) {
                 ) => {
                     // SAFETY: insn belongs to the block being translated; udata is 'static.
                     unsafe {
-                        ffi::qemu_plugin_register_vcpu_insn_exec_cb(insn, on_exec, ffi::CB_NO_REGS, udata)
+                        ffi::qemu_plugin_register_vcpu_insn_exec_cb(
+                            insn,
+                            on_exec,
+                            ffi::CB_NO_REGS,
+                            udata,
+                        )
                     }
                 }
                 Some(_) => {
@@ -194,7 +199,9 @@ fn open(path: &str, api: u32, vcpus: u32) -> Result<Plugin, String> {
         .map_err(|e| format!("cannot stat {path}: {e}"))?
         .len();
     if len < std::mem::size_of::<abi::Header>() as u64 || len > 1 << 36 {
-        return Err(format!("{path} is {len} bytes: not a lockscope plugin file"));
+        return Err(format!(
+            "{path} is {len} bytes: not a lockscope plugin file"
+        ));
     }
     // SAFETY: a fresh shared mapping of the whole file; it is never unmapped (QEMU exits with it).
     let base = unsafe {
@@ -208,14 +215,15 @@ fn open(path: &str, api: u32, vcpus: u32) -> Result<Plugin, String> {
         )
     };
     if base == libc::MAP_FAILED {
-        return Err(format!("cannot map {path}: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "cannot map {path}: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     let base = base as *mut u8;
     // SAFETY: the mapping is at least a header long; read unaligned-safe by copy.
     let header: abi::Header = unsafe { std::ptr::read_volatile(base as *const abi::Header) };
-    let layout = header
-        .validate(len)
-        .map_err(|e| format!("{path}: {e}"))?;
+    let layout = header.validate(len).map_err(|e| format!("{path}: {e}"))?;
     // SAFETY: live mapping, validated layout.
     let shared = unsafe { Shared::new(base, len as usize, layout, &header) };
     let fail = |msg: String| {
@@ -275,7 +283,9 @@ pub unsafe fn install(
     let vcpus = info.smp_vcpus.max(1) as u32;
     let args = args(argc, argv);
     let Some(path) = args.iter().find_map(|a| a.strip_prefix("shm=")) else {
-        eprintln!("lockscope plugin: missing argument shm=PATH (lockscope passes it); got {args:?}");
+        eprintln!(
+            "lockscope plugin: missing argument shm=PATH (lockscope passes it); got {args:?}"
+        );
         return -1;
     };
     match open(path, api, vcpus) {

@@ -85,7 +85,8 @@ impl Shared {
         fence(Ordering::Release);
         let words: [u64; 6] = bytemuck::cast(*e);
         for (k, w) in words.iter().enumerate() {
-            self.u64_at(slot + 8 * k as u64).store(*w, Ordering::Relaxed);
+            self.u64_at(slot + 8 * k as u64)
+                .store(*w, Ordering::Relaxed);
         }
         self.u64_at(ring).store(i + 1, Ordering::Release);
     }
@@ -132,16 +133,19 @@ impl Shared {
     pub fn set_held(&self, hart: u32, i: usize, e: &HeldEntry) {
         let off = offset_of!(HartState, held) + i * size_of::<HeldEntry>();
         self.hart_field(hart, off).store(e.addr, Ordering::Relaxed);
-        self.hart_field(hart, off + 8).store(e.site, Ordering::Relaxed);
-        self.hart_field(hart, off + 16).store(e.since_ns, Ordering::Relaxed);
+        self.hart_field(hart, off + 8)
+            .store(e.site, Ordering::Relaxed);
+        self.hart_field(hart, off + 16)
+            .store(e.since_ns, Ordering::Relaxed);
     }
 
     /// Which hart lists `addr` as held, if any: read from the published states (other harts'
     /// private tables belong to their threads).
     pub fn owner_of(&self, addr: u64) -> Option<u32> {
         for h in 0..self.nharts {
-            let depth = self.hart_field(h, offset_of!(HartState, depth)).load(Ordering::Relaxed)
-                as u32 as usize;
+            let depth = self
+                .hart_field(h, offset_of!(HartState, depth))
+                .load(Ordering::Relaxed) as u32 as usize;
             for i in 0..depth.min(abi::MAX_HELD) {
                 let off = offset_of!(HartState, held) + i * size_of::<HeldEntry>();
                 if self.hart_field(h, off).load(Ordering::Relaxed) == addr {

@@ -180,7 +180,10 @@ pub struct RingHeader {
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
-    /// The first test-and-set of an acquisition.
+    /// An acquisition attempt that was abandoned before it succeeded (a trylock that failed).
+    /// A normal acquisition's attempt is its `Contended` event, or its `Acquired` event when
+    /// the first test-and-set succeeded: not writing a separate attempt saves a third of the
+    /// events of an uncontended lock.
     Attempt = 1,
     /// The first test-and-set failed: the hart spins. `owner` holds it (or `NO_HART`). `time_ns`
     /// is when the spin began.
@@ -434,8 +437,16 @@ impl Header {
         let sizes: [(&'static str, u32, usize); 6] = [
             ("header_size", self.header_size, size_of::<Header>()),
             ("event_size", self.event_size, size_of::<Event>()),
-            ("hart_state_size", self.hart_state_size, size_of::<HartState>()),
-            ("ring_header_size", self.ring_header_size, size_of::<RingHeader>()),
+            (
+                "hart_state_size",
+                self.hart_state_size,
+                size_of::<HartState>(),
+            ),
+            (
+                "ring_header_size",
+                self.ring_header_size,
+                size_of::<RingHeader>(),
+            ),
             ("watch_size", self.watch_size, size_of::<Watch>()),
             ("control_size", self.control_size, size_of::<Control>()),
         ];
@@ -445,7 +456,11 @@ impl Header {
             }
         }
         if self.nharts == 0 || self.nharts > MAX_HARTS {
-            return Err(HeaderError::Count("nharts", self.nharts as u64, MAX_HARTS as u64));
+            return Err(HeaderError::Count(
+                "nharts",
+                self.nharts as u64,
+                MAX_HARTS as u64,
+            ));
         }
         if !self.ring_entries.is_power_of_two()
             || !(MIN_RING_ENTRIES..=MAX_RING_ENTRIES).contains(&self.ring_entries)
@@ -457,7 +472,11 @@ impl Header {
             ));
         }
         if self.nwatch > MAX_WATCH {
-            return Err(HeaderError::Count("nwatch", self.nwatch as u64, MAX_WATCH as u64));
+            return Err(HeaderError::Count(
+                "nwatch",
+                self.nwatch as u64,
+                MAX_WATCH as u64,
+            ));
         }
         if self.sleep_lk_off > 4096 || self.sleep_locked_off > 4096 {
             return Err(HeaderError::Count(
@@ -480,7 +499,11 @@ impl Header {
             }
         }
         if file_len < l.file_size {
-            return Err(HeaderError::Offset("the file's length", file_len, l.file_size));
+            return Err(HeaderError::Offset(
+                "the file's length",
+                file_len,
+                l.file_size,
+            ));
         }
         Ok(l)
     }
@@ -548,7 +571,10 @@ mod tests {
         assert_eq!(l.ring(2) + l.ring_stride, l.file_size);
         assert!(l.hart(2) + size_of::<HartState>() as u64 <= l.rings_off);
         assert!(l.watch_off + 10 * 24 <= l.harts_off);
-        assert!(matches!(h.validate(h.file_size - 1), Err(HeaderError::Offset(..))));
+        assert!(matches!(
+            h.validate(h.file_size - 1),
+            Err(HeaderError::Offset(..))
+        ));
     }
 
     #[test]
@@ -562,19 +588,28 @@ mod tests {
         assert!(matches!(h.validate(u64::MAX), Err(HeaderError::Version(9))));
         let mut h = good;
         h.event_size = 24;
-        assert!(matches!(h.validate(u64::MAX), Err(HeaderError::Size("event_size", 24, 48))));
+        assert!(matches!(
+            h.validate(u64::MAX),
+            Err(HeaderError::Size("event_size", 24, 48))
+        ));
         let mut h = good;
         h.ring_entries = 1000;
         assert!(matches!(h.validate(u64::MAX), Err(HeaderError::Count(..))));
         let mut h = good;
         h.nharts = 0;
-        assert!(matches!(h.validate(u64::MAX), Err(HeaderError::Count("nharts", 0, _))));
+        assert!(matches!(
+            h.validate(u64::MAX),
+            Err(HeaderError::Count("nharts", 0, _))
+        ));
         let mut h = good;
         h.nwatch = 5;
         assert!(matches!(h.validate(u64::MAX), Err(HeaderError::Offset(..))));
         let mut h = good;
         h.rings_off += 8;
-        assert!(matches!(h.validate(u64::MAX), Err(HeaderError::Offset("rings_off", ..))));
+        assert!(matches!(
+            h.validate(u64::MAX),
+            Err(HeaderError::Offset("rings_off", ..))
+        ));
     }
 
     #[test]

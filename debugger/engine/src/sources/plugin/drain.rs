@@ -158,7 +158,9 @@ impl PluginFile {
             let (from, to) = (lo[h], lo[h] + take);
             self.copy_ring(h as u32, from, to);
             fence(Ordering::Acquire);
-            let after = self.u64_at(self.layout.ring(h as u32)).load(Ordering::Acquire);
+            let after = self
+                .u64_at(self.layout.ring(h as u32))
+                .load(Ordering::Acquire);
             let (first, end) = abi::ring_intact_range(from, to, after, entries);
             let torn = first - from;
             self.cursors.lost[h] += torn;
@@ -203,7 +205,9 @@ impl PluginFile {
     /// Every hart's published state, each read consistently (seqlock). A hart whose state kept
     /// changing during `tries` reads is left out.
     pub fn hart_states(&self) -> Vec<PluginHartState> {
-        (0..self.nharts).filter_map(|h| self.hart_state(h)).collect()
+        (0..self.nharts)
+            .filter_map(|h| self.hart_state(h))
+            .collect()
     }
 
     /// One hart's published state.

@@ -78,10 +78,12 @@ impl PluginFile {
         let mut header = Header::new(nharts, ring_entries, plan.watch.len() as u32);
         header.sleep_lk_off = sleep_offsets.0;
         header.sleep_locked_off = sleep_offsets.1;
-        let layout = header.validate(header.file_size).map_err(|e| PluginError::Corrupt {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let layout = header
+            .validate(header.file_size)
+            .map_err(|e| PluginError::Corrupt {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -164,11 +166,17 @@ impl PluginFile {
         unsafe { AtomicU32::from_ptr(self.map.as_ptr().add(off as usize) as *mut u32) }
     }
 
-    /// Copies `buf.len()` bytes (a multiple of 8) at 8-aligned `off` with atomic loads.
+    /// Copies `buf.len()` bytes (a multiple of 8) at 8-aligned `off` with atomic loads: the
+    /// plugin writes the file concurrently, so a plain memcpy would be a data race.
     pub(super) fn copy_out(&self, off: u64, buf: &mut [u8]) {
-        for (i, chunk) in buf.chunks_mut(8).enumerate() {
-            let v = self.u64_at(off + i as u64 * 8).load(Ordering::Relaxed);
-            chunk.copy_from_slice(&v.to_le_bytes()[..chunk.len()]);
+        assert!(off % 8 == 0 && buf.len() % 8 == 0);
+        assert!(off as usize + buf.len() <= self.map.len());
+        // SAFETY: the range is in bounds and 8-aligned (asserted; the map is page aligned).
+        let src = unsafe { self.map.as_ptr().add(off as usize) } as *mut u64;
+        for (i, chunk) in buf.chunks_exact_mut(8).enumerate() {
+            // SAFETY: i < buf.len() / 8, inside the range checked above; atomic access.
+            let v = unsafe { AtomicU64::from_ptr(src.add(i)) }.load(Ordering::Relaxed);
+            chunk.copy_from_slice(&v.to_le_bytes());
         }
         fence(Ordering::Acquire);
     }

@@ -198,17 +198,23 @@ mod tests {
 
     #[test]
     fn versions_parse_and_choose_the_api() {
-        let v = QemuVersion::parse("QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b2)\nCopyright").unwrap();
+        let v = QemuVersion::parse(
+            "QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b2)\nCopyright",
+        )
+        .unwrap();
         assert_eq!((v.major, v.minor, v.micro), (7, 2, 22));
         assert_eq!(PluginApi::for_qemu(v), Ok(PluginApi::V1));
         let v = QemuVersion::parse("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2)").unwrap();
         assert_eq!(PluginApi::for_qemu(v), Ok(PluginApi::V2));
         let v = QemuVersion::parse("QEMU emulator version 9.0.0").unwrap();
         assert_eq!(PluginApi::for_qemu(v), Ok(PluginApi::V2));
-        let v = QemuVersion::parse("QEMU emulator version 6.2.0 (Debian 1:6.2+dfsg-2ubuntu6)").unwrap();
+        let v =
+            QemuVersion::parse("QEMU emulator version 6.2.0 (Debian 1:6.2+dfsg-2ubuntu6)").unwrap();
         assert_eq!(PluginApi::for_qemu(v), Ok(PluginApi::V1));
         let v = QemuVersion::parse("QEMU emulator version 5.2.0").unwrap();
-        assert!(PluginApi::for_qemu(v).unwrap_err().contains("older than 6.2"));
+        assert!(PluginApi::for_qemu(v)
+            .unwrap_err()
+            .contains("older than 6.2"));
         assert!(QemuVersion::parse("nonsense").is_none());
     }
 

@@ -25,6 +25,7 @@ use thiserror::Error;
 
 use crate::model::HartId;
 
+pub use abi::WatchKind;
 pub use convert::{to_lock_events, ConvertStats, LockAddrMap};
 pub use drain::{DrainStats, PluginHartState, PluginHeld, PluginSpin};
 pub use file::{monotonic_ns, PluginFile, PluginStatus};
@@ -62,7 +63,8 @@ pub enum PluginError {
 /// What an event says, in lock_stat's meaning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PluginEventKind {
-    /// The first test-and-set of an acquisition.
+    /// An attempt abandoned before it succeeded (a failed trylock). A normal acquisition's
+    /// attempt is its `Contended` event, or its `Acquired` event when uncontended.
     Attempt,
     /// The first test-and-set failed; the hart spins (`time_ns` is when it began).
     Contended,

@@ -78,9 +78,17 @@ pub enum Blind {
     /// shows as an unseen release, never as a release.
     TasOutside { pc: u64, function: String },
     /// An acquire function's address is taken here: calls through it have no call site.
-    AddressTaken { pc: u64, function: String, target: String },
+    AddressTaken {
+        pc: u64,
+        function: String,
+        target: String,
+    },
     /// A tail call (`j acquire`): the acquisition's site is unknown.
-    TailCall { pc: u64, function: String, target: String },
+    TailCall {
+        pc: u64,
+        function: String,
+        target: String,
+    },
     /// An acquire function test-and-set whose success instruction could not be found: its
     /// acquisition is taken at the function's return instead (still exact, a few instructions
     /// later).
@@ -162,9 +170,16 @@ impl Insn {
     }
     fn is_tas(&self) -> bool {
         let m = self.mnemonic.as_str();
-        ["amoswap.w", "amoswap.d", "amoor.w", "amoor.d", "sc.w", "sc.d"]
-            .iter()
-            .any(|p| m.starts_with(p))
+        [
+            "amoswap.w",
+            "amoswap.d",
+            "amoor.w",
+            "amoor.d",
+            "sc.w",
+            "sc.d",
+        ]
+        .iter()
+        .any(|p| m.starts_with(p))
             && self.reg(0).is_some_and(|r| r != "zero")
     }
     fn is_store(&self) -> bool {
@@ -176,7 +191,9 @@ impl Insn {
     fn is_return(&self) -> bool {
         match self.mnemonic.as_str() {
             "ret" | "c.jr" => self.mnemonic == "ret" || self.reg(0) == Some("ra"),
-            "jalr" => self.reg(0) == Some("zero") && self.ops.iter().any(|o| o == &Op::Reg("ra".into())),
+            "jalr" => {
+                self.reg(0) == Some("zero") && self.ops.iter().any(|o| o == &Op::Reg("ra".into()))
+            }
             _ => false,
         }
     }
@@ -201,7 +218,10 @@ impl Insn {
     }
     fn is_control(&self) -> bool {
         let m = self.mnemonic.as_str();
-        m.starts_with('b') || m.starts_with("c.b") || m.starts_with('j') || m.starts_with("c.j")
+        m.starts_with('b')
+            || m.starts_with("c.b")
+            || m.starts_with('j')
+            || m.starts_with("c.j")
             || m == "ret"
     }
     /// The static target of a direct jump or call: (target, links to ra).
@@ -299,12 +319,27 @@ fn success_pc(insns: &[Insn], at: usize) -> Option<u64> {
         }
         let copies = matches!(
             i.mnemonic.as_str(),
-            "zext.b" | "zext.h" | "zext.w" | "sext.w" | "sext.b" | "andi" | "c.andi" | "mv" | "c.mv" | "addiw" | "c.addiw"
+            "zext.b"
+                | "zext.h"
+                | "zext.w"
+                | "sext.w"
+                | "sext.b"
+                | "andi"
+                | "c.andi"
+                | "mv"
+                | "c.mv"
+                | "addiw"
+                | "c.addiw"
         );
         let src = i.reg(1);
         if let Some(rd) = i.reg(0) {
             let writes = !i.is_store() && !i.mnemonic.starts_with("fence");
-            if copies && src.is_some_and(|s| regs.iter().any(|r| r == s)) || (copies && i.ops.len() == 2 && matches!(i.mnemonic.as_str(), "c.andi" | "c.addiw") && regs.iter().any(|r| r == rd)) {
+            if copies && src.is_some_and(|s| regs.iter().any(|r| r == s))
+                || (copies
+                    && i.ops.len() == 2
+                    && matches!(i.mnemonic.as_str(), "c.andi" | "c.addiw")
+                    && regs.iter().any(|r| r == rd))
+            {
                 if !regs.iter().any(|r| r == rd) {
                     regs.push(rd.to_owned());
                 }
@@ -332,7 +367,11 @@ pub fn plan(symbols: &Symbols, funcs: &LockFunctions) -> Result<WatchPlan, Plugi
     let mut all: Vec<Func<'_>> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for s in symbols.symbols() {
-        if s.kind != SymbolKind::Function || s.size == 0 || s.size > 1 << 20 || !seen.insert(s.address) {
+        if s.kind != SymbolKind::Function
+            || s.size == 0
+            || s.size > 1 << 20
+            || !seen.insert(s.address)
+        {
             continue;
         }
         let Ok(bytes) = symbols.read_static(s.address, s.size as usize) else {
@@ -405,7 +444,8 @@ pub fn plan(symbols: &Symbols, funcs: &LockFunctions) -> Result<WatchPlan, Plugi
                     continue;
                 }
                 let ok = success_pc(&f.insns, k);
-                p.watch.push(w(insn.addr, ok.unwrap_or(0), WatchKind::Tas, flags));
+                p.watch
+                    .push(w(insn.addr, ok.unwrap_or(0), WatchKind::Tas, flags));
                 match ok {
                     Some(pc) => p.watch.push(w(pc, 0, WatchKind::Acquired, flags)),
                     None => {
@@ -430,7 +470,8 @@ pub fn plan(symbols: &Symbols, funcs: &LockFunctions) -> Result<WatchPlan, Plugi
         for &fi in list {
             let f = &all[fi];
             for (k, insn) in f.insns.iter().enumerate() {
-                let amo = insn.mnemonic.starts_with("amoswap") || insn.mnemonic.starts_with("amoand");
+                let amo =
+                    insn.mnemonic.starts_with("amoswap") || insn.mnemonic.starts_with("amoand");
                 let zero_store = insn.is_store()
                     && insn.reg(0) == Some("zero")
                     && k > 0
@@ -442,9 +483,16 @@ pub fn plan(symbols: &Symbols, funcs: &LockFunctions) -> Result<WatchPlan, Plugi
         }
     }
     // Sleeplocks: their stores off the stack (`lk->locked` is told apart at run time).
-    for (list, kind) in [(&sleep_acq, WatchKind::SleepAcquireStore), (&sleep_rel, WatchKind::SleepReleaseStore)] {
+    for (list, kind) in [
+        (&sleep_acq, WatchKind::SleepAcquireStore),
+        (&sleep_rel, WatchKind::SleepReleaseStore),
+    ] {
         for &fi in list {
-            for insn in all[fi].insns.iter().filter(|i| i.is_store() && i.base() != Some("sp")) {
+            for insn in all[fi]
+                .insns
+                .iter()
+                .filter(|i| i.is_store() && i.base() != Some("sp"))
+            {
                 p.watch.push(w(insn.addr, 0, kind, 0));
             }
         }
