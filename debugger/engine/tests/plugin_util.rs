@@ -311,3 +311,40 @@ pub fn kernel_ring_sites(
         .map(|e| (locks[e.lock as usize].addr & !3, e.pc))
         .collect()
 }
+
+/// The xv6-shaped C fixture kernel, built once per test run from a copy of its tree
+/// (`LOCKSCOPE_XV6_FIXTURE`, default `<workspace>/kernel/xv6-fixture`): (kernel ELF, fs.img).
+pub fn fixture() -> (PathBuf, PathBuf) {
+    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let src = std::env::var_os("LOCKSCOPE_XV6_FIXTURE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace().join("kernel/xv6-fixture"));
+            assert!(
+                src.join("Makefile").is_file(),
+                "the xv6 fixture kernel is not at {} (set LOCKSCOPE_XV6_FIXTURE)",
+                src.display()
+            );
+            let dir = tempfile::tempdir().unwrap().keep();
+            let st = std::process::Command::new("cp")
+                .arg("-r")
+                .arg(&src)
+                .arg(dir.join("fx"))
+                .status()
+                .unwrap();
+            assert!(st.success());
+            let out = std::process::Command::new("make")
+                .current_dir(dir.join("fx"))
+                .args(["-j2", "kernel/kernel", "fs.img"])
+                .output()
+                .expect("running make (install make and gcc-riscv64-unknown-elf)");
+            assert!(
+                out.status.success(),
+                "building the fixture failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (dir.join("fx/kernel/kernel"), dir.join("fx/fs.img"))
+        })
+        .clone()
+}

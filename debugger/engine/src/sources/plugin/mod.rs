@@ -61,7 +61,7 @@ pub enum PluginError {
 }
 
 /// What an event says, in lock_stat's meaning.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PluginEventKind {
     /// An attempt abandoned before it succeeded (a failed trylock). A normal acquisition's
     /// attempt is its `Contended` event, or its `Acquired` event when uncontended.

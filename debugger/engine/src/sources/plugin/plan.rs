@@ -188,6 +188,10 @@ impl Insn {
             "sb" | "sh" | "sw" | "sd" | "c.sw" | "c.sd" | "c.swsp" | "c.sdsp"
         )
     }
+    /// A store to the stack (a prologue's register save).
+    fn is_stack_store(&self) -> bool {
+        matches!(self.mnemonic.as_str(), "c.swsp" | "c.sdsp") || self.base() == Some("sp")
+    }
     fn is_return(&self) -> bool {
         match self.mnemonic.as_str() {
             "ret" | "c.jr" => self.mnemonic == "ret" || self.reg(0) == Some("ra"),
@@ -491,7 +495,7 @@ pub fn plan(symbols: &Symbols, funcs: &LockFunctions) -> Result<WatchPlan, Plugi
             for insn in all[fi]
                 .insns
                 .iter()
-                .filter(|i| i.is_store() && i.base() != Some("sp"))
+                .filter(|i| i.is_store() && !i.is_stack_store())
             {
                 p.watch.push(w(insn.addr, 0, kind, 0));
             }
