@@ -163,7 +163,7 @@ fn stops_are_taken_out_of_event_times() {
         std::thread::sleep(Duration::from_millis(5));
     }
     // Connecting stops the VM (QEMU's stub stops it for a new client).
-    let mut c = GdbClient::connect(&format!("127.0.0.1:{port}"), Config::default()).unwrap();
+    let c = GdbClient::connect(&format!("127.0.0.1:{port}"), Config::default()).unwrap();
     let stopped_at = monotonic_ns();
     run.file.note_stopped(stopped_at);
     run.drain();

@@ -39,14 +39,14 @@ impl Shared {
     }
 
     fn u64_at(&self, off: u64) -> &AtomicU64 {
-        debug_assert!(off % 8 == 0 && off as usize + 8 <= self.len);
+        debug_assert!(off.is_multiple_of(8) && off as usize + 8 <= self.len);
         // SAFETY: in bounds and 8-aligned (every layout offset is; the map is page aligned);
         // the memory is shared with lockscope, so it is only accessed atomically.
         unsafe { AtomicU64::from_ptr(self.base.add(off as usize) as *mut u64) }
     }
 
     fn u32_at(&self, off: u64) -> &AtomicU32 {
-        debug_assert!(off % 4 == 0 && off as usize + 4 <= self.len);
+        debug_assert!(off.is_multiple_of(4) && off as usize + 4 <= self.len);
         // SAFETY: as in `u64_at`, 4-aligned.
         unsafe { AtomicU32::from_ptr(self.base.add(off as usize) as *mut u32) }
     }

@@ -154,14 +154,14 @@ impl PluginFile {
     }
 
     pub(super) fn u64_at(&self, off: u64) -> &AtomicU64 {
-        assert!(off % 8 == 0 && off as usize + 8 <= self.map.len());
+        assert!(off.is_multiple_of(8) && off as usize + 8 <= self.map.len());
         // SAFETY: in bounds and 8-aligned (asserted; the map is page aligned); shared memory
         // is only accessed atomically.
         unsafe { AtomicU64::from_ptr(self.map.as_ptr().add(off as usize) as *mut u64) }
     }
 
     fn u32_at(&self, off: u64) -> &AtomicU32 {
-        assert!(off % 4 == 0 && off as usize + 4 <= self.map.len());
+        assert!(off.is_multiple_of(4) && off as usize + 4 <= self.map.len());
         // SAFETY: as in `u64_at`.
         unsafe { AtomicU32::from_ptr(self.map.as_ptr().add(off as usize) as *mut u32) }
     }
@@ -169,7 +169,7 @@ impl PluginFile {
     /// Copies `buf.len()` bytes (a multiple of 8) at 8-aligned `off` with atomic loads: the
     /// plugin writes the file concurrently, so a plain memcpy would be a data race.
     pub(super) fn copy_out(&self, off: u64, buf: &mut [u8]) {
-        assert!(off % 8 == 0 && buf.len() % 8 == 0);
+        assert!(off.is_multiple_of(8) && buf.len().is_multiple_of(8));
         assert!(off as usize + buf.len() <= self.map.len());
         // SAFETY: the range is in bounds and 8-aligned (asserted; the map is page aligned).
         let src = unsafe { self.map.as_ptr().add(off as usize) } as *mut u64;
