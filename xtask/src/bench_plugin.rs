@@ -1,10 +1,10 @@
 //! What lockscope's QEMU plugin costs the guest: the same workload with and without the plugin,
 //! side by side in one run, under QEMU 7.2 (plugin API v1) and QEMU 10 (v2+), on the lockscope
-//! kernel and on the xv6-shaped fixture. Two measures: guest instructions (`-icount shift=0`:
-//! guest time advances 1 ns per instruction, so a rate in guest time counts the instructions the
-//! kernel executes, deterministic and independent of host load) and wall clock (MTTCG, what a
-//! user sees, noisy on a shared host). The plugin adds no guest instruction, so under `-icount`
-//! its cost shows only in wall time; the icount ratio checks that the guest runs the same code.
+//! kernel and on the xv6-shaped fixture. Two measures:
+//! - cpu: QEMU's own CPU seconds for a fixed amount of guest work under `-icount shift=0` (one TCG
+//!   thread, the same guest instructions every run), which host load barely moves. The plugin
+//!   adds no guest instruction, so the difference is exactly the cost of its callbacks;
+//! - wall: the workload's own rate with 2 harts (MTTCG), what a user sees; noisy on a shared host.
 
 use anyhow::{bail, Context, Result};
 use lockscope_engine::qemu::{Console, QemuConfig};
@@ -28,10 +28,12 @@ pub struct Kernel {
 /// How a workload runs and what its rate is.
 #[derive(Clone, Copy)]
 pub enum Load {
-    /// lockscope kernel boot arguments; the rate is read from the console by `rate`.
-    Bootargs(&'static str, fn(&str) -> Option<f64>),
-    /// A command typed into the fixture's shell; the rate is 1 / the ticks it took.
-    Shell(&'static str, &'static str),
+    /// lockscope kernel boot arguments, the `ops=` of a fixed amount of work, and how to read
+    /// the workload's rate from the console.
+    Bootargs(&'static str, u32, fn(&str) -> Option<f64>),
+    /// A command typed into the fixture's shell, the text that says it is done, and how many
+    /// times in a row (enough CPU time to measure at /proc's 10 ms resolution).
+    Shell(&'static str, &'static str, u32),
 }
 
 /// kalloctest's "kalloctest: total N ops/s".
@@ -97,7 +99,7 @@ fn build_plugins(root: &Path) -> Result<()> {
 }
 
 /// Runs every kernel's loads under every QEMU, `pairs` alternating pairs each, and prints the
-/// ratios (with plugin / without). `qemus`: (label, binary, data dir for -L, plugin API).
+/// speed ratios (with the plugin / without). `qemus`: (label, binary, data dir for -L, API).
 pub fn bench_plugin(
     root: &Path,
     kernels: &[Kernel],
@@ -106,6 +108,7 @@ pub fn bench_plugin(
 ) -> Result<()> {
     build_plugins(root)?;
     println!("== plugin cost: guest speed with lockscope's QEMU plugin vs without (target: at most 5% slower)");
+    println!("   cpu: QEMU's CPU seconds for the same guest work under -icount, 1 hart; wall: the workload's own speed, 2 harts");
     for k in kernels {
         let syms = Symbols::load(&k.elf)?;
         let plan = plugin::plan(&syms, &k.funcs)?;
@@ -115,27 +118,34 @@ pub fn bench_plugin(
                 for icount in [true, false] {
                     let mut on = Vec::new();
                     let mut off = Vec::new();
-                    let n = if icount { 1 } else { pairs };
-                    for _ in 0..n {
+                    for _ in 0..pairs {
                         for (with, out) in [(false, &mut off), (true, &mut on)] {
                             let plugin = with.then_some((so.as_path(), &plan));
                             out.push(run_once(k, qemu, data.as_deref(), *load, icount, plugin)?);
                         }
                     }
+                    // Each pair ran back to back: its ratio is less exposed to drifting load.
                     let mut ratios: Vec<f64> = on.iter().zip(&off).map(|(a, b)| a / b).collect();
                     ratios.sort_by(f64::total_cmp);
                     let median = ratios[ratios.len() / 2];
                     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+                    let (unit, a, b) = if icount {
+                        ("cpu s", 1.0 / mean(&off), 1.0 / mean(&on))
+                    } else {
+                        ("/s   ", mean(&off), mean(&on))
+                    };
+                    let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
                     println!(
-                        "{:<8} {:<9} {:<12} {:<9} without {:>12.0}/s  with {:>12.0}/s  ratio {:.3} ({:+.1}%)",
+                        "{:<9} {:<8} {:<10} {:<4} without {:>10.2} {unit}  with {:>10.2} {unit}  speed {:.3} ({:+.1}%)  pairs {}",
                         k.name,
                         qlabel,
                         label,
-                        if icount { "icount" } else { "wall" },
-                        mean(&off),
-                        mean(&on),
+                        if icount { "cpu" } else { "wall" },
+                        a,
+                        b,
                         median,
-                        (median - 1.0) * 100.0
+                        (median - 1.0) * 100.0,
+                        shown.join(" ")
                     );
                 }
             }
@@ -144,7 +154,20 @@ pub fn bench_plugin(
     Ok(())
 }
 
-/// One boot; returns the workload's rate.
+/// User + system clock ticks of process `pid` (fields 14 and 15 of /proc/PID/stat).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: count fields from after its closing parenthesis.
+    let rest = s.get(s.rfind(')')? + 2..)?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Clock ticks per second of /proc's times (USER_HZ: 100 on Linux).
+const TICKS_PER_S: f64 = 100.0;
+
+/// One boot; returns its speed: under `icount`, runs of the fixed work per QEMU CPU second;
+/// otherwise the workload's rate (lockscope kernel) or 1 / wall seconds of the command (fixture).
 fn run_once(
     k: &Kernel,
     qemu: &Path,
@@ -174,29 +197,40 @@ fn run_once(
         None => None,
     };
     match load {
-        Load::Bootargs(args, rate) => {
-            cfg = cfg.bootargs(args).console(Console::File(console.clone()));
-            let mut child = cfg
-                .command()?
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .spawn()?;
-            let deadline = Instant::now() + Duration::from_secs(300);
+        Load::Bootargs(args, ops, rate) => {
+            let args = if icount {
+                format!("{args} ops={ops}")
+            } else {
+                format!("{args} secs=2")
+            };
+            cfg = cfg.bootargs(&args).console(Console::File(console.clone()));
+            let mut child = cfg.command()?.stdin(Stdio::null()).stdout(Stdio::null()).spawn()?;
+            let pid = child.id();
+            let deadline = Instant::now() + Duration::from_secs(600);
+            let mut cpu = 0;
             let r = loop {
-                let text = std::fs::read_to_string(&console).unwrap_or_default();
-                if let Some(r) = rate(&text) {
-                    break Ok(r);
+                // Read before reaping: an exited child's stat keeps its times until then.
+                if let Some(t) = cpu_ticks(pid) {
+                    cpu = t;
                 }
-                if child.try_wait()?.is_some() || Instant::now() > deadline {
-                    break Err(anyhow::anyhow!("`{args}` printed no rate:\n{text}"));
+                if child.try_wait()?.is_some() {
+                    let text = std::fs::read_to_string(&console).unwrap_or_default();
+                    break match (icount, rate(&text)) {
+                        (true, Some(_)) if cpu > 0 => Ok(TICKS_PER_S / cpu as f64),
+                        (false, Some(r)) => Ok(r),
+                        _ => Err(anyhow::anyhow!("`{args}` printed no result:\n{text}")),
+                    };
                 }
-                std::thread::sleep(Duration::from_millis(50));
+                if Instant::now() > deadline {
+                    break Err(anyhow::anyhow!("`{args}` did not finish in 600 s"));
+                }
+                std::thread::sleep(Duration::from_millis(10));
             };
             let _ = child.kill();
             let _ = child.wait();
             r
         }
-        Load::Shell(cmd, done) => {
+        Load::Shell(cmd, done, times) => {
             cfg = cfg.console(Console::Stdio);
             let mut child = cfg
                 .command()?
@@ -204,6 +238,7 @@ fn run_once(
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()?;
+            let pid = child.id();
             let mut stdin = child.stdin.take().context("stdin")?;
             let mut stdout = child.stdout.take().context("stdout")?;
             let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
@@ -230,31 +265,28 @@ fn run_once(
                     if Instant::now() > deadline {
                         bail!("no {what:?} from the fixture:\n{t}");
                     }
-                    std::thread::sleep(Duration::from_millis(50));
+                    std::thread::sleep(Duration::from_millis(10));
                 }
             };
-            let ticks = |from: usize| -> Result<(u64, usize)> {
-                let at = wait("ticks", from)?;
-                let t = text.lock().unwrap().clone();
-                let line = t[..at].lines().last().unwrap_or("");
-                let n = line
-                    .split(|c: char| !c.is_ascii_digit())
-                    .find_map(|w| w.parse::<u64>().ok())
-                    .context("uptime printed no number")?;
-                Ok((n, at))
-            };
             let at = wait("$ ", 0)?;
-            stdin.write_all(b"uptime\n")?;
-            let (t0, at) = ticks(at)?;
-            stdin.write_all(format!("{cmd}\nuptime\n").as_bytes())?;
-            let at = wait(done, at)?;
-            let (t1, _) = ticks(at)?;
+            let (cpu0, wall0) = (cpu_ticks(pid).context("QEMU's stat")?, Instant::now());
+            let mut at = at;
+            for _ in 0..times {
+                stdin.write_all(format!("{cmd}\n").as_bytes())?;
+                at = wait(done, at)?;
+                at = wait("$ ", at)?;
+            }
+            let (cpu1, wall) = (cpu_ticks(pid).context("QEMU's stat")?, wall0.elapsed());
             let _ = child.kill();
             let _ = child.wait();
-            if t1 <= t0 {
-                bail!("`{cmd}` took no ticks");
+            if icount {
+                if cpu1 <= cpu0 {
+                    bail!("`{cmd}` took no CPU time");
+                }
+                Ok(times as f64 * TICKS_PER_S / (cpu1 - cpu0) as f64)
+            } else {
+                Ok(times as f64 / wall.as_secs_f64())
             }
-            Ok(1.0 / (t1 - t0) as f64)
         }
     }
 }
@@ -288,11 +320,11 @@ pub fn run_default(root: &Path, elf: &Path, disk: &Path, pairs: u32) -> Result<(
         loads: vec![
             (
                 "kalloctest",
-                Load::Bootargs("workload=kalloctest secs=2", kalloc_rate),
+                Load::Bootargs("workload=kalloctest", 100_000, kalloc_rate),
             ),
             (
                 "bcachetest",
-                Load::Bootargs("workload=bcachetest secs=2", bcache_rate),
+                Load::Bootargs("workload=bcachetest", 10_000, bcache_rate),
             ),
         ],
     }];
@@ -303,9 +335,9 @@ pub fn run_default(root: &Path, elf: &Path, disk: &Path, pairs: u32) -> Result<(
             disk: fs,
             funcs: LockFunctions::xv6(),
             loads: vec![
-                ("kalloctest", Load::Shell("kalloctest", "test2 ")),
-                ("bcachetest", Load::Shell("bcachetest", "test1 ")),
-                ("rwlktest", Load::Shell("rwlktest", "rwlktest ")),
+                ("kalloctest", Load::Shell("kalloctest", "test2 ", 1)),
+                ("bcachetest", Load::Shell("bcachetest", "test1 ", 4)),
+                ("rwlktest", Load::Shell("rwlktest", "rwlktest ", 30)),
             ],
         }),
         Err(e) => eprintln!("xtask: no xv6 fixture, measuring the lockscope kernel only: {e:#}"),

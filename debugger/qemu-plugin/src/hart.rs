@@ -130,6 +130,12 @@ fn event(
 }
 
 impl Ctx<'_> {
+    /// Plugin time: the host's monotonic clock with the stops lockscope saw taken out, so a
+    /// breakpoint never looks like a long hold. Read only by the callbacks that stamp something.
+    fn now(&self) -> u64 {
+        crate::monotonic_ns().saturating_sub(self.s.stopped_total())
+    }
+
     fn emit(&mut self, mut e: Event) {
         let i = self.h.write;
         e.seq = i as u32;
@@ -165,16 +171,20 @@ impl Ctx<'_> {
         self.h.sleep_site = ret;
     }
 
-    /// One test-and-set on `vaddr` (its store half).
-    pub fn tas(&mut self, vaddr: u64, flags: u8, now: u64) {
+    /// One test-and-set on `vaddr` (its store half). The clock is read only when it matters:
+    /// at the second attempt (the acquisition is contended: its spin starts now, one loop
+    /// iteration after the first attempt) and at the acquisition.
+    pub fn tas(&mut self, vaddr: u64, flags: u8) {
         let addr = vaddr & !3;
         if self.h.acq_addr == addr {
             self.h.attempts = self.h.attempts.saturating_add(1);
             let spins = self.h.attempts - 1;
             if spins == 1 {
                 // The first attempt failed: a contended acquisition, spinning since then.
+                let since = self.now();
+                self.h.first_ns = since;
                 let owner = self.s.owner_of(addr).map_or(abi::NO_HART, |o| o as u8);
-                let (since, site) = (self.h.first_ns, self.h.acq_site);
+                let site = self.h.acq_site;
                 let s = self.s;
                 s.hart_begin(self.hart);
                 s.hart_u64(self.hart, offset_of!(HartState, spin_since_ns))
@@ -185,16 +195,7 @@ impl Ctx<'_> {
                     .store(addr, Ordering::Relaxed);
                 s.hart_end(self.hart);
                 let f = self.h.acq_flags;
-                self.emit(event(
-                    EventKind::Contended,
-                    since,
-                    addr,
-                    site,
-                    0,
-                    1,
-                    f,
-                    owner,
-                ));
+                self.emit(event(EventKind::Contended, since, addr, site, 0, 1, f, owner));
             }
             self.s
                 .hart_u64(self.hart, offset_of!(HartState, spin_count))
@@ -204,14 +205,14 @@ impl Ctx<'_> {
         // A new acquisition. One left unfinished (a trylock that failed) is written as the
         // attempt it was; a normal acquisition's attempt is its Contended or Acquired event.
         if self.h.acq_addr != 0 {
+            let now = self.now();
             let h = &*self.h;
-            let (a, t, site, f) = (h.acq_addr, h.first_ns, h.acq_site, h.acq_flags);
-            self.emit(event(EventKind::Attempt, t, a, site, 0, 0, f, abi::NO_HART));
+            let (a, site, f) = (h.acq_addr, h.acq_site, h.acq_flags);
+            self.emit(event(EventKind::Attempt, now, a, site, 0, 0, f, abi::NO_HART));
         }
         let h = &mut *self.h;
         h.acq_addr = addr;
         h.attempts = 1;
-        h.first_ns = now;
         h.acq_flags = flags;
         h.acq_site = match h.nsites {
             0 => 0,
@@ -220,12 +221,13 @@ impl Ctx<'_> {
     }
 
     /// The acquisition in progress succeeded (its success instruction ran, or acquire returned).
-    pub fn acquired(&mut self, now: u64) {
-        let h = &mut *self.h;
-        let addr = h.acq_addr;
-        if addr == 0 {
+    pub fn acquired(&mut self) {
+        if self.h.acq_addr == 0 {
             return;
         }
+        let now = self.now();
+        let h = &mut *self.h;
+        let addr = h.acq_addr;
         h.acq_addr = 0;
         let mut flags = h.acq_flags;
         let site = if h.nsites > 0 {
@@ -253,12 +255,12 @@ impl Ctx<'_> {
             flags,
             abi::NO_HART,
         ));
-        self.rw_inner(addr, now);
+        self.rw_inner(addr);
     }
 
     /// A spinlock taken inside a reader-writer lock function: the first names the rw lock; a
     /// second one on the acquire side means the function waited (contended).
-    fn rw_inner(&mut self, addr: u64, _now: u64) {
+    fn rw_inner(&mut self, addr: u64) {
         let rw = &mut self.h.rw;
         if rw.flags == 0 {
             return;
@@ -299,7 +301,8 @@ impl Ctx<'_> {
     }
 
     /// A call into a reader-writer lock function.
-    pub fn rw_call(&mut self, ret: u64, flags: u32, now: u64) {
+    pub fn rw_call(&mut self, ret: u64, flags: u32) {
+        let now = self.now();
         self.h.rw = Rw {
             flags: (flags as u8) & (abi::FLAG_READ | abi::FLAG_WRITE),
             release: flags & abi::WATCH_RELEASE_SIDE != 0,
@@ -314,11 +317,12 @@ impl Ctx<'_> {
     }
 
     /// A reader-writer lock function returns: the read or write hold begins or ends.
-    pub fn rw_return(&mut self, now: u64) {
+    pub fn rw_return(&mut self) {
         let rw = std::mem::replace(&mut self.h.rw, NO_RW);
         if rw.flags == 0 || rw.addr == 0 {
             return;
         }
+        let now = self.now();
         let tag = if rw.flags & abi::FLAG_WRITE != 0 {
             abi::HELD_TAG_WRITE
         } else {
@@ -428,8 +432,9 @@ impl Ctx<'_> {
     }
 
     /// A releasing store or AMO to `vaddr` in a release function.
-    pub fn release(&mut self, vaddr: u64, now: u64) {
+    pub fn release(&mut self, vaddr: u64) {
         let addr = vaddr & !3;
+        let now = self.now();
         let h = &mut *self.h;
         // The sleeper (if any) may now sleep and resume on another hart.
         h.sleep_site = 0;
@@ -487,7 +492,7 @@ impl Ctx<'_> {
 
     /// A store in a sleeplock function: `lk->locked` when its address matches the inner
     /// spinlock this hart holds last.
-    pub fn sleep_store(&mut self, vaddr: u64, acquire: bool, now: u64) {
+    pub fn sleep_store(&mut self, vaddr: u64, acquire: bool) {
         let (lk_off, locked_off) = (self.s.sleep_lk_off, self.s.sleep_locked_off);
         let h = &mut *self.h;
         let listed = (h.depth as usize).min(abi::MAX_HELD);
@@ -498,6 +503,8 @@ impl Ctx<'_> {
         if h.held[listed - 1].addr != (base + lk_off) & !3 {
             return;
         }
+        let now = self.now();
+        let h = &mut *self.h;
         if acquire {
             let site = std::mem::take(&mut h.sleep_site);
             let flags = if site == 0 { abi::FLAG_NO_SITE } else { 0 };

@@ -54,32 +54,30 @@ pub fn monotonic_ns() -> u64 {
 }
 
 #[inline]
-fn with_hart(vcpu: c_uint, f: impl FnOnce(&mut Ctx<'_>, u64)) {
+fn with_hart(vcpu: c_uint, f: impl FnOnce(&mut Ctx<'_>)) {
     let Some(p) = PLUGIN.get() else { return };
     if vcpu >= p.shared.nharts {
         return;
     }
     // SAFETY: see `Slot`: only this vCPU's callbacks touch its slot, one at a time.
     let h = unsafe { &mut *HARTS[vcpu as usize].0.get() };
-    // Stops lockscope saw are taken out, so a breakpoint never looks like a long hold.
-    let now = monotonic_ns().saturating_sub(p.shared.stopped_total());
     let mut ctx = Ctx {
         h,
         s: &p.shared,
         hart: vcpu,
     };
-    f(&mut ctx, now);
+    f(&mut ctx);
 }
 
 unsafe extern "C" fn on_exec(vcpu: c_uint, udata: *mut c_void) {
     // SAFETY: udata points into the leaked watch table (see `on_tb`).
     let w = unsafe { &*(udata as *const Watch) };
-    with_hart(vcpu, |c, now| match WatchKind::from_u32(w.kind) {
+    with_hart(vcpu, |c| match WatchKind::from_u32(w.kind) {
         Some(WatchKind::Call) => c.call(w.aux),
         Some(WatchKind::SleepCall) => c.sleep_call(w.aux),
-        Some(WatchKind::Acquired | WatchKind::Return) => c.acquired(now),
-        Some(WatchKind::RwCall) => c.rw_call(w.aux, w.flags, now),
-        Some(WatchKind::RwReturn) => c.rw_return(now),
+        Some(WatchKind::Acquired | WatchKind::Return) => c.acquired(),
+        Some(WatchKind::RwCall) => c.rw_call(w.aux, w.flags),
+        Some(WatchKind::RwReturn) => c.rw_return(),
         _ => {}
     });
 }
@@ -92,11 +90,11 @@ unsafe extern "C" fn on_mem(vcpu: c_uint, info: ffi::MemInfo, vaddr: u64, udata:
     }
     // SAFETY: udata points into the leaked watch table (see `on_tb`).
     let w = unsafe { &*(udata as *const Watch) };
-    with_hart(vcpu, |c, now| match WatchKind::from_u32(w.kind) {
-        Some(WatchKind::Tas) => c.tas(vaddr, w.flags as u8, now),
-        Some(WatchKind::Release) => c.release(vaddr, now),
-        Some(WatchKind::SleepAcquireStore) => c.sleep_store(vaddr, true, now),
-        Some(WatchKind::SleepReleaseStore) => c.sleep_store(vaddr, false, now),
+    with_hart(vcpu, |c| match WatchKind::from_u32(w.kind) {
+        Some(WatchKind::Tas) => c.tas(vaddr, w.flags as u8),
+        Some(WatchKind::Release) => c.release(vaddr),
+        Some(WatchKind::SleepAcquireStore) => c.sleep_store(vaddr, true),
+        Some(WatchKind::SleepReleaseStore) => c.sleep_store(vaddr, false),
         _ => {}
     });
 }
