@@ -44,7 +44,15 @@ fn a_file_from_another_build_is_refused_with_a_reason() {
     bytes[8] += 1;
     std::fs::write(&path, &bytes).unwrap();
     let out = std::process::Command::new("qemu-system-riscv64")
-        .args(["-machine", "virt", "-bios", "none", "-nographic", "-display", "none"])
+        .args([
+            "-machine",
+            "virt",
+            "-bios",
+            "none",
+            "-nographic",
+            "-display",
+            "none",
+        ])
         .args(plugin::qemu_plugin_args(&plugin_so(PluginApi::V1), &path))
         .output()
         .unwrap();

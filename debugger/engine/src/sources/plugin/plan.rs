@@ -321,7 +321,13 @@ fn success_pc(insns: &[Insn], at: usize) -> Option<u64> {
         if i.is_control() {
             return None;
         }
-        let copies = matches!(
+        let Some(rd) = i.reg(0) else { continue };
+        if i.is_store() || i.mnemonic.starts_with("fence") {
+            continue;
+        }
+        // A copy of a tracked value keeps it tracked (`sext.w a5,a5`, `zext.b a0,a2`,
+        // `andi a0,a0,0xff`); compressed forms (`c.andi a0,0xff`) read their destination.
+        let copy = matches!(
             i.mnemonic.as_str(),
             "zext.b"
                 | "zext.h"
@@ -335,23 +341,21 @@ fn success_pc(insns: &[Insn], at: usize) -> Option<u64> {
                 | "addiw"
                 | "c.addiw"
         );
-        let src = i.reg(1);
-        if let Some(rd) = i.reg(0) {
-            let writes = !i.is_store() && !i.mnemonic.starts_with("fence");
-            if copies && src.is_some_and(|s| regs.iter().any(|r| r == s))
-                || (copies
-                    && i.ops.len() == 2
-                    && matches!(i.mnemonic.as_str(), "c.andi" | "c.addiw")
-                    && regs.iter().any(|r| r == rd))
-            {
-                if !regs.iter().any(|r| r == rd) {
-                    regs.push(rd.to_owned());
-                }
-            } else if writes {
-                regs.retain(|r| r != rd);
-                if regs.is_empty() {
-                    return None;
-                }
+        let src = if i.mnemonic.starts_with("c.") && i.mnemonic != "c.mv" {
+            Some(rd)
+        } else {
+            i.reg(1)
+        };
+        let tracked = |r: &str| regs.iter().any(|t| t == r);
+        if copy && src.is_some_and(tracked) {
+            if !tracked(rd) {
+                regs.push(rd.to_owned());
+            }
+        } else {
+            // Anything else that writes a tracked register ends its tracking.
+            regs.retain(|r| r != rd);
+            if regs.is_empty() {
+                return None;
             }
         }
     }
@@ -599,4 +603,51 @@ pub fn plan(symbols: &Symbols, funcs: &LockFunctions) -> Result<WatchPlan, Plugi
     p.watch.sort_by_key(|w| (w.pc, w.kind));
     p.watch.dedup();
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn insn(addr: u64, len: u64, mnemonic: &str, ops: &[Op]) -> Insn {
+        Insn {
+            addr,
+            len,
+            mnemonic: mnemonic.into(),
+            ops: ops.to_vec(),
+        }
+    }
+    fn r(s: &str) -> Op {
+        Op::Reg(s.into())
+    }
+
+    #[test]
+    fn success_follows_the_result_through_copies() {
+        // xv6: amoswap.w.aq a5,a5,(s1); sext.w a5,a5; bnez a5,loop; fence  -> the fence.
+        let mem = Op::Mem {
+            base: "s1".into(),
+            disp: 0,
+        };
+        let xv6 = [
+            insn(0x100, 4, "amoswap.w.aq", &[r("a5"), r("a5"), mem.clone()]),
+            insn(0x104, 2, "sext.w", &[r("a5"), r("a5")]),
+            insn(0x106, 2, "c.bnez", &[r("a5"), Op::Imm(-6)]),
+            insn(0x108, 4, "fence", &[]),
+        ];
+        assert_eq!(success_pc(&xv6, 0), Some(0x108));
+        // Rust: amoor.w.aq a2,a0,(a3); zext.b a2,a2; beqz a2,done  -> done.
+        let rust = [
+            insn(0x200, 4, "amoor.w.aq", &[r("a2"), r("a0"), mem.clone()]),
+            insn(0x204, 4, "zext.b", &[r("a2"), r("a2")]),
+            insn(0x208, 2, "c.beqz", &[r("a2"), Op::Imm(0x26)]),
+        ];
+        assert_eq!(success_pc(&rust, 0), Some(0x22e));
+        // The result is overwritten before any branch: unknown.
+        let lost = [
+            insn(0x300, 4, "amoswap.w.aq", &[r("a5"), r("a5"), mem]),
+            insn(0x304, 2, "li", &[r("a5"), Op::Imm(1)]),
+            insn(0x306, 2, "c.bnez", &[r("a5"), Op::Imm(-6)]),
+        ];
+        assert_eq!(success_pc(&lost, 0), None);
+    }
 }
