@@ -235,10 +235,12 @@ impl Run {
     }
 }
 
-/// Per lock address: (acquisitions, contended acquisitions, failed test-and-sets, releases).
+/// Per spinlock address: (acquisitions, contended acquisitions, failed test-and-sets,
+/// releases). Reader-writer holds (read or write flag) are left out: they name the rw lock.
 pub fn per_lock(events: &[PluginEvent]) -> BTreeMap<u64, (u64, u64, u64, u64)> {
+    let rw = plugin::abi::FLAG_READ | plugin::abi::FLAG_WRITE;
     let mut m: BTreeMap<u64, (u64, u64, u64, u64)> = BTreeMap::new();
-    for e in events {
+    for e in events.iter().filter(|e| e.flags & rw == 0) {
         let c = m.entry(e.addr).or_default();
         match e.kind {
             PluginEventKind::Acquired => {

@@ -154,8 +154,16 @@ impl Ctx<'_> {
             .store(self.h.unseen, Ordering::Relaxed);
     }
 
-    /// A call into an acquire function: remember where it came from.
-    pub fn call(&mut self, ret: u64) {
+    /// A call into an acquire function: remember where it came from. A call from inside a
+    /// reader-writer lock function is marked in bit 0 of the entry (return addresses are even).
+    pub fn call(&mut self, ret: u64, flags: u32) {
+        let in_rw = flags & abi::WATCH_IN_RW != 0;
+        if in_rw && self.h.rw.flags == 0 {
+            // Inside a reader-writer function whose call this hart did not see (the thread
+            // was moved here between the call and its push_off): follow it without a site.
+            self.rw_call(0, flags);
+        }
+        let ret = ret | in_rw as u64;
         let h = &mut *self.h;
         if h.nsites == SITE_STACK {
             // An acquire that never completed (a panic path) left entries: drop the oldest.
@@ -184,7 +192,7 @@ impl Ctx<'_> {
                 let since = self.now();
                 self.h.first_ns = since;
                 let owner = self.s.owner_of(addr).map_or(abi::NO_HART, |o| o as u8);
-                let site = self.h.acq_site;
+                let site = self.h.acq_site & !1;
                 let s = self.s;
                 s.hart_begin(self.hart);
                 s.hart_u64(self.hart, offset_of!(HartState, spin_since_ns))
@@ -195,7 +203,16 @@ impl Ctx<'_> {
                     .store(addr, Ordering::Relaxed);
                 s.hart_end(self.hart);
                 let f = self.h.acq_flags;
-                self.emit(event(EventKind::Contended, since, addr, site, 0, 1, f, owner));
+                self.emit(event(
+                    EventKind::Contended,
+                    since,
+                    addr,
+                    site,
+                    0,
+                    1,
+                    f,
+                    owner,
+                ));
             }
             self.s
                 .hart_u64(self.hart, offset_of!(HartState, spin_count))
@@ -207,8 +224,17 @@ impl Ctx<'_> {
         if self.h.acq_addr != 0 {
             let now = self.now();
             let h = &*self.h;
-            let (a, site, f) = (h.acq_addr, h.acq_site, h.acq_flags);
-            self.emit(event(EventKind::Attempt, now, a, site, 0, 0, f, abi::NO_HART));
+            let (a, site, f) = (h.acq_addr, h.acq_site & !1, h.acq_flags);
+            self.emit(event(
+                EventKind::Attempt,
+                now,
+                a,
+                site,
+                0,
+                0,
+                f,
+                abi::NO_HART,
+            ));
         }
         let h = &mut *self.h;
         h.acq_addr = addr;
@@ -230,7 +256,7 @@ impl Ctx<'_> {
         let addr = h.acq_addr;
         h.acq_addr = 0;
         let mut flags = h.acq_flags;
-        let site = if h.nsites > 0 {
+        let raw = if h.nsites > 0 {
             h.nsites -= 1;
             h.sites[h.nsites]
         } else {
@@ -238,6 +264,7 @@ impl Ctx<'_> {
             flags |= abi::FLAG_NO_SITE;
             0
         };
+        let (site, in_rw) = (raw & !1, raw & 1 != 0);
         let spins = h.attempts - 1;
         let wait = if spins > 0 {
             now - h.first_ns.min(now)
@@ -255,7 +282,9 @@ impl Ctx<'_> {
             flags,
             abi::NO_HART,
         ));
-        self.rw_inner(addr);
+        if in_rw {
+            self.rw_inner(addr);
+        }
     }
 
     /// A spinlock taken inside a reader-writer lock function: the first names the rw lock; a
@@ -323,46 +352,20 @@ impl Ctx<'_> {
             return;
         }
         let now = self.now();
-        let tag = if rw.flags & abi::FLAG_WRITE != 0 {
-            abi::HELD_TAG_WRITE
-        } else {
-            abi::HELD_TAG_READ
-        };
-        let key = rw.addr | tag;
         if rw.release {
-            let h = &mut *self.h;
-            let listed = (h.depth as usize).min(abi::MAX_HELD);
-            match (0..listed).rev().find(|&i| h.held[i].addr == key) {
-                Some(i) => {
-                    let since = h.held[i].since_ns;
-                    self.pop_held(i);
-                    let hold = now.saturating_sub(since);
-                    self.emit(event(
-                        EventKind::Released,
-                        now,
-                        rw.addr,
-                        0,
-                        hold,
-                        0,
-                        rw.flags,
-                        abi::NO_HART,
-                    ));
-                }
-                None => {
-                    self.h.unseen += 1;
-                    self.publish_counters();
-                    self.emit(event(
-                        EventKind::UnseenRelease,
-                        now,
-                        rw.addr,
-                        0,
-                        0,
-                        0,
-                        rw.flags,
-                        abi::NO_HART,
-                    ));
-                }
-            }
+            // A thread may hold a reader-writer lock across a sleep and release it on another
+            // hart, so rw holds are not kept in the per-hart held list: lockscope pairs them
+            // by lock address (the hold time is computed there).
+            self.emit(event(
+                EventKind::Released,
+                now,
+                rw.addr,
+                rw.site,
+                0,
+                0,
+                rw.flags,
+                abi::NO_HART,
+            ));
             return;
         }
         let spins = rw.inner.saturating_sub(1);
@@ -371,7 +374,19 @@ impl Ctx<'_> {
         } else {
             0
         };
-        self.push_held(key, rw.site, now, spins > 0);
+        if spins > 0 {
+            let s = self.s;
+            s.hart_begin(self.hart);
+            s.hart_u64(self.hart, offset_of!(HartState, spin_addr))
+                .store(0, Ordering::Relaxed);
+            s.hart_end(self.hart);
+        }
+        self.h.acquires += 1;
+        let flags = if rw.site == 0 {
+            rw.flags | abi::FLAG_NO_SITE
+        } else {
+            rw.flags
+        };
         self.emit(event(
             EventKind::Acquired,
             now,
@@ -379,7 +394,7 @@ impl Ctx<'_> {
             rw.site,
             wait,
             spins,
-            rw.flags,
+            flags,
             abi::NO_HART,
         ));
     }

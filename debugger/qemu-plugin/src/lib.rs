@@ -73,7 +73,7 @@ unsafe extern "C" fn on_exec(vcpu: c_uint, udata: *mut c_void) {
     // SAFETY: udata points into the leaked watch table (see `on_tb`).
     let w = unsafe { &*(udata as *const Watch) };
     with_hart(vcpu, |c| match WatchKind::from_u32(w.kind) {
-        Some(WatchKind::Call) => c.call(w.aux),
+        Some(WatchKind::Call) => c.call(w.aux, w.flags),
         Some(WatchKind::SleepCall) => c.sleep_call(w.aux),
         Some(WatchKind::Acquired | WatchKind::Return) => c.acquired(),
         Some(WatchKind::RwCall) => c.rw_call(w.aux, w.flags),

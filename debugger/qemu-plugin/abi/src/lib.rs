@@ -132,6 +132,9 @@ pub enum WatchKind {
 
 /// `Watch::flags` of `RwCall`/`RwReturn`: a release function (`read_release`, `write_release`).
 pub const WATCH_RELEASE_SIDE: u32 = 1 << 8;
+/// `Watch::flags` of a `Call` made from inside a reader-writer lock function: the spinlock it
+/// takes is the rw lock's own (an interrupt's acquisitions in between are not).
+pub const WATCH_IN_RW: u32 = 1 << 9;
 
 impl WatchKind {
     pub fn from_u32(v: u32) -> Option<Self> {

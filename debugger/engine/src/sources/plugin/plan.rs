@@ -182,6 +182,13 @@ impl Insn {
         .any(|p| m.starts_with(p))
             && self.reg(0).is_some_and(|r| r != "zero")
     }
+    /// A test-and-set as compilers emit it for a lock outside the lock functions:
+    /// `__sync_lock_test_and_set` is `amoswap.w.aq`, Rust's `swap(true, Acquire)` `amoor.w.aq`.
+    /// (`sc` also appears in compare-and-swap loops of counters, so it is not reported.)
+    fn is_raw_tas(&self) -> bool {
+        let m = self.mnemonic.as_str();
+        (m.starts_with("amoswap.") || m.starts_with("amoor.")) && m.contains(".aq") && self.is_tas()
+    }
     fn is_store(&self) -> bool {
         matches!(
             self.mnemonic.as_str(),
@@ -362,6 +369,17 @@ fn success_pc(insns: &[Insn], at: usize) -> Option<u64> {
     None
 }
 
+/// Where a function leaves: its returns, and its tail calls (`j pop_off` ending `read_release`
+/// is a return as far as the caller is concerned).
+fn exits<'f>(f: &'f Func<'_>) -> impl Iterator<Item = &'f Insn> {
+    let end = f.insns.last().map_or(f.start, |l| l.next());
+    f.insns.iter().filter(move |i| {
+        i.is_return()
+            || matches!(i.jump(), Some((t, false)) if t < f.start || t >= end)
+            || (matches!(i.mnemonic.as_str(), "jr" | "c.jr") && i.reg(0) != Some("ra"))
+    })
+}
+
 struct Func<'a> {
     name: &'a str,
     start: u64,
@@ -466,7 +484,7 @@ pub fn plan(symbols: &Symbols, funcs: &LockFunctions) -> Result<WatchPlan, Plugi
                 }
             }
             if need_return {
-                for insn in f.insns.iter().filter(|i| i.is_return()) {
+                for insn in exits(f) {
                     p.watch.push(w(insn.addr, 0, WatchKind::Return, flags));
                 }
             }
@@ -517,7 +535,7 @@ pub fn plan(symbols: &Symbols, funcs: &LockFunctions) -> Result<WatchPlan, Plugi
     ];
     for (list, flags) in rw_lists {
         for &fi in list {
-            for insn in all[fi].insns.iter().filter(|i| i.is_return()) {
+            for insn in exits(&all[fi]) {
                 p.watch.push(w(insn.addr, 0, WatchKind::RwReturn, flags));
             }
         }
@@ -540,7 +558,7 @@ pub fn plan(symbols: &Symbols, funcs: &LockFunctions) -> Result<WatchPlan, Plugi
         entries.iter().chain(&acquire).copied().collect();
     for (fi, f) in all.iter().enumerate() {
         for (k, insn) in f.insns.iter().enumerate() {
-            if insn.is_tas() && !lock_fn.contains(&fi) {
+            if insn.is_raw_tas() && !lock_fn.contains(&fi) {
                 p.blind.push(Blind::TasOutside {
                     pc: insn.addr,
                     function: f.name.to_owned(),
@@ -596,6 +614,16 @@ pub fn plan(symbols: &Symbols, funcs: &LockFunctions) -> Result<WatchPlan, Plugi
                 }
                 continue;
             }
+            // A call from inside a reader-writer function carries that function's kind, so a
+            // thread that moved to another hart between its call and here is still followed.
+            let rw_kind = rw_lists
+                .iter()
+                .find(|(l, _)| l.contains(&fi))
+                .map(|(_, f)| *f);
+            let flags = match (kind, rw_kind) {
+                (WatchKind::Call, Some(rwf)) => flags | abi::WATCH_IN_RW | rwf,
+                _ => flags,
+            };
             p.watch.push(w(insn.addr, insn.next(), kind, flags));
             p.call_sites += (kind == WatchKind::Call) as usize;
         }
