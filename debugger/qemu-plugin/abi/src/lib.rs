@@ -232,9 +232,10 @@ pub const FLAG_NO_SITE: u8 = 1 << 3;
 /// A sleeplock acquisition that slept before it got the lock.
 pub const FLAG_SLEPT: u8 = 1 << 4;
 
-/// Low bits of a [`HeldEntry::addr`]: a read hold of a reader-writer lock.
+/// Low bits a holder of a reader-writer lock is tagged with when the plugin looks one up
+/// (lock words are 4-byte aligned): read.
 pub const HELD_TAG_READ: u64 = 1;
-/// A write hold of a reader-writer lock.
+/// Write.
 pub const HELD_TAG_WRITE: u64 = 2;
 
 /// One event, 48 bytes. Event `i` of a ring lives in slot `i & (entries - 1)`.
@@ -261,8 +262,8 @@ pub struct Event {
     pub _pad: u32,
 }
 
-/// One lock a hart holds. A reader-writer hold has [`HELD_TAG_READ`] or [`HELD_TAG_WRITE`] in
-/// the low bits of `addr` (lock words are 4-byte aligned): `addr & !3` is the lock.
+/// One spinlock a hart holds. (Reader-writer holds are not listed: a thread may release one
+/// on another hart, so lockscope pairs them by address from the events.)
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct HeldEntry {
