@@ -6,12 +6,13 @@
 //!
 //! - [`abi`]: our kernel, through `lockscope-abi` (its root descriptor, rings and tables).
 //! - [`xv6`]: an unmodified xv6 kernel, through its DWARF types.
-//! - `plugin/` (to come): lock events from lockscope's QEMU TCG plugin.
+//! - [`plugin`]: lock events from lockscope's QEMU TCG plugin, read from its shared rings.
 //!
 //! [`detect`] says which kind of kernel an ELF is; [`open`] makes its source.
 
 pub mod abi;
 mod detect;
+pub mod plugin;
 pub mod xv6;
 
 use crate::memory::GuestMemory;
