@@ -204,7 +204,11 @@ fn run_once(
                 format!("{args} secs=2")
             };
             cfg = cfg.bootargs(&args).console(Console::File(console.clone()));
-            let mut child = cfg.command()?.stdin(Stdio::null()).stdout(Stdio::null()).spawn()?;
+            let mut child = cfg
+                .command()?
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()?;
             let pid = child.id();
             let deadline = Instant::now() + Duration::from_secs(600);
             let mut cpu = 0;

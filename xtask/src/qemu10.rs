@@ -48,7 +48,7 @@ pub fn ensure_qemu10(root: &Path) -> Result<PathBuf> {
         );
     }
     if !apt_has_suite()? {
-        if !crate::is_root() {
+        if !crate::tools::is_root() {
             bail!(
                 "apt has no {SUITE} suite; as root, add it with:\n  printf 'Types: deb\\nURIs: http://deb.debian.org/debian\\nSuites: {SUITE}\\nComponents: main\\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\\n' > {SOURCES_FILE} && apt-get update"
             );
