@@ -6,8 +6,9 @@ use std::io::BufWriter;
 use std::sync::Arc;
 
 use super::capture::Captures;
+use super::lab::LabTracker;
 use super::view::{PauseStats, SourceKind, TargetState};
-use crate::analysis::{AnalysisConfig, Analyzer, Check, ConfigError};
+use crate::analysis::{AnalysisConfig, Analyzer, Check, ConfigError, Verdict};
 use crate::feed::{Feed, StopReason};
 use crate::model::LockEvent;
 use crate::symbols::Symbols;
@@ -63,6 +64,12 @@ pub struct Monitor {
     pub(super) wanted: Option<StopReason>,
     /// How the kernel is read (the source's description), when live.
     pub(super) kernel_reader: Option<String>,
+    /// The source delivers lock events.
+    pub(super) lock_events: bool,
+    /// The lab's tests on the console.
+    pub(super) lab: LabTracker,
+    /// What the user's gdb holds, through the proxy.
+    pub(super) user_gdb: Option<String>,
 }
 
 impl Monitor {
@@ -90,6 +97,9 @@ impl Monitor {
             kernel_reader: None,
             captures: Captures::default(),
             wanted: None,
+            lock_events: true,
+            lab: LabTracker::default(),
+            user_gdb: None,
         })
     }
 
@@ -97,6 +107,21 @@ impl Monitor {
     pub fn set_kernel_reader(&mut self, description: String) {
         self.kernel_reader = Some(description);
         self.generation += 1;
+    }
+
+    /// Says whether the source delivers lock events at all (an xv6 kernel read through DWARF
+    /// alone does not), so views can say why there are no wait and hold times.
+    pub fn set_lock_events(&mut self, available: bool) {
+        self.lock_events = available;
+        self.generation += 1;
+    }
+
+    /// What the user's gdb holds (`stopped by gdb (hart 2, breakpoint or step)`), or `None`.
+    pub fn set_user_gdb(&mut self, state: Option<String>) {
+        if self.user_gdb != state {
+            self.user_gdb = state;
+            self.generation += 1;
+        }
     }
 
     /// Writes every feed applied from now on to `w`. A write error stops the recording and is
@@ -151,7 +176,8 @@ impl Monitor {
         }
         self.analyzer.apply(feed);
         match feed {
-            Feed::Snapshot(_) => {
+            Feed::Snapshot(snap) => {
+                self.lab.on_snapshot(snap);
                 if self.state == TargetState::Starting {
                     self.state = TargetState::Running;
                 }
@@ -165,7 +191,10 @@ impl Monitor {
                 self.lost_total += lost.iter().map(|(_, n)| n).sum::<u64>();
                 self.keep_recent(events);
             }
-            Feed::Console(text) => self.push_console(text),
+            Feed::Console(text) => {
+                self.lab.on_console(text);
+                self.push_console(text);
+            }
             Feed::Stop(info) => {
                 self.state = TargetState::Stopped {
                     reason: info.reason,
@@ -272,9 +301,22 @@ impl Monitor {
         self.wanted.take()
     }
 
-    /// The verdict alone (cheaper than a view).
+    /// The verdict alone (cheaper than a view). A test the lab's own output failed is a
+    /// failed workload, unless something worse happened.
     pub fn check(&self) -> Check {
-        self.analyzer.check()
+        let mut check = self.analyzer.check();
+        if let Some(t) = self.lab.failed() {
+            if matches!(check.verdict, Verdict::Ok | Verdict::LockOrderInversion) {
+                check.verdict = Verdict::Fail;
+                check.severity = check.verdict.severity();
+                check.summary = format!(
+                    "{} failed by the lab's own output: \"{}\"",
+                    t.name,
+                    t.result_line.as_deref().unwrap_or("FAIL")
+                );
+            }
+        }
+        check
     }
 }
 
