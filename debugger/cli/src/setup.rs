@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use clap::Args;
+use lockscope_engine::qemu::RAM_BASE;
+use lockscope_engine::session::registry::{self, Entry};
+use lockscope_engine::session::Joined;
 use lockscope_engine::{QemuConfig, SessionOptions, Symbols, Target};
 
 use crate::paths;
@@ -104,5 +107,58 @@ pub fn attach_options(
     let mut o = SessionOptions::new(Target::Attach(addr.to_string()));
     o.poll_hz = poll_hz;
     o.record = record;
+    Ok((o, symbols))
+}
+
+/// Session options for joining the newest `lockscope qemu` session of this user, its kernel's
+/// symbols (`kernel` overrides the one it runs), and its registry entry.
+pub fn join_options(
+    kernel: Option<PathBuf>,
+    record: Option<PathBuf>,
+) -> Result<(SessionOptions, Arc<Symbols>, Entry)> {
+    let entry = registry::newest()?;
+    let symbols = load_symbols(&kernel.unwrap_or_else(|| entry.kernel.clone()))?;
+    let base = if entry.ram_base == 0 {
+        RAM_BASE
+    } else {
+        entry.ram_base
+    };
+    let mut o = SessionOptions::new(Target::Joined(Joined {
+        ram_file: entry.ram_file.clone(),
+        ram: base..base + entry.ram_bytes,
+        harts: Some(entry.harts),
+        console_log: entry.console_log.clone(),
+        owner_pid: entry.pid,
+        status_file: Some(registry::status_path(&registry::dir()?, entry.pid)),
+    }));
+    o.record = record;
+    Ok((o, symbols, entry))
+}
+
+/// Session options for an xv6 tree: built with its Makefile, booted with its QEMU command
+/// line (console piped to lockscope), and its kernel's symbols.
+pub fn xv6_options(
+    boot: &BootArgs,
+    xv6: &crate::xv6::Xv6Args,
+    tree: &Path,
+) -> Result<(SessionOptions, Arc<Symbols>)> {
+    if boot.kernel.is_some()
+        || boot.disk.is_some()
+        || !boot.bootargs.is_empty()
+        || !boot.qemu_args.is_empty()
+        || boot.smp != 4
+        || boot.gdb_poll
+        || boot.break_on_panic
+    {
+        anyhow::bail!(
+            "--xv6 takes the kernel, disk and QEMU command line from the tree's Makefile: --kernel, --disk, --smp, --bootargs, --gdb-poll, --break-on-panic and QEMU arguments do not apply (pass make variables with --make, e.g. --make CPUS=4)"
+        );
+    }
+    let run = crate::xv6::line_from_tree(xv6, tree)?;
+    let kernel = run.line.kernel().expect("line_from_tree checks -kernel");
+    let symbols = load_symbols(&kernel)?;
+    let mut o = SessionOptions::new(Target::Line(run));
+    o.record = boot.record.clone();
+    o.console_log = boot.console_log.clone();
     Ok((o, symbols))
 }

@@ -52,6 +52,8 @@ pub struct Monitor {
     pub(super) console: VecDeque<String>,
     /// The last console line is still open (no newline yet).
     pub(super) console_open: bool,
+    /// Lines the console has ended since the start (not bounded like `console`).
+    pub(super) console_newlines: u64,
     /// Per hart, its newest events.
     pub(super) recent: Vec<VecDeque<LockEvent>>,
     pub(super) events_total: u64,
@@ -88,6 +90,7 @@ impl Monitor {
             generation: 0,
             console: VecDeque::new(),
             console_open: false,
+            console_newlines: 0,
             recent: Vec::new(),
             events_total: 0,
             lost_total: 0,
@@ -255,6 +258,7 @@ impl Monitor {
     }
 
     fn push_console(&mut self, text: &str) {
+        self.console_newlines += text.matches('\n').count() as u64;
         for (i, piece) in text.split('\n').enumerate() {
             let piece = piece.trim_end_matches('\r');
             if i == 0 && self.console_open {

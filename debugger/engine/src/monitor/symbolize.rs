@@ -101,6 +101,7 @@ impl Monitor {
             lost_total: self.lost_total,
             pauses: self.pauses.clone(),
             console: self.console.iter().cloned().collect(),
+            console_newlines: self.console_newlines,
             kernel_reader: self.kernel_reader.clone(),
             bufs: snap
                 .and_then(|s| s.bcache.as_ref())

@@ -175,6 +175,10 @@ pub struct View {
     pub pauses: PauseStats,
     /// The guest console, newest line last; the last may be incomplete.
     pub console: Vec<String>,
+    /// Lines the console has ended since the start (the `console` above keeps the newest):
+    /// whether output came since some moment.
+    #[serde(default)]
+    pub console_newlines: u64,
     /// The buffer cache's buffers, for a bucket's drill-down (empty without a buffer cache).
     #[serde(default)]
     pub bufs: Vec<BufSnapshot>,

@@ -71,6 +71,7 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
     }
     // SAFETY: initialised by the successful call.
     let s = unsafe { s.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // c_ulong and fsblkcnt_t differ on other targets
     Some((s.f_bavail as u64).saturating_mul(s.f_frsize as u64))
 }
 

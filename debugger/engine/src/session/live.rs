@@ -192,6 +192,10 @@ impl Session {
             t.probe(&reading, &path, &ram, &options)?;
         }
         let has_probe = reached.shared_ram.is_some();
+        if reached.client.is_none() {
+            // Nothing of ours stops a joined guest: its time runs from now.
+            t.clock.running();
+        }
         let gdb = t.gdb(&mut reached, reading, &ram, halt, &options, &symbols)?;
         let (handle, engine) = t.engine(monitor, gdb, &options, has_probe, qemu.clone())?;
         if let Some(input) = qemu.as_ref().and_then(|q| q.take_stdin()) {

@@ -124,7 +124,10 @@ impl Registration {
         };
         let entry_file = entry_path(&dir, entry.pid);
         let status_file = status_path(&dir, entry.pid);
-        write_status(&status_file, &Status::default()).map_err(io)?;
+        // The session may have said something already.
+        if !status_file.exists() {
+            write_status(&status_file, &Status::default()).map_err(io)?;
+        }
         let json = serde_json::to_vec_pretty(entry).unwrap_or_default();
         write_atomic(&entry_file, &json).map_err(io)?;
         Ok(Registration {
@@ -135,11 +138,15 @@ impl Registration {
 }
 
 impl Drop for Registration {
+    /// Removes the entry at once (nobody new joins); the status stays for a while, so that
+    /// a joined session reads how QEMU ended (a later reader sweeps it).
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.entry_file);
-        let _ = std::fs::remove_file(&self.status_file);
     }
 }
+
+/// How long the status of an ended session stays for the sessions that joined it.
+const STATUS_KEPT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Every live session of this user, oldest first; entries of dead processes are removed.
 pub fn sessions() -> Result<Vec<Entry>, RegistryError> {
@@ -151,6 +158,25 @@ pub fn sessions() -> Result<Vec<Entry>, RegistryError> {
     })?;
     for e in entries.flatten() {
         let name = e.file_name();
+        // The status of a session that ended, once the sessions that joined it had time to
+        // read it.
+        if let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("qemu-"))
+            .and_then(|n| n.strip_suffix(".status"))
+            .and_then(|p| p.parse::<u32>().ok())
+        {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STATUS_KEPT);
+            if !alive(pid) && old {
+                let _ = std::fs::remove_file(e.path());
+            }
+            continue;
+        }
         let Some(pid) = name
             .to_str()
             .and_then(|n| n.strip_prefix("qemu-"))
@@ -179,7 +205,7 @@ pub fn sessions() -> Result<Vec<Entry>, RegistryError> {
 /// The newest live session of this user.
 pub fn newest() -> Result<Entry, RegistryError> {
     sessions()?.pop().ok_or_else(|| RegistryError::None {
-        dir: dir().map_or_else(|_| PathBuf::new(), |d| d),
+        dir: dir().unwrap_or_default(),
     })
 }
 
@@ -249,7 +275,8 @@ mod tests {
 
         let (entry_file, status_file) = (reg.entry_file.clone(), reg.status_file.clone());
         drop(reg);
-        assert!(!entry_file.exists() && !status_file.exists());
+        assert!(!entry_file.exists());
+        assert!(status_file.exists(), "kept for the sessions that joined");
         let e = newest().unwrap_err().to_string();
         assert!(e.contains("make qemu QEMU=\"lockscope qemu --\""), "{e}");
         std::env::remove_var(REGISTRY_ENV);
