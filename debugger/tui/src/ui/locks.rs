@@ -1,6 +1,6 @@
 //! The lock table, grouped or not, and a lock's detail.
 
-use lockscope_engine::analysis::{ClassRow, HistView, LockRow, Site, TimeStats};
+use lockscope_engine::analysis::{ClassRow, HistView, LockRow, Rates, Site, TimeStats};
 use lockscope_engine::View;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span, Text};
@@ -90,11 +90,66 @@ const COLS: [Col; 10] = [
     },
 ];
 
+/// The columns for a source without lock events (an xv6 kernel read through DWARF): the
+/// kernel's own counters (`n`, `nts`) and their rates, the holder, and the lock's variable.
+const COUNT_COLS: [Col; 7] = [
+    Col {
+        key: SortKey::Holder,
+        title: "Holder",
+        width: 6,
+        priority: 2,
+    },
+    Col {
+        key: SortKey::Acquires,
+        title: "Acq",
+        width: 7,
+        priority: 1,
+    },
+    Col {
+        key: SortKey::AcqRate,
+        title: "Acq/s",
+        width: 7,
+        priority: 3,
+    },
+    Col {
+        key: SortKey::Spins,
+        title: "Spins",
+        width: 7,
+        priority: 1,
+    },
+    Col {
+        key: SortKey::SpinRate,
+        title: "Spins/s",
+        width: 7,
+        priority: 2,
+    },
+    Col {
+        key: SortKey::Class,
+        title: "Class",
+        width: 18,
+        priority: 5,
+    },
+    Col {
+        key: SortKey::Variable,
+        title: "Variable",
+        width: VARIABLE_MIN,
+        priority: 4,
+    },
+];
+
+const VARIABLE_MIN: u16 = 16;
+
 /// Picks the columns that fit `width` (inside the borders) and sizes the name and trend. The
 /// name gets its full width before the less important columns: it is what users look for.
-fn layout_columns(width: u16, name_want: u16, trend_want: u16) -> (u16, Vec<Col>) {
+fn layout_columns(
+    all: &[Col],
+    width: u16,
+    name_want: u16,
+    trend_want: u16,
+    variable_want: u16,
+) -> (u16, Vec<Col>) {
     const ESSENTIAL: u8 = 2;
-    let essential: u16 = COLS
+    let essential: u16 = all
         .iter()
         .filter(|c| c.priority <= ESSENTIAL)
         .map(|c| c.width + 1)
@@ -102,25 +157,30 @@ fn layout_columns(width: u16, name_want: u16, trend_want: u16) -> (u16, Vec<Col>
     let name_w = name_want
         .clamp(NAME_MIN, NAME_MAX)
         .min(width.saturating_sub(essential).max(NAME_MIN));
-    let mut keep = [false; COLS.len()];
+    let mut keep = vec![false; all.len()];
     let mut used = name_w;
     for p in 1..=6 {
-        for (i, c) in COLS.iter().enumerate() {
+        for (i, c) in all.iter().enumerate() {
             if c.priority == p && used + 1 + c.width <= width {
                 keep[i] = true;
                 used += 1 + c.width;
             }
         }
     }
-    let mut cols: Vec<Col> = COLS
+    let mut cols: Vec<Col> = all
         .iter()
         .zip(keep)
         .filter(|(_, k)| *k)
         .map(|(c, _)| *c)
         .collect();
-    let spare = width.saturating_sub(used);
+    let mut spare = width.saturating_sub(used);
     if let Some(t) = cols.iter_mut().find(|c| c.key == SortKey::Rate) {
-        t.width += spare.min(trend_want.saturating_sub(TREND_MIN));
+        let more = spare.min(trend_want.saturating_sub(TREND_MIN));
+        t.width += more;
+        spare -= more;
+    }
+    if let Some(t) = cols.iter_mut().find(|c| c.key == SortKey::Variable) {
+        t.width += spare.min(variable_want.saturating_sub(VARIABLE_MIN));
     }
     (name_w, cols)
 }
@@ -164,6 +224,11 @@ fn render_table(frame: &mut Frame, area: Rect, app: &App, view: &View) {
     if !st.filter.is_empty() {
         title.push_str(&format!("· filter \"{}\" ", st.filter));
     }
+    if !view.lock_events {
+        title.push_str(
+            "· the kernel's n/nts; wait and hold times need lock events (lockscope's QEMU plugin) ",
+        );
+    }
     let blk = block(t, title);
     let inner = blk.inner(area);
     frame.render_widget(blk, area);
@@ -198,7 +263,16 @@ fn render_table(frame: &mut Frame, area: Rect, app: &App, view: &View) {
     let trend_want = locks
         .first()
         .map_or(TREND_MIN, |l| l.history_contended.len() as u16);
-    let (name_w, cols) = layout_columns(inner.width, name_want, trend_want);
+    let variable_want = view
+        .detail
+        .locks
+        .iter()
+        .filter_map(|d| d.path.as_ref().map(|p| p.len() as u16))
+        .max()
+        .unwrap_or(0);
+    let all: &[Col] = if view.lock_events { &COLS } else { &COUNT_COLS };
+    let (name_w, cols) = layout_columns(all, inner.width, name_want, trend_want, variable_want);
+    let sort = st.sort.effective(view);
 
     // Header, with the sort column marked and hit areas for the mouse.
     let mut hits = app.hits.borrow_mut();
@@ -206,7 +280,7 @@ fn render_table(frame: &mut Frame, area: Rect, app: &App, view: &View) {
     let mut header_cells = Vec::with_capacity(cols.len() + 1);
     let arrow = if st.reverse { "▲" } else { "▼" };
     let mut head = |key: SortKey, title: &str, w: u16, right: bool| {
-        let sorted = st.sort == key;
+        let sorted = sort == key;
         let text = if sorted {
             format!("{title}{arrow}")
         } else {
@@ -228,7 +302,7 @@ fn render_table(frame: &mut Frame, area: Rect, app: &App, view: &View) {
             c.key,
             c.title,
             c.width,
-            !matches!(c.key, SortKey::Class | SortKey::Rate),
+            !matches!(c.key, SortKey::Class | SortKey::Rate | SortKey::Variable),
         );
     }
 
@@ -254,7 +328,7 @@ fn render_table(frame: &mut Frame, area: Rect, app: &App, view: &View) {
     for (n, line) in lines.iter().enumerate().skip(offset).take(rows_h) {
         let row = match *line {
             LocksRow::Lock(i) => match locks.get(i) {
-                Some(r) => lock_row(r, &cols, st.grouped, t),
+                Some(r) => lock_row(view, r, &cols, st.grouped, t),
                 None => continue,
             },
             LocksRow::Class(i) => match classes.get(i) {
@@ -291,11 +365,22 @@ struct Numbers<'a> {
     wait: &'a TimeStats,
     hold: &'a TimeStats,
     history: &'a [u64],
+    rates: Option<&'a Rates>,
+    holder: Option<u32>,
+    variable: Option<&'a str>,
+}
+
+fn per_s(r: Option<&Rates>, f: fn(&Rates) -> f64) -> Cell<'static> {
+    right(r.map_or("-".into(), |r| format::count(f(r).max(0.0).round() as u64)))
 }
 
 fn number_cells(n: &Numbers<'_>, cols: &[Col], class: &str, t: &Theme) -> Vec<Cell<'static>> {
     cols.iter()
         .map(|c| match c.key {
+            SortKey::Variable => Cell::from(n.variable.unwrap_or("(registry only)").to_string()),
+            SortKey::Holder => right(n.holder.map_or("-".into(), |h| format!("hart{h}"))),
+            SortKey::AcqRate => per_s(n.rates, |r| r.acquires_per_s),
+            SortKey::SpinRate => per_s(n.rates, |r| r.spins_per_s),
             SortKey::Class => Cell::from(class.to_string()),
             SortKey::Acquires => right(format::count(n.acquires)),
             SortKey::Contended => right(format::count(n.contended)),
@@ -311,7 +396,7 @@ fn number_cells(n: &Numbers<'_>, cols: &[Col], class: &str, t: &Theme) -> Vec<Ce
         .collect()
 }
 
-fn lock_row<'a>(r: &'a LockRow, cols: &[Col], grouped: bool, t: &Theme) -> Row<'a> {
+fn lock_row<'a>(view: &'a View, r: &'a LockRow, cols: &[Col], grouped: bool, t: &Theme) -> Row<'a> {
     let name = if grouped {
         Cell::from(format!("  {}", r.name))
     } else {
@@ -327,13 +412,16 @@ fn lock_row<'a>(r: &'a LockRow, cols: &[Col], grouped: bool, t: &Theme) -> Row<'
             wait: &r.wait,
             hold: &r.hold,
             history: &r.history_contended,
+            rates: r.rates.as_ref(),
+            holder: r.holder,
+            variable: view.detail.lock(r.id).and_then(|d| d.path.as_deref()),
         },
         cols,
         &r.class,
         t,
     ));
     let row = Row::new(cells);
-    if !r.waiters.is_empty() {
+    if !r.waiters.is_empty() || r.holder.is_some() && !view.lock_events {
         row.style(t.spinning)
     } else {
         row
@@ -356,6 +444,9 @@ fn class_row<'a>(c: &'a ClassRow, cols: &[Col], folded: bool, t: &Theme) -> Row<
             wait: &c.wait,
             hold: &c.hold,
             history: &c.history_contended,
+            rates: c.rates.as_ref(),
+            holder: None,
+            variable: None,
         },
         cols,
         "class",
@@ -388,6 +479,10 @@ fn render_detail(frame: &mut Frame, area: Rect, app: &App, view: &View, line: Op
     );
     let inner = blk.inner(area);
     frame.render_widget(blk, area);
+    if !view.lock_events {
+        frame.render_widget(Paragraph::new(counts_detail(view, r, t)), inner);
+        return;
+    }
 
     let mut info: Vec<Line> = Vec::new();
     let exact = if r.counters_exact {
@@ -439,6 +534,72 @@ fn render_detail(frame: &mut Frame, area: Rect, app: &App, view: &View, line: Op
         render_hist(frame, w, "Wait time (spinning)", &r.wait.hist, t);
         render_hist(frame, h, "Hold time", &r.hold.hist, t);
     }
+}
+
+/// A lock's detail from a source without lock events: its variable, raw state, counters and
+/// rates, and who holds it.
+fn counts_detail<'a>(view: &View, r: &LockRow, t: &Theme) -> Vec<Line<'a>> {
+    let d = view.detail.lock(r.id);
+    let kv = |k: &str, v: String| {
+        Line::from(vec![Span::styled(format!("{k:<12}"), t.dim), Span::raw(v)])
+    };
+    let mut out = vec![kv(
+        "variable",
+        d.and_then(|d| d.path.clone()).unwrap_or_else(|| {
+            "none: known only from the lab's locks[] registry (kalloc'd memory)".into()
+        }),
+    )];
+    if let Some(a) = d.and_then(|d| d.addr) {
+        out.push(kv("address", format!("{a:#x}")));
+    }
+    let locked = match d.and_then(|d| d.locked) {
+        Some(true) => "locked",
+        Some(false) => "free",
+        None => "unknown",
+    };
+    let holder = match r.holder {
+        Some(h) => {
+            let proc = view
+                .detail
+                .cpus
+                .iter()
+                .find(|(hart, _)| *hart == h)
+                .and_then(|(_, c)| c.proc.as_ref())
+                .map_or(String::new(), |p| {
+                    format!(", running {} (pid {})", p.name, p.pid)
+                });
+            format!("{locked}, held by hart{h}{proc}")
+        }
+        None => locked.to_string(),
+    };
+    out.push(kv("state", holder));
+    match d.and_then(|d| d.lab) {
+        Some(c) => out.push(kv(
+            "counters",
+            format!("n (#acquire()) {}   nts (#test-and-set) {}", c.n, c.nts),
+        )),
+        None => out.push(kv(
+            "counters",
+            "none: this kernel's spinlock has no n/nts (not a locks-lab kernel)".into(),
+        )),
+    }
+    if let Some(rates) = &r.rates {
+        out.push(kv(
+            "rate",
+            format!(
+                "{} acquisitions/s, {} test-and-sets/s over {}",
+                format::count(rates.acquires_per_s.max(0.0) as u64),
+                format::count(rates.spins_per_s.max(0.0) as u64),
+                format::dur(rates.span_ns)
+            ),
+        ));
+    }
+    out.push(Line::from(""));
+    out.push(Line::styled(
+        "Wait and hold times, waiters and contention sites need lock events: they come with lockscope's QEMU plugin.",
+        t.dim,
+    ));
+    out
 }
 
 fn time_line<'a>(what: &'a str, s: &TimeStats, t: &Theme) -> Line<'a> {
