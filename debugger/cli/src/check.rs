@@ -23,6 +23,10 @@ pub struct CheckArgs {
     /// address the newest `lockscope qemu` session of yours (through its shared RAM).
     #[arg(long, value_name = "HOST:PORT", num_args = 0..=1, default_missing_value = "")]
     attach: Option<String>,
+    /// With --attach HOST:PORT: a guest still held at reset (QEMU -S) is continued by lockscope
+    /// instead of waiting for its gdb.
+    #[arg(long = "continue")]
+    continue_held: bool,
     /// With --xv6: type this command at the first `$ ` prompt and watch until the next prompt
     /// (or a panic, a hang, or --for running out); repeat for several, typed in order.
     #[arg(long = "type", value_name = "COMMAND")]
@@ -108,12 +112,16 @@ pub fn check(a: CheckArgs) -> Result<u8> {
             let (o, s, _) = join_options(a.boot.kernel.clone(), a.boot.record.clone())?;
             (o, s)
         }
-        (Some(addr), None) => attach_options(
-            addr,
-            a.boot.kernel.clone(),
-            a.boot.poll_hz,
-            a.boot.record.clone(),
-        )?,
+        (Some(addr), None) => {
+            let (mut o, s) = attach_options(
+                addr,
+                a.boot.kernel.clone(),
+                a.boot.poll_hz,
+                a.boot.record.clone(),
+            )?;
+            o.continue_held = a.continue_held;
+            (o, s)
+        }
         (None, Some(tree)) => xv6_options(&a.boot, &a.xv6, tree)?,
         (None, None) => boot_options(&a.boot)?,
     };
@@ -131,6 +139,9 @@ pub fn check(a: CheckArgs) -> Result<u8> {
     }
     let started = Instant::now();
     let session = Session::start(options, symbols)?;
+    if let Some(note) = &session.info.ram_note {
+        eprintln!("lockscope: {note}");
+    }
     let deadline = Instant::now() + Duration::from_secs_f64(a.for_secs);
     let mut certainty = Certainty { fault_since: None };
     while Instant::now() < deadline {

@@ -166,6 +166,7 @@ pub fn qemu(a: QemuArgs) -> Result<u8> {
         record: a.record.clone(),
         qemu_command: session.info.qemu_command.clone().unwrap_or_default(),
     };
+    let ram_note = session.info.ram_note.clone();
     let registration = Registration::register(&entry);
     loop {
         std::thread::sleep(Duration::from_millis(100));
@@ -179,11 +180,19 @@ pub fn qemu(a: QemuArgs) -> Result<u8> {
     }
     let finished = session.finish();
     terminal.restore();
-    drop(registration);
+    let registration = registration.map(drop);
     let view = finished.monitor.view();
+    if let Err(e) = &registration {
+        eprintln!("lockscope: `lockscope attach` could not find this session: {e}");
+    }
     eprint!(
         "{}",
-        summary::session_summary(&view, a.record.as_deref(), finished.console_log.as_deref())
+        summary::session_summary(
+            &view,
+            a.record.as_deref(),
+            finished.console_log.as_deref(),
+            ram_note.as_deref()
+        )
     );
     Ok(exit_status(&view))
 }

@@ -28,7 +28,12 @@ pub fn lab_test_words(t: &LabTest) -> String {
 }
 
 /// The summary, every line starting `lockscope: `.
-pub fn session_summary(v: &View, record: Option<&Path>, console_log: Option<&Path>) -> String {
+pub fn session_summary(
+    v: &View,
+    record: Option<&Path>,
+    console_log: Option<&Path>,
+    ram_note: Option<&str>,
+) -> String {
     let mut s = String::new();
     let how = match &v.state {
         TargetState::Ended {
@@ -70,6 +75,9 @@ pub fn session_summary(v: &View, record: Option<&Path>, console_log: Option<&Pat
                 f.len() - MAX_FINDINGS
             );
         }
+    }
+    if let Some(n) = ram_note {
+        let _ = writeln!(s, "lockscope: {n}");
     }
     if let Some(r) = record {
         let _ = writeln!(s, "lockscope: recording: {}", r.display());

@@ -263,12 +263,11 @@ fn lab_tests_text(out: &mut String, r: &CheckReport) {
             "{:<20} {:>14} {:>10}  variable",
             "lock", "#test-and-set", "#acquire()"
         );
-        for l in t.locks.iter().take(20) {
-            let note = match (l.lab_counted, l.allocator_or_cache) {
-                (false, true) => {
-                    "  (not counted by the lab: its name starts with neither kmem nor bcache)"
-                }
-                _ => "",
+        let line = |out: &mut String, l: &lockscope_engine::monitor::LabLock| {
+            let note = if l.allocator_or_cache && !l.lab_counted {
+                "  (not counted by the lab: its name starts with neither kmem nor bcache)"
+            } else {
+                ""
             };
             let _ = writeln!(
                 out,
@@ -278,9 +277,20 @@ fn lab_tests_text(out: &mut String, r: &CheckReport) {
                 l.n,
                 l.path.as_deref().unwrap_or("(registry only)")
             );
+        };
+        // As the lab prints them: the allocator and cache locks, then the most contended.
+        let (ours, others): (Vec<_>, Vec<_>) = t
+            .locks
+            .iter()
+            .partition(|l| l.lab_counted || l.allocator_or_cache);
+        for l in &ours {
+            line(out, l);
         }
-        if t.locks.len() > 20 {
-            let _ = writeln!(out, "... and {} more locks", t.locks.len() - 20);
+        if !others.is_empty() {
+            let _ = writeln!(out, "top {} other locks:", others.len().min(5));
+            for l in others.iter().take(5) {
+                line(out, l);
+            }
         }
         let _ = writeln!(
             out,

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::{stall_line, Check, Severity, Verdict};
 use crate::feed::Ending;
-use crate::model::Finding;
+use crate::model::{Finding, ProcRef};
 use crate::monitor::{short_function, FrameLine, LabTest, PauseStats, Place, TargetState, View};
 
 /// Version of the [`CheckReport`] JSON; bumped on any incompatible change.
@@ -32,6 +32,16 @@ pub struct LockLine {
     /// The hart holding it at the end, when the source knows.
     #[serde(default)]
     pub holder: Option<u32>,
+}
+
+/// One hart's `struct cpu`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CpuLine {
+    pub hart: u32,
+    /// The process it runs; `null` in its scheduler.
+    pub process: Option<ProcRef>,
+    pub noff: i64,
+    pub intena: bool,
 }
 
 /// One bucket of the buffer cache.
@@ -136,6 +146,9 @@ pub struct CheckReport {
     /// Broken invariants and lab pitfalls the source found (xv6): `{kind, path, message}`.
     #[serde(default)]
     pub findings: Vec<Finding>,
+    /// Each hart's own record (xv6's `struct cpu`): the process it runs, `noff`, `intena`.
+    #[serde(default)]
+    pub cpus: Vec<CpuLine>,
     /// The lab's tests as the console showed them, each with the lock counters over its
     /// window, `tot` as the lab's `statslock` computes it and `tot_all` over every allocator
     /// and buffer-cache lock.
@@ -246,6 +259,17 @@ impl CheckReport {
             stalls,
             inversions,
             findings: v.detail.findings.clone(),
+            cpus: v
+                .detail
+                .cpus
+                .iter()
+                .map(|(hart, c)| CpuLine {
+                    hart: *hart,
+                    process: c.proc.clone(),
+                    noff: c.noff,
+                    intena: c.intena,
+                })
+                .collect(),
             lab_tests: v.lab_tests.clone(),
             check: c.clone(),
         }

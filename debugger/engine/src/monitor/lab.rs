@@ -82,8 +82,10 @@ type Counts = HashMap<LockId, (i64, i64)>;
 pub(super) struct LabTracker {
     partial: String,
     tests: Vec<LabTest>,
-    /// The counters read at each open window's start.
-    starts: HashMap<usize, Counts>,
+    /// The counters read at each open window's start, and which snapshot they came from.
+    starts: HashMap<usize, (u64, Counts)>,
+    /// Snapshots seen.
+    snapshots: u64,
     /// A window edge waiting for the next snapshot.
     pending: Vec<(usize, Edge)>,
     /// The kernel keeps the lab's counters (the first snapshot said so).
@@ -205,6 +207,7 @@ impl LabTracker {
 
     /// A snapshot: the counters for every window edge seen since the last one.
     pub(super) fn on_snapshot(&mut self, snap: &Snapshot) {
+        self.snapshots += 1;
         if !self.has_counts {
             self.has_counts = snap.locks.iter().any(|l| l.lab.is_some());
         }
@@ -219,11 +222,16 @@ impl LabTracker {
         for (i, edge) in std::mem::take(&mut self.pending) {
             match edge {
                 Edge::Start => {
-                    self.starts.insert(i, counts.clone());
+                    self.starts.insert(i, (self.snapshots, counts.clone()));
                 }
                 Edge::End => {
-                    if let Some(start) = self.starts.remove(&i) {
-                        self.close(i, &start, &counts, snap);
+                    // A window that opened and closed before one snapshot (a console read
+                    // after the fact, as when joining a session) was not measured.
+                    match self.starts.remove(&i) {
+                        Some((at, start)) if at != self.snapshots => {
+                            self.close(i, &start, &counts, snap)
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -386,6 +394,9 @@ mod tests {
         assert_eq!(x.name, "rwlktest");
         assert_eq!(x.result, Some(LabResult::Ok));
         assert!(!x.measured, "no snapshot closed it yet");
+        // Opened and closed within one snapshot: not measured.
+        t.on_snapshot(&snap(&[("kmem", 50, 2)]));
+        assert!(!t.tests()[1].measured);
     }
 
     #[test]

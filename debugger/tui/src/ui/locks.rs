@@ -480,7 +480,10 @@ fn render_detail(frame: &mut Frame, area: Rect, app: &App, view: &View, line: Op
     let inner = blk.inner(area);
     frame.render_widget(blk, area);
     if !view.lock_events {
-        frame.render_widget(Paragraph::new(counts_detail(view, r, t)), inner);
+        frame.render_widget(
+            Paragraph::new(counts_detail(view, r, t)).wrap(ratatui::widgets::Wrap { trim: false }),
+            inner,
+        );
         return;
     }
 
