@@ -7,6 +7,7 @@ mod deadlock;
 mod events;
 mod findings;
 mod harts;
+mod lock_detail;
 mod locks;
 mod panic;
 mod procs;
