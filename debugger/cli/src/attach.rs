@@ -20,9 +20,9 @@ pub struct AttachArgs {
     /// workspace's lockscope kernel].
     #[arg(long)]
     kernel: Option<PathBuf>,
-    /// gdb polls per second (with an address).
-    #[arg(long, default_value_t = 10.0)]
-    poll_hz: f64,
+    /// gdb polls per second (with an address) [default: 10; 5 for an xv6 kernel].
+    #[arg(long)]
+    poll_hz: Option<f64>,
     /// A guest still held at reset (QEMU -S, not yet continued): let lockscope continue it.
     /// Without this it waits for its gdb (or `i` in the dashboard).
     #[arg(long = "continue")]
@@ -37,7 +37,8 @@ pub fn attach(a: AttachArgs) -> Result<u8> {
         Some(addr) => {
             let (mut o, s) = attach_options(addr, a.kernel, a.poll_hz, a.record)?;
             o.continue_held = a.continue_held;
-            (o, s, Some(a.poll_hz))
+            let hz = o.poll_hz;
+            (o, s, Some(hz))
         }
         None => {
             let (o, s, entry) = join_options(a.kernel, a.record)?;

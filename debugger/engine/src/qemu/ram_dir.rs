@@ -4,7 +4,7 @@
 //! QEMU maps the file and dies of SIGBUS when the file system runs out of space under it
 //! (Docker's default /dev/shm is 64 MB). So the file is reserved whole before QEMU starts
 //! (`posix_fallocate`), in the first of these with room: `LOCKSCOPE_RAM_DIR`, /dev/shm,
-//! `$XDG_RUNTIME_DIR`, the temporary directory. Each holds a `lockscope-<uid>` directory; runs
+//! `$XDG_RUNTIME_DIR`, the temporary directory. Each holds a `lockscope-uid<uid>` directory; runs
 //! of processes that died are swept from the user's own directory only.
 
 use std::fs::{DirBuilder, File, OpenOptions};
@@ -34,11 +34,13 @@ pub fn uid() -> u32 {
     unsafe { libc::getuid() }
 }
 
-/// `base/lockscope-<uid>`, created 0700 if missing. An existing one must be a directory
+/// `base/lockscope-uid<uid>`, created 0700 if missing. (Not `lockscope-<uid>`: lockscopes
+/// before this one swept `lockscope-<number>-...` run directories of dead pids from /dev/shm,
+/// and would take a uid for a dead pid.) An existing one must be a directory
 /// owned by this user (its mode is tightened to 0700 if it was looser); one owned by
 /// someone else is refused: it could be read, or replaced, by them.
 pub fn private_dir(base: &Path) -> io::Result<PathBuf> {
-    let dir = base.join(format!("lockscope-{}", uid()));
+    let dir = base.join(format!("lockscope-uid{}", uid()));
     match DirBuilder::new().mode(0o700).create(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -151,6 +153,7 @@ impl RamFile {
         }
         let private = private_dir(base).map_err(|e| format!("{}: {e}", base.display()))?;
         sweep_stale_runs(&private);
+        sweep_legacy_runs(base);
         let n = RUNS.fetch_add(1, Ordering::Relaxed);
         let run_dir = private.join(format!("run-{}-{n}", std::process::id()));
         DirBuilder::new()
@@ -237,6 +240,33 @@ pub fn sweep_stale_runs(dir: &Path) {
     }
 }
 
+/// Removes this user's run directories of dead processes that older lockscopes left directly
+/// in `base` (`lockscope-<pid>-<n>`, before runs were kept in a private directory).
+fn sweep_legacy_runs(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let mut parts = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("lockscope-"))
+            .map(|rest| rest.split('-'))
+            .into_iter()
+            .flatten();
+        let (Some(pid), Some(n), None) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let (Ok(pid), true) = (pid.parse::<u32>(), n.parse::<u64>().is_ok()) else {
+            continue;
+        };
+        let ours = e.metadata().is_ok_and(|m| m.is_dir() && m.uid() == uid());
+        if ours && pid != std::process::id() && !alive(pid) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,7 +290,7 @@ mod tests {
             return; // only root can give a directory away
         }
         let base = tempfile::tempdir().unwrap();
-        let d = base.path().join(format!("lockscope-{}", uid()));
+        let d = base.path().join(format!("lockscope-uid{}", uid()));
         std::fs::create_dir(&d).unwrap();
         std::os::unix::fs::chown(&d, Some(65534), Some(65534)).unwrap();
         let e = private_dir(base.path()).unwrap_err();
@@ -298,6 +328,22 @@ mod tests {
         let e = e.to_string();
         assert!(e.contains("MiB free, the guest needs"), "{e}");
         assert!(e.contains(RAM_DIR_ENV), "{e}");
+    }
+
+    #[test]
+    fn legacy_runs_of_dead_processes_are_swept_and_nothing_else() {
+        let base = tempfile::tempdir().unwrap();
+        let dead = base.path().join("lockscope-4999999-0");
+        let alive = base
+            .path()
+            .join(format!("lockscope-{}-3", std::process::id()));
+        let private = base.path().join(format!("lockscope-uid{}", uid()));
+        for d in [&dead, &alive, &private] {
+            std::fs::create_dir(d).unwrap();
+        }
+        sweep_legacy_runs(base.path());
+        assert!(!dead.exists());
+        assert!(alive.exists() && private.exists());
     }
 
     #[test]

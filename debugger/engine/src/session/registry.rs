@@ -4,7 +4,7 @@
 //! Each session writes `qemu-<pid>.json` (an [`Entry`]: where guest RAM is shared, the kernel,
 //! the console log, the gdb port the user's gdb connects to) and `qemu-<pid>.status` (a
 //! [`Status`]: the user's gdb state, then QEMU's exit status), in
-//! `$XDG_RUNTIME_DIR/lockscope-<uid>/` or else `<temp dir>/lockscope-<uid>/`, created 0700.
+//! `$XDG_RUNTIME_DIR/lockscope-uid<uid>/` or else `<temp dir>/lockscope-uid<uid>/`, created 0700.
 //! Entries of processes that died are removed by the next reader; only this user's directory
 //! is ever looked at.
 

@@ -198,6 +198,24 @@ fn render_free_lists(frame: &mut Frame, area: Rect, t: &Theme, view: &View) {
         return;
     };
     let d = &view.detail;
+    if view.source == lockscope_engine::SourceKind::GdbPoll && d.kmem_incomplete {
+        frame.render_widget(
+            Paragraph::new(vec![
+                Line::styled(
+                    "The free lists are not walked through the gdb stub: each page is a round trip while the guest is stopped.",
+                    t.dim,
+                ),
+                Line::styled(
+                    "With lockscope qemu (shared RAM) they are counted.",
+                    t.dim,
+                ),
+            ])
+            .wrap(ratatui::widgets::Wrap { trim: true })
+            .block(block(t, format!(" Free pages ({}) ", k.mode))),
+            area,
+        );
+        return;
+    }
     let start = d.pages_at_start.map_or(String::new(), |s| {
         format!(" of {} at boot", format::count(s))
     });

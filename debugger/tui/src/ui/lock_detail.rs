@@ -14,7 +14,13 @@ use crate::app::{App, LocksRow};
 use crate::format;
 use crate::theme::Theme;
 
-pub(super) fn render_detail(frame: &mut Frame, area: Rect, app: &App, view: &View, line: Option<LocksRow>) {
+pub(super) fn render_detail(
+    frame: &mut Frame,
+    area: Rect,
+    app: &App,
+    view: &View,
+    line: Option<LocksRow>,
+) {
     let t = &app.theme;
     let Some(r) = line.and_then(|l| match l {
         LocksRow::Lock(i) => view.report.locks.get(i),

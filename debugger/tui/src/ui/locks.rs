@@ -126,7 +126,7 @@ const COUNT_COLS: [Col; 7] = [
     Col {
         key: SortKey::Class,
         title: "Class",
-        width: 18,
+        width: 21,
         priority: 5,
     },
     Col {
@@ -454,4 +454,3 @@ fn class_row<'a>(c: &'a ClassRow, cols: &[Col], folded: bool, t: &Theme) -> Row<
     ));
     Row::new(cells).style(t.title)
 }
-
