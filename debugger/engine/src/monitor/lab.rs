@@ -78,7 +78,7 @@ enum Edge {
 type Counts = HashMap<LockId, (i64, i64)>;
 
 /// Follows the console and the snapshots.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(super) struct LabTracker {
     partial: String,
     tests: Vec<LabTest>,
