@@ -144,7 +144,8 @@ impl Session {
             ram_note: qemu.as_ref().and_then(|q| q.ram_note.clone()),
             console_log: match &reached.console {
                 Some(ConsoleFeed::Log(p)) => Some(p.clone()),
-                _ => log.as_ref().map(|l| l.path.clone()),
+                Some(ConsoleFeed::Pipe(_)) => log.as_ref().map(|l| l.path.clone()),
+                None => None,
             },
             gdb_listen: qemu
                 .as_ref()

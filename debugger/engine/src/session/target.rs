@@ -120,7 +120,12 @@ pub(super) fn join(j: &Joined) -> Result<Reached, SessionError> {
         client: None,
         qemu: None,
         shared_ram: Some(j.ram_file.clone()),
-        console: j.console_log.clone().map(ConsoleFeed::Log),
+        // A session whose console is not logged (or whose log is gone) is read without it.
+        console: j
+            .console_log
+            .clone()
+            .filter(|p| p.is_file())
+            .map(ConsoleFeed::Log),
         held_at_reset: false,
     })
 }
