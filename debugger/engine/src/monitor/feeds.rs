@@ -163,6 +163,10 @@ impl Monitor {
             captures: self.captures,
             wanted: self.wanted,
             kernel_reader: self.kernel_reader.clone(),
+            console_newlines: self.console_newlines,
+            lock_events: self.lock_events,
+            lab: self.lab.clone(),
+            user_gdb: self.user_gdb.clone(),
         }
     }
 
