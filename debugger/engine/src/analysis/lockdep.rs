@@ -128,41 +128,39 @@ pub(crate) fn order_breaks(
         by_time(&mut few);
         by_time(&mut most);
         let seen = [(most_name, most.len() as u64), (few_name, few.len() as u64)];
-        let open: Vec<u32> = few
-            .iter()
-            .copied()
-            .filter(|i| !in_cycles.contains(i))
-            .collect();
-        let Some(&first_open) = open.first() else {
-            continue;
-        };
+        // A pair of disagreeing edges is news unless both are in a reported cycle; it can
+        // deadlock unless both held a common gate.
         let gates = |i: u32| g.edges[i as usize].gates.ids();
         let mut budget = PAIR_BUDGET;
-        let mut witness = None;
-        'pairs: for &m in &open {
+        let (mut open, mut gated) = (None, None);
+        'pairs: for &m in &few {
             for &j in &most {
+                if in_cycles.contains(&m) && in_cycles.contains(&j) {
+                    continue;
+                }
                 if budget == 0 {
-                    witness = Some((first_open, most[0]));
+                    // Out of budget: report a pair as it is (a gate dropped can only make a
+                    // report appear, never hide one).
+                    open = gated.take().map(|(m, j, _)| (m, j)).or(Some((m, j)));
                     break 'pairs;
                 }
                 budget -= 1;
-                if !gates(m).iter().any(|x| gates(j).contains(x)) {
-                    witness = Some((m, j));
-                    break 'pairs;
-                }
-            }
-        }
-        let (minority, majority, common_gates) = match witness {
-            Some((m, j)) => (m, j, Vec::new()),
-            None => {
-                let (m, j) = (first_open, most[0]);
-                let common = gates(m)
+                let common: Vec<LockId> = gates(m)
                     .iter()
                     .copied()
                     .filter(|x| gates(j).contains(x))
                     .collect();
-                (m, j, common)
+                if common.is_empty() {
+                    open = Some((m, j));
+                    break 'pairs;
+                }
+                gated.get_or_insert((m, j, common));
             }
+        }
+        let (minority, majority, common_gates) = match (open, gated) {
+            (Some((m, j)), _) => (m, j, Vec::new()),
+            (None, Some(pair)) => pair,
+            (None, None) => continue,
         };
         out.push(OrderBreak {
             class: class.to_string(),
