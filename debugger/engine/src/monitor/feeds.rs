@@ -9,7 +9,7 @@ use super::capture::Captures;
 use super::view::{PauseStats, SourceKind, TargetState};
 use crate::analysis::{AnalysisConfig, Analyzer, Check, ConfigError};
 use crate::feed::{Feed, StopReason};
-use crate::model::LockEvent;
+use crate::model::{HartId, LockEvent};
 use crate::symbols::Symbols;
 use crate::trace::TraceWriter;
 
@@ -239,6 +239,13 @@ impl Monitor {
             }
             q.push_back(e);
         }
+    }
+
+    /// The newest `n` events of `hart`, oldest first.
+    pub(super) fn last_events(&self, hart: HartId, n: usize) -> Vec<LockEvent> {
+        self.recent.get(hart as usize).map_or_else(Vec::new, |q| {
+            q.iter().skip(q.len().saturating_sub(n)).copied().collect()
+        })
     }
 
     /// The newest `recent_events` events of all harts, oldest first.

@@ -15,6 +15,6 @@ mod view;
 
 pub use feeds::{Monitor, MonitorConfig};
 pub use view::{
-    short_function, AsmLine, FrameLine, HartBacktrace, PanicDetail, PauseStats, Place, SourceKind,
-    SourceLines, TargetState, View,
+    short_function, AsmLine, FrameLine, HartBacktrace, HartLastEvents, PanicDetail, PauseStats,
+    Place, SourceKind, SourceLines, TargetState, View,
 };
