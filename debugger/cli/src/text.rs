@@ -195,21 +195,32 @@ pub fn report_text(r: &CheckReport, v: &View) -> String {
     out
 }
 
-/// Each contended lock's top call sites, most contended lock first.
+/// Locks whose sites the text shows; the JSON has them all.
+const SITE_LOCKS: usize = 8;
+
+/// The most contended locks' top call sites, most contended lock first.
 fn contention_sites(out: &mut String, r: &CheckReport) {
-    let contended: Vec<_> = r.locks.iter().filter(|l| !l.sites.is_empty()).collect();
+    let mut contended: Vec<_> = r.locks.iter().filter(|l| !l.sites.is_empty()).collect();
     if contended.is_empty() {
         return;
     }
+    contended.sort_by(|a, b| b.contended.cmp(&a.contended));
     let _ = writeln!(
         out,
         "\n--- contention sites (where harts spun on each lock, most first)"
     );
-    for l in contended {
+    let more = contended.len().saturating_sub(SITE_LOCKS);
+    for l in contended.into_iter().take(SITE_LOCKS) {
         let _ = writeln!(out, "{} ({} contended):", l.name, l.contended);
         for s in &l.sites {
             let _ = writeln!(out, "  {}", site_line(s));
         }
+    }
+    if more > 0 {
+        let _ = writeln!(
+            out,
+            "... and {more} more contended locks (every lock's sites are in --json)"
+        );
     }
 }
 

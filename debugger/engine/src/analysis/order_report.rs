@@ -167,3 +167,41 @@ fn common_gates(edges: &[OrderEdgeView]) -> Vec<LockId> {
     }
     common
 }
+
+#[cfg(test)]
+mod scratch {
+    #[test]
+    fn scratch_edges() {
+        let Ok(p) = std::env::var("SCRATCH_TRACE") else {
+            return;
+        };
+        let mut r = crate::trace::TraceReader::open(std::path::Path::new(&p)).unwrap();
+        let mut a = super::Analyzer::default();
+        a.replay(&mut r).unwrap();
+        let inst = a.instances();
+        let mut same = 0;
+        for e in &a.events.order.edges {
+            let (f, t) = (
+                inst.get(e.from as usize).cloned().flatten(),
+                inst.get(e.to as usize).cloned().flatten(),
+            );
+            let (fc, tc) = (
+                f.map(|x| x.class).unwrap_or_default(),
+                t.map(|x| x.class).unwrap_or_default(),
+            );
+            if fc == tc {
+                same += 1;
+            }
+            println!(
+                "{} -> {} ({} -> {}) count {} gates {:?}",
+                a.lock_name(e.from),
+                a.lock_name(e.to),
+                fc,
+                tc,
+                e.count,
+                e.gates.ids()
+            );
+        }
+        println!("same-class edges: {same}");
+    }
+}
