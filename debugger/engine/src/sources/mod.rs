@@ -18,7 +18,7 @@ pub mod xv6;
 use crate::memory::GuestMemory;
 use crate::model::{HartId, LockEvent, Snapshot};
 
-pub use detect::{detect, open, DetectError, KernelKind};
+pub use detect::{detect, open, DetectError, KernelKind, OpenOptions, POLLED_FREE_LIST_BUDGET};
 
 /// Why a source could not read its target. Each source's own error converts into it.
 #[derive(Debug, thiserror::Error)]
