@@ -515,6 +515,18 @@ pub enum EventKind {
     Released,
 }
 
+/// How an event's acquisition holds its lock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LockMode {
+    /// A spinlock (one holder): every source's events unless they say otherwise.
+    #[default]
+    Exclusive,
+    /// A shared (read) hold of a reader-writer lock: other readers may hold it too.
+    Read,
+    /// The exclusive (write) hold of a reader-writer lock.
+    Write,
+}
+
 /// One lock event from a hart's ring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockEvent {
@@ -524,4 +536,13 @@ pub struct LockEvent {
     pub kind: EventKind,
     /// Return address into the code that did it (symbolize `pc - 1`).
     pub pc: u64,
+    /// Read or write hold of a reader-writer lock (the Spin, Acquired and Released of one
+    /// hold carry the same mode); `Exclusive` for spinlocks. Serialized data without the field
+    /// reads as `Exclusive`.
+    #[serde(default)]
+    pub mode: LockMode,
+    /// The acquisition was a trylock (it never waits, so it orders nothing). No source sets it
+    /// yet: the plugin would, for kernels whose trylock functions it is told.
+    #[serde(default)]
+    pub trylock: bool,
 }

@@ -370,6 +370,8 @@ mod tests {
             lock: 0,
             kind: EventKind::Released,
             pc: 0,
+            mode: Default::default(),
+            trylock: false,
         };
         // A drain: hart 0's events, then hart 1's.
         let batch = vec![ev(0, 1), ev(0, 3), ev(0, 5), ev(0, 7), ev(1, 2), ev(1, 6)];
