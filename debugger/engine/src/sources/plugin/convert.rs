@@ -66,9 +66,9 @@ pub struct ConvertStats {
 
 /// Appends the model's events for `events` to `out`: Contended becomes `Spin` (at the time the
 /// spin began), Acquired becomes `Acquired { contended: spins > 0 }`, Released `Released`.
-/// The pc of each is the call site of the acquisition (0 when unknown; releases carry 0).
-/// Read and write holds of reader-writer locks map through [`LockAddrMap::with_rw`]; the model
-/// has no read/write flag yet, so the caller keeps `PluginEvent::flags` if it needs them.
+/// The pc of each is the call site of the acquisition (0 when unknown; spinlock releases carry
+/// 0). Read and write holds of reader-writer locks map through [`LockAddrMap::with_rw`] and
+/// keep their mode ([`LockEvent::mode`]); trylocks keep their flag.
 pub fn to_lock_events(
     events: &[PluginEvent],
     locks: &LockAddrMap,
@@ -105,6 +105,8 @@ pub fn to_lock_events(
             lock,
             kind,
             pc: e.site_pc,
+            mode: e.mode(),
+            trylock: e.flags & abi::FLAG_TRYLOCK != 0,
         });
         s.converted += 1;
     }
@@ -114,6 +116,7 @@ pub fn to_lock_events(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::LockMode;
 
     fn ev(kind: PluginEventKind, addr: u64, spins: u32) -> PluginEvent {
         PluginEvent {
@@ -124,8 +127,10 @@ mod tests {
             site_pc: 0x8000_1234,
             flags: 0,
             owner: None,
+            owners: 0,
             wait_ns: 0,
             spins,
+            thread: 0,
         }
     }
 
@@ -135,9 +140,15 @@ mod tests {
         let mut read = ev(PluginEventKind::Acquired, 0x8000_0100, 0);
         read.flags = abi::FLAG_READ;
         let inner = ev(PluginEventKind::Acquired, 0x8000_0100, 0);
+        let mut write = ev(PluginEventKind::Released, 0x8000_0100, 0);
+        write.flags = abi::FLAG_WRITE;
         let mut out = Vec::new();
-        to_lock_events(&[inner, read], &map, &mut out);
-        assert_eq!(out.iter().map(|e| e.lock).collect::<Vec<_>>(), [4, 9]);
+        to_lock_events(&[inner, read, write], &map, &mut out);
+        assert_eq!(out.iter().map(|e| e.lock).collect::<Vec<_>>(), [4, 9, 9]);
+        assert_eq!(
+            out.iter().map(|e| e.mode).collect::<Vec<_>>(),
+            [LockMode::Exclusive, LockMode::Read, LockMode::Write]
+        );
     }
 
     #[test]
