@@ -258,7 +258,7 @@ fn contention_sites(out: &mut String, r: &CheckReport) {
     if contended.is_empty() {
         return;
     }
-    contended.sort_by(|a, b| b.contended.cmp(&a.contended));
+    contended.sort_by_key(|l| std::cmp::Reverse(l.contended));
     let _ = writeln!(
         out,
         "\n--- contention sites (where harts spun on each lock, most first)"

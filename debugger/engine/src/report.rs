@@ -8,9 +8,7 @@ use crate::analysis::{
 };
 use crate::feed::Ending;
 use crate::model::{EventKind, Finding, LockMode, ProcRef};
-use crate::monitor::{
-    short_function, FrameLine, LabTest, PauseStats, Place, TargetState, View,
-};
+use crate::monitor::{short_function, FrameLine, LabTest, PauseStats, Place, TargetState, View};
 
 /// Version of the [`CheckReport`] JSON; bumped on any incompatible change.
 pub const REPORT_SCHEMA: u32 = 1;

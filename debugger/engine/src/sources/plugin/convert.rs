@@ -164,8 +164,10 @@ mod tests {
             site_pc: 0x8000_1234,
             flags: 0,
             owner: None,
+            owners: 0,
             wait_ns: 0,
             spins,
+            thread: 0,
         }
     }
 
@@ -175,9 +177,15 @@ mod tests {
         let mut read = ev(PluginEventKind::Acquired, 0x8000_0100, 0);
         read.flags = abi::FLAG_READ;
         let inner = ev(PluginEventKind::Acquired, 0x8000_0100, 0);
+        let mut write = ev(PluginEventKind::Released, 0x8000_0100, 0);
+        write.flags = abi::FLAG_WRITE;
         let mut out = Vec::new();
-        to_lock_events(&[inner, read], &map, &mut out);
-        assert_eq!(out.iter().map(|e| e.lock).collect::<Vec<_>>(), [4, 9]);
+        to_lock_events(&[inner, read, write], &map, &mut out);
+        assert_eq!(out.iter().map(|e| e.lock).collect::<Vec<_>>(), [4, 9, 9]);
+        assert_eq!(
+            out.iter().map(|e| e.mode).collect::<Vec<_>>(),
+            [None, Some(LockMode::Read), Some(LockMode::Write)]
+        );
     }
 
     #[test]
