@@ -5,6 +5,15 @@
 //!   thread, the same guest instructions every run), which host load barely moves. The plugin
 //!   adds no guest instruction, so the difference is exactly the cost of its callbacks;
 //! - wall: the workload's own rate with 2 harts (MTTCG), what a user sees; noisy on a shared host.
+//!
+//! Environment, for working on the plugin:
+//! - `LOCKSCOPE_BENCH_PLUGIN_ONLY=w1,w2,...`: measure only the lines whose label
+//!   (`kernel QEMU load measure`, e.g. `fixture QEMU 7.2 rwlktest cpu`) contains every word;
+//! - `LOCKSCOPE_BENCH_PLUGIN_BASELINE=DIR`: also run the plugin builds in DIR (a copy of
+//!   `target/release/liblockscope_qemu_v*.so` from before a change, same file layout) in each
+//!   pair, and print its speed beside the current build's: a before/after in one run;
+//! - `LOCKSCOPE_BENCH_PLUGIN_PERF=DIR`: record each fixture run with `perf record -g` into DIR
+//!   (the shell commands only, not the boot), to see where the plugin's time goes.
 
 use anyhow::{bail, Context, Result};
 use lockscope_engine::qemu::{Console, QemuConfig};
@@ -32,7 +41,8 @@ pub enum Load {
     /// the workload's rate from the console.
     Bootargs(&'static str, u32, fn(&str) -> Option<f64>),
     /// A command typed into the fixture's shell, the text that says it is done, and how many
-    /// times in a row (enough CPU time to measure at /proc's 10 ms resolution).
+    /// times in a row (enough CPU time to measure at /proc's 10 ms resolution). On one hart
+    /// (the `-icount` runs) the fixture's rwlktest does a fixed 20,000 reads and 300 writes.
     Shell(&'static str, &'static str, u32),
 }
 
@@ -107,6 +117,13 @@ pub fn bench_plugin(
     pairs: u32,
 ) -> Result<()> {
     build_plugins(root)?;
+    let only: Vec<String> = std::env::var("LOCKSCOPE_BENCH_PLUGIN_ONLY")
+        .unwrap_or_default()
+        .split(',')
+        .map(|w| w.trim().to_owned())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let baseline = std::env::var_os("LOCKSCOPE_BENCH_PLUGIN_BASELINE").map(PathBuf::from);
     println!("== plugin cost: guest speed with lockscope's QEMU plugin vs without (target: at most 5% slower)");
     println!("   cpu: QEMU's CPU seconds for the same guest work under -icount, 1 hart; wall: the workload's own speed, 2 harts");
     for k in kernels {
@@ -114,44 +131,77 @@ pub fn bench_plugin(
         let plan = plugin::plan(&syms, &k.funcs)?;
         for (qlabel, qemu, data, api) in qemus {
             let so = root.join("target/release").join(api.file_name());
+            let base_so = baseline.as_ref().map(|d| d.join(api.file_name()));
             for (label, load) in &k.loads {
                 for icount in [true, false] {
-                    let mut on = Vec::new();
+                    let measure = if icount { "cpu" } else { "wall" };
+                    let name = format!("{} {qlabel} {label} {measure}", k.name);
+                    if !only.iter().all(|w| name.contains(w.as_str())) {
+                        continue;
+                    }
+                    // Runs without, with, and with the baseline build, back to back.
+                    let mut builds = vec![("with", so.clone())];
+                    if let Some(b) = &base_so {
+                        builds.push(("baseline", b.clone()));
+                    }
                     let mut off = Vec::new();
+                    let mut on = vec![Vec::new(); builds.len()];
+                    let mut acquires = vec![Vec::new(); builds.len()];
                     for _ in 0..pairs {
-                        for (with, out) in [(false, &mut off), (true, &mut on)] {
-                            let plugin = with.then_some((so.as_path(), &plan));
-                            out.push(run_once(k, qemu, data.as_deref(), *load, icount, plugin)?);
+                        off.push(run_once(k, qemu, data.as_deref(), *load, icount, None)?.0);
+                        for (i, (_, so)) in builds.iter().enumerate() {
+                            let plugin = Some((so.as_path(), &plan));
+                            let (speed, n) =
+                                run_once(k, qemu, data.as_deref(), *load, icount, plugin)?;
+                            on[i].push(speed);
+                            acquires[i].extend(n);
                         }
                     }
-                    // Each pair ran back to back: its ratio is less exposed to drifting load.
-                    let mut ratios: Vec<f64> = on.iter().zip(&off).map(|(a, b)| a / b).collect();
-                    ratios.sort_by(f64::total_cmp);
-                    let median = ratios[ratios.len() / 2];
                     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-                    let (unit, a, b) = if icount {
-                        ("cpu s", 1.0 / mean(&off), 1.0 / mean(&on))
-                    } else {
-                        ("/s   ", mean(&off), mean(&on))
-                    };
-                    let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
-                    println!(
-                        "{:<9} {:<8} {:<10} {:<4} without {:>10.2} {unit}  with {:>10.2} {unit}  speed {:.3} ({:+.1}%)  pairs {}",
+                    let unit = if icount { "cpu s" } else { "/s   " };
+                    let shown = |v: &[f64]| if icount { 1.0 / mean(v) } else { mean(v) };
+                    let mut line = format!(
+                        "{:<9} {:<8} {:<10} {measure:<4} without {:>10.2} {unit}",
                         k.name,
                         qlabel,
                         label,
-                        if icount { "cpu" } else { "wall" },
-                        a,
-                        b,
-                        median,
-                        (median - 1.0) * 100.0,
-                        shown.join(" ")
+                        shown(&off)
                     );
+                    for (((what, _), runs), acq) in builds.iter().zip(&on).zip(&acquires) {
+                        // Each pair ran back to back: its ratio is less exposed to drifting load.
+                        let mut ratios: Vec<f64> =
+                            runs.iter().zip(&off).map(|(a, b)| a / b).collect();
+                        ratios.sort_by(f64::total_cmp);
+                        let median = ratios[ratios.len() / 2];
+                        let pairs: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
+                        line += &format!(
+                            "  {what} {:>10.2} {unit} speed {median:.3} ({:+.1}%) pairs {}",
+                            shown(runs),
+                            (median - 1.0) * 100.0,
+                            pairs.join(" ")
+                        );
+                        // The plugin's cost per acquisition it saw (icount: the same work).
+                        if icount && !acq.is_empty() {
+                            let per_run = acq.iter().sum::<u64>() as f64 / acq.len() as f64;
+                            let extra = 1.0 / mean(runs) - 1.0 / mean(&off);
+                            line += &format!(
+                                "  [{per_run:.0} acquisitions, {:.0} ns each]",
+                                extra * 1e9 / per_run.max(1.0)
+                            );
+                        }
+                    }
+                    println!("{line}");
                 }
             }
         }
     }
     Ok(())
+}
+
+/// Acquisitions the plugin has seen so far, all harts.
+fn acquires(file: &Option<PluginFile>) -> Option<u64> {
+    let f = file.as_ref()?;
+    Some(f.hart_states().iter().map(|s| s.acquires).sum())
 }
 
 /// User + system clock ticks of process `pid` (fields 14 and 15 of /proc/PID/stat).
@@ -167,7 +217,8 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
 const TICKS_PER_S: f64 = 100.0;
 
 /// One boot; returns its speed: under `icount`, runs of the fixed work per QEMU CPU second;
-/// otherwise the workload's rate (lockscope kernel) or 1 / wall seconds of the command (fixture).
+/// otherwise the workload's rate (lockscope kernel) or 1 / wall seconds of the command (fixture);
+/// and with the plugin, the acquisitions it saw in one unit of that work.
 fn run_once(
     k: &Kernel,
     qemu: &Path,
@@ -175,7 +226,7 @@ fn run_once(
     load: Load,
     icount: bool,
     plugin: Option<(&Path, &plugin::WatchPlan)>,
-) -> Result<f64> {
+) -> Result<(f64, Option<u64>)> {
     let dir = scratch_dir()?;
     let console = dir.path().join("console");
     let smp = if icount { 1 } else { 2 };
@@ -187,7 +238,7 @@ fn run_once(
     if icount {
         cfg = cfg.arg("-icount").arg("shift=0");
     }
-    let _file = match plugin {
+    let file = match plugin {
         Some((so, plan)) => {
             let path = dir.path().join("plugin");
             let f = PluginFile::create(&path, smp, abi::DEFAULT_RING_ENTRIES, plan, (8, 0))?;
@@ -220,8 +271,10 @@ fn run_once(
                 if child.try_wait()?.is_some() {
                     let text = std::fs::read_to_string(&console).unwrap_or_default();
                     break match (icount, rate(&text)) {
-                        (true, Some(_)) if cpu > 0 => Ok(TICKS_PER_S / cpu as f64),
-                        (false, Some(r)) => Ok(r),
+                        (true, Some(_)) if cpu > 0 => {
+                            Ok((TICKS_PER_S / cpu as f64, acquires(&file)))
+                        }
+                        (false, Some(r)) => Ok((r, acquires(&file))),
                         _ => Err(anyhow::anyhow!("`{args}` printed no result:\n{text}")),
                     };
                 }
@@ -273,6 +326,28 @@ fn run_once(
                 }
             };
             let at = wait("$ ", 0)?;
+            let perf = match std::env::var_os("LOCKSCOPE_BENCH_PLUGIN_PERF") {
+                Some(d) => {
+                    let build = plugin.map_or("without".into(), |(so, _)| {
+                        so.file_stem().unwrap_or_default().to_string_lossy()
+                    });
+                    let name = format!(
+                        "{}-{build}-{cmd}-{}.data",
+                        k.name,
+                        if icount { "cpu" } else { "wall" }
+                    );
+                    Some(
+                        std::process::Command::new("perf")
+                            .args(["record", "-g", "-q", "-p", &pid.to_string(), "-o"])
+                            .arg(Path::new(&d).join(name))
+                            .stdout(Stdio::null())
+                            .spawn()
+                            .context("running perf record")?,
+                    )
+                }
+                _ => None,
+            };
+            let acq0 = acquires(&file);
             let (cpu0, wall0) = (cpu_ticks(pid).context("QEMU's stat")?, Instant::now());
             let mut at = at;
             for _ in 0..times {
@@ -281,15 +356,25 @@ fn run_once(
                 at = wait("$ ", at)?;
             }
             let (cpu1, wall) = (cpu_ticks(pid).context("QEMU's stat")?, wall0.elapsed());
+            let acq = acquires(&file)
+                .zip(acq0)
+                .map(|(a, b)| (a - b) / times as u64);
+            if let Some(mut p) = perf {
+                // perf writes its file when interrupted.
+                let _ = std::process::Command::new("kill")
+                    .args(["-INT", &p.id().to_string()])
+                    .status();
+                let _ = p.wait();
+            }
             let _ = child.kill();
             let _ = child.wait();
             if icount {
                 if cpu1 <= cpu0 {
                     bail!("`{cmd}` took no CPU time");
                 }
-                Ok(times as f64 * TICKS_PER_S / (cpu1 - cpu0) as f64)
+                Ok((times as f64 * TICKS_PER_S / (cpu1 - cpu0) as f64, acq))
             } else {
-                Ok(times as f64 / wall.as_secs_f64())
+                Ok((times as f64 / wall.as_secs_f64(), acq))
             }
         }
     }
@@ -341,7 +426,7 @@ pub fn run_default(root: &Path, elf: &Path, disk: &Path, pairs: u32) -> Result<(
             loads: vec![
                 ("kalloctest", Load::Shell("kalloctest", "test2 ", 1)),
                 ("bcachetest", Load::Shell("bcachetest", "test1 ", 4)),
-                ("rwlktest", Load::Shell("rwlktest", "rwlktest ", 30)),
+                ("rwlktest", Load::Shell("rwlktest", "rwlktest ", 40)),
             ],
         }),
         Err(e) => eprintln!("xtask: no xv6 fixture, measuring the lockscope kernel only: {e:#}"),

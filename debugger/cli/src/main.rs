@@ -45,9 +45,9 @@ enum Cmd {
     Run(RunArgs),
     /// Open the live dashboard on a QEMU that already runs with `-gdb tcp::PORT`.
     Attach(AttachArgs),
-    /// Boot (or attach), watch, and print a verdict: ok, panic, deadlock, stall, fail or
-    /// lock-order-inversion. Exit status: 0 ok, 3 a fault, 4 a warning only, 2 usage or
-    /// connection error.
+    /// Boot (or attach), watch, and print a verdict: ok, panic, deadlock, stall, fail,
+    /// spinlock-across-sleep or lock-order-inversion. Exit status: 0 ok, 3 a fault, 4 a warning
+    /// only, 2 usage or connection error.
     Check(CheckArgs),
     /// Replay a recorded trace: the dashboard on its final state, or a verdict with --check.
     Replay(ReplayArgs),

@@ -4,7 +4,8 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 
 use anyhow::Result;
-use lockscope_engine::report::site_text;
+use lockscope_engine::analysis::InversionKind;
+use lockscope_engine::report::{site_text, ContentionSite, SiteLine};
 use lockscope_engine::{CheckReport, Ending, Severity, View};
 
 /// Writes to stdout; a reader that went away (`lockscope check | head`) is not an error.
@@ -75,6 +76,7 @@ pub fn report_text(r: &CheckReport, v: &View) -> String {
     }
 
     locks_text(&mut out, r);
+    contention_sites(&mut out, r);
     if !r.buckets.is_empty() {
         let _ = writeln!(out, "\n--- buffer cache buckets");
         if r.bucket_counts_unavailable {
@@ -166,9 +168,19 @@ pub fn report_text(r: &CheckReport, v: &View) -> String {
             let _ = writeln!(out, "{s}");
         }
     }
+    last_events(&mut out, r);
+    if !r.spinlock_across_sleep.is_empty() {
+        let _ = writeln!(out, "\n--- spinlocks held across acquiresleep");
+        for s in &r.spinlock_across_sleep {
+            let _ = writeln!(out, "{s}");
+        }
+    }
     if !r.inversions.is_empty() {
         let _ = writeln!(out, "\n--- lock-order inversions");
         for inv in &r.inversions {
+            if inv.kind != InversionKind::Cycle {
+                let _ = writeln!(out, "{}", inv.text);
+            }
             for ((o, (a, b)), h) in inv.orders.iter().zip(&inv.sites).zip(&inv.harts) {
                 let _ = writeln!(
                     out,
@@ -234,6 +246,75 @@ fn locks_text(out: &mut String, r: &CheckReport) {
             ns(l.hold_avg_ns),
             ns(l.hold_max_ns)
         );
+    }
+}
+
+/// Locks whose sites the text shows; the JSON has them all.
+const SITE_LOCKS: usize = 8;
+
+/// The most contended locks' top call sites, most contended lock first.
+fn contention_sites(out: &mut String, r: &CheckReport) {
+    let mut contended: Vec<_> = r.locks.iter().filter(|l| !l.sites.is_empty()).collect();
+    if contended.is_empty() {
+        return;
+    }
+    contended.sort_by_key(|l| std::cmp::Reverse(l.contended));
+    let _ = writeln!(
+        out,
+        "\n--- contention sites (where harts spun on each lock, most first)"
+    );
+    let more = contended.len().saturating_sub(SITE_LOCKS);
+    for l in contended.into_iter().take(SITE_LOCKS) {
+        let _ = writeln!(out, "{} ({} contended):", l.name, l.contended);
+        for s in &l.sites {
+            let _ = writeln!(out, "  {}", site_line(s));
+        }
+    }
+    if more > 0 {
+        let _ = writeln!(
+            out,
+            "... and {more} more contended locks (every lock's sites are in --json)"
+        );
+    }
+}
+
+fn site_line(s: &ContentionSite) -> String {
+    let place = SiteLine {
+        pc: s.pc,
+        function: s.function.clone(),
+        location: s.location.clone(),
+    };
+    format!(
+        "{:>9} contended  wait avg {:>7} max {:>7}  {}",
+        s.count,
+        ns(Some(s.wait_avg_ns)),
+        ns(Some(s.wait_max_ns)),
+        site_text(&place)
+    )
+}
+
+/// What each deadlocked or stalled hart did last, times relative to its last event.
+fn last_events(out: &mut String, r: &CheckReport) {
+    for h in &r.last_events {
+        let Some(end) = h.events.last().map(|e| e.time_ns) else {
+            continue;
+        };
+        let _ = writeln!(out, "\nhart {} did last (oldest first):", h.hart);
+        for e in &h.events {
+            let before = end.saturating_sub(e.time_ns);
+            let _ = writeln!(
+                out,
+                "  {:>9} {:<20} {:<18} {}",
+                if before == 0 {
+                    "last".to_string()
+                } else {
+                    format!("-{}", ns(Some(before)))
+                },
+                e.kind,
+                e.lock_name,
+                site_text(&e.site)
+            );
+        }
     }
 }
 

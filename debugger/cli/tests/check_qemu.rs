@@ -82,17 +82,19 @@ fn healthy_kalloctest_is_ok_and_counts_equal_the_kernels_own() {
     assert!(report["events"].as_u64().unwrap() > 10_000);
 }
 
-/// The verdict and the sum of `#test-and-set` over the kmem locks, from lockscope's report.
-/// Also checks the console log: without `--console-log` it is kept only after a fault, and then
-/// lockscope says where.
-fn kmem_spins(bootargs: &str) -> (String, u64) {
+/// The verdict and the sum of `#test-and-set` over the kmem locks, from lockscope's report
+/// (recorded into `record` when given). Also checks the console log: without `--console-log`
+/// it is kept only after a fault, and then lockscope says where.
+fn kmem_spins(bootargs: &str, record: Option<&std::path::Path>) -> (String, u64, Value) {
     let tmp = tempfile::tempdir().unwrap();
-    let out = lockscope()
-        .args(["check", "--json", "--smp", "4", "--for", "120"])
+    let mut cmd = lockscope();
+    cmd.args(["check", "--json", "--smp", "4", "--for", "120"])
         .args(["--bootargs", bootargs])
-        .env("TMPDIR", tmp.path())
-        .output()
-        .unwrap();
+        .env("TMPDIR", tmp.path());
+    if let Some(r) = record {
+        cmd.arg("--record").arg(r);
+    }
+    let out = cmd.output().unwrap();
     let (_, report) = json_report(&out);
     let logs: Vec<_> = std::fs::read_dir(tmp.path())
         .unwrap()
@@ -119,13 +121,20 @@ fn kmem_spins(bootargs: &str) -> (String, u64) {
         .filter(|l| l["class"] == "kmem")
         .map(|l| l["spins"].as_u64().unwrap())
         .sum();
-    (report["verdict"].as_str().unwrap().to_string(), spins)
+    (
+        report["verdict"].as_str().unwrap().to_string(),
+        spins,
+        report,
+    )
 }
 
 #[test]
-fn global_kalloc_shows_far_more_contention_than_percpu() {
-    let (global_verdict, global) = kmem_spins("workload=kalloctest kalloc=global secs=1");
-    let (percpu_verdict, percpu) = kmem_spins("workload=kalloctest kalloc=percpu secs=1");
+fn global_kalloc_shows_far_more_contention_than_percpu_and_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("global.lstrace");
+    let (global_verdict, global, report) =
+        kmem_spins("workload=kalloctest kalloc=global secs=1", Some(&trace));
+    let (percpu_verdict, percpu, _) = kmem_spins("workload=kalloctest kalloc=percpu secs=1", None);
     // The starter's single list fails kalloctest's own threshold, as in the lab.
     assert_eq!(global_verdict, "fail");
     assert_eq!(percpu_verdict, "ok");
@@ -133,6 +142,48 @@ fn global_kalloc_shows_far_more_contention_than_percpu() {
         global > 10 * percpu.max(100),
         "kmem #test-and-set: global {global}, percpu {percpu}"
     );
+
+    // Where the one kmem lock is contended: its top call sites, in kalloc.rs, with their
+    // contended acquisitions adding up to (at most) the lock's own.
+    let kmem = report["locks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["class"] == "kmem" && l["contended"].as_u64().unwrap() > 0)
+        .unwrap_or_else(|| panic!("a contended kmem lock: {report}"));
+    let sites = kmem["sites"].as_array().unwrap();
+    assert!(!sites.is_empty(), "{kmem}");
+    let mut sum = 0;
+    for s in sites {
+        let at = s["location"].as_str().unwrap_or("");
+        assert!(at.starts_with("kernel/src/kalloc.rs:"), "{s}");
+        assert!(at.rsplit(':').next().unwrap().parse::<u32>().is_ok(), "{s}");
+        assert!(s["function"].as_str().unwrap().contains("kalloc"), "{s}");
+        let n = s["count"].as_u64().unwrap();
+        assert!(n > 0 && s["wait_max_ns"].as_u64().unwrap() >= s["wait_avg_ns"].as_u64().unwrap());
+        sum += n;
+    }
+    assert!(sum <= kmem["contended"].as_u64().unwrap(), "{kmem}");
+    let counts: Vec<u64> = sites.iter().map(|s| s["count"].as_u64().unwrap()).collect();
+    assert!(
+        counts.windows(2).all(|w| w[0] >= w[1]),
+        "most first: {counts:?}"
+    );
+
+    // The text shows them too, also from the recording.
+    let out = lockscope()
+        .args(["replay", "--check"])
+        .arg(&trace)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let section = text
+        .split("--- contention sites")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no sites section: {text}"));
+    let name = kmem["name"].as_str().unwrap();
+    assert!(section.contains(&format!("{name} (")), "{section}");
+    assert!(section.contains("kernel/src/kalloc.rs:"), "{section}");
 }
 
 #[test]
@@ -316,6 +367,41 @@ fn bucket_order_is_a_deadlock_over_two_bucket_locks_with_bio_sites() {
     for l in &locks {
         assert!(chain.contains(l), "{chain}");
     }
+    // What each deadlocked hart did last: its acquisition of the lock the other waits for,
+    // then its endless spin on the other's, at the buggy scan.
+    let last = r["last_events"].as_array().unwrap();
+    assert_eq!(last.len(), 2, "{r}");
+    for (h, e) in last.iter().zip(edges) {
+        assert_eq!(h["hart"], e["waiter"]);
+        let evs = h["events"].as_array().unwrap();
+        let end = evs.last().unwrap();
+        assert_eq!(end["kind"], "spin", "{h}");
+        assert_eq!(end["lock_name"], e["lock_name"], "{h}");
+        assert!(
+            end["site"]["location"]
+                .as_str()
+                .unwrap_or("")
+                .contains("bio/buggy.rs:"),
+            "{h}"
+        );
+        let other = edges.iter().find(|x| x["holder"] == h["hart"]).unwrap();
+        assert!(
+            evs.iter()
+                .any(|x| x["kind"] == "acquired" && x["lock_name"] == other["lock_name"]),
+            "hart {} took the lock the other waits for: {h}",
+            h["hart"]
+        );
+    }
+    // Lockdep's index rule found it too: hart 0's check of block 0, before the workers start,
+    // misses and scans every bucket upward from bucket 0; hart 1's scan from bucket 1 starts by
+    // going down to bucket 0.
+    let kinds: Vec<&str> = r["inversions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"instance-order"), "{kinds:?}");
 }
 
 #[test]

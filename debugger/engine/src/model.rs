@@ -68,6 +68,47 @@ pub struct LockState {
     /// The lab's own counters as the kernel keeps them (`int`s that can wrap negative).
     #[serde(default)]
     pub lab: Option<LabCounts>,
+    /// Which one of its class the lock is: the indices of its variable path
+    /// (`bcache.bucket[4].lock` -> `[4]`, a 2-D array gives two) or the trailing number of its
+    /// name (`bcache.bucket4` -> `[4]`); empty when there is none. Lock order uses it to tell
+    /// whether nested instances of one class are taken in a fixed order ([`index_from_path`],
+    /// [`index_from_name`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub index: Vec<u32>,
+}
+
+/// Longest instance index kept (a path with more array levels keeps its first ones).
+const MAX_INDEX_LEN: usize = 4;
+
+/// The array indices of a variable path, outermost first: `bcache.bucket[4].lock` -> `[4]`,
+/// `grid[1][2].lk` -> `[1, 2]`; empty when it has none (or one is not a plain number).
+pub fn index_from_path(path: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut rest = path;
+    while let Some(open) = rest.find('[') {
+        let Some(close) = rest[open..].find(']') else {
+            return Vec::new();
+        };
+        match rest[open + 1..open + close].parse::<u32>() {
+            Ok(i) if out.len() < MAX_INDEX_LEN => out.push(i),
+            Ok(_) => {}
+            Err(_) => return Vec::new(),
+        }
+        rest = &rest[open + close + 1..];
+    }
+    out
+}
+
+/// The number a name ends with: `bcache.bucket4` -> `[4]`, `kmem12` -> `[12]`; empty when it
+/// ends otherwise (or the number does not fit 32 bits).
+pub fn index_from_name(name: &str) -> Vec<u32> {
+    let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    if digits == 0 || digits == name.len() {
+        return Vec::new();
+    }
+    name[name.len() - digits..]
+        .parse::<u32>()
+        .map_or_else(|_| Vec::new(), |i| vec![i])
 }
 
 /// The xv6 lab's per-lock counters, raw: `n` is `#acquire()`, `nts` is `#test-and-set`
@@ -515,6 +556,21 @@ pub enum EventKind {
     Released,
 }
 
+/// How a lock was taken, beyond a plain spinlock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LockMode {
+    /// A reader's (shared) hold of a reader-writer lock.
+    Read,
+    /// A writer's (exclusive) hold of a reader-writer lock.
+    Write,
+    /// A sleeplock: held by a process, not a hart, and often released on another hart. `lock`
+    /// is the sleeplock's inner spinlock; `Acquired` is the moment the process got the
+    /// sleeplock (inside `acquiresleep`, the inner spinlock held), `Released` when it gave it
+    /// back. There is no `Spin`: a process waiting for a sleeplock sleeps.
+    Sleep,
+}
+
 /// One lock event from a hart's ring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockEvent {
@@ -524,4 +580,61 @@ pub struct LockEvent {
     pub kind: EventKind,
     /// Return address into the code that did it (symbolize `pc - 1`).
     pub pc: u64,
+    /// `None`: a spinlock (every event of a source that knows no modes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<LockMode>,
+    /// The acquisition was a trylock: it never waits, so it orders nothing.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub trylock: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl LockEvent {
+    /// A spinlock event (no mode, not a trylock).
+    pub fn new(time_ns: u64, hart: HartId, lock: LockId, kind: EventKind, pc: u64) -> Self {
+        Self {
+            time_ns,
+            hart,
+            lock,
+            kind,
+            pc,
+            mode: None,
+            trylock: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_indices_from_paths_and_names() {
+        assert_eq!(index_from_path("bcache.bucket[4].lock"), [4]);
+        assert_eq!(index_from_path("grid[1][2].lk"), [1, 2]);
+        assert_eq!(index_from_path("bcache.lock"), Vec::<u32>::new());
+        assert_eq!(index_from_path("a[x].lock"), Vec::<u32>::new());
+        assert_eq!(index_from_path("a[3"), Vec::<u32>::new());
+        assert_eq!(index_from_name("bcache.bucket12"), [12]);
+        assert_eq!(index_from_name("kmem0"), [0]);
+        assert_eq!(index_from_name("bcache.evict"), Vec::<u32>::new());
+        assert_eq!(index_from_name("42"), Vec::<u32>::new());
+        assert_eq!(index_from_name("x99999999999"), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn events_without_modes_read_as_spinlock_events() {
+        let e: LockEvent =
+            serde_json::from_str(r#"{"time_ns":1,"hart":0,"lock":2,"kind":"Released","pc":3}"#)
+                .unwrap();
+        assert_eq!(e, LockEvent::new(1, 0, 2, EventKind::Released, 3));
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(
+            !json.contains("mode") && !json.contains("trylock"),
+            "{json}"
+        );
+    }
 }

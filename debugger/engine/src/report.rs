@@ -3,9 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::{stall_line, Check, Severity, Verdict};
+use crate::analysis::{
+    inversion_words, sleep_line, stall_line, Check, InversionKind, LockRow, Severity, Verdict,
+};
 use crate::feed::Ending;
-use crate::model::{Finding, ProcRef};
+use crate::model::{EventKind, Finding, LockMode, ProcRef};
 use crate::monitor::{short_function, FrameLine, LabTest, PauseStats, Place, TargetState, View};
 
 /// Version of the [`CheckReport`] JSON; bumped on any incompatible change.
@@ -25,6 +27,10 @@ pub struct LockLine {
     pub wait_max_ns: Option<u64>,
     pub hold_avg_ns: Option<u64>,
     pub hold_max_ns: Option<u64>,
+    /// Where harts spun on it, most contended acquisitions first (lock_stat's contention
+    /// points; the top few, from events).
+    #[serde(default)]
+    pub sites: Vec<ContentionSite>,
     /// Where the lock is in the kernel's variables (`bcache.bucket[4].lock`), when the source
     /// reads locks in memory (xv6); `null` otherwise or for a lock known only from a registry.
     #[serde(default)]
@@ -32,6 +38,20 @@ pub struct LockLine {
     /// The hart holding it at the end, when the source knows.
     #[serde(default)]
     pub holder: Option<u32>,
+}
+
+/// One place where harts spun on a lock: the caller of the lock function.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContentionSite {
+    pub pc: u64,
+    pub function: Option<String>,
+    /// `kernel/src/kalloc.rs:88`.
+    pub location: Option<String>,
+    /// Contended acquisitions that spun here.
+    pub count: u64,
+    pub wait_total_ns: u64,
+    pub wait_avg_ns: u64,
+    pub wait_max_ns: u64,
 }
 
 /// One hart's `struct cpu`.
@@ -90,11 +110,38 @@ impl From<&FrameLine> for SiteLine {
 /// One lock-order inversion, with both orders' sites.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InversionLine {
-    /// `bcache.bucket2 -> bcache.bucket5`, one per edge of the cycle.
+    /// `bcache.bucket2 -> bcache.bucket5`, one per edge of the cycle (or of the two nestings
+    /// that disagree, or the lock read twice).
     pub orders: Vec<String>,
     /// Per edge: where the first lock was taken, then where the second.
     pub sites: Vec<(SiteLine, SiteLine)>,
     pub harts: Vec<u32>,
+    /// `cycle`, `instance-order` or `recursive-read` (docs/analysis.md).
+    #[serde(default)]
+    pub kind: InversionKind,
+    /// The inversion in words, symbolized.
+    #[serde(default)]
+    pub text: String,
+}
+
+/// One lock event, symbolized.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventLine {
+    pub time_ns: u64,
+    /// `spin`, `acquired`, `acquired-contended`, `released`; a reader-writer or sleeplock
+    /// event adds its mode (`acquired read`), a trylock ` try`.
+    pub kind: String,
+    pub lock: u32,
+    pub lock_name: String,
+    pub site: SiteLine,
+}
+
+/// What one hart did last before the stop.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HartEventsLine {
+    pub hart: u32,
+    /// Oldest first: the last one of a deadlocked hart is its endless spin.
+    pub events: Vec<EventLine>,
 }
 
 /// `lockscope check`'s full result.
@@ -140,6 +187,12 @@ pub struct CheckReport {
     pub fault: Option<SiteLine>,
     /// Deadlock cycles in words.
     pub deadlocks: Vec<String>,
+    /// Each hart of a deadlock (or a stall): its last lock events before the stop.
+    #[serde(default)]
+    pub last_events: Vec<HartEventsLine>,
+    /// Spinlocks held across acquiresleep, in words.
+    #[serde(default)]
+    pub spinlock_across_sleep: Vec<String>,
     /// Stalled harts in words.
     pub stalls: Vec<String>,
     pub inversions: Vec<InversionLine>,
@@ -178,6 +231,7 @@ impl CheckReport {
                 wait_max_ns: timed(l.wait.max_ns),
                 hold_avg_ns: timed(l.hold.avg_ns),
                 hold_max_ns: timed(l.hold.max_ns),
+                sites: contention_sites(l, v),
                 path: v.detail.lock(l.id).and_then(|d| d.path.clone()),
                 holder: l.holder,
             })
@@ -230,8 +284,28 @@ impl CheckReport {
                     })
                     .collect(),
                 harts: inv.edges.iter().map(|e| e.first.hart).collect(),
+                kind: inv.kind,
+                text: inversion_words(inv, v),
             })
             .collect::<Vec<_>>();
+        let last_events = v
+            .last_events
+            .iter()
+            .map(|h| HartEventsLine {
+                hart: h.hart,
+                events: h
+                    .events
+                    .iter()
+                    .map(|e| EventLine {
+                        time_ns: e.time_ns,
+                        kind: event_kind(e),
+                        lock: e.lock,
+                        lock_name: crate::analysis::VerdictNames::lock(v, e.lock),
+                        site: SiteLine::from(&v.place(e.pc)),
+                    })
+                    .collect(),
+            })
+            .collect();
         CheckReport {
             schema: REPORT_SCHEMA,
             verdict: c.verdict,
@@ -256,6 +330,12 @@ impl CheckReport {
             backtrace,
             fault,
             deadlocks: v.deadlock_chains.clone(),
+            last_events,
+            spinlock_across_sleep: c
+                .spinlock_across_sleep
+                .iter()
+                .map(|s| sleep_line(s, v))
+                .collect(),
             stalls,
             inversions,
             findings: v.detail.findings.clone(),
@@ -283,6 +363,47 @@ impl CheckReport {
             Severity::Warning => 4,
         }
     }
+}
+
+/// A lock's top contention sites, symbolized.
+fn contention_sites(l: &LockRow, v: &View) -> Vec<ContentionSite> {
+    l.top_sites
+        .iter()
+        .filter(|s| s.count > 0)
+        .map(|s| {
+            let p = v.place(s.pc);
+            ContentionSite {
+                pc: s.pc,
+                function: p.function,
+                location: p.location,
+                count: s.count,
+                wait_total_ns: s.wait_total_ns,
+                wait_avg_ns: s.wait_total_ns / s.count,
+                wait_max_ns: s.wait_max_ns,
+            }
+        })
+        .collect()
+}
+
+/// An event's kind in words: `acquired-contended`, `spin read`, `acquired try`.
+fn event_kind(e: &crate::model::LockEvent) -> String {
+    let mut k = match e.kind {
+        EventKind::Spin => "spin",
+        EventKind::Acquired { contended: false } => "acquired",
+        EventKind::Acquired { contended: true } => "acquired-contended",
+        EventKind::Released => "released",
+    }
+    .to_string();
+    match e.mode {
+        Some(LockMode::Read) => k.push_str(" read"),
+        Some(LockMode::Write) => k.push_str(" write"),
+        Some(LockMode::Sleep) => k.push_str(" sleeplock"),
+        None => {}
+    }
+    if e.trylock {
+        k.push_str(" try");
+    }
+    k
 }
 
 /// A place in `function file:line` form.

@@ -352,6 +352,8 @@ fn decode_batch(p: &[u8]) -> Result<Feed, String> {
             lock: u32::from_le_bytes(b[16..20].try_into().expect("4")),
             hart: u16::from_le_bytes(b[20..22].try_into().expect("2")) as u32,
             kind,
+            mode: None,
+            trylock: false,
         });
     }
     if at != p.len() {
@@ -424,6 +426,8 @@ mod tests {
                 _ => EventKind::Released,
             },
             pc: 0x8000_0000 + i,
+            mode: None,
+            trylock: false,
         }
     }
 

@@ -182,6 +182,8 @@ fn any_event() -> impl Strategy<Value = LockEvent> {
                 _ => EventKind::Released,
             },
             pc,
+            mode: None,
+            trylock: false,
         })
 }
 

@@ -2,7 +2,8 @@
 //! `nts`, sleeplocks, the 2025 lab's rwspinlock), under QEMU 7.2 and QEMU 10. The lab's tests
 //! are typed into its console; then, at a stop where no hart is inside `acquire` (xv6 counts `n`
 //! at entry), the plugin's acquisitions and failed test-and-sets equal every lock's `n` and
-//! `nts`; rwlktest's reads and writes equal the plugin's read and write holds; nothing is lost.
+//! `nts`; rwlktest's reads and writes equal the plugin's read and write holds, taken and
+//! released; sleeplocks pair per thread; nothing is lost.
 
 #[path = "plugin_util.rs"]
 mod util;
@@ -18,6 +19,7 @@ use lockscope_engine::memory::GuestMemory;
 use lockscope_engine::qemu::{Console, QemuConfig};
 use lockscope_engine::sources::plugin::{
     self as plugin, abi, LockFunctions, PluginApi, PluginEventKind, PluginFile, PluginStatus,
+    WatchKind,
 };
 use lockscope_engine::symbols::Symbols;
 use util::*;
@@ -39,6 +41,37 @@ fn run_fixture(which: Which) {
         "{:?}",
         plan.blind
     );
+    // The plan: the context switch, the two rw acquire functions' waits (their holds begin
+    // and end at their inner lock's release, not at a return), no call site inside them.
+    let counts: Vec<usize> = [
+        WatchKind::SwitchOut,
+        WatchKind::SwitchIn,
+        WatchKind::RwWait,
+        WatchKind::RwReturn,
+        WatchKind::RwCall,
+    ]
+    .iter()
+    .map(|&k| plan.count(k))
+    .collect();
+    eprintln!("plan: switch out/in, rw waits, rw returns, rw calls: {counts:?}");
+    assert_eq!(counts[..4], [1, 1, 2, 0], "{:?}", plan.blind);
+    let in_rw = |pc: u64| {
+        [
+            "read_acquire",
+            "read_release",
+            "write_acquire",
+            "write_release",
+        ]
+        .iter()
+        .any(|n| {
+            let f = syms.symbol(n).unwrap();
+            (f.address..f.address + f.size).contains(&pc)
+        })
+    };
+    assert!(!plan
+        .watch
+        .iter()
+        .any(|w| w.kind == WatchKind::Call as u32 && in_rw(w.pc)));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("plugin");
     let smp = 3;
@@ -138,13 +171,16 @@ fn run_fixture(which: Which) {
     });
     let mut events = Vec::new();
     let lost = std::cell::Cell::new(0u64);
+    // Returns the events drained.
     let drain = |file: &mut PluginFile, events: &mut Vec<_>| {
-        lost.set(lost.get() + file.drain(usize::MAX, events).unwrap().lost);
+        let s = file.drain(usize::MAX, events).unwrap();
+        lost.set(lost.get() + s.lost);
+        s.events
     };
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut wait_for = |text: &str, file: &mut PluginFile, events: &mut Vec<_>, from: usize| {
         loop {
-            drain(file, events);
+            let n = drain(file, events);
             let c = console.lock().unwrap();
             // Continue after the match, not after all text so far: a prompt that came in the
             // same read as the match is still to be found.
@@ -155,8 +191,11 @@ fn run_fixture(which: Which) {
             assert!(child.0.try_wait().unwrap().is_none(), "QEMU exited:\n{c}");
             drop(c);
             // The rings hold 650 ms of the busiest load: a slower drain leaves the guest the
-            // host's cores (the fixture boots slowly when starved).
-            std::thread::sleep(Duration::from_millis(20));
+            // host's cores (the fixture boots slowly when starved). A drain that found many
+            // events goes again at once: it was late (this host is shared and loaded).
+            if n < 100_000 {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     };
     let started = Instant::now();
@@ -238,7 +277,10 @@ fn run_fixture(which: Which) {
     assert!(checked > 20, "only {checked} locks were taken");
     // Every release pairs with an acquisition, and what is still held is published.
     let states = file.hart_states();
-    let held: usize = states.iter().map(|s| s.held.len()).sum();
+    let held: usize = states
+        .iter()
+        .map(|s| s.held.iter().filter(|h| h.mode.is_none()).count())
+        .sum();
     let acq = events
         .iter()
         .filter(|e| {
@@ -251,6 +293,24 @@ fn run_fixture(which: Which) {
             e.kind == PluginEventKind::Released && e.flags & (abi::FLAG_READ | abi::FLAG_WRITE) == 0
         })
         .count();
+    let unseen: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == PluginEventKind::UnseenRelease)
+        .collect();
+    eprintln!(
+        "unseen releases: {} {:?}",
+        unseen.len(),
+        &unseen[..unseen.len().min(5)]
+    );
+    eprintln!(
+        "threads: {:?}; per hart (thread, switches): {:?}; events with a thread: {}",
+        file.threads().len(),
+        states
+            .iter()
+            .map(|s| (s.thread, s.switches))
+            .collect::<Vec<_>>(),
+        events.iter().filter(|e| e.thread != 0).count()
+    );
     assert_eq!(acq, rel + held, "acquisitions = releases + held");
     assert_eq!(
         events
@@ -259,7 +319,8 @@ fn run_fixture(which: Which) {
             .count(),
         0
     );
-    // rwlktest: "rwlktest: R reads, W writes, ..." equals the plugin's read and write holds.
+    // rwlktest: "rwlktest: R reads, W writes, ..." equals the plugin's read and write holds,
+    // taken and released, exactly.
     let line = text
         .lines()
         .find(|l| l.starts_with("rwlktest: ") && l.contains(" reads, "))
@@ -268,46 +329,125 @@ fn run_fixture(which: Which) {
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|w| w.parse().ok())
         .collect();
+    let rw_flags = abi::FLAG_READ | abi::FLAG_WRITE;
     let mut rw: BTreeMap<(u8, PluginEventKind), u64> = BTreeMap::new();
-    for e in &events {
-        if e.flags & (abi::FLAG_READ | abi::FLAG_WRITE) != 0 {
-            *rw.entry((e.flags & (abi::FLAG_READ | abi::FLAG_WRITE), e.kind))
-                .or_default() += 1;
-        }
+    for e in events.iter().filter(|e| e.flags & rw_flags != 0) {
+        *rw.entry((e.flags & rw_flags, e.kind)).or_default() += 1;
     }
     let get = |f: u8, k| rw.get(&(f, k)).copied().unwrap_or(0);
-    // Reader-writer holds name the rwlock itself, never another lock. Their counts come within
-    // a few per 100,000 of rwlktest's own (a thread moved to another hart inside read_acquire
-    // is followed, but not in every case): docs/plugin.md says so; not asserted exactly.
+    // Reader-writer holds name the rwlock itself, never another lock.
     let rwlk = syms.symbol("rwlk").unwrap().address;
     assert!(events
         .iter()
-        .filter(|e| e.flags & (abi::FLAG_READ | abi::FLAG_WRITE) != 0)
+        .filter(|e| e.flags & rw_flags != 0)
         .all(|e| e.addr == rwlk));
-    let reads = get(abi::FLAG_READ, PluginEventKind::Acquired);
-    assert!(reads > 0 && reads <= nums[0], "read holds {reads}; {line}");
-    assert!(get(abi::FLAG_WRITE, PluginEventKind::Acquired) <= nums[1]);
-    eprintln!(
-        "{which:?} rw: read holds {reads} of {}, write holds {} of {}",
-        nums[0],
-        get(abi::FLAG_WRITE, PluginEventKind::Acquired),
-        nums[1]
+    eprintln!("{which:?} rw: {rw:?}; {line}");
+    let (reads, writes) = (nums[0], nums[1]);
+    assert_eq!(
+        get(abi::FLAG_READ, PluginEventKind::Acquired),
+        reads,
+        "read holds; {line}"
     );
-    // Sleeplocks (the buffers, during bcachetest): taken and released in pairs, with sites.
-    let sa = events
+    assert_eq!(
+        get(abi::FLAG_READ, PluginEventKind::Released),
+        reads,
+        "read releases; {line}"
+    );
+    assert_eq!(
+        get(abi::FLAG_WRITE, PluginEventKind::Acquired),
+        writes,
+        "write holds; {line}"
+    );
+    assert_eq!(
+        get(abi::FLAG_WRITE, PluginEventKind::Released),
+        writes,
+        "write releases"
+    );
+    // The writer writes only while a reader is inside: every write waited, and its Contended
+    // names the readers inside (they cannot leave: leaving takes the inner lock it holds).
+    let wc: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == PluginEventKind::Contended && e.flags & abi::FLAG_WRITE != 0)
+        .collect();
+    assert!(
+        wc.len() as u64 >= writes / 2,
+        "{} contended writes",
+        wc.len()
+    );
+    for e in &wc {
+        assert!(e.owners != 0 && e.owners & (1 << e.hart) == 0, "{e:?}");
+        assert!(e.owner.is_some_and(|o| e.owners & (1 << o) != 0), "{e:?}");
+    }
+    // The rwlock is free at the stop: no hart lists a read or write hold, its fields agree.
+    // `struct rwspinlock { struct spinlock lk; int readers; int writer; ... }`: readers@32.
+    let mut f = [0u8; 8];
+    mem.read(rwlk + 32, &mut f).unwrap();
+    assert_eq!(f, [0; 8], "rwlk's readers and writer at the stop");
+    for st in &states {
+        assert!(
+            st.held.iter().all(|h| h.mode.is_none()),
+            "hart {} lists an rw hold: {:?}",
+            st.hart,
+            st.held
+        );
+    }
+    // Sleeplocks (the buffers, during bcachetest): taken and released in pairs, every
+    // acquisition with its call site (a thread that slept in acquiresleep keeps it), and each
+    // released by the thread that took it, named by its context in proc[].
+    let mut sleep: Vec<_> = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.kind,
+                PluginEventKind::SleepAcquired | PluginEventKind::SleepReleased
+            )
+        })
+        .collect();
+    sleep.sort_by_key(|e| e.time_ns);
+    let sa = sleep
         .iter()
         .filter(|e| e.kind == PluginEventKind::SleepAcquired)
         .count();
-    let sr = events
-        .iter()
-        .filter(|e| e.kind == PluginEventKind::SleepReleased)
-        .count();
     assert!(sa > 100, "{sa} sleeplock acquisitions");
-    assert_eq!(sa, sr);
+    assert_eq!(
+        sa * 2,
+        sleep.len(),
+        "sleeplock acquisitions and releases pair"
+    );
+    let proc_table = syms.symbol("proc").unwrap();
+    let procs = proc_table.address..proc_table.address + proc_table.size;
+    let mut holder: BTreeMap<u64, u32> = BTreeMap::new();
+    let mut slept = 0;
+    for e in &sleep {
+        let ctx = file.thread_context(e.thread);
+        assert!(
+            ctx.is_some_and(|c| procs.contains(&c)),
+            "{e:?}: thread {} is context {ctx:x?}, not in proc[]",
+            e.thread
+        );
+        if e.kind == PluginEventKind::SleepAcquired {
+            assert_ne!(
+                e.site_pc, 0,
+                "{e:?}: a sleeplock acquisition without its call site"
+            );
+            slept += (e.flags & abi::FLAG_SLEPT != 0) as u32;
+            assert_eq!(holder.insert(e.addr, e.thread), None, "{e:?}: taken twice");
+        } else {
+            assert_eq!(
+                holder.remove(&e.addr),
+                Some(e.thread),
+                "{e:?}: released by another thread"
+            );
+        }
+    }
+    // test1's shared-block rounds make workers sleep on the block's sleeplock.
+    assert!(slept > 0, "no sleeplock acquisition slept");
+    let threads = file.threads();
     eprintln!(
-        "{which:?}: {} events, {} locks checked, rw {rw:?}, sleeplocks {sa}",
+        "{which:?}: {} events, {} locks checked, sleeplocks {sa} ({slept} after sleeping), {} threads",
         events.len(),
-        checked
+        checked,
+        threads.len()
     );
 }
 

@@ -41,6 +41,8 @@ pub struct Insn {
 pub const CB_NO_REGS: c_int = 0;
 /// `QEMU_PLUGIN_MEM_W`.
 pub const MEM_W: c_int = 2;
+/// `QEMU_PLUGIN_MEM_RW`.
+pub const MEM_RW: c_int = 3;
 
 pub type TbTransCb = unsafe extern "C" fn(id: PluginId, tb: *mut Tb);
 pub type InsnExecCb = unsafe extern "C" fn(vcpu: c_uint, udata: *mut c_void);

@@ -1,67 +1,114 @@
-//! Per-vCPU state and what each watched instruction does to it.
+//! Per-vCPU state and what the spinlock instructions do to it.
 //!
 //! Each vCPU's table is touched only by the thread running that vCPU (MTTCG), or by the single
 //! TCG thread in turn; nothing here locks or allocates. Between a lock's acquisition and its
 //! release the plugin reads a clock and writes a few per-hart fields (the Acquired event and the
-//! held entry); hold times are folded at release.
+//! held entry); hold times and counters are folded at release.
+//!
+//! What belongs to the guest thread rather than the hart (pending call sites, reader-writer
+//! functions in progress, a sleeplock acquisition in progress) is in [`Thread`], which moves
+//! with the thread at a context switch (`thread.rs`); the reader-writer functions are in
+//! `rw.rs`.
 
 use std::mem::offset_of;
 use std::sync::atomic::Ordering;
 
 use lockscope_plugin_abi::{self as abi, Event, EventKind, HartState, HeldEntry};
 
+use crate::rw::RwFrame;
 use crate::shared::Shared;
 
 /// Depth of the call-site stack (an interrupt between a call and its acquisition nests one).
-const SITE_STACK: usize = 16;
+pub const SITE_STACK: usize = 16;
+/// Reader-writer functions in progress on one thread (an interrupt can nest one).
+pub const RW_STACK: usize = 4;
+/// Reader-writer holds a thread can carry across a context switch.
+pub const CARRIED: usize = 4;
+
+/// What belongs to the guest thread running on a hart, and moves with it when it is switched
+/// out and in again, possibly on another hart.
+#[derive(Clone, Copy)]
+pub struct Thread {
+    /// Return addresses of calls into acquire functions whose acquisition has not happened yet.
+    pub sites: [u64; SITE_STACK],
+    pub nsites: usize,
+    /// Reader-writer lock functions in progress, innermost last.
+    pub rw: [RwFrame; RW_STACK],
+    pub nrw: usize,
+    /// A sleeplock acquisition in progress: its call site, and when its inner spinlock was
+    /// first taken (0 until then).
+    pub sleep_pending: bool,
+    pub sleep_site: u64,
+    pub sleep_since: u64,
+    /// It was switched out while acquiring the sleeplock.
+    pub slept: bool,
+    /// Reader-writer holds taken off a hart's held list when the thread was switched out.
+    pub carried: [HeldEntry; CARRIED],
+    pub ncarried: usize,
+}
+
+impl Thread {
+    pub const EMPTY: Thread = Thread {
+        sites: [0; SITE_STACK],
+        nsites: 0,
+        rw: [RwFrame::NONE; RW_STACK],
+        nrw: 0,
+        sleep_pending: false,
+        sleep_site: 0,
+        sleep_since: 0,
+        slept: false,
+        carried: [HeldEntry {
+            addr: 0,
+            site: 0,
+            since_ns: 0,
+        }; CARRIED],
+        ncarried: 0,
+    };
+
+    /// The reader-writer function whose inner spinlock an acquisition made now takes: the
+    /// innermost one, when no call into an acquire function was made since it was entered (an
+    /// interrupt's acquisitions push their own call site).
+    pub fn rw_inner(&mut self) -> Option<&mut RwFrame> {
+        let n = self.nsites;
+        match self.nrw {
+            0 => None,
+            k => Some(&mut self.rw[k - 1]).filter(|f| f.mark == n),
+        }
+    }
+}
+
+/// Where the call site of the acquisition in progress came from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SiteFrom {
+    None,
+    Stack,
+    RwInner,
+}
 
 /// One vCPU's private state.
 pub struct Hart {
     /// Next event index of this hart's ring.
     write: u64,
-    /// The acquisition in progress: its lock word (0 when none), first attempt, attempts.
+    /// The acquisition in progress: its lock word (0 when none), site, flags, attempts.
     acq_addr: u64,
     acq_site: u64,
     acq_flags: u8,
+    acq_from: SiteFrom,
     attempts: u32,
     first_ns: u64,
-    sites: [u64; SITE_STACK],
-    nsites: usize,
+    /// Held locks, outermost first: `listed` in `held`, `unlisted` more past its end.
     held: [HeldEntry; abi::MAX_HELD],
-    /// Locks held, including those that did not fit in `held`.
-    depth: u32,
+    listed: usize,
+    unlisted: u32,
     overflow: u32,
     acquires: u64,
     no_site: u64,
     unseen: u64,
-    /// Call site of a sleeplock acquisition in progress, until this hart releases a spinlock
-    /// (the sleeper may then sleep and resume elsewhere) or the sleeplock is taken.
-    sleep_site: u64,
-    rw: Rw,
+    /// The thread running here, and its index + 1 in the thread table (0: unknown).
+    pub thread: Thread,
+    pub thread_index: u32,
+    pub switches: u32,
 }
-
-/// A reader-writer lock function in progress on this hart.
-#[derive(Clone, Copy)]
-struct Rw {
-    /// `FLAG_READ` or `FLAG_WRITE`; 0 when none is in progress.
-    flags: u8,
-    release: bool,
-    site: u64,
-    start_ns: u64,
-    /// The first spinlock taken inside: the rw lock (`rw->lk` is its first field).
-    addr: u64,
-    /// Spinlock acquisitions inside: more than one on the acquire side means it waited.
-    inner: u32,
-}
-
-const NO_RW: Rw = Rw {
-    flags: 0,
-    release: false,
-    site: 0,
-    start_ns: 0,
-    addr: 0,
-    inner: 0,
-};
 
 impl Hart {
     pub const fn new() -> Self {
@@ -70,22 +117,23 @@ impl Hart {
             acq_addr: 0,
             acq_site: 0,
             acq_flags: 0,
+            acq_from: SiteFrom::None,
             attempts: 0,
             first_ns: 0,
-            sites: [0; SITE_STACK],
-            nsites: 0,
             held: [HeldEntry {
                 addr: 0,
                 site: 0,
                 since_ns: 0,
             }; abi::MAX_HELD],
-            depth: 0,
+            listed: 0,
+            unlisted: 0,
             overflow: 0,
             acquires: 0,
             no_site: 0,
             unseen: 0,
-            sleep_site: 0,
-            rw: NO_RW,
+            thread: Thread::EMPTY,
+            thread_index: 0,
+            switches: 0,
         }
     }
 }
@@ -96,20 +144,30 @@ impl Default for Hart {
     }
 }
 
-/// The context of one callback: this vCPU's table, the file and the time.
+/// The context of one callback: this vCPU's table, the file and the hart.
 pub struct Ctx<'a> {
     pub h: &'a mut Hart,
     pub s: &'a Shared,
     pub hart: u32,
 }
 
+/// What a release found in the held list.
+pub enum Found {
+    /// A listed entry, taken at this time.
+    Listed(u64),
+    /// One of the holds past the list's end (hold time unknown).
+    Unlisted,
+    /// No hold of it on this hart.
+    Unseen,
+}
+
 #[allow(clippy::too_many_arguments)]
-fn event(
+pub fn event(
     kind: EventKind,
     t: u64,
     addr: u64,
     site: u64,
-    wait: u64,
+    value: u64,
     spins: u32,
     flags: u8,
     owner: u8,
@@ -118,28 +176,29 @@ fn event(
         time_ns: t,
         addr,
         site,
-        wait_ns: wait,
+        value,
         spins,
         seq: 0,
         kind: kind as u8,
         flags,
         hart: 0,
         owner,
-        _pad: 0,
+        thread: 0,
     }
 }
 
 impl Ctx<'_> {
     /// Plugin time: the host's monotonic clock with the stops lockscope saw taken out, so a
     /// breakpoint never looks like a long hold. Read only by the callbacks that stamp something.
-    fn now(&self) -> u64 {
+    pub fn now(&self) -> u64 {
         crate::monotonic_ns().saturating_sub(self.s.stopped_total())
     }
 
-    fn emit(&mut self, mut e: Event) {
+    pub fn emit(&mut self, mut e: Event) {
         let i = self.h.write;
         e.seq = i as u32;
         e.hart = self.hart as u8;
+        e.thread = self.h.thread_index;
         self.s.push_event(self.hart, i, &e);
         self.h.write = i + 1;
     }
@@ -154,29 +213,32 @@ impl Ctx<'_> {
             .store(self.h.unseen, Ordering::Relaxed);
     }
 
-    /// A call into an acquire function: remember where it came from. A call from inside a
-    /// reader-writer lock function is marked in bit 0 of the entry (return addresses are even).
-    pub fn call(&mut self, ret: u64, flags: u32) {
-        let in_rw = flags & abi::WATCH_IN_RW != 0;
-        if in_rw && self.h.rw.flags == 0 {
-            // Inside a reader-writer function whose call this hart did not see (the thread
-            // was moved here between the call and its push_off): follow it without a site.
-            self.rw_call(0, flags);
-        }
-        let ret = ret | in_rw as u64;
-        let h = &mut *self.h;
-        if h.nsites == SITE_STACK {
+    /// A call into an acquire function: remember where it came from.
+    pub fn call(&mut self, ret: u64) {
+        let t = &mut self.h.thread;
+        if t.nsites == SITE_STACK {
             // An acquire that never completed (a panic path) left entries: drop the oldest.
-            h.sites.copy_within(1.., 0);
-            h.nsites -= 1;
+            t.sites.copy_within(1.., 0);
+            t.nsites -= 1;
+            for f in &mut t.rw[..t.nrw] {
+                f.mark = f.mark.saturating_sub(1);
+            }
         }
-        h.sites[h.nsites] = ret;
-        h.nsites += 1;
+        t.sites[t.nsites] = ret;
+        t.nsites += 1;
     }
 
-    /// A call into a sleeplock acquire function.
-    pub fn sleep_call(&mut self, ret: u64) {
-        self.h.sleep_site = ret;
+    /// Publishes "spinning on `key` since `since`, from `site`" (clearing it when `key` is 0).
+    pub fn publish_spin(&self, key: u64, since: u64, site: u64) {
+        let s = self.s;
+        s.hart_begin(self.hart);
+        s.hart_u64(self.hart, offset_of!(HartState, spin_since_ns))
+            .store(since, Ordering::Relaxed);
+        s.hart_u64(self.hart, offset_of!(HartState, spin_site))
+            .store(site, Ordering::Relaxed);
+        s.hart_u64(self.hart, offset_of!(HartState, spin_addr))
+            .store(key, Ordering::Relaxed);
+        s.hart_end(self.hart);
     }
 
     /// One test-and-set on `vaddr` (its store half). The clock is read only when it matters:
@@ -192,23 +254,16 @@ impl Ctx<'_> {
                 let since = self.now();
                 self.h.first_ns = since;
                 let owner = self.s.owner_of(addr).map_or(abi::NO_HART, |o| o as u8);
-                let site = self.h.acq_site & !1;
-                let s = self.s;
-                s.hart_begin(self.hart);
-                s.hart_u64(self.hart, offset_of!(HartState, spin_since_ns))
-                    .store(since, Ordering::Relaxed);
-                s.hart_u64(self.hart, offset_of!(HartState, spin_site))
-                    .store(site, Ordering::Relaxed);
-                s.hart_u64(self.hart, offset_of!(HartState, spin_addr))
-                    .store(addr, Ordering::Relaxed);
-                s.hart_end(self.hart);
+                let site = self.h.acq_site;
+                self.publish_spin(addr, since, site);
                 let f = self.h.acq_flags;
+                let mask = if owner == abi::NO_HART { 0 } else { 1 << owner };
                 self.emit(event(
                     EventKind::Contended,
                     since,
                     addr,
                     site,
-                    0,
+                    mask,
                     1,
                     f,
                     owner,
@@ -224,7 +279,7 @@ impl Ctx<'_> {
         if self.h.acq_addr != 0 {
             let now = self.now();
             let h = &*self.h;
-            let (a, site, f) = (h.acq_addr, h.acq_site & !1, h.acq_flags);
+            let (a, site, f) = (h.acq_addr, h.acq_site, h.acq_flags);
             self.emit(event(
                 EventKind::Attempt,
                 now,
@@ -239,11 +294,17 @@ impl Ctx<'_> {
         let h = &mut *self.h;
         h.acq_addr = addr;
         h.attempts = 1;
-        h.acq_flags = flags;
-        h.acq_site = match h.nsites {
-            0 => 0,
-            n => h.sites[n - 1],
+        let t = &mut h.thread;
+        let (site, from, flags) = if let Some(f) = t.rw_inner() {
+            (f.site, SiteFrom::RwInner, flags | abi::FLAG_RW_INNER)
+        } else if t.nsites > 0 {
+            (t.sites[t.nsites - 1], SiteFrom::Stack, flags)
+        } else {
+            (0, SiteFrom::None, flags)
         };
+        h.acq_site = site;
+        h.acq_from = from;
+        h.acq_flags = flags;
     }
 
     /// The acquisition in progress succeeded (its success instruction ran, or acquire returned).
@@ -255,22 +316,26 @@ impl Ctx<'_> {
         let h = &mut *self.h;
         let addr = h.acq_addr;
         h.acq_addr = 0;
-        let mut flags = h.acq_flags;
-        let raw = if h.nsites > 0 {
-            h.nsites -= 1;
-            h.sites[h.nsites]
-        } else {
-            h.no_site += 1;
-            flags |= abi::FLAG_NO_SITE;
-            0
-        };
-        let (site, in_rw) = (raw & !1, raw & 1 != 0);
+        let (site, mut flags) = (h.acq_site, h.acq_flags);
+        match h.acq_from {
+            SiteFrom::Stack => h.thread.nsites -= 1,
+            SiteFrom::None => {
+                h.no_site += 1;
+                flags |= abi::FLAG_NO_SITE;
+            }
+            SiteFrom::RwInner => {}
+        }
         let spins = h.attempts - 1;
         let wait = if spins > 0 {
             now - h.first_ns.min(now)
         } else {
             0
         };
+        let t = &mut h.thread;
+        if t.sleep_pending && t.sleep_since == 0 {
+            t.sleep_since = now;
+        }
+        let inner = h.acq_from == SiteFrom::RwInner;
         self.push_held(addr, site, now, spins > 0);
         self.emit(event(
             EventKind::Acquired,
@@ -282,144 +347,40 @@ impl Ctx<'_> {
             flags,
             abi::NO_HART,
         ));
-        if in_rw {
-            self.rw_inner(addr);
+        if inner {
+            self.rw_inner_acquired(addr, now);
         }
-    }
-
-    /// A spinlock taken inside a reader-writer lock function: the first names the rw lock; a
-    /// second one on the acquire side means the function waited (contended).
-    fn rw_inner(&mut self, addr: u64) {
-        let rw = &mut self.h.rw;
-        if rw.flags == 0 {
-            return;
-        }
-        if rw.inner == 0 {
-            rw.addr = addr;
-        }
-        rw.inner = rw.inner.saturating_add(1);
-        if rw.release || rw.inner != 2 || rw.addr != addr {
-            return;
-        }
-        let (since, site, flags) = (rw.start_ns, rw.site, rw.flags);
-        // The holder that made it wait: a writer, else a reader.
-        let owner = self
-            .s
-            .owner_of(addr | abi::HELD_TAG_WRITE)
-            .or_else(|| self.s.owner_of(addr | abi::HELD_TAG_READ))
-            .map_or(abi::NO_HART, |o| o as u8);
-        let s = self.s;
-        s.hart_begin(self.hart);
-        s.hart_u64(self.hart, offset_of!(HartState, spin_since_ns))
-            .store(since, Ordering::Relaxed);
-        s.hart_u64(self.hart, offset_of!(HartState, spin_site))
-            .store(site, Ordering::Relaxed);
-        s.hart_u64(self.hart, offset_of!(HartState, spin_addr))
-            .store(addr, Ordering::Relaxed);
-        s.hart_end(self.hart);
-        self.emit(event(
-            EventKind::Contended,
-            since,
-            addr,
-            site,
-            0,
-            1,
-            flags,
-            owner,
-        ));
-    }
-
-    /// A call into a reader-writer lock function.
-    pub fn rw_call(&mut self, ret: u64, flags: u32) {
-        let now = self.now();
-        self.h.rw = Rw {
-            flags: (flags as u8) & (abi::FLAG_READ | abi::FLAG_WRITE),
-            release: flags & abi::WATCH_RELEASE_SIDE != 0,
-            site: ret,
-            start_ns: now,
-            addr: 0,
-            inner: 0,
-        };
-        if self.h.rw.flags == 0 {
-            self.h.rw.flags = abi::FLAG_WRITE;
-        }
-    }
-
-    /// A reader-writer lock function returns: the read or write hold begins or ends.
-    pub fn rw_return(&mut self) {
-        let rw = std::mem::replace(&mut self.h.rw, NO_RW);
-        if rw.flags == 0 || rw.addr == 0 {
-            return;
-        }
-        let now = self.now();
-        if rw.release {
-            // A thread may hold a reader-writer lock across a sleep and release it on another
-            // hart, so rw holds are not kept in the per-hart held list: lockscope pairs them
-            // by lock address (the hold time is computed there).
-            self.emit(event(
-                EventKind::Released,
-                now,
-                rw.addr,
-                rw.site,
-                0,
-                0,
-                rw.flags,
-                abi::NO_HART,
-            ));
-            return;
-        }
-        let spins = rw.inner.saturating_sub(1);
-        let wait = if spins > 0 {
-            now.saturating_sub(rw.start_ns)
-        } else {
-            0
-        };
-        if spins > 0 {
-            let s = self.s;
-            s.hart_begin(self.hart);
-            s.hart_u64(self.hart, offset_of!(HartState, spin_addr))
-                .store(0, Ordering::Relaxed);
-            s.hart_end(self.hart);
-        }
-        self.h.acquires += 1;
-        let flags = if rw.site == 0 {
-            rw.flags | abi::FLAG_NO_SITE
-        } else {
-            rw.flags
-        };
-        self.emit(event(
-            EventKind::Acquired,
-            now,
-            rw.addr,
-            rw.site,
-            wait,
-            spins,
-            flags,
-            abi::NO_HART,
-        ));
     }
 
     /// Pushes a held entry and publishes it (clearing the spin state when `was_spinning`).
-    fn push_held(&mut self, key: u64, site: u64, now: u64, was_spinning: bool) {
+    pub fn push_held(&mut self, key: u64, site: u64, now: u64, was_spinning: bool) {
+        self.h.acquires += 1;
+        self.list_held(
+            HeldEntry {
+                addr: key,
+                site,
+                since_ns: now,
+            },
+            was_spinning,
+        );
+    }
+
+    /// Adds `e` to the held list and publishes it.
+    pub fn list_held(&mut self, e: HeldEntry, was_spinning: bool) {
         let h = &mut *self.h;
-        h.acquires += 1;
-        let d = h.depth as usize;
-        let entry = HeldEntry {
-            addr: key,
-            site,
-            since_ns: now,
-        };
+        let d = h.listed;
         if d < abi::MAX_HELD {
-            h.held[d] = entry;
+            h.held[d] = e;
+            h.listed += 1;
         } else {
+            h.unlisted += 1;
             h.overflow += 1;
         }
-        h.depth += 1;
-        let (depth, overflow) = (h.depth, h.overflow);
+        let (depth, overflow) = (h.listed as u32 + h.unlisted, h.overflow);
         let s = self.s;
         s.hart_begin(self.hart);
         if d < abi::MAX_HELD {
-            s.set_held(self.hart, d, &entry);
+            s.set_held(self.hart, d, &e);
         }
         s.set_depth(self.hart, depth, overflow);
         if was_spinning {
@@ -430,12 +391,13 @@ impl Ctx<'_> {
     }
 
     /// Removes listed held entry `i` and publishes the list.
-    fn pop_held(&mut self, i: usize) {
+    pub fn unlist_held(&mut self, i: usize) -> HeldEntry {
         let h = &mut *self.h;
-        let listed = (h.depth as usize).min(abi::MAX_HELD);
+        let e = h.held[i];
+        let listed = h.listed;
         h.held.copy_within(i + 1..listed, i);
-        h.depth -= 1;
-        let (d, o) = (h.depth, h.overflow);
+        h.listed -= 1;
+        let (d, o) = (h.listed as u32 + h.unlisted, h.overflow);
         let s = self.s;
         s.hart_begin(self.hart);
         for j in i..listed - 1 {
@@ -444,65 +406,93 @@ impl Ctx<'_> {
         s.set_held(self.hart, listed - 1, &HeldEntry::default());
         s.set_depth(self.hart, d, o);
         s.hart_end(self.hart);
+        e
+    }
+
+    /// Takes the hold of `key` off the held list. Holds past the list's end are newer than every
+    /// listed one, so a release of the same lock as the newest listed hold, or of one not
+    /// listed, while some are unlisted, is one of those (releases come in reverse order).
+    pub fn take_held(&mut self, key: u64) -> Found {
+        let h = &mut *self.h;
+        let found = (0..h.listed).rev().find(|&i| h.held[i].addr == key);
+        match found {
+            Some(i) if !(h.unlisted > 0 && i + 1 == h.listed) => {
+                Found::Listed(self.unlist_held(i).since_ns)
+            }
+            _ if h.unlisted > 0 => {
+                h.unlisted -= 1;
+                let (d, o) = (h.listed as u32 + h.unlisted, h.overflow);
+                self.s.hart_begin(self.hart);
+                self.s.set_depth(self.hart, d, o);
+                self.s.hart_end(self.hart);
+                Found::Unlisted
+            }
+            _ => Found::Unseen,
+        }
+    }
+
+    /// Writes the release of `key` (a spinlock, or a tagged reader-writer hold) at `now`: a
+    /// `Released` with its hold time, or an `UnseenRelease` when this hart was not seen taking it.
+    pub fn released(&mut self, key: u64, site: u64, flags: u8, now: u64) {
+        let addr = key & !abi::HELD_TAG_MASK;
+        match self.take_held(key) {
+            Found::Listed(since) => {
+                self.emit(event(
+                    EventKind::Released,
+                    now,
+                    addr,
+                    site,
+                    now.saturating_sub(since),
+                    0,
+                    flags,
+                    abi::NO_HART,
+                ));
+            }
+            Found::Unlisted => {
+                self.emit(event(
+                    EventKind::Released,
+                    now,
+                    addr,
+                    site,
+                    0,
+                    0,
+                    flags | abi::FLAG_NO_HOLD,
+                    abi::NO_HART,
+                ));
+            }
+            Found::Unseen => {
+                self.h.unseen += 1;
+                self.emit(event(
+                    EventKind::UnseenRelease,
+                    now,
+                    addr,
+                    site,
+                    0,
+                    0,
+                    flags,
+                    abi::NO_HART,
+                ));
+            }
+        }
     }
 
     /// A releasing store or AMO to `vaddr` in a release function.
     pub fn release(&mut self, vaddr: u64) {
         let addr = vaddr & !3;
         let now = self.now();
-        let h = &mut *self.h;
-        // The sleeper (if any) may now sleep and resume on another hart.
-        h.sleep_site = 0;
-        let listed = (h.depth as usize).min(abi::MAX_HELD);
-        let Some(i) = (0..listed).rev().find(|&i| h.held[i].addr == addr) else {
-            if h.depth as usize > abi::MAX_HELD {
-                // Most likely one of the unlisted ones.
-                h.depth -= 1;
-                let (d, o) = (h.depth, h.overflow);
-                self.s.hart_begin(self.hart);
-                self.s.set_depth(self.hart, d, o);
-                self.s.hart_end(self.hart);
-                self.emit(event(
-                    EventKind::Released,
-                    now,
-                    addr,
-                    0,
-                    0,
-                    0,
-                    0,
-                    abi::NO_HART,
-                ));
-                return;
-            }
-            h.unseen += 1;
-            self.publish_counters();
-            self.emit(event(
-                EventKind::UnseenRelease,
-                now,
-                addr,
-                0,
-                0,
-                0,
-                0,
-                abi::NO_HART,
-            ));
-            return;
-        };
-        let since = h.held[i].since_ns;
-        self.pop_held(i);
+        self.released(addr, 0, 0, now);
         // Counters are folded here, outside the critical section.
         self.publish_counters();
-        let hold = now.saturating_sub(since);
-        self.emit(event(
-            EventKind::Released,
-            now,
-            addr,
-            0,
-            hold,
-            0,
-            0,
-            abi::NO_HART,
-        ));
+        self.rw_inner_released(addr, now);
+    }
+
+    /// A call into a sleeplock acquire function.
+    pub fn sleep_call(&mut self, ret: u64) {
+        let t = &mut self.h.thread;
+        t.sleep_pending = true;
+        t.sleep_site = ret;
+        t.sleep_since = 0;
+        t.slept = false;
     }
 
     /// A store in a sleeplock function: `lk->locked` when its address matches the inner
@@ -510,25 +500,37 @@ impl Ctx<'_> {
     pub fn sleep_store(&mut self, vaddr: u64, acquire: bool) {
         let (lk_off, locked_off) = (self.s.sleep_lk_off, self.s.sleep_locked_off);
         let h = &mut *self.h;
-        let listed = (h.depth as usize).min(abi::MAX_HELD);
-        if listed == 0 || vaddr < locked_off {
+        if h.listed == 0 || vaddr < locked_off {
             return;
         }
         let base = vaddr - locked_off;
-        if h.held[listed - 1].addr != (base + lk_off) & !3 {
+        if h.held[h.listed - 1].addr != (base + lk_off) & !3 {
             return;
         }
         let now = self.now();
-        let h = &mut *self.h;
+        let t = &mut self.h.thread;
         if acquire {
-            let site = std::mem::take(&mut h.sleep_site);
-            let flags = if site == 0 { abi::FLAG_NO_SITE } else { 0 };
+            let (site, mut flags) = if t.sleep_pending {
+                (t.sleep_site, 0)
+            } else {
+                (0, abi::FLAG_NO_SITE)
+            };
+            let wait = if t.sleep_pending && t.sleep_since != 0 {
+                now.saturating_sub(t.sleep_since)
+            } else {
+                0
+            };
+            if t.slept {
+                flags |= abi::FLAG_SLEPT;
+            }
+            t.sleep_pending = false;
+            t.slept = false;
             self.emit(event(
                 EventKind::SleepAcquired,
                 now,
                 base,
                 site,
-                0,
+                wait,
                 0,
                 flags,
                 abi::NO_HART,
@@ -544,6 +546,34 @@ impl Ctx<'_> {
                 0,
                 abi::NO_HART,
             ));
+        }
+    }
+
+    /// Takes the reader-writer holds off this hart's held list, for the thread that is
+    /// switched out to carry (xv6's holders keep interrupts off, so in practice none).
+    pub fn carry_rw_holds(&mut self) {
+        let mut i = 0;
+        while i < self.h.listed {
+            let e = self.h.held[i];
+            if e.addr & abi::HELD_TAG_MASK == 0 {
+                i += 1;
+                continue;
+            }
+            self.unlist_held(i);
+            let t = &mut self.h.thread;
+            if t.ncarried < CARRIED {
+                t.carried[t.ncarried] = e;
+                t.ncarried += 1;
+            }
+        }
+    }
+
+    /// Lists the reader-writer holds the thread that is switched in carries.
+    pub fn restore_rw_holds(&mut self) {
+        let n = std::mem::take(&mut self.h.thread.ncarried);
+        for k in 0..n {
+            let e = self.h.thread.carried[k];
+            self.list_held(e, false);
         }
     }
 }

@@ -9,7 +9,9 @@
 
 pub mod ffi;
 mod hart;
+mod rw;
 mod shared;
+mod thread;
 
 use std::cell::UnsafeCell;
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
@@ -73,28 +75,30 @@ unsafe extern "C" fn on_exec(vcpu: c_uint, udata: *mut c_void) {
     // SAFETY: udata points into the leaked watch table (see `on_tb`).
     let w = unsafe { &*(udata as *const Watch) };
     with_hart(vcpu, |c| match WatchKind::from_u32(w.kind) {
-        Some(WatchKind::Call) => c.call(w.aux, w.flags),
+        Some(WatchKind::Call) => c.call(w.aux),
         Some(WatchKind::SleepCall) => c.sleep_call(w.aux),
         Some(WatchKind::Acquired | WatchKind::Return) => c.acquired(),
         Some(WatchKind::RwCall) => c.rw_call(w.aux, w.flags),
         Some(WatchKind::RwReturn) => c.rw_return(),
+        Some(WatchKind::RwWait) => c.rw_wait(),
         _ => {}
     });
 }
 
 unsafe extern "C" fn on_mem(vcpu: c_uint, info: ffi::MemInfo, vaddr: u64, udata: *mut c_void) {
-    // An AMO without MTTCG is a load and a store: act on the store only.
-    // SAFETY: a plain query of the info word QEMU passed.
-    if !unsafe { ffi::qemu_plugin_mem_is_store(info) } {
-        return;
-    }
     // SAFETY: udata points into the leaked watch table (see `on_tb`).
     let w = unsafe { &*(udata as *const Watch) };
+    // SAFETY: a plain query of the info word QEMU passed.
+    let store = unsafe { ffi::qemu_plugin_mem_is_store(info) };
+    // An AMO without MTTCG is a load and a store: act on the store only (the context switch's
+    // incoming side is a load).
     with_hart(vcpu, |c| match WatchKind::from_u32(w.kind) {
-        Some(WatchKind::Tas) => c.tas(vaddr, w.flags as u8),
-        Some(WatchKind::Release) => c.release(vaddr),
-        Some(WatchKind::SleepAcquireStore) => c.sleep_store(vaddr, true),
-        Some(WatchKind::SleepReleaseStore) => c.sleep_store(vaddr, false),
+        Some(WatchKind::Tas) if store => c.tas(vaddr, w.flags as u8),
+        Some(WatchKind::Release) if store => c.release(vaddr),
+        Some(WatchKind::SleepAcquireStore) if store => c.sleep_store(vaddr, true),
+        Some(WatchKind::SleepReleaseStore) if store => c.sleep_store(vaddr, false),
+        Some(WatchKind::SwitchOut) if store => c.switch_out(vaddr.wrapping_sub(w.aux)),
+        Some(WatchKind::SwitchIn) if !store => c.switch_in(vaddr.wrapping_sub(w.aux)),
         _ => {}
     });
 }
@@ -136,7 +140,8 @@ unsafe extern "C" fn on_tb(_id: ffi::PluginId, tb: *mut ffi::Tb) {
                     | WatchKind::Acquired
                     | WatchKind::Return
                     | WatchKind::RwCall
-                    | WatchKind::RwReturn,
+                    | WatchKind::RwReturn
+                    | WatchKind::RwWait,
                 ) => {
                     // SAFETY: insn belongs to the block being translated; udata is 'static.
                     unsafe {
@@ -148,14 +153,21 @@ unsafe extern "C" fn on_tb(_id: ffi::PluginId, tb: *mut ffi::Tb) {
                         )
                     }
                 }
-                Some(_) => {
+                Some(kind) => {
+                    // QEMU 7.2 never calls a callback registered for loads only (measured
+                    // here): the incoming context's load asks for both and keeps the load.
+                    let rw = if kind == WatchKind::SwitchIn {
+                        ffi::MEM_RW
+                    } else {
+                        ffi::MEM_W
+                    };
                     // SAFETY: as above.
                     unsafe {
                         ffi::qemu_plugin_register_vcpu_mem_cb(
                             insn,
                             on_mem,
                             ffi::CB_NO_REGS,
-                            ffi::MEM_W,
+                            rw,
                             udata,
                         )
                     }

@@ -139,20 +139,67 @@ impl Shared {
             .store(e.since_ns, Ordering::Relaxed);
     }
 
-    /// Which hart lists `addr` as held, if any: read from the published states (other harts'
-    /// private tables belong to their threads).
-    pub fn owner_of(&self, addr: u64) -> Option<u32> {
+    /// Calls `f(hart, key)` for every held entry the harts publish (other harts' private
+    /// tables belong to their threads), until it returns true.
+    fn any_held(&self, mut f: impl FnMut(u32, u64) -> bool) {
         for h in 0..self.nharts {
             let depth = self
                 .hart_field(h, offset_of!(HartState, depth))
                 .load(Ordering::Relaxed) as u32 as usize;
             for i in 0..depth.min(abi::MAX_HELD) {
                 let off = offset_of!(HartState, held) + i * size_of::<HeldEntry>();
-                if self.hart_field(h, off).load(Ordering::Relaxed) == addr {
-                    return Some(h);
+                if f(h, self.hart_field(h, off).load(Ordering::Relaxed)) {
+                    return;
                 }
             }
         }
-        None
+    }
+
+    /// Which hart lists spinlock `addr` as held, if any.
+    pub fn owner_of(&self, addr: u64) -> Option<u32> {
+        let mut owner = None;
+        self.any_held(|h, key| {
+            if key == addr {
+                owner = Some(h);
+            }
+            owner.is_some()
+        });
+        owner
+    }
+
+    /// The harts holding reader-writer lock `addr` (read or write), one bit each, and one of
+    /// them to name (a writer first), or `NO_HART`.
+    pub fn rw_owners(&self, addr: u64) -> (u64, u8) {
+        let (mut mask, mut writer, mut reader) = (0u64, abi::NO_HART, abi::NO_HART);
+        self.any_held(|h, key| {
+            if key & !abi::HELD_TAG_MASK == addr && key & abi::HELD_TAG_MASK != 0 {
+                mask |= 1 << h;
+                if key & abi::HELD_TAG_WRITE != 0 {
+                    writer = h as u8;
+                } else if reader == abi::NO_HART {
+                    reader = h as u8;
+                }
+            }
+            false
+        });
+        (
+            mask,
+            if writer != abi::NO_HART {
+                writer
+            } else {
+                reader
+            },
+        )
+    }
+
+    /// Publishes the context address of thread `index` (1-based) in the thread table.
+    pub fn set_thread_key(&self, index: u32, key: u64) {
+        if index == 0 || index > abi::MAX_THREADS {
+            return;
+        }
+        let a = self.u64_at(self.layout.thread(index));
+        if a.load(Ordering::Relaxed) != key {
+            a.store(key, Ordering::Release);
+        }
     }
 }

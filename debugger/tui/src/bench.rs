@@ -50,6 +50,8 @@ pub fn synthetic_view(locks: usize, harts: usize) -> View {
                     lock: i as u32,
                     kind,
                     pc: site(i + k),
+                    mode: None,
+                    trylock: false,
                 };
                 events.push(ev(0, EventKind::Spin));
                 events.push(ev(wait, EventKind::Acquired { contended: true }));

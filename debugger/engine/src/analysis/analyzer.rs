@@ -9,9 +9,7 @@ use super::config::{AnalysisConfig, ConfigError};
 use super::events::{EventState, IngestStats};
 use super::scause::decode_scause;
 use super::series::Series;
-use super::views::{
-    HartRegsRow, Inversion, LockOrderReport, OrderEdgeView, PanicView, Report, TrapView,
-};
+use super::views::{HartRegsRow, PanicView, Report, TrapView};
 use super::watch::{DeadlockCycle, StallReport, Watch};
 use crate::feed::{Feed, StopInfo};
 use crate::model::{HartId, LockEvent, LockId, Snapshot};
@@ -20,10 +18,6 @@ use crate::trace::{TraceError, TraceReader};
 /// Target time going back further than this (or with counters going down) is a new boot;
 /// less is jitter in the source's estimate of target time.
 const NEW_BOOT_BACKSTEP_NS: u64 = 1_000_000_000;
-/// Inversions reported at most per query.
-const MAX_ORDER_CYCLES: usize = 256;
-/// Edge visits allowed to the search for order cycles longer than 2, per query.
-const ORDER_CYCLE_STEPS: u64 = 1_000_000;
 
 /// Whether a snapshot can be trusted as one moment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +136,10 @@ impl Analyzer {
         self.clock_ns = Some(t);
         self.series.observe(snap, t);
         self.watch.observe(snap, t, stopped);
+        if !snap.processes.is_empty() {
+            self.events
+                .set_proc_locks(snap.processes.iter().filter_map(|p| p.lock));
+        }
         let mut held = Vec::new();
         for h in &snap.harts {
             held.clear();
@@ -235,55 +233,6 @@ impl Analyzer {
         self.watch.stall.as_ref()
     }
 
-    /// Lock-order inversions (potential deadlocks) seen in the events so far.
-    pub fn lock_order(&self) -> LockOrderReport {
-        let g = &self.events.order;
-        let (cycles, truncated) = g.cycles(
-            self.config.max_order_cycle_len,
-            MAX_ORDER_CYCLES,
-            ORDER_CYCLE_STEPS,
-        );
-        let mut report = LockOrderReport {
-            edges: g.edges.len(),
-            search_truncated: truncated,
-            ..LockOrderReport::default()
-        };
-        for c in cycles {
-            let edges: Vec<OrderEdgeView> = c
-                .iter()
-                .map(|&i| {
-                    let e = &g.edges[i as usize];
-                    OrderEdgeView {
-                        from: e.from,
-                        from_name: self.lock_name(e.from),
-                        to: e.to,
-                        to_name: self.lock_name(e.to),
-                        count: e.count,
-                        first: e.first,
-                        gates: e.gates.ids().to_vec(),
-                    }
-                })
-                .collect();
-            let mut common: Vec<LockId> = edges[0].gates.clone();
-            for e in &edges[1..] {
-                common.retain(|g| e.gates.contains(g));
-            }
-            let inv = Inversion {
-                locks: edges.iter().map(|e| e.from).collect(),
-                names: edges.iter().map(|e| e.from_name.clone()).collect(),
-                guarded: !common.is_empty(),
-                common_gates: common,
-                edges,
-            };
-            if inv.guarded {
-                report.guarded.push(inv);
-            } else {
-                report.inversions.push(inv);
-            }
-        }
-        report
-    }
-
     /// The panic in the last snapshot, if any.
     pub fn panic(&self) -> Option<PanicView> {
         let snap = self.last.as_ref()?;
@@ -333,6 +282,7 @@ impl Analyzer {
             lock_order: self.lock_order(),
             panic: self.panic(),
             ingest: self.events.stats.clone(),
+            sleep_holding: self.sleep_holding(),
         }
     }
 }

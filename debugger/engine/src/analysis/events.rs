@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use super::held::HeldEv;
 use super::hist::Log2Hist;
+use super::modes::{ReRead, RwHeld, RwSpin, SleepHolding, RW_HOLDS};
 use super::order::OrderGraph;
-use crate::model::{EventKind, HartId, LockEvent, LockId};
+use crate::model::{EventKind, HartId, LockEvent, LockId, LockMode};
 
 /// Lock ids at or above this are not lockscope ids (the ring stores them in 16 bits).
 pub const LOCK_ID_LIMIT: u32 = 1 << 16;
@@ -44,6 +45,22 @@ pub struct IngestStats {
     pub stale_held_dropped: u64,
     /// Contended acquisitions counted in a lock's "other sites" because its site table was full.
     pub site_overflow: u64,
+    /// Trylock acquisitions (they add no lock-order edge).
+    #[serde(default)]
+    pub trylocks: u64,
+    /// Reader-writer events (read or write holds).
+    #[serde(default)]
+    pub rw_events: u64,
+    /// Releases of a reader-writer hold no hart was known to have.
+    #[serde(default)]
+    pub unmatched_rw_releases: u64,
+    /// Sleeplock events.
+    #[serde(default)]
+    pub sleep_events: u64,
+    /// Occurrences of findings (re-entered reads, spinlocks held across a sleeplock) beyond the
+    /// distinct ones kept.
+    #[serde(default)]
+    pub findings_overflow: u64,
 }
 
 /// Durations measured from events: exact min, a histogram, and sums for locks with no counters.
@@ -70,7 +87,7 @@ impl Default for Durations {
 
 impl Durations {
     #[inline]
-    fn add(&mut self, d: u64) {
+    pub(crate) fn add(&mut self, d: u64) {
         self.n += 1;
         self.total = self.total.saturating_add(d);
         self.min = self.min.min(d);
@@ -142,7 +159,7 @@ impl LockEvents {
     }
 
     #[inline]
-    fn add_site(&mut self, pc: u64, wait: u64, max_sites: usize, overflow: &mut u64) {
+    pub(crate) fn add_site(&mut self, pc: u64, wait: u64, max_sites: usize, overflow: &mut u64) {
         if let Some(s) = self.sites.iter_mut().find(|s| s.pc == pc) {
             s.add(wait);
         } else if self.sites.len() < max_sites {
@@ -177,6 +194,10 @@ pub(crate) struct HartEvents {
     pending: Option<u32>,
     pub events: u64,
     pub lost: u64,
+    /// Reader-writer holds (see `modes.rs`), outside the spinlock stack.
+    pub(crate) rw: [RwHeld; RW_HOLDS],
+    pub(crate) rw_len: usize,
+    pub(crate) rw_spin: Option<RwSpin>,
 }
 
 impl HartEvents {
@@ -192,6 +213,9 @@ impl HartEvents {
             pending: None,
             events: 0,
             lost: 0,
+            rw: [RwHeld::default(); RW_HOLDS],
+            rw_len: 0,
+            rw_spin: None,
         }
     }
 
@@ -230,6 +254,8 @@ impl HartEvents {
         self.depth = 0;
         self.in_sync = false;
         self.pending = None;
+        self.rw_len = 0;
+        self.rw_spin = None;
     }
 }
 
@@ -244,6 +270,11 @@ pub(crate) struct EventState {
     pub locks: Vec<LockEvents>,
     pub order: OrderGraph,
     pub stats: IngestStats,
+    /// Lock ids that are processes' own locks (from snapshots): taking one means the hart may
+    /// be switching threads, so its reader-writer holds may belong to a thread now elsewhere.
+    proc_locks: Vec<bool>,
+    pub(crate) sleeps: Vec<SleepHolding>,
+    pub(crate) rereads: Vec<ReRead>,
 }
 
 impl EventState {
@@ -257,6 +288,28 @@ impl EventState {
             locks: Vec::new(),
             order: OrderGraph::new(max_edges),
             stats: IngestStats::default(),
+            proc_locks: Vec::new(),
+            sleeps: Vec::new(),
+            rereads: Vec::new(),
+        }
+    }
+
+    pub(crate) fn max_sites(&self) -> usize {
+        self.max_sites
+    }
+
+    /// The processes' own locks, from the last snapshot that lists processes.
+    pub fn set_proc_locks(&mut self, locks: impl Iterator<Item = LockId>) {
+        self.proc_locks.iter_mut().for_each(|x| *x = false);
+        for l in locks {
+            let i = l as usize;
+            if l >= LOCK_ID_LIMIT {
+                continue;
+            }
+            if self.proc_locks.len() <= i {
+                self.proc_locks.resize(i + 1, false);
+            }
+            self.proc_locks[i] = true;
         }
     }
 
@@ -372,15 +425,35 @@ impl EventState {
             self.stats.dropped_bad_hart += 1;
             return;
         }
+        if e.mode == Some(LockMode::Sleep) {
+            // A sleeplock names its inner spinlock but is no hold of it: no statistics.
+            if e.lock < LOCK_ID_LIMIT {
+                self.stats.events += 1;
+                self.harts[h].events += 1;
+                self.ingest_sleep(e);
+            } else {
+                self.stats.dropped_bad_lock += 1;
+            }
+            return;
+        }
         let Some(slot) = self.slot(e.lock) else {
             return;
         };
         self.stats.events += 1;
+        if let Some(mode) = e.mode {
+            self.harts[h].events += 1;
+            self.locks[slot].events += 1;
+            self.ingest_rw(slot, e, mode == LockMode::Write);
+            return;
+        }
+        if e.trylock {
+            self.stats.trylocks += 1;
+        }
         let hart = &mut self.harts[h];
         let lk = &mut self.locks[slot];
         hart.events += 1;
         lk.events += 1;
-        let order_ok = hart.in_sync;
+        let order_ok = hart.in_sync && !e.trylock;
         match e.kind {
             EventKind::Spin => {
                 lk.spins += 1;
@@ -421,6 +494,11 @@ impl EventState {
                 } else if !ordered && order_ok {
                     record_order(&mut self.order, &mut self.stats, hart, e);
                 }
+                if hart.rw_len > 0 && self.proc_locks.get(e.lock as usize) == Some(&true) {
+                    // The hart may be switching threads: its reader-writer holds may now
+                    // belong to a thread elsewhere (their releases there find them).
+                    hart.rw_len = 0;
+                }
                 if hart.depth == STACK {
                     self.stats.stack_overflows += 1;
                     hart.lose_sync();
@@ -449,11 +527,42 @@ impl EventState {
     }
 }
 
+impl EventState {
+    /// Records the order edges of `e` from everything hart `h` holds.
+    pub(crate) fn record_order_of(&mut self, h: usize, e: &LockEvent) {
+        record_order(&mut self.order, &mut self.stats, &self.harts[h], e);
+    }
+}
+
+/// Edges from every lock `hart` holds (reader-writer holds included) to `e.lock`.
 #[inline]
 fn record_order(order: &mut OrderGraph, stats: &mut IngestStats, hart: &HartEvents, e: &LockEvent) {
-    let held = hart.held();
+    if hart.rw_len == 0 {
+        record_from(order, stats, hart.held(), e);
+        return;
+    }
+    let mut all = [HeldEv::default(); STACK + RW_HOLDS];
+    let mut n = 0;
+    for x in hart.rw_holds() {
+        all[n] = HeldEv {
+            lock: x.lock,
+            epoch: 0,
+            pc: x.pc,
+            since_ns: x.since_ns,
+        };
+        n += 1;
+    }
+    for x in hart.held() {
+        all[n] = *x;
+        n += 1;
+    }
+    record_from(order, stats, &all[..n], e);
+}
+
+#[inline]
+fn record_from(order: &mut OrderGraph, stats: &mut IngestStats, held: &[HeldEv], e: &LockEvent) {
     for i in 0..held.len() {
-        if !order.record(held, i, e.lock, e.hart, e.pc, e.time_ns) {
+        if held[i].lock != e.lock && !order.record(held, i, e.lock, e.hart, e.pc, e.time_ns) {
             stats.order_edge_overflow += 1;
         }
     }

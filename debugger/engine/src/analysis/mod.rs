@@ -13,11 +13,15 @@
 //! ([`Analyzer::replay`]) and a test fixture go through the same path.
 
 mod analyzer;
+mod classes;
 mod config;
 mod events;
 mod held;
 mod hist;
+mod lockdep;
+mod modes;
 mod order;
+mod order_report;
 mod rows;
 mod scause;
 mod series;
@@ -26,14 +30,18 @@ mod views;
 mod watch;
 
 pub use analyzer::{Analyzer, Consistency};
+pub use classes::lock_class;
 pub use config::{AnalysisConfig, ConfigError};
 pub use events::{IngestStats, Site, LOCK_ID_LIMIT};
 pub use hist::{HistBucket, HistView, Log2Hist};
+pub use lockdep::NestOrder;
+pub use modes::SleepHolding;
 pub use order::EdgeSite;
 pub use scause::{decode_scause, Scause};
 pub use series::Rates;
 pub use verdict::{
-    stall_line, verdict_sentence, Check, Severity, Verdict, VerdictNames, CHECK_SCHEMA,
+    inversion_words, sleep_line, stall_line, verdict_sentence, Check, Severity, Verdict,
+    VerdictNames, CHECK_SCHEMA,
 };
 pub use views::*;
 pub use watch::{DeadlockCycle, StallReason, StallReport, StalledHart, WaitEdge};

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashMap;
 
 use super::analyzer::Analyzer;
+use super::classes::lock_class;
 use super::events::{Durations, Site};
 use super::series::Rates;
 use super::views::{
@@ -68,7 +69,7 @@ impl Analyzer {
         LockRow {
             id,
             name: state.map_or_else(|| format!("lock#{id}"), |s| s.meta.name.clone()),
-            class: state.map_or_else(String::new, |s| s.meta.class.clone()),
+            class: state.map_or_else(String::new, lock_class),
             acquires,
             contended,
             spins,

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::analyzer::Analyzer;
 use super::events::IngestStats;
-use super::views::{Inversion, PanicView};
+use super::modes::SleepHolding;
+use super::views::{Inversion, InversionKind, PanicView};
 use super::watch::{DeadlockCycle, StallReason, StallReport, StalledHart};
 use crate::model::{HartRun, LockId, Outcome};
 
@@ -24,6 +25,9 @@ pub enum Verdict {
     /// The workload ran to its end and its own check failed (for example kalloctest's page
     /// conservation), with no panic, deadlock or stall to explain it.
     Fail,
+    /// A spinlock was held while its hart took a sleeplock: the first time that sleeplock is
+    /// contended, `sleep` runs with the spinlock held (xv6 panics "sched locks").
+    SpinlockAcrossSleep,
     LockOrderInversion,
 }
 
@@ -35,6 +39,7 @@ impl Verdict {
             Verdict::Deadlock => "deadlock",
             Verdict::Stall => "stall",
             Verdict::Fail => "fail",
+            Verdict::SpinlockAcrossSleep => "spinlock-across-sleep",
             Verdict::LockOrderInversion => "lock-order-inversion",
         }
     }
@@ -42,7 +47,7 @@ impl Verdict {
     pub fn severity(self) -> Severity {
         match self {
             Verdict::Ok => Severity::Ok,
-            Verdict::LockOrderInversion => Severity::Warning,
+            Verdict::LockOrderInversion | Verdict::SpinlockAcrossSleep => Severity::Warning,
             Verdict::Panic | Verdict::Deadlock | Verdict::Stall | Verdict::Fail => Severity::Fault,
         }
     }
@@ -77,6 +82,9 @@ pub struct Check {
     pub inversions: Vec<Inversion>,
     pub guarded_inversions: usize,
     pub ingest: IngestStats,
+    /// Spinlocks held while their hart took a sleeplock.
+    #[serde(default)]
+    pub spinlock_across_sleep: Vec<SleepHolding>,
 }
 
 /// How a verdict sentence names what it points at: raw pcs (the analysis' own record) or
@@ -140,28 +148,80 @@ pub fn verdict_sentence(check: &Check, names: &dyn VerdictNames) -> String {
         Verdict::Fail => {
             "the workload's own check failed (see the console for what it found)".to_string()
         }
-        Verdict::LockOrderInversion => {
-            let Some(inv) = check.inversions.first() else {
-                return "lock-order inversion".to_string();
-            };
-            let sites: Vec<String> = inv
-                .edges
-                .iter()
-                .map(|e| {
-                    format!(
-                        "{} -> {} (hart {}, {} then {})",
-                        e.from_name,
-                        e.to_name,
-                        e.first.hart,
-                        names.site(e.first.from_pc),
-                        names.site(e.first.to_pc)
-                    )
-                })
-                .collect();
-            format!("lock-order inversion: {}", sites.join(" vs "))
-        }
+        Verdict::SpinlockAcrossSleep => match check.spinlock_across_sleep.first() {
+            Some(s) => sleep_line(s, names),
+            None => "a spinlock held across acquiresleep".to_string(),
+        },
+        Verdict::LockOrderInversion => match check.inversions.first() {
+            Some(inv) => format!("lock-order inversion: {}", inversion_words(inv, names)),
+            None => "lock-order inversion".to_string(),
+        },
         Verdict::Ok => "no panic, deadlock, stall or lock-order inversion".to_string(),
     }
+}
+
+/// An inversion in words, after `lock-order inversion: `.
+pub fn inversion_words(inv: &Inversion, names: &dyn VerdictNames) -> String {
+    let edge = |e: &super::views::OrderEdgeView| {
+        format!(
+            "{} -> {} (hart {}, {} then {})",
+            e.from_name,
+            e.to_name,
+            e.first.hart,
+            names.site(e.first.from_pc),
+            names.site(e.first.to_pc)
+        )
+    };
+    let sites: Vec<String> = inv.edges.iter().map(edge).collect();
+    match inv.kind {
+        InversionKind::Cycle => sites.join(" vs "),
+        InversionKind::InstanceOrder => {
+            let seen: Vec<String> = inv
+                .orders_seen
+                .iter()
+                .map(|(o, n)| format!("{n} {}", o.as_str()))
+                .collect();
+            format!(
+                "{} instances nested in no fixed order ({}): {}",
+                inv.class.as_deref().unwrap_or("one class's"),
+                seen.join(", "),
+                sites.join(" vs ")
+            )
+        }
+        InversionKind::RecursiveRead => {
+            let Some(e) = inv.edges.first() else {
+                return "a read taken again".to_string();
+            };
+            let writer = match inv.writer_waiting {
+                Some(w) => format!("; hart {w} was waiting to write"),
+                None => String::new(),
+            };
+            format!(
+                "hart {} read {} again while reading it ({} then {}): a deadlock when a writer waits in between (writer priority){writer}",
+                e.first.hart,
+                e.from_name,
+                names.site(e.first.from_pc),
+                names.site(e.first.to_pc)
+            )
+        }
+    }
+}
+
+/// A spinlock held across a sleeplock in words.
+pub fn sleep_line(s: &SleepHolding, names: &dyn VerdictNames) -> String {
+    format!(
+        "spinlock {} (taken at {}) held across acquiresleep of {} at {} on hart {}{}: the first time that sleeplock is contended, sleep runs holding it",
+        s.lock_name,
+        names.site(s.held_pc),
+        s.sleeplock_name,
+        names.site(s.pc),
+        s.hart,
+        if s.count > 1 {
+            format!(" ({} times)", s.count)
+        } else {
+            String::new()
+        }
+    )
 }
 
 /// One stalled hart in words: `hart 1 spun on kmem for 2000 ms at kalloc::alloc ...`.
@@ -198,7 +258,8 @@ impl VerdictNames for RawNames<'_> {
 
 impl Analyzer {
     /// The verdict of `lockscope check`: panic, then confirmed deadlock, then stall, then a
-    /// failed workload, then an unguarded lock-order inversion, else ok.
+    /// failed workload, then a spinlock held across a sleeplock, then an unguarded lock-order
+    /// inversion, else ok.
     pub fn check(&self) -> Check {
         let snap = self.snapshot();
         let panic = self.panic();
@@ -211,6 +272,7 @@ impl Analyzer {
         let confirmed: Vec<DeadlockCycle> = all.iter().filter(|c| c.confirmed).cloned().collect();
         let stall = self.stall().cloned();
         let order = self.lock_order();
+        let sleeps = self.sleep_holding();
         let verdict = if panicked {
             Verdict::Panic
         } else if !confirmed.is_empty() {
@@ -219,6 +281,8 @@ impl Analyzer {
             Verdict::Stall
         } else if snap.is_some_and(|s| s.outcome == Some(Outcome::Fail)) {
             Verdict::Fail
+        } else if !sleeps.is_empty() {
+            Verdict::SpinlockAcrossSleep
         } else if !order.inversions.is_empty() {
             Verdict::LockOrderInversion
         } else {
@@ -238,6 +302,7 @@ impl Analyzer {
             guarded_inversions: order.guarded.len(),
             inversions: order.inversions,
             ingest: self.ingest_stats().clone(),
+            spinlock_across_sleep: sleeps,
         };
         check.summary = verdict_sentence(&check, &RawNames(self));
         check

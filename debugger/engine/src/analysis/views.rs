@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use super::events::{IngestStats, Site};
 use super::hist::HistView;
+use super::lockdep::NestOrder;
+use super::modes::SleepHolding;
 use super::order::EdgeSite;
 use super::scause::Scause;
 use super::series::Rates;
@@ -182,18 +184,47 @@ pub struct OrderEdgeView {
     pub gates: Vec<LockId>,
 }
 
-/// A cycle in the lock-order graph: a potential deadlock.
+/// What makes an [`Inversion`] a potential deadlock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InversionKind {
+    /// A cycle in the lock-order graph: each lock taken while holding the one before.
+    #[default]
+    Cycle,
+    /// Instances of one class nested in no fixed order (lockdep's rule): `edges` are two
+    /// nestings that disagree, not a chain.
+    InstanceOrder,
+    /// A hart took a read of a reader-writer lock it already held for reading: a deadlock under
+    /// writer priority when a writer starts waiting between the two reads. `edges` has one
+    /// edge from the lock to itself (the first read's site, then the second's).
+    RecursiveRead,
+}
+
+/// A potential deadlock from the order locks were taken in.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inversion {
-    /// The locks in cycle order, starting at the lowest id.
+    /// The locks in cycle order, starting at the lowest id (for the other kinds: each edge's
+    /// first lock).
     pub locks: Vec<LockId>,
     pub names: Vec<String>,
-    /// `edges[i]` goes from `locks[i]` to `locks[i + 1]` (wrapping).
+    /// `edges[i]` goes from `locks[i]` to `locks[i + 1]` (wrapping), for a cycle.
     pub edges: Vec<OrderEdgeView>,
     /// Every occurrence of every edge happened under a common lock (`common_gates`), so the
     /// orders cannot interleave.
     pub guarded: bool,
     pub common_gates: Vec<LockId>,
+    #[serde(default)]
+    pub kind: InversionKind,
+    /// The class whose instances disagree (`instance-order`), or of the lock read twice.
+    #[serde(default)]
+    pub class: Option<String>,
+    /// `instance-order`: how many distinct nestings went each way, the commoner way first.
+    #[serde(default)]
+    pub orders_seen: Vec<(NestOrder, u64)>,
+    /// `recursive-read`: a hart that was waiting to write the lock then (as far as the events
+    /// ingested by then tell).
+    #[serde(default)]
+    pub writer_waiting: Option<HartId>,
 }
 
 /// The lock-order analysis.
@@ -259,4 +290,7 @@ pub struct Report {
     pub lock_order: LockOrderReport,
     pub panic: Option<PanicView>,
     pub ingest: IngestStats,
+    /// Spinlocks held while their hart took a sleeplock.
+    #[serde(default)]
+    pub sleep_holding: Vec<SleepHolding>,
 }

@@ -10,7 +10,7 @@ use super::lab::LabTracker;
 use super::view::{PauseStats, SourceKind, TargetState};
 use crate::analysis::{AnalysisConfig, Analyzer, Check, ConfigError, Verdict};
 use crate::feed::{Feed, StopReason};
-use crate::model::LockEvent;
+use crate::model::{HartId, LockEvent};
 use crate::symbols::Symbols;
 use crate::trace::TraceWriter;
 
@@ -277,6 +277,13 @@ impl Monitor {
         }
     }
 
+    /// The newest `n` events of `hart`, oldest first.
+    pub(super) fn last_events(&self, hart: HartId, n: usize) -> Vec<LockEvent> {
+        self.recent.get(hart as usize).map_or_else(Vec::new, |q| {
+            q.iter().skip(q.len().saturating_sub(n)).copied().collect()
+        })
+    }
+
     /// The newest `recent_events` events of all harts, oldest first.
     pub(super) fn recent_events(&self) -> Vec<LockEvent> {
         let mut all: Vec<LockEvent> = self.recent.iter().flatten().copied().collect();
@@ -420,6 +427,8 @@ mod tests {
             lock: 0,
             kind: EventKind::Released,
             pc: 0,
+            mode: None,
+            trylock: false,
         };
         // A drain: hart 0's events, then hart 1's.
         let batch = vec![ev(0, 1), ev(0, 3), ev(0, 5), ev(0, 7), ev(1, 2), ev(1, 6)];

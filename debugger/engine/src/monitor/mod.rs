@@ -18,6 +18,6 @@ mod view;
 pub use feeds::{Monitor, MonitorConfig};
 pub use lab::{may_bound_a_test, LabLock, LabResult, LabTest};
 pub use view::{
-    short_function, AsmLine, FrameLine, HartBacktrace, KernelDetail, LockDetail, PanicDetail,
-    PauseStats, Place, SourceKind, SourceLines, TargetState, View,
+    short_function, AsmLine, FrameLine, HartBacktrace, HartLastEvents, KernelDetail, LockDetail,
+    PanicDetail, PauseStats, Place, SourceKind, SourceLines, TargetState, View,
 };

@@ -5,11 +5,14 @@ use std::collections::HashMap;
 
 use super::feeds::Monitor;
 use super::view::{
-    short_function, AsmLine, FrameLine, HartBacktrace, KernelDetail, LockDetail, PanicDetail,
-    Place, SourceLines, View,
+    short_function, AsmLine, FrameLine, HartBacktrace, HartLastEvents, KernelDetail, LockDetail,
+    PanicDetail, Place, SourceLines, View,
 };
 use crate::analysis::Report;
-use crate::model::{FrameKind, Snapshot, StackFrame};
+use crate::model::{FrameKind, HartId, Snapshot, StackFrame};
+
+/// Events shown per hart of a deadlock or a stall.
+const LAST_EVENTS: usize = 8;
 use crate::symbols::{Disassembly, SourceContext, SourceFrame};
 
 impl Monitor {
@@ -63,6 +66,16 @@ impl Monitor {
         for e in &recent {
             site(e.pc);
         }
+        let last_events = self.last_events_of_stuck_harts(&report);
+        for h in &last_events {
+            for e in &h.events {
+                site(e.pc);
+            }
+        }
+        for s in &report.sleep_holding {
+            site(s.held_pc);
+            site(s.pc);
+        }
         if let Some(stall) = &report.stall {
             for h in &stall.harts {
                 if let Some(pc) = h.pc {
@@ -103,6 +116,7 @@ impl Monitor {
             console: self.console.iter().cloned().collect(),
             console_newlines: self.console_newlines,
             kernel_reader: self.kernel_reader.clone(),
+            last_events,
             bufs: snap
                 .and_then(|s| s.bcache.as_ref())
                 .map(|b| b.bufs.clone())
@@ -112,6 +126,31 @@ impl Monitor {
             lab_tests: self.lab.tests().to_vec(),
             user_gdb: self.user_gdb.clone(),
         }
+    }
+
+    /// The newest events of every hart in a confirmed deadlock cycle or stalled, by hart.
+    fn last_events_of_stuck_harts(&self, report: &Report) -> Vec<HartLastEvents> {
+        let mut harts: Vec<HartId> = report
+            .deadlocks
+            .iter()
+            .filter(|c| c.confirmed)
+            .flat_map(|c| c.edges.iter().map(|e| e.waiter))
+            .chain(
+                report
+                    .stall
+                    .iter()
+                    .flat_map(|s| s.harts.iter().map(|h| h.hart)),
+            )
+            .collect();
+        harts.sort_unstable();
+        harts.dedup();
+        harts
+            .into_iter()
+            .map(|hart| HartLastEvents {
+                hart,
+                events: self.last_events(hart, LAST_EVENTS),
+            })
+            .collect()
     }
 
     /// A return address: the call site it returns to, outside the lock implementation.

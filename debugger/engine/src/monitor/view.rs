@@ -149,6 +149,13 @@ pub struct PanicDetail {
     pub harts: Vec<HartBacktrace>,
 }
 
+/// What one hart did last: its newest lock events, oldest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HartLastEvents {
+    pub hart: HartId,
+    pub events: Vec<LockEvent>,
+}
+
 /// The symbolized, UI-ready picture of a target at one moment.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct View {
@@ -185,6 +192,10 @@ pub struct View {
     /// How the kernel is read (`lockscope ABI v1`); `None` in a replay.
     #[serde(default)]
     pub kernel_reader: Option<String>,
+    /// Each hart of a confirmed deadlock or a stall: what it did last (its acquisitions, then
+    /// its endless spin), pcs in `places`.
+    #[serde(default)]
+    pub last_events: Vec<HartLastEvents>,
     /// The source delivers lock events (wait and hold times, sites): our kernel's rings; an
     /// xv6 kernel read through DWARF alone has none.
     #[serde(default = "yes")]

@@ -453,6 +453,8 @@ impl EventColumns<'_> {
             lock,
             kind: code_kind(kind),
             pc,
+            mode: None,
+            trylock: false,
         })
     }
 }
@@ -483,6 +485,8 @@ mod tests {
                 lock,
                 kind: code_kind(k),
                 pc,
+                mode: None,
+                trylock: false,
             },
         )
     }
@@ -502,7 +506,9 @@ mod tests {
             let mut enc = ChunkEncoder::default();
             enc.push(&Feed::Events { events: (0..100).map(|i| LockEvent {
                 time_ns: i * 100, hart: (i % 4) as u32, lock: (i % 7) as u32,
-                kind: code_kind((i % 4) as u8), pc: 0x8000_0000 + (i % 5) }).collect(), lost: vec![] });
+                kind: code_kind((i % 4) as u8), pc: 0x8000_0000 + (i % 5),
+                mode: None,
+                trylock: false, }).collect(), lost: vec![] });
             enc.push(&Feed::Console("hello".into()));
             let mut out = Vec::new();
             enc.finish(&mut out);
@@ -545,6 +551,8 @@ mod tests {
             lock: 1,
             kind: EventKind::Spin,
             pc: 4,
+            mode: None,
+            trylock: false,
         };
         let feeds = vec![Feed::Events {
             events: vec![ev(1000, 0), ev(1300, 0), ev(700, 0), ev(100, 1)],

@@ -74,6 +74,8 @@ pub fn all_kinds() -> Vec<Feed> {
                 lock: 70_000,
                 kind: EventKind::Acquired { contended: true },
                 pc: u64::MAX,
+                mode: None,
+                trylock: false,
             }],
             lost: vec![(3, 9), (0, u64::MAX)],
         },

@@ -1,5 +1,6 @@
 //! The file lockscope and its QEMU TCG plugin share: one header, a control block lockscope writes,
-//! the watch table (what to instrument), per-hart published state and one event ring per vCPU.
+//! the watch table (what to instrument), per-hart published state, the thread table and one event
+//! ring per vCPU.
 //!
 //! Both sides compile this crate, so a layout exists once. Every struct is `#[repr(C)]`,
 //! little-endian, 8-byte aligned, with explicit padding, and derives [`bytemuck::Pod`]; the tests
@@ -14,12 +15,15 @@ use bytemuck::{Pod, Zeroable};
 /// `b"LSPLUGIN"` read as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"LSPLUGIN");
 /// Bumped on any change of a layout or of a field's meaning.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Most vCPUs a file can describe.
 pub const MAX_HARTS: u32 = 64;
 /// Depth of each hart's published held list.
 pub const MAX_HELD: usize = 16;
+/// Threads the plugin tells apart (by the address of their saved context: xv6's `p->context`
+/// and each hart's scheduler `cpus[i].context`). xv6 has `NPROC` (64) + `NCPU` (8).
+pub const MAX_THREADS: u32 = 1024;
 /// Most watch entries a file can carry (a big kernel has a few thousand call sites).
 pub const MAX_WATCH: u32 = 1 << 20;
 /// Ring capacity bounds (events, a power of two).
@@ -70,6 +74,8 @@ pub struct Header {
     pub control_off: u64,
     pub watch_off: u64,
     pub harts_off: u64,
+    /// The thread table: [`MAX_THREADS`] u64 context addresses (see [`Event::thread`]).
+    pub threads_off: u64,
     pub rings_off: u64,
     /// Sleeplocks (xv6 `struct sleeplock`): offset of the inner spinlock and of `locked`.
     pub sleep_lk_off: u32,
@@ -126,15 +132,26 @@ pub enum WatchKind {
     /// is the return address, `flags` says read or write and [`WATCH_RELEASE_SIDE`]. The rw
     /// lock is the first spinlock the function then takes (xv6's `rw->lk`, its first field).
     RwCall = 9,
-    /// A return of a reader-writer lock function: the hold begins or ends here.
+    /// A return of a reader-writer lock function whose hold begins or ends at its return
+    /// ([`WATCH_AT_RETURN`]).
     RwReturn = 10,
+    /// The store of the outgoing thread's context in the context switch (xv6 `swtch`:
+    /// `sd ra, 0(a0)`): its address names the thread that stops running on this hart.
+    SwitchOut = 11,
+    /// The load of the incoming thread's context at the same offset (`ld ra, 0(a1)`): the
+    /// thread that runs on this hart from now on.
+    SwitchIn = 12,
+    /// A call of a release function inside a reader-writer acquire function that is followed by
+    /// more waiting (not by the function's return): the function waits for the rw lock.
+    RwWait = 13,
 }
 
 /// `Watch::flags` of `RwCall`/`RwReturn`: a release function (`read_release`, `write_release`).
 pub const WATCH_RELEASE_SIDE: u32 = 1 << 8;
-/// `Watch::flags` of a `Call` made from inside a reader-writer lock function: the spinlock it
-/// takes is the rw lock's own (an interrupt's acquisitions in between are not).
-pub const WATCH_IN_RW: u32 = 1 << 9;
+/// `Watch::flags` of an `RwCall`: the hold begins (or ends) when the function returns, not at
+/// the release of its inner spinlock (the function has no inner release that is followed by its
+/// return); its returns are `RwReturn` watches.
+pub const WATCH_AT_RETURN: u32 = 1 << 10;
 
 impl WatchKind {
     pub fn from_u32(v: u32) -> Option<Self> {
@@ -149,6 +166,9 @@ impl WatchKind {
             8 => Self::SleepCall,
             9 => Self::RwCall,
             10 => Self::RwReturn,
+            11 => Self::SwitchOut,
+            12 => Self::SwitchIn,
+            13 => Self::RwWait,
             _ => return None,
         })
     }
@@ -160,7 +180,8 @@ impl WatchKind {
 pub struct Watch {
     /// Guest virtual address of the instruction.
     pub pc: u64,
-    /// Kind-specific: see [`WatchKind`].
+    /// Kind-specific: see [`WatchKind`] (a call's return address; `SwitchOut`/`SwitchIn`:
+    /// the displacement of the access, so the context's address is `vaddr - aux`).
     pub aux: u64,
     /// A [`WatchKind`].
     pub kind: u32,
@@ -191,13 +212,15 @@ pub enum EventKind {
     /// The first test-and-set failed: the hart spins. `owner` holds it (or `NO_HART`). `time_ns`
     /// is when the spin began.
     Contended = 2,
-    /// The lock is taken: `wait_ns` since the first attempt, `spins` failed test-and-sets.
+    /// The lock is taken: `value` is the wait since the first attempt, `spins` failed
+    /// test-and-sets (reader-writer locks: the times the function went back to waiting).
     Acquired = 3,
-    /// The lock word was released by this hart; `wait_ns` is the hold time.
+    /// The lock was released by this hart; `value` is the hold time.
     Released = 4,
-    /// A sleeplock was taken (`lk->locked = 1`); `addr` is the sleeplock.
+    /// A sleeplock was taken (`lk->locked = 1`) by `thread`; `addr` is the sleeplock, `value`
+    /// the wait since `acquiresleep` took its inner spinlock.
     SleepAcquired = 5,
-    /// A sleeplock was released, possibly on another hart than it was taken.
+    /// A sleeplock was released by `thread` (often on another hart than it was taken).
     SleepReleased = 6,
     /// A releasing store to a lock word this hart was not seen taking: the lock was taken by a
     /// test-and-set outside the watched acquire functions (a trylock, a raw test-and-set).
@@ -226,17 +249,24 @@ pub const FLAG_TRYLOCK: u8 = 1 << 0;
 pub const FLAG_READ: u8 = 1 << 1;
 /// A write (exclusive) hold of a reader-writer lock.
 pub const FLAG_WRITE: u8 = 1 << 2;
-/// No call site was seen for this acquisition (an indirect call, an inlined acquire, or a
-/// sleeplock taken after sleeping).
+/// No call site was seen for this acquisition (an indirect call or an inlined acquire).
 pub const FLAG_NO_SITE: u8 = 1 << 3;
-/// A sleeplock acquisition that slept before it got the lock.
+/// A sleeplock acquisition that slept (its thread was switched out) before it got the lock.
 pub const FLAG_SLEPT: u8 = 1 << 4;
+/// A spinlock taken inside a reader-writer lock function (its inner lock): its site is the
+/// call into the reader-writer function.
+pub const FLAG_RW_INNER: u8 = 1 << 5;
+/// A release whose hold time is unknown: the hold was taken past the [`MAX_HELD`] entries a
+/// hart lists (a reader holding one rwlock a million times).
+pub const FLAG_NO_HOLD: u8 = 1 << 6;
 
-/// Low bits a holder of a reader-writer lock is tagged with when the plugin looks one up
-/// (lock words are 4-byte aligned): read.
+/// Low bits of [`HeldEntry::addr`] and [`HartState::spin_addr`] (lock words are 4-byte
+/// aligned): a read hold of a reader-writer lock.
 pub const HELD_TAG_READ: u64 = 1;
-/// Write.
+/// A write hold of a reader-writer lock.
 pub const HELD_TAG_WRITE: u64 = 2;
+/// Both tag bits.
+pub const HELD_TAG_MASK: u64 = 3;
 
 /// One event, 48 bytes. Event `i` of a ring lives in slot `i & (entries - 1)`.
 #[repr(C)]
@@ -244,12 +274,15 @@ pub const HELD_TAG_WRITE: u64 = 2;
 pub struct Event {
     /// Plugin time (stops taken out), ns.
     pub time_ns: u64,
-    /// The lock word, aligned down to 4 bytes (a sleeplock's own address for sleep events).
+    /// The lock word, aligned down to 4 bytes (a sleeplock's own address for sleep events; a
+    /// reader-writer lock's inner spinlock for read and write holds).
     pub addr: u64,
     /// Return address of the call into the lock function (symbolize `site - 1`), or 0.
     pub site: u64,
-    /// `Acquired`: wait since the first attempt; `Released`, `SleepReleased`: hold time.
-    pub wait_ns: u64,
+    /// By kind: `Acquired` the wait since the first attempt, ns; `Released` the hold time, ns;
+    /// `SleepAcquired` the wait, ns; `Contended` the harts holding the lock then, one bit per
+    /// hart (a reader-writer lock can have several readers).
+    pub value: u64,
     /// `Acquired`, `Contended`: failed test-and-sets so far.
     pub spins: u32,
     /// Low 32 bits of this event's index.
@@ -257,13 +290,15 @@ pub struct Event {
     pub kind: u8,
     pub flags: u8,
     pub hart: u8,
-    /// `Contended`: the hart holding the lock at that moment, or [`NO_HART`].
+    /// `Contended`: a hart holding the lock at that moment (the writer first), or [`NO_HART`].
     pub owner: u8,
-    pub _pad: u32,
+    /// The thread running on the hart: index + 1 into the thread table, 0 when unknown (before
+    /// the hart's first context switch, or a kernel without a switch function lockscope knows).
+    pub thread: u32,
 }
 
-/// One spinlock a hart holds. (Reader-writer holds are not listed: a thread may release one
-/// on another hart, so lockscope pairs them by address from the events.)
+/// One lock a hart holds: a spinlock, or a read or write hold of a reader-writer lock (the
+/// [`HELD_TAG_READ`]/[`HELD_TAG_WRITE`] bit set in `addr`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct HeldEntry {
@@ -279,7 +314,8 @@ pub struct HeldEntry {
 pub struct HartState {
     /// Seqlock generation: odd while the fields below change.
     pub gen: u64,
-    /// The lock word this hart spins on, or 0.
+    /// The lock word this hart spins on, or 0 (tagged with [`HELD_TAG_READ`] or
+    /// [`HELD_TAG_WRITE`] when it waits for a read or write hold of a reader-writer lock).
     pub spin_addr: u64,
     /// When the spin began (the first, failed attempt).
     pub spin_since_ns: u64,
@@ -297,6 +333,10 @@ pub struct HartState {
     pub depth: u32,
     /// Held entries dropped because the list was full.
     pub held_overflow: u32,
+    /// The thread running on this hart ([`Event::thread`]).
+    pub thread: u32,
+    /// Context switches seen on this hart.
+    pub switches: u32,
     /// Outermost first; the first `min(depth, MAX_HELD)` are valid.
     pub held: [HeldEntry; MAX_HELD],
 }
@@ -308,6 +348,7 @@ pub struct Layout {
     pub control_off: u64,
     pub watch_off: u64,
     pub harts_off: u64,
+    pub threads_off: u64,
     pub rings_off: u64,
     /// Bytes of one ring: its header, padded to 64, then its events.
     pub ring_stride: u64,
@@ -329,10 +370,11 @@ impl Layout {
             watch_off + nwatch as u64 * core::mem::size_of::<Watch>() as u64,
             64,
         );
-        let rings_off = align(
+        let threads_off = align(
             harts_off + nharts as u64 * core::mem::size_of::<HartState>() as u64,
-            4096,
+            64,
         );
+        let rings_off = align(threads_off + MAX_THREADS as u64 * 8, 4096);
         let ring_stride = align(
             RING_HEADER_AREA + ring_entries as u64 * core::mem::size_of::<Event>() as u64,
             4096,
@@ -341,6 +383,7 @@ impl Layout {
             control_off,
             watch_off,
             harts_off,
+            threads_off,
             rings_off,
             ring_stride,
             file_size: rings_off + nharts as u64 * ring_stride,
@@ -350,6 +393,11 @@ impl Layout {
     /// Offset of hart `h`'s published state.
     pub const fn hart(&self, h: u32) -> u64 {
         self.harts_off + h as u64 * core::mem::size_of::<HartState>() as u64
+    }
+
+    /// Offset of thread `index` (1-based, as events carry it) in the thread table.
+    pub const fn thread(&self, index: u32) -> u64 {
+        self.threads_off + (index as u64 - 1) * 8
     }
 
     /// Offset of hart `h`'s ring header; its events follow at [`RING_HEADER_AREA`].
@@ -417,6 +465,7 @@ impl Header {
             control_off: l.control_off,
             watch_off: l.watch_off,
             harts_off: l.harts_off,
+            threads_off: l.threads_off,
             rings_off: l.rings_off,
             sleep_lk_off: 8,
             sleep_locked_off: 0,
@@ -494,6 +543,7 @@ impl Header {
             ("control_off", self.control_off, l.control_off),
             ("watch_off", self.watch_off, l.watch_off),
             ("harts_off", self.harts_off, l.harts_off),
+            ("threads_off", self.threads_off, l.threads_off),
             ("rings_off", self.rings_off, l.rings_off),
             ("file_size", self.file_size, l.file_size),
         ];
@@ -540,29 +590,32 @@ mod tests {
 
     #[test]
     fn sizes_are_pinned() {
-        assert_eq!(size_of::<Header>(), 240);
+        assert_eq!(size_of::<Header>(), 248);
         assert_eq!(size_of::<Control>(), 32);
         assert_eq!(size_of::<Watch>(), 24);
         assert_eq!(size_of::<RingHeader>(), 16);
         assert_eq!(size_of::<Event>(), 48);
         assert_eq!(size_of::<HeldEntry>(), 24);
-        assert_eq!(size_of::<HartState>(), 72 + 24 * MAX_HELD);
+        assert_eq!(size_of::<HartState>(), 80 + 24 * MAX_HELD);
     }
 
     #[test]
     fn offsets_are_pinned() {
         assert_eq!(offset_of!(Header, nharts), 24);
         assert_eq!(offset_of!(Header, control_off), 56);
-        assert_eq!(offset_of!(Header, sleep_lk_off), 88);
-        assert_eq!(PLUGIN_STATE_OFFSET, 96);
-        assert_eq!(offset_of!(Header, message), 112);
+        assert_eq!(offset_of!(Header, threads_off), 80);
+        assert_eq!(offset_of!(Header, sleep_lk_off), 96);
+        assert_eq!(PLUGIN_STATE_OFFSET, 104);
+        assert_eq!(offset_of!(Header, message), 120);
         assert_eq!(offset_of!(Event, spins), 32);
         assert_eq!(offset_of!(Event, seq), 36);
         assert_eq!(offset_of!(Event, kind), 40);
         assert_eq!(offset_of!(Event, owner), 43);
+        assert_eq!(offset_of!(Event, thread), 44);
         assert_eq!(offset_of!(HartState, spin_addr), 8);
         assert_eq!(offset_of!(HartState, depth), 64);
-        assert_eq!(offset_of!(HartState, held), 72);
+        assert_eq!(offset_of!(HartState, thread), 72);
+        assert_eq!(offset_of!(HartState, held), 80);
         assert_eq!(offset_of!(Control, stop_began_ns), 8);
     }
 
@@ -573,7 +626,8 @@ mod tests {
         assert_eq!(l.rings_off % 4096, 0);
         assert_eq!(l.ring_stride % 4096, 0);
         assert_eq!(l.ring(2) + l.ring_stride, l.file_size);
-        assert!(l.hart(2) + size_of::<HartState>() as u64 <= l.rings_off);
+        assert!(l.hart(2) + size_of::<HartState>() as u64 <= l.threads_off);
+        assert!(l.thread(MAX_THREADS) + 8 <= l.rings_off);
         assert!(l.watch_off + 10 * 24 <= l.harts_off);
         assert!(matches!(
             h.validate(h.file_size - 1),

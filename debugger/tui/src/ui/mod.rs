@@ -49,7 +49,7 @@ pub fn render(frame: &mut Frame, app: &App, view: &View) {
         Verdict::Deadlock | Verdict::Stall | Verdict::LockOrderInversion => {
             app.tab != Tab::Deadlock
         }
-        Verdict::Fail => true,
+        Verdict::Fail | Verdict::SpinlockAcrossSleep => true,
     };
     let [header, tabs, verdict, body, status] = Layout::vertical([
         Constraint::Length(1),
@@ -255,7 +255,7 @@ fn render_header(frame: &mut Frame, area: Rect, app: &App, view: &View) {
     let v = view.check.verdict;
     let vstyle = match v {
         Verdict::Ok => h,
-        Verdict::LockOrderInversion => t.warn,
+        Verdict::LockOrderInversion | Verdict::SpinlockAcrossSleep => t.warn,
         _ => t.bad,
     };
     seg.push(1, vec![Span::styled(v.as_str().to_uppercase(), vstyle)]);
@@ -267,7 +267,7 @@ fn render_header(frame: &mut Frame, area: Rect, app: &App, view: &View) {
 fn render_verdict(frame: &mut Frame, area: Rect, app: &App, view: &View) {
     let t = &app.theme;
     let style = match view.check.verdict {
-        Verdict::LockOrderInversion => t.warn,
+        Verdict::LockOrderInversion | Verdict::SpinlockAcrossSleep => t.warn,
         _ => t.bad,
     };
     let text = format::fit(&view.verdict_sentence(), area.width as usize);

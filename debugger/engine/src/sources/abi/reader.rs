@@ -116,6 +116,7 @@ impl AbiReader {
                     hold_max_ns: ns(info.hold_max),
                 },
                 holder,
+                index: crate::model::index_from_name(name),
                 ..Default::default()
             });
         }

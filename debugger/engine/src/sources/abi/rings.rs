@@ -243,6 +243,8 @@ fn decode(e: &abi::Event, index: u64, hart: usize, layout: &Layout) -> Option<Lo
         lock: e.lock as u32,
         kind,
         pc: e.pc,
+        mode: None,
+        trylock: false,
     })
 }
 

@@ -3,13 +3,14 @@
 use std::collections::HashMap;
 
 use super::{abi, PluginEvent, PluginEventKind};
-use crate::model::{EventKind, LockEvent, LockId};
+use crate::model::{EventKind, LockEvent, LockId, LockMode};
 
 /// Lock word address (aligned down to 4, as the plugin reports it) to lock id.
 #[derive(Clone, Debug, Default)]
 pub struct LockAddrMap {
     map: HashMap<u64, LockId>,
     rw: HashMap<u64, LockId>,
+    sleep: HashMap<u64, LockId>,
 }
 
 impl LockAddrMap {
@@ -18,7 +19,16 @@ impl LockAddrMap {
         Self {
             map: locks.into_iter().map(|(a, id)| (a & !3, id)).collect(),
             rw: HashMap::new(),
+            sleep: HashMap::new(),
         }
+    }
+
+    /// Adds sleeplocks (by the sleeplock's own address) and the id that names each: its inner
+    /// spinlock's ([`crate::model::SleeplockSnapshot::lock`]). Without it sleeplock events are
+    /// not converted.
+    pub fn with_sleep(mut self, locks: impl IntoIterator<Item = (u64, LockId)>) -> Self {
+        self.sleep = locks.into_iter().map(|(a, id)| (a & !3, id)).collect();
+        self
     }
 
     /// Adds reader-writer locks (by the address of the rwlock, whose first field is its inner
@@ -32,9 +42,15 @@ impl LockAddrMap {
         self.map.get(&(addr & !3)).copied()
     }
 
-    /// The lock an event names: a read or write hold names the rw lock.
+    /// The lock an event names: a read or write hold names the rw lock, a sleeplock event
+    /// the sleeplock's id.
     pub fn for_event(&self, e: &PluginEvent) -> Option<LockId> {
-        if e.flags & (abi::FLAG_READ | abi::FLAG_WRITE) != 0 {
+        if matches!(
+            e.kind,
+            PluginEventKind::SleepAcquired | PluginEventKind::SleepReleased
+        ) {
+            self.sleep.get(&(e.addr & !3)).copied()
+        } else if e.flags & (abi::FLAG_READ | abi::FLAG_WRITE) != 0 {
             self.rw.get(&(e.addr & !3)).copied()
         } else {
             self.get(e.addr)
@@ -58,7 +74,7 @@ pub struct ConvertStats {
     pub unmapped: u64,
     /// Attempts: the model has no such event (a Spin or an Acquired stands for the attempt).
     pub attempts: u64,
-    /// Sleeplock events (tracked per process by the source, not per hart).
+    /// Sleeplock events, converted (with [`LockMode::Sleep`]) or not (no sleeplock map).
     pub sleep: u64,
     /// Releases of locks taken outside the watched functions: never paired, never an edge.
     pub unseen_releases: u64,
@@ -67,8 +83,10 @@ pub struct ConvertStats {
 /// Appends the model's events for `events` to `out`: Contended becomes `Spin` (at the time the
 /// spin began), Acquired becomes `Acquired { contended: spins > 0 }`, Released `Released`.
 /// The pc of each is the call site of the acquisition (0 when unknown; releases carry 0).
-/// Read and write holds of reader-writer locks map through [`LockAddrMap::with_rw`]; the model
-/// has no read/write flag yet, so the caller keeps `PluginEvent::flags` if it needs them.
+/// The trylock flag becomes [`LockEvent::trylock`]; read and write holds of reader-writer locks
+/// map through [`LockAddrMap::with_rw`] with [`LockMode::Read`] or [`LockMode::Write`];
+/// sleeplock acquisitions and releases through [`LockAddrMap::with_sleep`] with
+/// [`LockMode::Sleep`] (`contended` when the process slept for it).
 pub fn to_lock_events(
     events: &[PluginEvent],
     locks: &LockAddrMap,
@@ -86,18 +104,38 @@ pub fn to_lock_events(
                 s.attempts += 1;
                 continue;
             }
-            PluginEventKind::SleepAcquired | PluginEventKind::SleepReleased => {
+            PluginEventKind::SleepAcquired => {
                 s.sleep += 1;
-                continue;
+                EventKind::Acquired {
+                    contended: e.flags & abi::FLAG_SLEPT != 0,
+                }
+            }
+            PluginEventKind::SleepReleased => {
+                s.sleep += 1;
+                EventKind::Released
             }
             PluginEventKind::UnseenRelease => {
                 s.unseen_releases += 1;
                 continue;
             }
         };
+        let sleep = matches!(
+            e.kind,
+            PluginEventKind::SleepAcquired | PluginEventKind::SleepReleased
+        );
         let Some(lock) = locks.for_event(e) else {
-            s.unmapped += 1;
+            // A sleeplock with no id is left out (counted in `sleep`), not unmapped.
+            s.unmapped += !sleep as u64;
             continue;
+        };
+        let mode = if sleep {
+            Some(LockMode::Sleep)
+        } else if e.flags & abi::FLAG_WRITE != 0 {
+            Some(LockMode::Write)
+        } else if e.flags & abi::FLAG_READ != 0 {
+            Some(LockMode::Read)
+        } else {
+            None
         };
         out.push(LockEvent {
             time_ns: e.time_ns,
@@ -105,6 +143,8 @@ pub fn to_lock_events(
             lock,
             kind,
             pc: e.site_pc,
+            mode,
+            trylock: e.flags & abi::FLAG_TRYLOCK != 0,
         });
         s.converted += 1;
     }
@@ -124,8 +164,10 @@ mod tests {
             site_pc: 0x8000_1234,
             flags: 0,
             owner: None,
+            owners: 0,
             wait_ns: 0,
             spins,
+            thread: 0,
         }
     }
 
@@ -135,9 +177,53 @@ mod tests {
         let mut read = ev(PluginEventKind::Acquired, 0x8000_0100, 0);
         read.flags = abi::FLAG_READ;
         let inner = ev(PluginEventKind::Acquired, 0x8000_0100, 0);
+        let mut write = ev(PluginEventKind::Released, 0x8000_0100, 0);
+        write.flags = abi::FLAG_WRITE;
         let mut out = Vec::new();
-        to_lock_events(&[inner, read], &map, &mut out);
-        assert_eq!(out.iter().map(|e| e.lock).collect::<Vec<_>>(), [4, 9]);
+        to_lock_events(&[inner, read, write], &map, &mut out);
+        assert_eq!(out.iter().map(|e| e.lock).collect::<Vec<_>>(), [4, 9, 9]);
+        assert_eq!(
+            out.iter().map(|e| e.mode).collect::<Vec<_>>(),
+            [None, Some(LockMode::Read), Some(LockMode::Write)]
+        );
+    }
+
+    #[test]
+    fn flags_become_modes_and_trylocks() {
+        let map = LockAddrMap::new([(0x8000_0100, 4), (0x8000_0208, 6)])
+            .with_rw([(0x8000_0100, 9)])
+            .with_sleep([(0x8000_0200, 6)]);
+        let mut write = ev(PluginEventKind::Contended, 0x8000_0100, 0);
+        write.flags = abi::FLAG_WRITE;
+        let mut read = ev(PluginEventKind::Released, 0x8000_0100, 0);
+        read.flags = abi::FLAG_READ | abi::FLAG_NO_SITE;
+        let mut try_ = ev(PluginEventKind::Acquired, 0x8000_0100, 0);
+        try_.flags = abi::FLAG_TRYLOCK;
+        let mut slept = ev(PluginEventKind::SleepAcquired, 0x8000_0200, 0);
+        slept.flags = abi::FLAG_SLEPT;
+        let woke = ev(PluginEventKind::SleepReleased, 0x8000_0200, 0);
+        let mut out = Vec::new();
+        let s = to_lock_events(&[write, read, try_, slept, woke], &map, &mut out);
+        let got: Vec<_> = out
+            .iter()
+            .map(|e| (e.lock, e.kind, e.mode, e.trylock))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (9, EventKind::Spin, Some(LockMode::Write), false),
+                (9, EventKind::Released, Some(LockMode::Read), false),
+                (4, EventKind::Acquired { contended: false }, None, true),
+                (
+                    6,
+                    EventKind::Acquired { contended: true },
+                    Some(LockMode::Sleep),
+                    false
+                ),
+                (6, EventKind::Released, Some(LockMode::Sleep), false),
+            ]
+        );
+        assert_eq!((s.sleep, s.converted, s.unmapped), (2, 5, 0));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use lockscope_plugin_abi::{self as abi, Event, EventKind, HartState, RingHeader}
 
 use super::file::PluginFile;
 use super::{PluginError, PluginEvent, PluginEventKind};
-use crate::model::HartId;
+use crate::model::{HartId, LockMode};
 
 /// Read cursors and running totals of every ring.
 #[derive(Clone, Debug)]
@@ -46,19 +46,34 @@ pub struct DrainStats {
 /// A lock a hart holds, as the plugin published it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PluginHeld {
+    /// The lock word (a reader-writer lock's inner spinlock for a read or write hold).
     pub addr: u64,
+    /// `None` for a spinlock; a read or write hold of a reader-writer lock.
+    pub mode: Option<LockMode>,
     pub site_pc: u64,
     pub since_ns: u64,
 }
 
-/// A hart spinning on a lock.
+/// A hart spinning on a lock (or waiting for a read or write hold of a reader-writer lock).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PluginSpin {
     pub addr: u64,
+    /// `None` for a spinlock; a read or write wait on a reader-writer lock.
+    pub mode: Option<LockMode>,
     pub since_ns: u64,
     pub site_pc: u64,
-    /// Failed test-and-sets so far.
+    /// Failed test-and-sets so far (reader-writer: times it went back to waiting).
     pub spins: u64,
+}
+
+/// A tagged held-list or spin key: (lock address, mode).
+fn untag(key: u64) -> (u64, Option<LockMode>) {
+    let mode = match key & abi::HELD_TAG_MASK {
+        abi::HELD_TAG_READ => Some(LockMode::Read),
+        abi::HELD_TAG_WRITE => Some(LockMode::Write),
+        _ => None,
+    };
+    (key & !abi::HELD_TAG_MASK, mode)
 }
 
 /// One hart's published state.
@@ -75,6 +90,10 @@ pub struct PluginHartState {
     pub unseen_releases: u64,
     /// Acquisitions without a call site.
     pub no_site: u64,
+    /// The thread running on it now (see [`PluginEvent::thread`]), and the context switches
+    /// seen on it.
+    pub thread: u32,
+    pub switches: u32,
 }
 
 const EVENT: u64 = size_of::<Event>() as u64;
@@ -228,24 +247,34 @@ impl PluginFile {
             let listed = (s.depth as usize).min(abi::MAX_HELD);
             return Some(PluginHartState {
                 hart: h,
-                spinning: (s.spin_addr != 0).then_some(PluginSpin {
-                    addr: s.spin_addr,
-                    since_ns: s.spin_since_ns,
-                    site_pc: s.spin_site,
-                    spins: s.spin_count,
+                spinning: (s.spin_addr != 0).then(|| {
+                    let (addr, mode) = untag(s.spin_addr);
+                    PluginSpin {
+                        addr,
+                        mode,
+                        since_ns: s.spin_since_ns,
+                        site_pc: s.spin_site,
+                        spins: s.spin_count,
+                    }
                 }),
                 held: s.held[..listed]
                     .iter()
-                    .map(|e| PluginHeld {
-                        addr: e.addr,
-                        site_pc: e.site,
-                        since_ns: e.since_ns,
+                    .map(|e| {
+                        let (addr, mode) = untag(e.addr);
+                        PluginHeld {
+                            addr,
+                            mode,
+                            site_pc: e.site,
+                            since_ns: e.since_ns,
+                        }
                     })
                     .collect(),
                 held_truncated: s.depth as usize > abi::MAX_HELD,
                 acquires: s.acquires,
                 unseen_releases: s.unseen_releases,
                 no_site: s.no_site,
+                thread: s.thread,
+                switches: s.switches,
             });
         }
         None
@@ -273,8 +302,18 @@ fn decode(e: &Event, index: u64, hart: u32) -> Option<PluginEvent> {
         site_pc: e.site,
         flags: e.flags,
         owner: (e.owner != abi::NO_HART).then_some(e.owner as u32),
-        wait_ns: e.wait_ns,
+        owners: if kind == PluginEventKind::Contended {
+            e.value
+        } else {
+            0
+        },
+        wait_ns: if kind == PluginEventKind::Contended {
+            0
+        } else {
+            e.value
+        },
         spins: e.spins,
+        thread: e.thread,
     })
 }
 

@@ -235,6 +235,26 @@ impl PluginFile {
         stops.store(stops.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
 
+    /// The saved-context address of thread `index` (1-based, as events carry it): xv6's
+    /// `&proc[i].context`, or `&cpus[h].context` for hart `h`'s scheduler. `None` for 0 or an
+    /// index the plugin has not published.
+    pub fn thread_context(&self, index: u32) -> Option<u64> {
+        if index == 0 || index > abi::MAX_THREADS {
+            return None;
+        }
+        let v = self
+            .u64_at(self.layout.thread(index))
+            .load(Ordering::Acquire);
+        (v != 0).then_some(v)
+    }
+
+    /// Every thread the plugin has seen: (index, context address).
+    pub fn threads(&self) -> Vec<(u32, u64)> {
+        (1..=abi::MAX_THREADS)
+            .filter_map(|i| self.thread_context(i).map(|c| (i, c)))
+            .collect()
+    }
+
     /// Time the VM has spent stopped so far (finished stops).
     pub fn stopped_total_ns(&self) -> u64 {
         self.control(offset_of!(Control, stopped_total_ns))

@@ -9,7 +9,12 @@
 //!   ([`PluginFile::hart_states`]), and VM stops written into it ([`PluginFile::note_stopped`],
 //!   [`PluginFile::note_resumed`]) so the plugin takes them out of its clock.
 //! - [`find_plugin`], [`probe_qemu`]: which plugin build fits the QEMU found, and where it is.
-//! - [`to_lock_events`]: events keyed by lock address into the model's [`LockEvent`]s.
+//! - [`to_lock_events`]: events keyed by lock address into the model's [`LockEvent`]s (with
+//!   their read or write mode).
+//! - Threads: every event names the guest thread that made it ([`PluginEvent::thread`]), by the
+//!   address of its saved context ([`PluginFile::thread_context`]): xv6's `&proc[i].context`,
+//!   or `&cpus[h].context` for hart `h`'s scheduler. A sleeplock is held by the thread of its
+//!   `SleepAcquired`.
 //!
 //! Layout and protocol: `lockscope-plugin-abi` and docs/plugin.md.
 //!
@@ -19,12 +24,14 @@ mod convert;
 mod drain;
 mod file;
 mod find;
+mod insn;
 mod plan;
 
 use thiserror::Error;
 
 use crate::model::HartId;
 
+pub use crate::model::LockMode;
 pub use abi::WatchKind;
 pub use convert::{to_lock_events, ConvertStats, LockAddrMap};
 pub use drain::{DrainStats, PluginHartState, PluginHeld, PluginSpin};
@@ -72,9 +79,9 @@ pub enum PluginEventKind {
     Acquired,
     /// Released by this hart, `wait_ns` after it was taken.
     Released,
-    /// A sleeplock (`addr` is the sleeplock) was taken by the process running on `hart`.
+    /// A sleeplock (`addr` is the sleeplock) was taken by `thread` (on `hart`).
     SleepAcquired,
-    /// A sleeplock was released (often on another hart than it was taken).
+    /// A sleeplock was released by `thread` (often on another hart than it was taken).
     SleepReleased,
     /// A release of a lock word this hart was not seen taking (a test-and-set outside the
     /// watched acquire functions). Pairs with nothing.
@@ -88,17 +95,26 @@ pub struct PluginEvent {
     /// Plugin time: host monotonic ns with the VM's stops taken out.
     pub time_ns: u64,
     pub hart: HartId,
-    /// The lock word aligned down to 4 bytes (a sleeplock's own address for sleep events).
+    /// The lock word aligned down to 4 bytes (a sleeplock's own address for sleep events; a
+    /// reader-writer lock's inner spinlock, `rw->lk` at its start, for read and write holds).
     pub addr: u64,
     pub kind: PluginEventKind,
-    /// Return address of the call into the lock function (symbolize `site_pc - 1`), or 0.
+    /// Return address of the call into the lock function (symbolize `site_pc - 1`), or 0. A
+    /// reader-writer hold, and the inner spinlock acquisitions inside its function, carry the
+    /// call into the reader-writer function.
     pub site_pc: u64,
-    /// `abi::FLAG_*`: trylock, read, write, no site.
+    /// `abi::FLAG_*`: trylock, read, write, no site, inner lock of an rw function, slept.
     pub flags: u8,
-    /// `Contended`: the hart holding the lock then.
+    /// `Contended`: a hart holding the lock then (the writer first for an rw lock).
     pub owner: Option<HartId>,
-    /// `Acquired`: wait since the first attempt; `Released`: hold time.
+    /// `Contended`: every hart holding it then, one bit each (several readers of an rw lock).
+    pub owners: u64,
+    /// `Acquired`: wait since the first attempt; `Released`: hold time (0 with
+    /// `abi::FLAG_NO_HOLD`); `SleepAcquired`: the wait for the sleeplock.
     pub wait_ns: u64,
-    /// `Acquired`: failed test-and-sets.
+    /// `Acquired`: failed test-and-sets (reader-writer: times it went back to waiting).
     pub spins: u32,
+    /// The thread that made it: its index (1-based) in the plugin's thread table, resolved by
+    /// [`PluginFile::thread_context`]; 0 when unknown.
+    pub thread: u32,
 }

@@ -1,14 +1,15 @@
 //! What the plugin watches, computed from the kernel ELF: the lock functions' ranges, their
 //! test-and-sets and the instruction each one reaches only on success, the releasing stores,
-//! and every call instruction that enters an acquire function. Also what it cannot see:
-//! test-and-sets outside the lock functions (inlined acquires, raw `__sync_lock_test_and_set`),
-//! acquire functions whose address is taken (indirect calls) or that are tail-called.
+//! every call instruction that enters an acquire function, the reader-writer functions and the
+//! context switch. Also what it cannot see: test-and-sets outside the lock functions (inlined
+//! acquires, raw `__sync_lock_test_and_set`), acquire functions whose address is taken
+//! (indirect calls) or that are tail-called.
 
-use capstone::arch::riscv::{ArchExtraMode, ArchMode, RiscVOperand};
-use capstone::arch::{BuildsCapstone, BuildsCapstoneExtraMode};
-use capstone::Capstone;
+use std::collections::{HashMap, HashSet};
+
 use lockscope_plugin_abi::{self as abi, Watch, WatchKind};
 
+use super::insn::{capstone, decode, flow, success_pc, Flow, Insn};
 use super::PluginError;
 use crate::symbols::{SymbolKind, Symbols};
 
@@ -30,6 +31,9 @@ pub struct LockFunctions {
     pub read_release: Vec<String>,
     pub write_acquire: Vec<String>,
     pub write_release: Vec<String>,
+    /// The context switch (xv6 `swtch(old, new)`: stores the running thread's registers at
+    /// `a0`, loads the next one's from `a1`). Lets the plugin follow a thread across harts.
+    pub switch: Vec<String>,
 }
 
 fn names(v: &[&str]) -> Vec<String> {
@@ -49,6 +53,7 @@ impl LockFunctions {
             read_release: names(&["read_release"]),
             write_acquire: names(&["write_acquire"]),
             write_release: names(&["write_release"]),
+            switch: names(&["swtch"]),
         }
     }
 
@@ -93,6 +98,13 @@ pub enum Blind {
     /// acquisition is taken at the function's return instead (still exact, a few instructions
     /// later).
     NoSuccessPc { pc: u64, function: String },
+    /// No context switch lockscope knows (`LockFunctions::switch`): events name no thread, and
+    /// what a thread was doing when it moved to another hart (a pending call site, a
+    /// reader-writer function, a sleeplock acquisition) is lost.
+    NoSwitch { names: String },
+    /// A reader-writer function that takes no spinlock through a call lockscope sees (an
+    /// implementation with atomics only, or an inlined acquire): its holds are not seen.
+    RwWithoutInnerLock { function: String },
 }
 
 impl std::fmt::Display for Blind {
@@ -114,6 +126,14 @@ impl std::fmt::Display for Blind {
                 f,
                 "no success branch found after the test-and-set at {pc:#x} in {function}; acquisition taken at its return"
             ),
+            Blind::NoSwitch { names } => write!(
+                f,
+                "no context switch found (looked for {names}): events name no thread, and a thread that moves to another hart inside a lock function loses its call site"
+            ),
+            Blind::RwWithoutInnerLock { function } => write!(
+                f,
+                "{function} takes no spinlock through a call lockscope sees (atomics only, or an inlined acquire): its read and write holds are not seen"
+            ),
         }
     }
 }
@@ -128,6 +148,9 @@ pub struct WatchPlan {
     pub functions: Vec<(String, u64, u64)>,
     /// Call sites into acquire functions.
     pub call_sites: usize,
+    /// Functions that only reader-writer functions call (the lab's `read_acquire_inner`):
+    /// their acquisitions are the rw lock's inner ones.
+    pub rw_helpers: Vec<String>,
 }
 
 impl WatchPlan {
@@ -136,262 +159,62 @@ impl WatchPlan {
     }
 }
 
-/// One decoded instruction.
-#[derive(Clone, Debug)]
-struct Insn {
-    addr: u64,
-    len: u64,
-    mnemonic: String,
-    ops: Vec<Op>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Op {
-    Reg(String),
-    Imm(i64),
-    Mem { base: String, disp: i64 },
-}
-
-impl Insn {
-    fn reg(&self, i: usize) -> Option<&str> {
-        match self.ops.get(i) {
-            Some(Op::Reg(r)) => Some(r),
-            _ => None,
-        }
-    }
-    fn next(&self) -> u64 {
-        self.addr + self.len
-    }
-    fn base(&self) -> Option<&str> {
-        self.ops.iter().find_map(|o| match o {
-            Op::Mem { base, .. } => Some(base.as_str()),
-            _ => None,
-        })
-    }
-    fn is_tas(&self) -> bool {
-        let m = self.mnemonic.as_str();
-        [
-            "amoswap.w",
-            "amoswap.d",
-            "amoor.w",
-            "amoor.d",
-            "sc.w",
-            "sc.d",
-        ]
-        .iter()
-        .any(|p| m.starts_with(p))
-            && self.reg(0).is_some_and(|r| r != "zero")
-    }
-    /// A test-and-set as compilers emit it for a lock outside the lock functions:
-    /// `__sync_lock_test_and_set` is `amoswap.w.aq`, Rust's `swap(true, Acquire)` `amoor.w.aq`.
-    /// (`sc` also appears in compare-and-swap loops of counters, so it is not reported.)
-    fn is_raw_tas(&self) -> bool {
-        let m = self.mnemonic.as_str();
-        (m.starts_with("amoswap.") || m.starts_with("amoor.")) && m.contains(".aq") && self.is_tas()
-    }
-    fn is_store(&self) -> bool {
-        matches!(
-            self.mnemonic.as_str(),
-            "sb" | "sh" | "sw" | "sd" | "c.sw" | "c.sd" | "c.swsp" | "c.sdsp"
-        )
-    }
-    /// A store to the stack (a prologue's register save).
-    fn is_stack_store(&self) -> bool {
-        matches!(self.mnemonic.as_str(), "c.swsp" | "c.sdsp") || self.base() == Some("sp")
-    }
-    fn is_return(&self) -> bool {
-        match self.mnemonic.as_str() {
-            "ret" | "c.jr" => self.mnemonic == "ret" || self.reg(0) == Some("ra"),
-            "jalr" => {
-                self.reg(0) == Some("zero") && self.ops.iter().any(|o| o == &Op::Reg("ra".into()))
-            }
-            _ => false,
-        }
-    }
-    /// A conditional branch on `reg` against zero: Some(taken_means_zero).
-    fn branch_on_zero(&self, reg: &str) -> Option<(bool, u64)> {
-        let target = |imm: i64| self.addr.wrapping_add_signed(imm);
-        match (self.mnemonic.as_str(), self.ops.as_slice()) {
-            ("beqz" | "c.beqz", [Op::Reg(r), Op::Imm(i)]) if r == reg => Some((true, target(*i))),
-            ("bnez" | "c.bnez", [Op::Reg(r), Op::Imm(i)]) if r == reg => Some((false, target(*i))),
-            ("beq", [Op::Reg(a), Op::Reg(b), Op::Imm(i)])
-                if (a == reg && b == "zero") || (b == reg && a == "zero") =>
-            {
-                Some((true, target(*i)))
-            }
-            ("bne", [Op::Reg(a), Op::Reg(b), Op::Imm(i)])
-                if (a == reg && b == "zero") || (b == reg && a == "zero") =>
-            {
-                Some((false, target(*i)))
-            }
-            _ => None,
-        }
-    }
-    fn is_control(&self) -> bool {
-        let m = self.mnemonic.as_str();
-        m.starts_with('b')
-            || m.starts_with("c.b")
-            || m.starts_with('j')
-            || m.starts_with("c.j")
-            || m == "ret"
-    }
-    /// The static target of a direct jump or call: (target, links to ra).
-    fn jump(&self) -> Option<(u64, bool)> {
-        let t = |i: i64| self.addr.wrapping_add_signed(i);
-        match (self.mnemonic.as_str(), self.ops.as_slice()) {
-            ("jal", [Op::Imm(i)]) => Some((t(*i), true)),
-            ("jal", [Op::Reg(rd), Op::Imm(i)]) => Some((t(*i), rd == "ra")),
-            ("j" | "c.j", [Op::Imm(i)]) => Some((t(*i), false)),
-            _ => None,
-        }
-    }
-}
-
-fn capstone() -> Result<Capstone, PluginError> {
-    Capstone::new()
-        .riscv()
-        .mode(ArchMode::RiscV64)
-        .extra_mode([ArchExtraMode::RiscVC].into_iter())
-        .detail(true)
-        .build()
-        .map_err(|e| PluginError::Disassembler(e.to_string()))
-}
-
-/// Decodes `bytes` at `addr`; undecodable halfwords are skipped.
-fn decode(cs: &Capstone, bytes: &[u8], addr: u64) -> Result<Vec<Insn>, PluginError> {
-    let mut out = Vec::new();
-    let mut off = 0usize;
-    while off < bytes.len() {
-        let insns = cs
-            .disasm_all(&bytes[off..], addr + off as u64)
-            .map_err(|e| PluginError::Disassembler(e.to_string()))?;
-        let mut advanced = 0;
-        for i in insns.iter() {
-            let detail = cs
-                .insn_detail(i)
-                .map_err(|e| PluginError::Disassembler(e.to_string()))?;
-            let reg = |r| cs.reg_name(r).unwrap_or_else(|| "?".into());
-            let ops = detail
-                .arch_detail()
-                .operands()
-                .into_iter()
-                .filter_map(|op| match op {
-                    capstone::arch::ArchOperand::RiscVOperand(op) => Some(op),
-                    #[allow(unreachable_patterns)]
-                    _ => None,
-                })
-                .filter_map(|op| match op {
-                    RiscVOperand::Reg(r) => Some(Op::Reg(reg(r))),
-                    RiscVOperand::Imm(v) => Some(Op::Imm(v)),
-                    RiscVOperand::Mem(m) => Some(Op::Mem {
-                        base: reg(m.base()),
-                        disp: m.disp(),
-                    }),
-                    RiscVOperand::Invalid => None,
-                })
-                .collect();
-            out.push(Insn {
-                addr: i.address(),
-                len: i.len() as u64,
-                mnemonic: i.mnemonic().unwrap_or("?").to_owned(),
-                ops,
-            });
-            advanced += i.len();
-        }
-        off += advanced + if off + advanced < bytes.len() { 2 } else { 0 };
-    }
-    Ok(out)
-}
-
-/// The value an `auipc rd, imm` puts in `rd`.
-fn auipc(i: &Insn) -> Option<(&str, u64)> {
-    if i.mnemonic != "auipc" {
-        return None;
-    }
-    let rd = i.reg(0)?;
-    let Some(Op::Imm(imm)) = i.ops.get(1) else {
-        return None;
-    };
-    let imm20 = ((imm & 0xfffff) << 44) >> 44;
-    Some((rd, i.addr.wrapping_add_signed(imm20 << 12)))
-}
-
-/// The instruction reached only when the test-and-set at `insns[at]` succeeded: follow its
-/// result register through copies and masks to the first branch on it.
-fn success_pc(insns: &[Insn], at: usize) -> Option<u64> {
-    let mut regs: Vec<String> = vec![insns[at].reg(0)?.to_owned()];
-    for i in insns.iter().skip(at + 1).take(12) {
-        if let Some((zero_taken, target)) = regs.iter().find_map(|r| i.branch_on_zero(r)) {
-            // amoswap/amoor: old value 0 means acquired; sc: 0 means the store happened.
-            return Some(if zero_taken { target } else { i.next() });
-        }
-        if i.is_control() {
-            return None;
-        }
-        let Some(rd) = i.reg(0) else { continue };
-        if i.is_store() || i.mnemonic.starts_with("fence") {
-            continue;
-        }
-        // A copy of a tracked value keeps it tracked (`sext.w a5,a5`, `zext.b a0,a2`,
-        // `andi a0,a0,0xff`); compressed forms (`c.andi a0,0xff`) read their destination.
-        let copy = matches!(
-            i.mnemonic.as_str(),
-            "zext.b"
-                | "zext.h"
-                | "zext.w"
-                | "sext.w"
-                | "sext.b"
-                | "andi"
-                | "c.andi"
-                | "mv"
-                | "c.mv"
-                | "addiw"
-                | "c.addiw"
-        );
-        let src = if i.mnemonic.starts_with("c.") && i.mnemonic != "c.mv" {
-            Some(rd)
-        } else {
-            i.reg(1)
-        };
-        let tracked = |r: &str| regs.iter().any(|t| t == r);
-        if copy && src.is_some_and(tracked) {
-            if !tracked(rd) {
-                regs.push(rd.to_owned());
-            }
-        } else {
-            // Anything else that writes a tracked register ends its tracking.
-            regs.retain(|r| r != rd);
-            if regs.is_empty() {
-                return None;
-            }
-        }
-    }
-    None
-}
-
-/// Where a function leaves: its returns, and its tail calls (`j pop_off` ending `read_release`
-/// is a return as far as the caller is concerned).
-fn exits<'f>(f: &'f Func<'_>) -> impl Iterator<Item = &'f Insn> {
-    let end = f.insns.last().map_or(f.start, |l| l.next());
-    f.insns.iter().filter(move |i| {
-        i.is_return()
-            || matches!(i.jump(), Some((t, false)) if t < f.start || t >= end)
-            || (matches!(i.mnemonic.as_str(), "jr" | "c.jr") && i.reg(0) != Some("ra"))
-    })
-}
-
 struct Func<'a> {
     name: &'a str,
     start: u64,
     insns: Vec<Insn>,
 }
 
-/// Computes the watch table for `symbols` with these lock functions.
-pub fn plan(symbols: &Symbols, funcs: &LockFunctions) -> Result<WatchPlan, PluginError> {
-    let cs = capstone()?;
-    // Every function of the kernel, decoded once.
-    let mut all: Vec<Func<'_>> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
+impl Func<'_> {
+    fn end(&self) -> u64 {
+        self.insns.last().map_or(self.start, |l| l.next())
+    }
+
+    /// Does `i` leave the function: a return, or a tail call (`j pop_off` ending `read_release`
+    /// is a return as far as the caller is concerned)?
+    fn is_exit(&self, i: &Insn) -> bool {
+        i.is_return()
+            || matches!(i.jump(), Some((t, false)) if t < self.start || t >= self.end())
+            || (matches!(i.mnemonic.as_str(), "jr" | "c.jr") && i.reg(0) != Some("ra"))
+    }
+
+    fn exits(&self) -> impl Iterator<Item = &Insn> {
+        self.insns.iter().filter(|i| self.is_exit(i))
+    }
+
+    /// After the call at `insns[k]` returns, does the function go straight to its exit (no
+    /// branch, jump or call first)?
+    fn returns_after(&self, k: usize) -> bool {
+        for i in self.insns.iter().skip(k + 1).take(24) {
+            if self.is_exit(i) {
+                return true;
+            }
+            if i.is_control() {
+                return false;
+            }
+        }
+        false
+    }
+
+    /// Its direct calls: (instruction index, target).
+    fn calls(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        (0..self.insns.len()).filter_map(|k| {
+            let prev = k.checked_sub(1).map(|j| &self.insns[j]);
+            match flow(prev, &self.insns[k]) {
+                Some(Flow::Jump(t, true)) => Some((k, t)),
+                _ => None,
+            }
+        })
+    }
+}
+
+/// Decodes every function of the kernel once.
+fn decode_all<'s>(
+    symbols: &'s Symbols,
+    cs: &capstone::Capstone,
+) -> Result<Vec<Func<'s>>, PluginError> {
+    let mut all = Vec::new();
+    let mut seen = HashSet::new();
     for s in symbols.symbols() {
         if s.kind != SymbolKind::Function
             || s.size == 0
@@ -406,9 +229,71 @@ pub fn plan(symbols: &Symbols, funcs: &LockFunctions) -> Result<WatchPlan, Plugi
         all.push(Func {
             name: &s.name,
             start: s.address,
-            insns: decode(&cs, &bytes, s.address)?,
+            insns: decode(cs, &bytes, s.address)?,
         });
     }
+    Ok(all)
+}
+
+/// The context switch's store of the outgoing context and load of the incoming one at the
+/// same offset (xv6: `sd ra, 0(a0)` ... `ld ra, 0(a1)`). `swtch` is an assembly label without
+/// a size: decode up to its first return.
+fn switch_watches(
+    symbols: &Symbols,
+    cs: &capstone::Capstone,
+    names: &[String],
+) -> Result<Vec<Watch>, PluginError> {
+    for name in names {
+        let Ok(sym) = symbols.symbol(name) else {
+            continue;
+        };
+        let len = if sym.size > 0 {
+            sym.size.min(1024)
+        } else {
+            256
+        };
+        let Ok(bytes) = symbols.read_static(sym.address, len as usize) else {
+            continue;
+        };
+        let insns = decode(cs, &bytes, sym.address)?;
+        let end = insns
+            .iter()
+            .position(|i| i.is_return())
+            .unwrap_or(insns.len());
+        let body = &insns[..end];
+        let store = body.iter().find_map(|i| match i.mem() {
+            Some(("a0", d)) if i.is_store() => Some((i.addr, d)),
+            _ => None,
+        });
+        let Some((spc, disp)) = store else { continue };
+        let load = body
+            .iter()
+            .find(|i| i.is_load() && i.mem() == Some(("a1", disp)));
+        if let Some(l) = load {
+            return Ok(vec![
+                Watch {
+                    pc: spc,
+                    aux: disp as u64,
+                    kind: WatchKind::SwitchOut as u32,
+                    flags: 0,
+                },
+                Watch {
+                    pc: l.addr,
+                    aux: disp as u64,
+                    kind: WatchKind::SwitchIn as u32,
+                    flags: 0,
+                },
+            ]);
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// Computes the watch table for `symbols` with these lock functions.
+pub fn plan(symbols: &Symbols, funcs: &LockFunctions) -> Result<WatchPlan, PluginError> {
+    let cs = capstone()?;
+    let all = decode_all(symbols, &cs)?;
+    let by_start: HashMap<u64, usize> = all.iter().enumerate().map(|(i, f)| (f.start, i)).collect();
     let of = |list: &[String]| -> Vec<usize> {
         all.iter()
             .enumerate()
@@ -440,7 +325,7 @@ pub fn plan(symbols: &Symbols, funcs: &LockFunctions) -> Result<WatchPlan, Plugi
         kind: kind as u32,
         flags,
     };
-    let lock_fn: std::collections::HashSet<usize> = acquire
+    let lock_fn: HashSet<usize> = acquire
         .iter()
         .chain(&release)
         .chain(&entries)
@@ -454,57 +339,49 @@ pub fn plan(symbols: &Symbols, funcs: &LockFunctions) -> Result<WatchPlan, Plugi
         .collect();
     for &i in &lock_fn {
         let f = &all[i];
-        let end = f.insns.last().map_or(f.start, |l| l.next());
-        p.functions.push((f.name.to_owned(), f.start, end));
+        p.functions.push((f.name.to_owned(), f.start, f.end()));
     }
     p.functions.sort_by_key(|f| f.1);
 
     // Test-and-sets of the acquire functions, with their success instruction.
-    {
-        let (list, flags) = (&acquire, 0u32);
-        for &fi in list {
-            let f = &all[fi];
-            let mut need_return = false;
-            for (k, insn) in f.insns.iter().enumerate() {
-                if !insn.is_tas() {
-                    continue;
-                }
-                let ok = success_pc(&f.insns, k);
-                p.watch
-                    .push(w(insn.addr, ok.unwrap_or(0), WatchKind::Tas, flags));
-                match ok {
-                    Some(pc) => p.watch.push(w(pc, 0, WatchKind::Acquired, flags)),
-                    None => {
-                        need_return = true;
-                        p.blind.push(Blind::NoSuccessPc {
-                            pc: insn.addr,
-                            function: f.name.to_owned(),
-                        });
-                    }
+    for &fi in &acquire {
+        let f = &all[fi];
+        let mut need_return = false;
+        for (k, insn) in f.insns.iter().enumerate() {
+            if !insn.is_tas() {
+                continue;
+            }
+            let ok = success_pc(&f.insns, k);
+            p.watch
+                .push(w(insn.addr, ok.unwrap_or(0), WatchKind::Tas, 0));
+            match ok {
+                Some(pc) => p.watch.push(w(pc, 0, WatchKind::Acquired, 0)),
+                None => {
+                    need_return = true;
+                    p.blind.push(Blind::NoSuccessPc {
+                        pc: insn.addr,
+                        function: f.name.to_owned(),
+                    });
                 }
             }
-            if need_return {
-                for insn in exits(f) {
-                    p.watch.push(w(insn.addr, 0, WatchKind::Return, flags));
-                }
+        }
+        if need_return {
+            for insn in f.exits() {
+                p.watch.push(w(insn.addr, 0, WatchKind::Return, 0));
             }
         }
     }
     // Releasing stores: an AMO, or a store of zero right after a fence (the release ordering).
-    {
-        let list = &release;
-        for &fi in list {
-            let f = &all[fi];
-            for (k, insn) in f.insns.iter().enumerate() {
-                let amo =
-                    insn.mnemonic.starts_with("amoswap") || insn.mnemonic.starts_with("amoand");
-                let zero_store = insn.is_store()
-                    && insn.reg(0) == Some("zero")
-                    && k > 0
-                    && f.insns[k - 1].mnemonic.starts_with("fence");
-                if amo || zero_store {
-                    p.watch.push(w(insn.addr, 0, WatchKind::Release, 0));
-                }
+    for &fi in &release {
+        let f = &all[fi];
+        for (k, insn) in f.insns.iter().enumerate() {
+            let amo = insn.mnemonic.starts_with("amoswap") || insn.mnemonic.starts_with("amoand");
+            let zero_store = insn.is_store()
+                && insn.reg(0) == Some("zero")
+                && k > 0
+                && f.insns[k - 1].mnemonic.starts_with("fence");
+            if amo || zero_store {
+                p.watch.push(w(insn.addr, 0, WatchKind::Release, 0));
             }
         }
     }
@@ -523,8 +400,16 @@ pub fn plan(symbols: &Symbols, funcs: &LockFunctions) -> Result<WatchPlan, Plugi
             }
         }
     }
+    // The context switch.
+    let switch = switch_watches(symbols, &cs, &funcs.switch)?;
+    if switch.is_empty() && !funcs.switch.is_empty() {
+        p.blind.push(Blind::NoSwitch {
+            names: funcs.switch.join(", "),
+        });
+    }
+    p.watch.extend(switch);
 
-    // Reader-writer lock functions: the hold begins or ends at their return.
+    // Reader-writer lock functions.
     let (read, write) = (abi::FLAG_READ as u32, abi::FLAG_WRITE as u32);
     let rel = abi::WATCH_RELEASE_SIDE;
     let rw_lists = [
@@ -533,29 +418,80 @@ pub fn plan(symbols: &Symbols, funcs: &LockFunctions) -> Result<WatchPlan, Plugi
         (&read_rel, read | rel),
         (&write_rel, write | rel),
     ];
-    for (list, flags) in rw_lists {
-        for &fi in list {
-            for insn in exits(&all[fi]) {
+    let rw_flags: HashMap<usize, u32> = rw_lists
+        .iter()
+        .flat_map(|(l, f)| l.iter().map(move |&i| (i, *f)))
+        .collect();
+    let callers = callers(&all, &by_start);
+    let helpers = rw_helpers(&all, &callers, &rw_flags, &lock_fn);
+    p.rw_helpers = helpers.iter().map(|&i| all[i].name.to_owned()).collect();
+    let release_set: HashSet<u64> = release.iter().map(|&i| all[i].start).collect();
+    let entry_set: HashSet<u64> = entries.iter().map(|&i| all[i].start).collect();
+    // Per rw function: does its hold begin or end at its return (WATCH_AT_RETURN)?
+    let mut at_return: HashMap<usize, bool> = HashMap::new();
+    for (&fi, &flags) in &rw_flags {
+        let scope = rw_scope(&all, &by_start, &helpers, fi);
+        let mut inner_acquire = false;
+        let (mut success, mut waits) = (false, Vec::new());
+        for &gi in &scope {
+            let g = &all[gi];
+            for (k, t) in g.calls() {
+                inner_acquire |= entry_set.contains(&t);
+                if !release_set.contains(&t) {
+                    continue;
+                }
+                if g.returns_after(k) {
+                    success = true;
+                } else {
+                    waits.push(g.insns[k].addr);
+                }
+            }
+        }
+        if !inner_acquire {
+            p.blind.push(Blind::RwWithoutInnerLock {
+                function: all[fi].name.to_owned(),
+            });
+        }
+        let release_side = flags & rel != 0;
+        let ret = if release_side {
+            success || !waits.is_empty()
+        } else {
+            success
+        };
+        at_return.insert(fi, !ret);
+        if !ret {
+            for insn in all[fi].exits() {
                 p.watch.push(w(insn.addr, 0, WatchKind::RwReturn, flags));
             }
         }
+        if !release_side {
+            for pc in waits {
+                p.watch.push(w(pc, 0, WatchKind::RwWait, flags));
+            }
+        }
     }
+    let in_rw = |fi: usize| rw_flags.contains_key(&fi) || helpers.contains(&fi);
 
     // Call sites, and what cannot be seen, over the whole kernel.
     let target_kind = |t: u64| -> Option<(WatchKind, u32, &str)> {
-        let hit = |l: &[usize]| l.iter().find(|&&i| all[i].start == t).map(|&i| all[i].name);
-        if let Some(n) = hit(&entries) {
-            return Some((WatchKind::Call, 0, n));
+        let ti = *by_start.get(&t)?;
+        let name = all[ti].name;
+        if entries.contains(&ti) {
+            return Some((WatchKind::Call, 0, name));
         }
-        for (list, flags) in rw_lists {
-            if let Some(n) = hit(list) {
-                return Some((WatchKind::RwCall, flags, n));
-            }
+        if let Some(&flags) = rw_flags.get(&ti) {
+            let at = if at_return[&ti] {
+                abi::WATCH_AT_RETURN
+            } else {
+                0
+            };
+            return Some((WatchKind::RwCall, flags | at, name));
         }
-        hit(&sleep_acq).map(|n| (WatchKind::SleepCall, 0, n))
+        sleep_acq
+            .contains(&ti)
+            .then_some((WatchKind::SleepCall, 0, name))
     };
-    let entry_set: std::collections::HashSet<usize> =
-        entries.iter().chain(&acquire).copied().collect();
+    let wrappers: HashSet<usize> = entries.iter().chain(&acquire).copied().collect();
     for (fi, f) in all.iter().enumerate() {
         for (k, insn) in f.insns.iter().enumerate() {
             if insn.is_raw_tas() && !lock_fn.contains(&fi) {
@@ -565,47 +501,30 @@ pub fn plan(symbols: &Symbols, funcs: &LockFunctions) -> Result<WatchPlan, Plugi
                 });
             }
             let prev = k.checked_sub(1).map(|j| &f.insns[j]);
-            let (target, link) = if let Some(j) = insn.jump() {
-                j
-            } else if let Some((rd, base)) = prev.and_then(auipc) {
-                match (insn.mnemonic.as_str(), insn.ops.as_slice()) {
-                    ("jalr", [Op::Reg(l), Op::Reg(rs), Op::Imm(imm)]) if rs == rd => {
-                        (base.wrapping_add_signed(*imm), l == "ra")
+            let (target, link) = match flow(prev, insn) {
+                Some(Flow::Jump(t, link)) => (t, link),
+                Some(Flow::AddressOf(t)) => {
+                    if let Some((_, _, name)) = target_kind(t) {
+                        p.blind.push(Blind::AddressTaken {
+                            pc: insn.addr,
+                            function: f.name.to_owned(),
+                            target: name.to_owned(),
+                        });
                     }
-                    ("jalr", [Op::Reg(rs), Op::Imm(imm)]) if rs == rd => {
-                        (base.wrapping_add_signed(*imm), true)
-                    }
-                    ("jalr", [Op::Mem { base: rs, disp }]) if rs == rd => {
-                        (base.wrapping_add_signed(*disp), true)
-                    }
-                    ("jalr", [Op::Reg(l), Op::Mem { base: rs, disp }]) if rs == rd => {
-                        (base.wrapping_add_signed(*disp), l == "ra")
-                    }
-                    ("addi" | "c.addi", [Op::Reg(_), Op::Reg(rs), Op::Imm(imm)]) if rs == rd => {
-                        let t = base.wrapping_add_signed(*imm);
-                        if let Some((_, _, name)) = target_kind(t) {
-                            p.blind.push(Blind::AddressTaken {
-                                pc: insn.addr,
-                                function: f.name.to_owned(),
-                                target: name.to_owned(),
-                            });
-                        }
-                        continue;
-                    }
-                    _ => continue,
+                    continue;
                 }
-            } else {
-                continue;
+                None => continue,
             };
             let Some((kind, flags, name)) = target_kind(target) else {
                 continue;
             };
-            // Calls between the wrappers and the acquire function are not sites.
-            if kind == WatchKind::Call && entry_set.contains(&fi) {
+            // Calls between the wrappers and the acquire function are not sites; acquisitions
+            // inside reader-writer functions carry the rw function's site.
+            if kind == WatchKind::Call && (wrappers.contains(&fi) || in_rw(fi)) {
                 continue;
             }
             if !link {
-                if !entry_set.contains(&fi) {
+                if !wrappers.contains(&fi) {
                     p.blind.push(Blind::TailCall {
                         pc: insn.addr,
                         function: f.name.to_owned(),
@@ -614,16 +533,6 @@ pub fn plan(symbols: &Symbols, funcs: &LockFunctions) -> Result<WatchPlan, Plugi
                 }
                 continue;
             }
-            // A call from inside a reader-writer function carries that function's kind, so a
-            // thread that moved to another hart between its call and here is still followed.
-            let rw_kind = rw_lists
-                .iter()
-                .find(|(l, _)| l.contains(&fi))
-                .map(|(_, f)| *f);
-            let flags = match (kind, rw_kind) {
-                (WatchKind::Call, Some(rwf)) => flags | abi::WATCH_IN_RW | rwf,
-                _ => flags,
-            };
             p.watch.push(w(insn.addr, insn.next(), kind, flags));
             p.call_sites += (kind == WatchKind::Call) as usize;
         }
@@ -633,49 +542,77 @@ pub fn plan(symbols: &Symbols, funcs: &LockFunctions) -> Result<WatchPlan, Plugi
     Ok(p)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn insn(addr: u64, len: u64, mnemonic: &str, ops: &[Op]) -> Insn {
-        Insn {
-            addr,
-            len,
-            mnemonic: mnemonic.into(),
-            ops: ops.to_vec(),
+/// Who calls each function (direct calls only).
+fn callers(all: &[Func<'_>], by_start: &HashMap<u64, usize>) -> HashMap<usize, Vec<usize>> {
+    let mut m: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (fi, f) in all.iter().enumerate() {
+        for (_, t) in f.calls() {
+            if let Some(&ti) = by_start.get(&t) {
+                m.entry(ti).or_default().push(fi);
+            }
         }
     }
-    fn r(s: &str) -> Op {
-        Op::Reg(s.into())
-    }
+    m
+}
 
-    #[test]
-    fn success_follows_the_result_through_copies() {
-        // xv6: amoswap.w.aq a5,a5,(s1); sext.w a5,a5; bnez a5,loop; fence  -> the fence.
-        let mem = Op::Mem {
-            base: "s1".into(),
-            disp: 0,
-        };
-        let xv6 = [
-            insn(0x100, 4, "amoswap.w.aq", &[r("a5"), r("a5"), mem.clone()]),
-            insn(0x104, 2, "sext.w", &[r("a5"), r("a5")]),
-            insn(0x106, 2, "c.bnez", &[r("a5"), Op::Imm(-6)]),
-            insn(0x108, 4, "fence", &[]),
-        ];
-        assert_eq!(success_pc(&xv6, 0), Some(0x108));
-        // Rust: amoor.w.aq a2,a0,(a3); zext.b a2,a2; beqz a2,done  -> done.
-        let rust = [
-            insn(0x200, 4, "amoor.w.aq", &[r("a2"), r("a0"), mem.clone()]),
-            insn(0x204, 4, "zext.b", &[r("a2"), r("a2")]),
-            insn(0x208, 2, "c.beqz", &[r("a2"), Op::Imm(0x26)]),
-        ];
-        assert_eq!(success_pc(&rust, 0), Some(0x22e));
-        // The result is overwritten before any branch: unknown.
-        let lost = [
-            insn(0x300, 4, "amoswap.w.aq", &[r("a5"), r("a5"), mem]),
-            insn(0x304, 2, "li", &[r("a5"), Op::Imm(1)]),
-            insn(0x306, 2, "c.bnez", &[r("a5"), Op::Imm(-6)]),
-        ];
-        assert_eq!(success_pc(&lost, 0), None);
+/// Functions called only from reader-writer functions (or from other such helpers): the lab's
+/// `read_acquire_inner` when it is not inlined. Lock functions are never helpers.
+fn rw_helpers(
+    all: &[Func<'_>],
+    callers: &HashMap<usize, Vec<usize>>,
+    rw: &HashMap<usize, u32>,
+    lock_fn: &HashSet<usize>,
+) -> HashSet<usize> {
+    // A function whose address is taken may be called from anywhere.
+    let mut taken = HashSet::new();
+    for f in all {
+        for k in 0..f.insns.len() {
+            let prev = k.checked_sub(1).map(|j| &f.insns[j]);
+            if let Some(Flow::AddressOf(t)) = flow(prev, &f.insns[k]) {
+                taken.insert(t);
+            }
+        }
     }
+    let mut helpers = HashSet::new();
+    loop {
+        let mut changed = false;
+        for (&ti, cs) in callers {
+            if helpers.contains(&ti)
+                || rw.contains_key(&ti)
+                || lock_fn.contains(&ti)
+                || taken.contains(&all[ti].start)
+            {
+                continue;
+            }
+            if cs.iter().all(|c| rw.contains_key(c) || helpers.contains(c)) {
+                helpers.insert(ti);
+                changed = true;
+            }
+        }
+        if !changed {
+            return helpers;
+        }
+    }
+}
+
+/// Function `fi` and the helpers it reaches.
+fn rw_scope(
+    all: &[Func<'_>],
+    by_start: &HashMap<u64, usize>,
+    helpers: &HashSet<usize>,
+    fi: usize,
+) -> Vec<usize> {
+    let mut scope = vec![fi];
+    let mut k = 0;
+    while k < scope.len() {
+        for (_, t) in all[scope[k]].calls() {
+            if let Some(&ti) = by_start.get(&t) {
+                if helpers.contains(&ti) && !scope.contains(&ti) {
+                    scope.push(ti);
+                }
+            }
+        }
+        k += 1;
+    }
+    scope
 }

@@ -185,6 +185,9 @@ impl Xv6Source {
                 addr: Some(addr),
                 locked: Some(raw.locked != 0),
                 lab,
+                index: path
+                    .as_deref()
+                    .map_or_else(Vec::new, crate::model::index_from_path),
             };
             findings::check_lock(
                 self,
