@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{AnalysisConfig, ConfigError};
 use super::events::{EventState, IngestStats};
+use super::hang::{Hang, HangReport};
 use super::scause::decode_scause;
 use super::series::Series;
 use super::views::{
@@ -41,6 +42,7 @@ pub struct Analyzer {
     pub(super) events: EventState,
     pub(super) series: Series,
     pub(super) watch: Watch,
+    pub(super) hang: Hang,
     pub(super) last: Option<Snapshot>,
     /// Target time of the newest snapshot, never going back within one boot.
     pub(super) clock_ns: Option<u64>,
@@ -76,6 +78,7 @@ impl Analyzer {
                 c.max_locks,
             ),
             watch: Watch::new(c.max_harts, c.deadlock_confirm_ns, c.stall_ns),
+            hang: Hang::new(c.max_harts, c.deadlock_confirm_ns, c.stall_ns),
             last: None,
             clock_ns: None,
             target_stopped: false,
@@ -131,6 +134,7 @@ impl Analyzer {
                     // the replay state of every hart does not.
                     self.series.clear();
                     self.watch.clear();
+                    self.hang.clear();
                     self.events.forget_harts();
                 } else {
                     // The source's time estimate jittered back: keep the clock monotonic.
@@ -141,15 +145,40 @@ impl Analyzer {
         self.clock_ns = Some(t);
         self.series.observe(snap, t);
         self.watch.observe(snap, t, stopped);
+        self.hang.observe(snap, t);
+        // What stops diagnosed (kernels without events) joins what snapshots show.
+        self.watch
+            .deadlocks
+            .extend(self.hang.deadlocks.iter().cloned());
+        if self.watch.stall.is_none() {
+            self.watch.stall = self.hang.stall.clone();
+        }
         let mut held = Vec::new();
         for h in &snap.harts {
             held.clear();
             held.extend(h.held.iter().map(|x| x.lock));
             self.events.observe_hart(h.hart, &held, h.held_truncated);
         }
+        // A source that fills the panic record and the diagnosis only at a stop (xv6): keep
+        // them across the snapshots read while the guest stays stopped, and the panic for good.
+        let carried = self
+            .last
+            .as_mut()
+            .map(|l| (l.panic.take(), l.diagnosis.take()));
         match &mut self.last {
             Some(l) => l.clone_from(snap),
             None => self.last = Some(snap.clone()),
+        }
+        if let (Some(l), Some((panic, diagnosis))) = (self.last.as_mut(), carried) {
+            if l.panic.is_none() && l.outcome == Some(crate::model::Outcome::Panic) {
+                l.panic = panic;
+                if l.diagnosis.is_none() {
+                    l.diagnosis = diagnosis.clone();
+                }
+            }
+            if l.diagnosis.is_none() && self.target_stopped {
+                l.diagnosis = diagnosis;
+            }
         }
     }
 
@@ -188,6 +217,7 @@ impl Analyzer {
             Feed::Resumed => {
                 self.target_stopped = false;
                 self.last_stop = None;
+                self.hang.resumed();
             }
             Feed::Console(_) | Feed::Pause { .. } | Feed::End(_) => {}
         }
@@ -232,6 +262,23 @@ impl Analyzer {
     /// Stalled harts in the last snapshot.
     pub fn stall(&self) -> Option<&StallReport> {
         self.watch.stall.as_ref()
+    }
+
+    /// What stops of the guest showed about a hang (kernels read without events): the last
+    /// stop's diagnosis, and whether two stops confirmed it.
+    pub fn hang(&self) -> Option<&HangReport> {
+        self.hang.report.as_ref()
+    }
+
+    /// Why live snapshots look hung, when they do: a stop should look (see
+    /// [`crate::monitor::Monitor::capture_wanted`]).
+    pub fn hang_suspicion(&self) -> Option<&str> {
+        self.hang.suspicion()
+    }
+
+    /// The guest is stopped (between a stop and the next resume).
+    pub fn target_stopped(&self) -> bool {
+        self.target_stopped
     }
 
     /// Lock-order inversions (potential deadlocks) seen in the events so far.
@@ -331,6 +378,7 @@ impl Analyzer {
             stall: self.watch.stall.clone(),
             lock_order: self.lock_order(),
             panic: self.panic(),
+            hang: self.hang.report.clone(),
             ingest: self.events.stats.clone(),
         }
     }

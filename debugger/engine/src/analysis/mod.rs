@@ -15,6 +15,7 @@
 mod analyzer;
 mod config;
 mod events;
+mod hang;
 mod held;
 mod hist;
 mod order;
@@ -28,12 +29,14 @@ mod watch;
 pub use analyzer::{Analyzer, Consistency};
 pub use config::{AnalysisConfig, ConfigError};
 pub use events::{IngestStats, Site, LOCK_ID_LIMIT};
+pub use hang::{HangKind, HangReport, RwDeadlock, RwWaiter, SleepChain, SleepLink};
 pub use hist::{HistBucket, HistView, Log2Hist};
 pub use order::EdgeSite;
 pub use scause::{decode_scause, Scause};
 pub use series::Rates;
 pub use verdict::{
-    stall_line, verdict_sentence, Check, Severity, Verdict, VerdictNames, CHECK_SCHEMA,
+    chain_line, rw_sentence, stall_line, verdict_sentence, Check, Severity, Verdict, VerdictNames,
+    CHECK_SCHEMA,
 };
 pub use views::*;
 pub use watch::{DeadlockCycle, StallReason, StallReport, StalledHart, WaitEdge};

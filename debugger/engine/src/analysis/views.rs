@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::events::{IngestStats, Site};
+use super::hang::HangReport;
 use super::hist::HistView;
 use super::order::EdgeSite;
 use super::scause::Scause;
@@ -258,5 +259,8 @@ pub struct Report {
     pub stall: Option<StallReport>,
     pub lock_order: LockOrderReport,
     pub panic: Option<PanicView>,
+    /// What stops of the guest showed about a hang, for kernels read without events.
+    #[serde(default)]
+    pub hang: Option<HangReport>,
     pub ingest: IngestStats,
 }

@@ -413,7 +413,8 @@ fn wait_edge(
         waiting_since_ns: spin.since_ns,
         waiting_for_ns: t.saturating_sub(spin.since_ns),
         holder: holder.hart,
-        holder_pc: held.map(|x| x.pc),
+        // A source that could not tell where the lock was taken records 0.
+        holder_pc: held.map(|x| x.pc).filter(|&pc| pc != 0),
         held_since_ns: held.and_then(|x| x.since_ns),
     })
 }

@@ -13,7 +13,8 @@ mod feeds;
 mod symbolize;
 mod view;
 
-pub use feeds::{Monitor, MonitorConfig};
+pub use capture::SAMPLE_APART_NS;
+pub use feeds::{Monitor, MonitorConfig, PanicTiming};
 pub use view::{
     short_function, AsmLine, FrameLine, HartBacktrace, PanicDetail, PauseStats, Place, SourceKind,
     SourceLines, TargetState, View,

@@ -45,6 +45,9 @@ impl Engine {
                         if let Some(reason) = self.monitor.capture_wanted() {
                             let _ = self.gdb.send(GdbRequest::Capture(reason));
                         }
+                        if self.monitor.resume_wanted() {
+                            let _ = self.gdb.send(GdbRequest::Resume);
+                        }
                     }
                 }
                 Ok(Msg::Command(Command::Interrupt)) => {

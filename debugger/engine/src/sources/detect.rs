@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 use super::abi::AbiSource;
+use super::xv6::{Xv6Source, DEFAULT_RAM};
 use super::{Source, SourceError};
 use crate::symbols::{Symbols, KERNEL_ELF_HINT};
 
@@ -15,8 +16,8 @@ pub enum KernelKind {
     /// The lockscope kernel: its ABI root descriptor ([`lockscope_abi::ROOT_SYMBOL`]) is at
     /// `root`.
     Abi { root: u64 },
-    // The xv6 arm (an unmodified xv6 kernel, found by `struct spinlock` and `cpus` in its
-    // DWARF) is added with `sources/xv6/`.
+    /// An unmodified xv6 kernel: its DWARF has a `struct spinlock` and `cpus[]`.
+    Xv6,
 }
 
 /// Why an ELF is not a kernel lockscope can read. Each message says what was looked for.
@@ -37,7 +38,10 @@ pub fn detect(symbols: &Symbols) -> Result<KernelKind, DetectError> {
     if !symbols.has_debug_info() {
         return Err(DetectError::NoDebugInfo { path });
     }
-    // The xv6 arm goes here: DWARF with `struct spinlock` and `cpus`.
+    // An xv6-shaped kernel: reading its DWARF finds `struct spinlock` and `cpus[]`.
+    if Xv6Source::open(symbols).is_ok() {
+        return Ok(KernelKind::Xv6);
+    }
     Err(DetectError::Unrecognized { path })
 }
 
@@ -50,6 +54,10 @@ pub fn open(
 ) -> Result<Box<dyn Source>, SourceError> {
     match kind {
         KernelKind::Abi { root } => Ok(Box::new(AbiSource::new(symbols, root, ram)?)),
+        KernelKind::Xv6 => Ok(Box::new(Xv6Source::open_with_ram(
+            symbols,
+            ram.unwrap_or(DEFAULT_RAM),
+        )?)),
     }
 }
 

@@ -27,6 +27,10 @@ pub struct UnwindLimits {
     pub max_depth: usize,
     /// Largest accepted distance between consecutive frame pointers.
     pub max_frame_size: u64,
+    /// Virtual address ranges outside RAM where frame records may also lie: kernel stacks
+    /// mapped high through the page table (xv6's `KSTACK`s). Reading them takes a memory that
+    /// translates (`VirtMemory`); see [`UnwindLimits::paged`].
+    pub stacks: Vec<Range<u64>>,
 }
 
 impl UnwindLimits {
@@ -36,9 +40,28 @@ impl UnwindLimits {
             ram: 0x8000_0000..0x8000_0000u64.saturating_add(ram_size),
             max_depth: 64,
             max_frame_size: 64 << 10,
+            stacks: Vec::new(),
         }
     }
+
+    /// These limits, also accepting frame records anywhere in the lower half of an Sv39
+    /// address space (below 2^38), where a paged kernel maps its stacks. For a walk through a
+    /// memory that translates virtual addresses: an unmapped frame pointer then fails its read
+    /// and ends the walk.
+    pub fn paged(mut self) -> Self {
+        self.stacks = vec![SV39_LOWER_HALF];
+        self
+    }
+
+    /// True when a frame record ending at `fp` may lie here.
+    fn accepts(&self, fp: u64) -> bool {
+        let inside = |r: &Range<u64>| fp >= r.start.saturating_add(16) && fp <= r.end;
+        inside(&self.ram) || self.stacks.iter().any(inside)
+    }
 }
+
+/// The lower half of an Sv39 address space, above page 0: where xv6 maps its kernel stacks.
+pub const SV39_LOWER_HALF: Range<u64> = 0x1000..(1 << 38);
 
 impl Default for UnwindLimits {
     /// [`UnwindLimits::qemu_virt`] with the 128 MiB lockscope boots with.
@@ -206,7 +229,7 @@ impl Symbols {
                     reason: "is not 8-byte aligned",
                 };
             }
-            if fp < limits.ram.start.saturating_add(16) || fp > limits.ram.end {
+            if !limits.accepts(fp) {
                 return UnwindStop::BadFramePointer {
                     fp,
                     reason: "is outside guest RAM",

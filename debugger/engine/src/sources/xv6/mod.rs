@@ -19,6 +19,7 @@ mod objects;
 mod procs;
 mod read;
 mod regions;
+mod stop;
 pub mod sv39;
 mod walk;
 
@@ -38,7 +39,7 @@ use crate::model::{Finding, KmemSnapshot, LockEvent, LockId, LockState, Snapshot
 use crate::symbols::types::{TypeId, Types, TypesError};
 use crate::symbols::Symbols;
 
-use super::{Drained, Source, SourceError};
+use super::{Drained, Source, SourceError, StopView};
 use layout::{Core, Field};
 
 pub use sv39::{Sv39, Sv39Error, VirtMemory};
@@ -279,5 +280,9 @@ impl Source for Xv6Source {
         let mut b = [0u8; 8];
         let len = f.end() as usize;
         mem.read(addr, &mut b[..len.min(8)]).is_ok() && f.get(&b).is_some_and(|v| v != 0)
+    }
+
+    fn at_stop(&mut self, mem: &mut dyn GuestMemory, stop: &StopView<'_>, snap: &mut Snapshot) {
+        self.diagnose(mem, stop, snap);
     }
 }
