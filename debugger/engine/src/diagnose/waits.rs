@@ -153,10 +153,12 @@ pub fn spin_lock(
     None
 }
 
-/// Where a hart most likely took each lock in `held`: for each frame on its stack outside the
-/// lock implementation, the calls of `acquire` it made before its current position; a call
-/// whose argument can be told (a constant, a preserved register) matches its lock exactly, the
-/// rest go to the remaining locks innermost first. Without lock events this is an inference.
+/// Where a hart most likely took each lock in `held`: for each frame on its stack, and each
+/// function inlined there, outside the lock implementation, the calls of `acquire` that
+/// function made before the hart's current position. A call whose argument can be told (a
+/// constant, a preserved register) matches its lock exactly; the nearest other call of each
+/// function goes to the remaining locks, innermost first. Without lock events this is an
+/// inference.
 pub fn held_sites(
     symbols: &Symbols,
     shape: &LockShape<'_>,
@@ -166,35 +168,44 @@ pub fn held_sites(
     held: &[(LockId, u64)],
     mem: &mut dyn GuestMemory,
 ) -> Vec<HeldLock> {
+    let innermost = |addr: u64| -> Option<String> {
+        symbols
+            .frames(addr)
+            .ok()
+            .and_then(|f| f.first().and_then(|s| s.function.clone()))
+    };
     let mut sites: Vec<(u64, Option<u64>)> = Vec::new();
     for (k, f) in frames.iter().enumerate() {
-        let funcs = frame_functions(symbols, f);
-        if funcs
-            .first()
-            .is_some_and(|n| shape.implementation.contains(&n.as_str()))
-        {
-            continue;
-        }
-        // Calls strictly before the one this frame is in (a return address is past its
-        // call; the innermost frame's pc is at an instruction).
-        let before = match f.kind {
-            RawFrameKind::Return => f.pc.saturating_sub(1),
-            _ => f.pc,
+        // Calls strictly before the one this frame is in (a return address is past its call;
+        // the innermost frame's pc is at an instruction).
+        let (before, call_here) = match f.kind {
+            RawFrameKind::Return => (f.pc.saturating_sub(1), Some(f.pc)),
+            _ => (f.pc, None),
         };
-        let call_here = match f.kind {
-            RawFrameKind::Return => Some(f.pc),
-            _ => None,
-        };
-        for c in calls_before(symbols, before, &[acquire]) {
-            if Some(c.ret) == call_here {
+        let calls: Vec<_> = calls_before(symbols, before, &[acquire])
+            .into_iter()
+            .filter(|c| Some(c.ret) != call_here)
+            .map(|c| (c, innermost(c.address)))
+            .collect();
+        for func in frame_functions(symbols, f) {
+            if shape.implementation.contains(&func.as_str()) {
                 continue;
             }
-            let arg = argument_a0(symbols, c.address, regs.get(k), Some(&mut *mem));
-            sites.push((c.ret, arg));
-            // Only the nearest unexplained call per frame: earlier ones were most likely
-            // released before it (the common acquire-release pairs).
-            if arg.is_none() {
-                break;
+            let mut unexplained = false;
+            for (c, _) in calls
+                .iter()
+                .filter(|(_, f)| f.as_deref() == Some(func.as_str()))
+            {
+                let arg = argument_a0(symbols, c.address, regs.get(k), Some(&mut *mem));
+                // Only the nearest unexplained call per function: earlier ones were most
+                // likely released before it (acquire-release pairs).
+                if arg.is_none() {
+                    if unexplained {
+                        continue;
+                    }
+                    unexplained = true;
+                }
+                sites.push((c.ret, arg));
             }
         }
     }

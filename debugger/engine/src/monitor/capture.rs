@@ -62,6 +62,10 @@ impl Captures {
             if running {
                 return Some(StopReason::Panic);
             }
+            // Stopped already: a sample's stop reads the panic like a panic's stop would, and
+            // the guest stays stopped.
+            self.awaiting = None;
+            return None;
         }
         if let (
             Some(seen),

@@ -204,10 +204,18 @@ impl Monitor {
                 self.keep_recent(events);
             }
             Feed::Console(text) => {
-                if self.panic_timing.console_at.is_none() && text.contains("panic: ") {
+                self.push_console(text);
+                // The line may arrive in pieces: look at the joined lines.
+                if self.panic_timing.console_at.is_none()
+                    && self
+                        .console
+                        .iter()
+                        .rev()
+                        .take(2)
+                        .any(|l| l.contains("panic: "))
+                {
                     self.panic_timing.console_at = Some(Instant::now());
                 }
-                self.push_console(text)
             }
             Feed::Stop(info) => {
                 self.state = TargetState::Stopped {

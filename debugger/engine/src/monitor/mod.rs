@@ -6,9 +6,11 @@
 //!
 //! - `feeds`: the [`Monitor`] and what each feed does to it.
 //! - `capture`: when a live session should stop the guest and capture every hart.
-//! - `symbolize`: building a [`View`]; `view`: the view's types.
+//! - `symbolize`: building a [`View`]; `view`: the view's types; `diagnosis`: a stop's
+//!   diagnosis (xv6) in words.
 
 mod capture;
+mod diagnosis;
 mod feeds;
 mod symbolize;
 mod view;
@@ -16,6 +18,7 @@ mod view;
 pub use capture::SAMPLE_APART_NS;
 pub use feeds::{Monitor, MonitorConfig, PanicTiming};
 pub use view::{
-    short_function, AsmLine, FrameLine, HartBacktrace, PanicDetail, PauseStats, Place, SourceKind,
+    short_function, AccessLine, AsmLine, BufRefLine, BufsWhy, FrameLine, HangDetail, HartBacktrace,
+    HartLine, HeldLine, PanicDetail, PanicDiagnosis, PauseStats, Place, SleeperLine, SourceKind,
     SourceLines, TargetState, View,
 };

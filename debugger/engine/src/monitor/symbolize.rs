@@ -7,16 +7,18 @@ use super::feeds::Monitor;
 use super::view::{
     short_function, AsmLine, FrameLine, HartBacktrace, PanicDetail, Place, SourceLines, View,
 };
-use crate::analysis::Report;
-use crate::model::{FrameKind, StackFrame};
+use crate::analysis::{decode_scause, Check, Report, TrapView};
+use crate::model::{FrameKind, HartState, StackFrame};
 use crate::symbols::{Disassembly, SourceContext, SourceFrame};
 
 impl Monitor {
     /// Builds the full view. Symbolization is memoized by [`Symbols`], so repeated views cost
     /// little beyond the analysis report.
     pub fn view(&self) -> View {
-        let report = self.analyzer.report();
-        let check = self.analyzer.check();
+        let mut report = self.analyzer.report();
+        let mut check = self.analyzer.check();
+        // A panic record the source could not give a message or trap (xv6): the console's.
+        let from_console = self.complete_panic(&mut report, &mut check);
         let mut places = HashMap::new();
         let mut site = |pc: u64| {
             places.entry(pc).or_insert_with(|| self.return_place(pc));
@@ -69,6 +71,27 @@ impl Monitor {
                 }
             }
         }
+        if let Some(h) = &report.hang {
+            let mut pcs: Vec<u64> = Vec::new();
+            for x in &h.diagnosis.harts {
+                match &x.state {
+                    HartState::Acquiring { site, .. } => pcs.extend(site),
+                    HartState::RwWaiting { site, earlier, .. } => {
+                        pcs.extend(site.iter().chain(earlier))
+                    }
+                    _ => {}
+                }
+                pcs.extend(x.held.iter().filter_map(|l| l.site));
+            }
+            for r in &h.rw {
+                for w in r.readers.iter().chain(&r.writers) {
+                    pcs.extend(w.site.iter().chain(&w.earlier));
+                }
+            }
+            for pc in pcs {
+                places.entry(pc).or_insert_with(|| self.return_place(pc));
+            }
+        }
         let deadlock_chains = report
             .deadlocks
             .iter()
@@ -80,7 +103,11 @@ impl Monitor {
                 })
             })
             .collect();
-        let panic = self.panic_detail(&report);
+        let mut panic = self.panic_detail(&report);
+        if let Some(p) = &mut panic {
+            p.diagnosis = self.panic_diagnosis(&report, from_console);
+        }
+        let hang = self.hang_detail(&report);
         let snap = self.analyzer.snapshot();
         View {
             generation: self.generation,
@@ -101,6 +128,7 @@ impl Monitor {
             pauses: self.pauses.clone(),
             console: self.console.iter().cloned().collect(),
             kernel_reader: self.kernel_reader.clone(),
+            hang,
             bufs: snap
                 .and_then(|s| s.bcache.as_ref())
                 .map(|b| b.bufs.clone())
@@ -108,8 +136,38 @@ impl Monitor {
         }
     }
 
+    /// Fills a panic record's empty message from the console's last `panic: ` line, and a
+    /// kerneltrap's missing trap from the `scause=... sepc=... stval=...` line xv6 prints before
+    /// it; true when the message came from the console.
+    fn complete_panic(&self, report: &mut Report, check: &mut Check) -> bool {
+        let mut from_console = false;
+        let message = self
+            .console
+            .iter()
+            .rev()
+            .find_map(|l| l.split("panic: ").nth(1))
+            .map(|m| m.trim().to_string());
+        let trap = self.console.iter().rev().find_map(|l| console_trap(l));
+        for p in report.panic.iter_mut().chain(check.panic.iter_mut()) {
+            if p.message.is_empty() {
+                if let Some(m) = &message {
+                    p.message = m.clone();
+                    from_console = true;
+                }
+            }
+            if p.trap.is_none() && p.message.starts_with("kerneltrap") {
+                p.trap = trap.map(|(scause, sepc, stval)| TrapView {
+                    scause: decode_scause(scause),
+                    sepc,
+                    stval,
+                });
+            }
+        }
+        from_console
+    }
+
     /// A return address: the call site it returns to, outside the lock implementation.
-    fn return_place(&self, ra: u64) -> Place {
+    pub(super) fn return_place(&self, ra: u64) -> Place {
         let Some(sym) = &self.symbols else {
             return Place::unknown(ra);
         };
@@ -124,7 +182,7 @@ impl Monitor {
     }
 
     /// An exact pc (a hart's pc, a trapping instruction).
-    fn exact_place(&self, pc: u64) -> Place {
+    pub(super) fn exact_place(&self, pc: u64) -> Place {
         match self.symbols.as_ref().map(|s| s.frames(pc)) {
             Some(Ok(frames)) => place_from_frames(pc, &frames),
             _ => Place::unknown(pc),
@@ -159,7 +217,7 @@ impl Monitor {
         }
     }
 
-    fn backtrace(&self, frames: &[StackFrame]) -> Vec<FrameLine> {
+    pub(super) fn backtrace(&self, frames: &[StackFrame]) -> Vec<FrameLine> {
         frames.iter().flat_map(|f| self.frame_lines(*f)).collect()
     }
 
@@ -191,12 +249,19 @@ impl Monitor {
             recorded
         };
         let backtrace = self.backtrace(&frames);
-        // Blame the trapping instruction, else the first frame past the panic machinery.
+        // Blame the trapping instruction, else the first frame past the panic machinery and
+        // past the functions the message is about (`acquire`: the call that took the lock
+        // again; `sched locks`: the call that slept).
+        let about = blamed_past(&p.message);
         let fault_pc = match &p.trap {
             Some(t) => Some(t.sepc),
             None => backtrace
                 .iter()
-                .find(|l| !l.function.as_deref().is_some_and(is_panic_machinery))
+                .find(|l| {
+                    !l.function
+                        .as_deref()
+                        .is_some_and(|f| is_panic_machinery(f) || about.contains(&f))
+                })
                 .map(|l| match l.kind {
                     FrameKind::Return => l.pc.saturating_sub(1),
                     _ => l.pc,
@@ -262,6 +327,7 @@ impl Monitor {
             disassembly,
             source,
             harts,
+            diagnosis: None,
         })
     }
 }
@@ -286,6 +352,33 @@ fn place_from_frames(pc: u64, frames: &[SourceFrame]) -> Place {
     }
 }
 
+/// The functions a kernel's own panic message names as the place of the check, past which the
+/// blame goes: xv6's `panic("acquire")` is raised in acquire about its caller's call;
+/// `panic("sched locks")` in sched about a sleep (or yield) with a spinlock held.
+fn blamed_past(message: &str) -> &'static [&'static str] {
+    let m = message.trim();
+    if m == "acquire" {
+        &["acquire"]
+    } else if m == "release" {
+        &["release"]
+    } else if m.starts_with("sched") {
+        &["sched", "sleep", "yield"]
+    } else if m.starts_with("pop_off") {
+        &["pop_off", "release"]
+    } else {
+        &[]
+    }
+}
+
+/// `scause=0xd sepc=0x80002a2c stval=0x48`, as xv6's kerneltrap prints it.
+fn console_trap(line: &str) -> Option<(u64, u64, u64)> {
+    let field = |name: &str| -> Option<u64> {
+        let v = line.split(name).nth(1)?.split_whitespace().next()?;
+        u64::from_str_radix(v.trim_start_matches("0x"), 16).ok()
+    };
+    Some((field("scause=")?, field("sepc=")?, field("stval=")?))
+}
+
 /// Functions that only carry a panic to its halt: not where the problem is.
 fn is_panic_machinery(f: &str) -> bool {
     f.starts_with("core::panicking::")
@@ -295,4 +388,6 @@ fn is_panic_machinery(f: &str) -> bool {
         || f.starts_with("lockscope_kernel::panic::")
         || f.ends_with("rust_begin_unwind")
         || f == lockscope_abi::PANIC_HALT_SYMBOL
+        // xv6's C panic().
+        || f == "panic"
 }
