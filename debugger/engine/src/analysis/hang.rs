@@ -351,6 +351,14 @@ impl Hang {
         let mut w = Watch::new(self.max_harts, self.confirm_ns, self.stall_ns);
         w.observe(&synth, cd.time_ns, true);
         self.deadlocks = w.deadlocks.clone();
+        // Instances share their name string (every bucket lock is "bcache.bucket"): say which.
+        for e in self.deadlocks.iter_mut().flat_map(|d| d.edges.iter_mut()) {
+            if let Some(path) = snap.lock(e.lock).and_then(|l| l.path.as_deref()) {
+                if path != e.lock_name {
+                    e.lock_name = path.to_string();
+                }
+            }
+        }
         let in_cycle = |h: HartId| {
             self.deadlocks
                 .iter()
@@ -420,7 +428,11 @@ impl Hang {
                 .iter()
                 .map(|h| StalledHart {
                     hart: h.hart,
-                    reason: StallReason::NoProgress,
+                    reason: if h.process.is_none() {
+                        StallReason::NothingToRun
+                    } else {
+                        StallReason::NoProgress
+                    },
                     for_ns: apart,
                     heartbeat: None,
                     pc: Some(h.interrupted_pc.unwrap_or(h.pc)),

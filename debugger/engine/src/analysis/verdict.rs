@@ -193,6 +193,13 @@ pub fn verdict_sentence(check: &Check, names: &dyn VerdictNames) -> String {
 pub fn stall_line(h: &StalledHart, names: &dyn VerdictNames) -> String {
     let what = match h.reason {
         StallReason::NoProgress => "made no progress".to_string(),
+        StallReason::NothingToRun => {
+            return format!(
+                "hart {} has nothing to run{}",
+                h.hart,
+                h.pc.map_or_else(String::new, |pc| format!(" (at {})", names.pc(pc)))
+            );
+        }
         StallReason::SpinningTooLong { lock, .. } => format!("spun on {}", names.lock(lock)),
     };
     let at =
@@ -265,9 +272,9 @@ pub fn chain_line(c: &SleepChain) -> String {
             s.push_str(", which ");
         }
         let on = l
-            .sleeplock
+            .chan_name
             .clone()
-            .or(l.chan_name.clone())
+            .or(l.sleeplock.clone())
             .unwrap_or_else(|| "?".into());
         if i == 0 {
             s.push_str(&format!("pid {} ({}) ", l.pid, l.name));

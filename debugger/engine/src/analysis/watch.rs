@@ -96,6 +96,9 @@ pub enum StallReason {
         lock: LockId,
         holder: Option<HartId>,
     },
+    /// Runs no process (its scheduler finds nothing runnable) while the processes wait on
+    /// something that will not come (seen at two stops).
+    NothingToRun,
 }
 
 /// One stalled hart.

@@ -34,7 +34,16 @@ fn ends_block(i: &Insn) -> bool {
 /// The calls to any of `targets` in the function containing `before`, at addresses below
 /// `before`, nearest first.
 pub fn calls_before(symbols: &Symbols, before: u64, targets: &[u64]) -> Vec<CallSite> {
-    let Ok(code) = symbols.function_instructions(before) else {
+    calls_to(symbols, before, targets, before)
+}
+
+/// Every call to any of `targets` in the function containing `pc`, last first.
+pub fn calls_in(symbols: &Symbols, pc: u64, targets: &[u64]) -> Vec<CallSite> {
+    calls_to(symbols, pc, targets, u64::MAX)
+}
+
+fn calls_to(symbols: &Symbols, pc: u64, targets: &[u64], before: u64) -> Vec<CallSite> {
+    let Ok(code) = symbols.function_instructions(pc) else {
         return Vec::new();
     };
     let mut out: Vec<CallSite> = code

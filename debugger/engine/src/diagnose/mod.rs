@@ -25,7 +25,7 @@ mod waits;
 mod tests;
 
 pub use access::{member_path, name_access, Trap};
-pub use calls::{argument_a0, calls_before, CallSite};
+pub use calls::{argument_a0, calls_before, calls_in, CallSite};
 pub use message::panic_message;
 pub use regs::{frame_registers, FrameRegs, RegContext};
 pub use stack::{stack_frames, unwind_hart, unwind_saved};

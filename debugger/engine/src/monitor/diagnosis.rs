@@ -253,8 +253,13 @@ fn boot_note(d: &crate::model::Diagnosis, silent: bool) -> Vec<String> {
         .filter_map(|h| {
             let t = h.last_trap?;
             (t.scause >> 63 == 0).then(|| {
+                let mode = match h.privilege {
+                    Some(3) => " (machine mode)",
+                    Some(1) => " (supervisor mode)",
+                    _ => "",
+                };
                 format!(
-                    "hart{}: {} at {:#x}",
+                    "hart{}{mode}: {} at {:#x}",
                     h.hart,
                     crate::analysis::decode_scause(t.scause).name,
                     t.stval

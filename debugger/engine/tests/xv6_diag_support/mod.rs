@@ -187,6 +187,23 @@ impl Run {
         });
     }
 
+    /// Waits until the command typed when the console had `lines` lines is done: a new, bare
+    /// `$ ` prompt (a command's output starts on its prompt's line). `None` if `stop` says stop
+    /// first.
+    pub fn wait_prompt_or<T>(
+        &self,
+        lines: usize,
+        within: Duration,
+        stop: impl Fn(&View) -> Option<T>,
+    ) -> Option<T> {
+        self.until("the prompt", within, |v| {
+            if let Some(x) = stop(v) {
+                return Some(Some(x));
+            }
+            (v.console.len() > lines && v.console.last().is_some_and(|l| l == "$ ")).then_some(None)
+        })
+    }
+
     /// Types `line` at the prompt through guest RAM (see the module docs) and waits until the
     /// shell has taken it.
     pub fn type_line(&self, line: &str) {
@@ -246,7 +263,15 @@ impl Run {
                     wr(p + state_off, 3); // SLEEPING -> RUNNABLE
                 }
             }
-            assert!(Instant::now() < deadline, "the shell never read `{line}`");
+            assert!(
+                Instant::now() < deadline,
+                "the shell never read `{line}` (r {} w {} e {}); state {:?}\nconsole:\n{}",
+                rd(r),
+                rd(w),
+                rd(e),
+                self.view().state,
+                self.console()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

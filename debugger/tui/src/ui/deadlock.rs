@@ -48,6 +48,7 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App, view: &View) {
         for h in &stall.harts {
             let what = match &h.reason {
                 StallReason::NoProgress => "makes no progress (heartbeat unchanged)".to_string(),
+                StallReason::NothingToRun => "has nothing to run".to_string(),
                 StallReason::SpinningTooLong { lock, holder } => {
                     let mut s = format!("spins on {}", lock_name(view, *lock));
                     if let Some(hh) = holder {

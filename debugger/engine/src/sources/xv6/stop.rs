@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use super::layout;
 use super::Xv6Source;
 use crate::diagnose::{
-    caller_site, calls_before, find_frame, frame_functions, frame_registers, held_sites,
-    name_access, panic_message, spin_lock, stack_frames, unwind_hart, unwind_saved, FrameRegs,
-    LockShape, RegContext, Trap,
+    caller_site, calls_in, find_frame, frame_functions, frame_registers, held_sites, name_access,
+    panic_message, spin_lock, stack_frames, unwind_hart, unwind_saved, FrameRegs, LockShape,
+    RegContext, Trap,
 };
 use crate::feed::HartStop;
 use crate::memory::GuestMemory;
@@ -261,14 +261,7 @@ impl Xv6Source {
             state,
             held,
             process,
-            last_trap: match (hs.regs.scause, hs.regs.sepc, hs.regs.stval) {
-                (Some(scause), Some(sepc), Some(stval)) => Some(TrapInfo {
-                    scause,
-                    sepc,
-                    stval,
-                }),
-                _ => None,
-            },
+            last_trap: last_trap(hs),
         }
     }
 
@@ -318,16 +311,10 @@ impl Xv6Source {
                 let Some(rw) = addr.and_then(|a| self.rwlocks.iter().find(|r| r.addr == a)) else {
                     continue;
                 };
-                // An outer frame that called the same acquire earlier still holds it.
-                let earlier = symbols.symbol(func).ok().and_then(|s| {
-                    let target = s.address;
-                    w.frames.iter().skip(k + 2).find_map(|o| {
-                        let here = (o.kind == RawFrameKind::Return).then_some(o.pc)?;
-                        calls_before(symbols, here - 1, &[target])
-                            .first()
-                            .map(|c| c.ret)
-                    })
-                });
+                let earlier = symbols
+                    .symbol(func)
+                    .ok()
+                    .and_then(|s| earlier_call(symbols, &w.frames, k, s.address));
                 return Some(HartState::RwWaiting {
                     rwlock: rw.path.clone(),
                     writer: lower.contains("write") || lower.starts_with("wr"),
@@ -470,6 +457,57 @@ impl Xv6Source {
             h.run = HartRun::Panicked;
         }
     }
+}
+
+/// A call of `target` by a function further out on the stack than the caller of frame `k`:
+/// that function took the lock itself before it called in again (`reader` calls `read_acquire`
+/// and then `check_pair`, which calls it again). Found in the DWARF inline structure, not by
+/// address order, which loops rotate. Returns the call's return address.
+fn earlier_call(symbols: &Symbols, frames: &[RawFrame], k: usize, target: u64) -> Option<u64> {
+    let innermost = |addr: u64| -> Option<String> {
+        symbols
+            .frames(addr)
+            .ok()
+            .and_then(|f| f.first().and_then(|s| s.function.clone()))
+    };
+    let mut direct_caller = true;
+    for f in frames
+        .iter()
+        .skip(k + 1)
+        .filter(|f| f.kind == RawFrameKind::Return)
+    {
+        let calls = calls_in(symbols, f.pc - 1, &[target]);
+        for func in frame_functions(symbols, f) {
+            if std::mem::take(&mut direct_caller) {
+                continue;
+            }
+            if let Some(c) = calls
+                .iter()
+                .find(|c| innermost(c.address).as_deref() == Some(func.as_str()))
+            {
+                return Some(c.ret);
+            }
+        }
+    }
+    None
+}
+
+/// The last trap the hart took in the mode it is in: machine mode's CSRs when it is there (a
+/// fault before supervisor mode has a trap vector lands there), else supervisor mode's. `None`
+/// when the CSRs are still at their reset values.
+fn last_trap(hs: &HartStop) -> Option<TrapInfo> {
+    let csr = |n: u16| hs.full.as_ref().and_then(|f| f.csr(n));
+    let (cause, epc, tval) = if hs.regs.privilege == Some(3) {
+        (csr(0x342), csr(0x341), csr(0x343))
+    } else {
+        (hs.regs.scause, hs.regs.sepc, hs.regs.stval)
+    };
+    let t = TrapInfo {
+        scause: cause?,
+        sepc: epc?,
+        stval: tval.unwrap_or(0),
+    };
+    (t.scause != 0 || t.sepc != 0).then_some(t)
 }
 
 /// True when the hart waits for an interrupt: at a `wfi`, or just past one.
