@@ -127,7 +127,7 @@ fn refcnt_leak_panics_bget_no_buffers() {
 
 #[test]
 fn prev_head_mix_up_names_the_null_access() {
-    let b = Built::new(&["BUG=prev-head"]);
+    let b = Built::new(&["BUG=prev-head", "DWARF=2"]);
     let (_run, v) = panic_of(&b, "bcachetest", "xv6_kerneltrap");
     let p = v.report.panic.as_ref().unwrap();
     assert_eq!(p.message, "kerneltrap");
