@@ -3,9 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::{stall_line, Check, Severity, Verdict};
+use crate::analysis::{stall_line, Check, HangKind, Severity, Verdict};
 use crate::feed::Ending;
-use crate::monitor::{short_function, FrameLine, PauseStats, Place, TargetState, View};
+use crate::monitor::{
+    short_function, FrameLine, HangDetail, PanicDiagnosis, PauseStats, Place, TargetState, View,
+};
 
 /// Version of the [`CheckReport`] JSON; bumped on any incompatible change.
 pub const REPORT_SCHEMA: u32 = 1;
@@ -116,6 +118,16 @@ pub struct CheckReport {
     /// Stalled harts in words.
     pub stalls: Vec<String>,
     pub inversions: Vec<InversionLine>,
+    /// What the stop showed about the panic, for a kernel diagnosed through DWARF (xv6): its
+    /// process, the locks the hart holds with where it took them, the faulting access named,
+    /// why no buffer was free.
+    #[serde(default)]
+    pub panic_diagnosis: Option<PanicDiagnosis>,
+    /// What stops showed about a hang, for a kernel diagnosed through DWARF: every hart's
+    /// state, the reader-writer locks and sleeplock chains nobody gets through, the sleepers
+    /// with their stacks, symbolized.
+    #[serde(default)]
+    pub hang: Option<HangDetail>,
     /// The analysis' own verdict record (raw pcs), for tools that want everything.
     pub check: Check,
 }
@@ -209,9 +221,23 @@ impl CheckReport {
             buckets,
             backtrace,
             fault,
-            deadlocks: v.deadlock_chains.clone(),
+            deadlocks: v
+                .deadlock_chains
+                .iter()
+                .cloned()
+                .chain(v.hang.iter().filter(|h| h.confirmed).flat_map(|h| {
+                    h.rw.iter().cloned().chain(
+                        h.chains
+                            .iter()
+                            .filter(|_| h.kind == Some(HangKind::SleepDeadlock))
+                            .cloned(),
+                    )
+                }))
+                .collect(),
             stalls,
             inversions,
+            panic_diagnosis: v.panic.as_ref().and_then(|p| p.diagnosis.clone()),
+            hang: v.hang.clone(),
             check: c.clone(),
         }
     }

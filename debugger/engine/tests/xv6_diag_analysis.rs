@@ -22,7 +22,10 @@ fn locks(t: u64, n: [i64; 2], nts: [i64; 2]) -> Snapshot {
         l.locked = Some(true);
         l.holder = Some(i as u32);
         l.path = Some(format!("bcache.bucket[{i}].lock"));
-        l.lab = Some(LabCounts { n: n[i], nts: nts[i] });
+        l.lab = Some(LabCounts {
+            n: n[i],
+            nts: nts[i],
+        });
     }
     // xv6 has no heartbeat.
     for h in &mut s.harts {
@@ -94,17 +97,35 @@ fn stopped(a: &mut Analyzer, s: &Snapshot) {
 fn two_stops_apart_confirm_a_deadlock_one_does_not() {
     let mut a = Analyzer::default();
     stopped(&mut a, &abba(S, [10, 20], [5, 5], true));
-    assert_eq!(a.check().verdict, Verdict::Ok, "one stop is only a suspicion");
+    assert_eq!(
+        a.check().verdict,
+        Verdict::Ok,
+        "one stop is only a suspicion"
+    );
     assert!(a.hang().is_none_or(|h| !h.confirmed));
     // Too soon: not compared.
     let mut b = Analyzer::default();
     stopped(&mut b, &abba(S, [10, 20], [5, 5], true));
-    b.apply(&Feed::Stop(StopInfo { reason: StopReason::Sample, hart: None, harts: vec![] }));
-    b.observe(&abba(S + 50 * MS, [10, 20], [9, 9], true), Consistency::Stopped);
+    b.apply(&Feed::Stop(StopInfo {
+        reason: StopReason::Sample,
+        hart: None,
+        harts: vec![],
+    }));
+    b.observe(
+        &abba(S + 50 * MS, [10, 20], [9, 9], true),
+        Consistency::Stopped,
+    );
     assert_ne!(b.check().verdict, Verdict::Deadlock);
 
-    a.apply(&Feed::Stop(StopInfo { reason: StopReason::Sample, hart: None, harts: vec![] }));
-    a.observe(&abba(S + 300 * MS, [10, 20], [900, 700], true), Consistency::Stopped);
+    a.apply(&Feed::Stop(StopInfo {
+        reason: StopReason::Sample,
+        hart: None,
+        harts: vec![],
+    }));
+    a.observe(
+        &abba(S + 300 * MS, [10, 20], [900, 700], true),
+        Consistency::Stopped,
+    );
     let c = a.check();
     assert_eq!(c.verdict, Verdict::Deadlock, "{}", c.summary);
     let h = a.hang().unwrap();
@@ -112,19 +133,38 @@ fn two_stops_apart_confirm_a_deadlock_one_does_not() {
     assert_eq!(h.kind, Some(HangKind::Deadlock));
     let cycle = &c.deadlocks[0];
     assert_eq!(cycle.edges.len(), 2);
-    assert_eq!(cycle.edges[0].lock_name, "bcache.bucket[1].lock", "named by path");
-    assert_eq!(cycle.edges[0].holder_pc, Some(0x8000_0201), "the holder's acquire site");
+    assert_eq!(
+        cycle.edges[0].lock_name, "bcache.bucket[1].lock",
+        "named by path"
+    );
+    assert_eq!(
+        cycle.edges[0].holder_pc,
+        Some(0x8000_0201),
+        "the holder's acquire site"
+    );
     assert_eq!(cycle.edges[0].waiting_for_ns, 300 * MS);
-    assert!(c.summary.starts_with("deadlock: hart0 holds bcache.bucket[0].lock"), "{}", c.summary);
+    assert!(
+        c.summary
+            .starts_with("deadlock: hart0 holds bcache.bucket[0].lock"),
+        "{}",
+        c.summary
+    );
 }
 
 #[test]
 fn a_lock_acquired_between_the_stops_is_no_deadlock() {
     let mut a = Analyzer::default();
     stopped(&mut a, &abba(S, [10, 20], [5, 5], true));
-    a.apply(&Feed::Stop(StopInfo { reason: StopReason::Sample, hart: None, harts: vec![] }));
+    a.apply(&Feed::Stop(StopInfo {
+        reason: StopReason::Sample,
+        hart: None,
+        harts: vec![],
+    }));
     // Lock 1 was acquired in between (n moved): contention, not a deadlock.
-    a.observe(&abba(S + 300 * MS, [10, 21], [9, 9], true), Consistency::Stopped);
+    a.observe(
+        &abba(S + 300 * MS, [10, 21], [9, 9], true),
+        Consistency::Stopped,
+    );
     assert_ne!(a.check().verdict, Verdict::Deadlock);
 }
 
@@ -132,10 +172,17 @@ fn a_lock_acquired_between_the_stops_is_no_deadlock() {
 fn a_lock_no_location_told_is_the_one_whose_nts_climbed() {
     let mut a = Analyzer::default();
     stopped(&mut a, &abba(S, [10, 20], [5, 5], false));
-    a.apply(&Feed::Stop(StopInfo { reason: StopReason::Sample, hart: None, harts: vec![] }));
+    a.apply(&Feed::Stop(StopInfo {
+        reason: StopReason::Sample,
+        hart: None,
+        harts: vec![],
+    }));
     // Only lock 1's nts climbed (hart 0 spins on it); lock 0's did not move... but hart 1
     // spins on lock 0 too: give lock 0 no climb so that exactly one climbing lock is left.
-    a.observe(&abba(S + 300 * MS, [10, 20], [5, 800], false), Consistency::Stopped);
+    a.observe(
+        &abba(S + 300 * MS, [10, 20], [5, 800], false),
+        Consistency::Stopped,
+    );
     let h = a.hang().unwrap();
     let h0 = h.diagnosis.harts.iter().find(|x| x.hart == 0).unwrap();
     assert_eq!(
@@ -197,7 +244,11 @@ fn sleep_cycle(t: u64) -> Snapshot {
 fn processes_asleep_on_each_others_sleeplocks_are_a_deadlock() {
     let mut a = Analyzer::default();
     stopped(&mut a, &sleep_cycle(S));
-    a.apply(&Feed::Stop(StopInfo { reason: StopReason::Sample, hart: None, harts: vec![] }));
+    a.apply(&Feed::Stop(StopInfo {
+        reason: StopReason::Sample,
+        hart: None,
+        harts: vec![],
+    }));
     a.observe(&sleep_cycle(S + 400 * MS), Consistency::Stopped);
     let c = a.check();
     assert_eq!(c.verdict, Verdict::Deadlock, "{}", c.summary);
@@ -216,8 +267,13 @@ fn a_lock_held_while_its_nts_climbs_and_nobody_acquires_it_is_suspicious() {
     a.observe(&locks(S + 100 * MS, [10, 21], [5, 9]), Consistency::Live);
     assert!(a.hang_suspicion().is_none());
     a.observe(&locks(S + 450 * MS, [10, 21], [5, 900]), Consistency::Live);
-    let why = a.hang_suspicion().expect("lock 1 held, spun on, unacquired for 350 ms");
-    assert!(why.contains("held by hart1") && why.contains("spin"), "{why}");
+    let why = a
+        .hang_suspicion()
+        .expect("lock 1 held, spun on, unacquired for 350 ms");
+    assert!(
+        why.contains("held by hart1") && why.contains("spin"),
+        "{why}"
+    );
 }
 
 fn monitor() -> Monitor {
@@ -237,22 +293,42 @@ fn the_monitor_samples_twice_and_keeps_a_confirmed_hang_stopped() {
         snapshot(&mut m, locks(S + 400 * MS, [10, 20], [900, 900])),
         Some(StopReason::Sample)
     );
-    m.apply(&Feed::Stop(StopInfo { reason: StopReason::Sample, hart: None, harts: vec![] }));
+    m.apply(&Feed::Stop(StopInfo {
+        reason: StopReason::Sample,
+        hart: None,
+        harts: vec![],
+    }));
     // A probe snapshot without the diagnosis asks for nothing; the diagnosed one lets the
     // guest go, for a second look.
-    assert_eq!(snapshot(&mut m, locks(S + 400 * MS, [10, 20], [900, 900])), None);
+    assert_eq!(
+        snapshot(&mut m, locks(S + 400 * MS, [10, 20], [900, 900])),
+        None
+    );
     assert!(!m.resume_wanted());
-    assert_eq!(snapshot(&mut m, abba(S + 400 * MS, [10, 20], [900, 900], true)), None);
+    assert_eq!(
+        snapshot(&mut m, abba(S + 400 * MS, [10, 20], [900, 900], true)),
+        None
+    );
     assert!(m.resume_wanted(), "one stop confirms nothing: run again");
     m.apply(&Feed::Resumed);
-    assert_eq!(snapshot(&mut m, locks(S + 500 * MS, [10, 20], [950, 950])), None);
+    assert_eq!(
+        snapshot(&mut m, locks(S + 500 * MS, [10, 20], [950, 950])),
+        None
+    );
     let due = S + 400 * MS + SAMPLE_APART_NS;
     assert_eq!(
         snapshot(&mut m, locks(due, [10, 20], [990, 990])),
         Some(StopReason::Sample)
     );
-    m.apply(&Feed::Stop(StopInfo { reason: StopReason::Sample, hart: None, harts: vec![] }));
-    assert_eq!(snapshot(&mut m, abba(due, [10, 20], [990, 990], true)), None);
+    m.apply(&Feed::Stop(StopInfo {
+        reason: StopReason::Sample,
+        hart: None,
+        harts: vec![],
+    }));
+    assert_eq!(
+        snapshot(&mut m, abba(due, [10, 20], [990, 990], true)),
+        None
+    );
     assert!(!m.resume_wanted(), "confirmed: the guest stays stopped");
     let v = m.view();
     assert_eq!(v.check.verdict, Verdict::Deadlock);
@@ -267,18 +343,28 @@ fn a_sample_that_finds_nothing_stuck_backs_off() {
         snapshot(&mut m, locks(S + 400 * MS, [10, 20], [900, 900])),
         Some(StopReason::Sample)
     );
-    m.apply(&Feed::Stop(StopInfo { reason: StopReason::Sample, hart: None, harts: vec![] }));
+    m.apply(&Feed::Stop(StopInfo {
+        reason: StopReason::Sample,
+        hart: None,
+        harts: vec![],
+    }));
     let mut calm = locks(S + 400 * MS, [10, 20], [900, 900]);
     calm.diagnosis = Some(Diagnosis {
         time_ns: S + 400 * MS,
-        harts: vec![hart(0, HartState::Running, &[0]), hart(1, HartState::Running, &[1])],
+        harts: vec![
+            hart(0, HartState::Running, &[0]),
+            hart(1, HartState::Running, &[1]),
+        ],
         ..Default::default()
     });
     assert_eq!(snapshot(&mut m, calm), None);
     assert!(m.resume_wanted());
     m.apply(&Feed::Resumed);
     // Still suspicious, but the next look waits.
-    assert_eq!(snapshot(&mut m, locks(S + 2 * S, [10, 20], [990, 990])), None);
+    assert_eq!(
+        snapshot(&mut m, locks(S + 2 * S, [10, 20], [990, 990])),
+        None
+    );
     assert_eq!(
         snapshot(&mut m, locks(S + 6 * S, [10, 20], [995, 995])),
         Some(StopReason::Sample)

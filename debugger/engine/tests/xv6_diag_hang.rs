@@ -15,7 +15,7 @@ use lockscope_engine::{StopReason, TargetState, Verdict};
 use support::*;
 
 /// Waits for a confirmed hang (the guest left stopped) and returns the view.
-fn confirmed(run: &Run, name: &str) -> Arc<View> {
+fn confirmed(run: &Run, name: &str, b: &Built) -> Arc<View> {
     let v = run.until("a confirmed hang", COMMAND, |v| {
         let h = v.hang.as_ref()?;
         let stopped = matches!(v.state, TargetState::Stopped { .. });
@@ -42,7 +42,7 @@ fn confirmed(run: &Run, name: &str) -> Arc<View> {
             eprintln!("  note: {n}");
         }
     }
-    record_view(name, &v);
+    record_view(name, &v, b);
     v
 }
 
@@ -62,7 +62,7 @@ fn bucket_order_deadlock_is_found_to_the_locks_harts_and_lines() {
             .then_some(())
         });
         if hung.is_some() {
-            v = Some(confirmed(&run, "xv6_deadlock"));
+            v = Some(confirmed(&run, "xv6_deadlock", &b));
             break;
         }
     }
@@ -113,7 +113,7 @@ fn rwlock_reentry_hangs_reader_and_writer() {
     let run = Run::start(&b);
     run.prompt();
     run.type_line("rwlktest");
-    let v = confirmed(&run, "xv6_rwlock");
+    let v = confirmed(&run, "xv6_rwlock", &b);
     assert_eq!(
         v.check.verdict,
         Verdict::Deadlock,
@@ -148,7 +148,7 @@ fn lost_wakeup_stalls_with_every_sleeper_and_its_stack() {
     let run = Run::start(&b);
     run.prompt();
     run.type_line("bcachetest");
-    let v = confirmed(&run, "xv6_stall");
+    let v = confirmed(&run, "xv6_stall", &b);
     assert_eq!(v.check.verdict, Verdict::Stall, "{}", v.verdict_sentence());
     let h = v.hang.as_ref().unwrap();
     assert_eq!(h.kind, Some(HangKind::Stall));
@@ -189,7 +189,7 @@ fn lost_wakeup_stalls_with_every_sleeper_and_its_stack() {
 fn boot_without_pmp_says_where_each_hart_is_stuck() {
     let b = Built::new(&["BUG=no-pmp"]);
     let run = Run::start(&b);
-    let v = confirmed(&run, "xv6_boot_hang");
+    let v = confirmed(&run, "xv6_boot_hang", &b);
     assert_eq!(v.check.verdict, Verdict::Stall, "{}", v.verdict_sentence());
     let h = v.hang.as_ref().unwrap();
     assert_eq!(h.kind, Some(HangKind::Boot));

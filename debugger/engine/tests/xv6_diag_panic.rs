@@ -25,7 +25,7 @@ fn panic_of(b: &Built, command: &str, name: &str) -> (Run, std::sync::Arc<View>)
         .then(|| std::sync::Arc::new(v.clone()))
     });
     eprintln!("{name}: {}", v.verdict_sentence());
-    record_view(name, &v);
+    record_view(name, &v, b);
     (run, v)
 }
 
@@ -147,7 +147,14 @@ fn prev_head_mix_up_names_the_null_access() {
     );
     assert_eq!(fault.function.as_deref(), Some("lru_free"));
     assert_eq!(line(fault), format!("bio.c:{refcnt_line}"));
-    // The stack goes through the trap: the faulting function is a trap frame.
+    // The stack goes through the trap: the faulting function is a trap frame, and the walk
+    // goes on past it although lru_free is a leaf (its return address was in the saved `ra`).
+    let bt = functions(&d.backtrace);
+    let at = bt
+        .iter()
+        .position(|f| *f == "lru_free")
+        .unwrap_or_else(|| panic!("{bt:?}"));
+    assert!(bt[at + 1..].contains(&"bread"), "{bt:?}");
     assert!(
         d.backtrace
             .iter()

@@ -351,6 +351,10 @@ impl Hang {
         let mut w = Watch::new(self.max_harts, self.confirm_ns, self.stall_ns);
         w.observe(&synth, cd.time_ns, true);
         self.deadlocks = w.deadlocks.clone();
+        for d in &mut self.deadlocks {
+            d.first_seen_ns = pd.time_ns;
+            d.seen_for_ns = apart;
+        }
         // Instances share their name string (every bucket lock is "bcache.bucket"): say which.
         for e in self.deadlocks.iter_mut().flat_map(|d| d.edges.iter_mut()) {
             if let Some(path) = snap.lock(e.lock).and_then(|l| l.path.as_deref()) {

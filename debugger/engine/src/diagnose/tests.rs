@@ -46,7 +46,8 @@ uint far(void) {
 void complain(void) { panic("bget: no buffers"); }
 "#;
 
-const USE_C: &str = "struct buf; void use(struct buf *b) { (void)b; } void panic(char *s) { for (;;) (void)s; }";
+const USE_C: &str =
+    "struct buf; void use(struct buf *b) { (void)b; } void panic(char *s) { for (;;) (void)s; }";
 
 fn kernels() -> Vec<(String, Symbols, Types)> {
     let dir = tempfile::tempdir().unwrap();
@@ -119,9 +120,19 @@ fn a_null_base_register_names_the_variable_and_member() {
 
         // A wild pointer: the member from stval - base.
         let base = 0x8765_4320u64;
-        let a = name_access(&s, &t, trap(pc, base + disp as u64), Some(&no_regs()), &mut mem);
+        let a = name_access(
+            &s,
+            &t,
+            trap(pc, base + disp as u64),
+            Some(&no_regs()),
+            &mut mem,
+        );
         assert_eq!(a.base_value, Some(base), "{flag}");
-        assert_eq!(a.named.as_ref().and_then(|n| n.member.as_deref()), Some("refcnt"), "{flag}");
+        assert_eq!(
+            a.named.as_ref().and_then(|n| n.member.as_deref()),
+            Some("refcnt"),
+            "{flag}"
+        );
     }
 }
 
@@ -150,12 +161,18 @@ fn a_folded_null_gives_candidates_not_a_verdict() {
         let mut mem = s.elf_memory();
         let a = name_access(&s, &t, trap(pc, disp as u64), Some(&no_regs()), &mut mem);
         assert_eq!(a.base_register.as_deref(), Some("zero"), "{flag}");
-        assert!(a.named.is_none(), "{flag}: a folded NULL names nothing for sure");
+        assert!(
+            a.named.is_none(),
+            "{flag}: a folded NULL names nothing for sure"
+        );
         let b = a.candidates.iter().find(|c| c.variable == "b");
         let b = b.unwrap_or_else(|| panic!("{flag}: {a:#?}"));
         assert_eq!(b.member.as_deref(), Some("refcnt"), "{flag}");
         assert_eq!(b.value, Some(0), "{flag}: DWARF says b is 0 here");
-        assert!(a.note.as_deref().is_some_and(|n| n.contains("folded")), "{flag}");
+        assert!(
+            a.note.as_deref().is_some_and(|n| n.contains("folded")),
+            "{flag}"
+        );
 
         // head->prev->next: head is live and has `next` at the offset; b is the NULL.
         let (pc, disp) = load_in(&s, "mixed_up", true);
@@ -180,11 +197,20 @@ fn nothing_fits_still_says_offset_instruction_and_why() {
         assert!(disp >= 2000, "{flag}: {disp}");
         let mut mem = s.elf_memory();
         let a = name_access(&s, &t, trap(pc, disp as u64), Some(&no_regs()), &mut mem);
-        assert!(a.named.is_none() && a.candidates.is_empty(), "{flag}: {a:#?}");
-        assert_eq!(a.offset, disp, "{flag}");
-        assert!(a.instruction.contains("(zero)"), "{flag}: {}", a.instruction);
         assert!(
-            a.note.as_deref().is_some_and(|n| n.contains("no pointer variable live here")),
+            a.named.is_none() && a.candidates.is_empty(),
+            "{flag}: {a:#?}"
+        );
+        assert_eq!(a.offset, disp, "{flag}");
+        assert!(
+            a.instruction.contains("(zero)"),
+            "{flag}: {}",
+            a.instruction
+        );
+        assert!(
+            a.note
+                .as_deref()
+                .is_some_and(|n| n.contains("no pointer variable live here")),
             "{flag}: {:?}",
             a.note
         );
@@ -210,7 +236,9 @@ fn a_constant_argument_is_read_from_the_call_site() {
         mem.read(a0, &mut text).unwrap();
         assert_eq!(&text, b"bget: no buffers", "{flag}");
         assert_eq!(
-            calls_before(&s, call.end(), &[target]).first().map(|c| c.address),
+            calls_before(&s, call.end(), &[target])
+                .first()
+                .map(|c| c.address),
             Some(call.address)
         );
     }

@@ -22,6 +22,7 @@ mod disasm;
 mod dwarf;
 mod elf;
 mod error;
+mod frame_record;
 mod insn;
 mod lines;
 mod memo;

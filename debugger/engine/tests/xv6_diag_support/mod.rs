@@ -287,11 +287,14 @@ pub fn file_line(loc: &str) -> String {
     loc.rsplit('/').next().unwrap_or(loc).to_string()
 }
 
-/// Saves the view as a TUI fixture when `LOCKSCOPE_RECORD_XV6_VIEWS` names a directory.
-pub fn record_view(name: &str, v: &View) {
+/// Saves the view as a TUI fixture when `LOCKSCOPE_RECORD_XV6_VIEWS` names a directory, with
+/// the build's temporary directory taken out of paths (`kernel/bio.c`, as in a lab tree).
+pub fn record_view(name: &str, v: &View, b: &Built) {
     if let Some(dir) = std::env::var_os("LOCKSCOPE_RECORD_XV6_VIEWS") {
         let path = Path::new(&dir).join(format!("{name}.view.json"));
-        std::fs::write(&path, serde_json::to_string_pretty(v).unwrap()).unwrap();
+        let tree = format!("{}/", b.dir.path().display());
+        let json = serde_json::to_string(v).unwrap().replace(&tree, "");
+        std::fs::write(&path, json).unwrap();
         eprintln!("wrote {}", path.display());
     }
 }
