@@ -119,12 +119,29 @@ pub struct HangReport {
     pub suspicion: Option<String>,
 }
 
+/// A lock as a stop saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LockLook {
+    locked: bool,
+    holder: Option<HartId>,
+    n: Option<i64>,
+    nts: Option<i64>,
+}
+
+/// Since when live snapshots have shown a lock held by one holder with the same `n`.
+#[derive(Clone, Copy, Debug)]
+struct HeldSince {
+    holder: Option<HartId>,
+    n: Option<i64>,
+    nts: Option<i64>,
+    since: u64,
+}
+
 /// A stop as the hang analysis keeps it.
 #[derive(Clone, Debug)]
 struct Sample {
     diagnosis: Diagnosis,
-    /// Per lock: locked, holder, n, nts.
-    locks: HashMap<LockId, (bool, Option<HartId>, Option<i64>, Option<i64>)>,
+    locks: HashMap<LockId, LockLook>,
     rwlocks: Vec<RwLockSnapshot>,
     runnable: usize,
 }
@@ -139,12 +156,12 @@ impl Sample {
                 .map(|l| {
                     (
                         l.meta.id,
-                        (
-                            l.locked.unwrap_or(false),
-                            l.holder,
-                            l.lab.map(|c| c.n),
-                            l.lab.map(|c| c.nts),
-                        ),
+                        LockLook {
+                            locked: l.locked.unwrap_or(false),
+                            holder: l.holder,
+                            n: l.lab.map(|c| c.n),
+                            nts: l.lab.map(|c| c.nts),
+                        },
                     )
                 })
                 .collect(),
@@ -172,7 +189,7 @@ pub(crate) struct Hang {
     pub stall: Option<StallReport>,
     // Suspicion, from live snapshots.
     first_ns: Option<u64>,
-    held: HashMap<LockId, (Option<HartId>, Option<i64>, Option<i64>, u64)>,
+    held: HashMap<LockId, HeldSince>,
     ticks: Option<(u64, u64)>,
     rw: HashMap<String, (Vec<Option<i64>>, u64)>,
     free_sleep: HashMap<i64, (u64, u64)>,
@@ -300,11 +317,16 @@ impl Hang {
         let climbing: Vec<LockId> = c
             .locks
             .iter()
-            .filter(|(id, (locked, holder, n, nts))| {
-                let Some((pl, ph, pn, pnts)) = p.locks.get(id) else {
+            .filter(|(id, now)| {
+                let Some(then) = p.locks.get(id) else {
                     return false;
                 };
-                *locked && *pl && holder == ph && n.is_some() && n == pn && nts > pnts
+                now.locked
+                    && then.locked
+                    && now.holder == then.holder
+                    && now.n.is_some()
+                    && now.n == then.n
+                    && now.nts > then.nts
             })
             .map(|(id, _)| *id)
             .collect();
@@ -378,7 +400,7 @@ impl Hang {
                 hart,
                 reason: StallReason::SpinningTooLong {
                     lock,
-                    holder: c.locks.get(&lock).and_then(|l| l.1),
+                    holder: c.locks.get(&lock).and_then(|l| l.holder),
                 },
                 for_ns: apart,
                 heartbeat: None,
@@ -492,13 +514,19 @@ impl Hang {
             let id = l.meta.id;
             seen.push(id);
             let (n, nts) = (l.lab.map(|c| c.n), l.lab.map(|c| c.nts));
-            let e = self.held.entry(id).or_insert((l.holder, n, nts, t));
-            if e.0 != l.holder || e.1 != n {
-                *e = (l.holder, n, nts, t);
+            let fresh = HeldSince {
+                holder: l.holder,
+                n,
+                nts,
+                since: t,
+            };
+            let e = self.held.entry(id).or_insert(fresh);
+            if e.holder != l.holder || e.n != n {
+                *e = fresh;
                 continue;
             }
-            let held_for = t.saturating_sub(e.3);
-            let spun = nts.is_some() && nts > e.2;
+            let held_for = t.saturating_sub(e.since);
+            let spun = nts.is_some() && nts > e.nts;
             if (spun && held_for >= HELD_WITH_SPINS_NS) || held_for >= HELD_NS {
                 let who = l.holder.map_or("no hart".into(), |h| format!("hart{h}"));
                 note(format!(
@@ -590,7 +618,7 @@ impl Hang {
 /// The lock's holder and `n` are the same at both stops, and it is held at both.
 fn same_lock_state(p: &Sample, c: &Sample, l: LockId) -> bool {
     match (p.locks.get(&l), c.locks.get(&l)) {
-        (Some(a), Some(b)) => a.0 && b.0 && a.1 == b.1 && a.2 == b.2,
+        (Some(a), Some(b)) => a.locked && b.locked && a.holder == b.holder && a.n == b.n,
         _ => false,
     }
 }

@@ -147,7 +147,7 @@ pub fn verdict_sentence(check: &Check, names: &dyn VerdictNames) -> String {
                 .as_ref()
                 .is_some_and(|h| h.confirmed && h.kind == Some(HangKind::Boot));
             if let Some(h) = check.hang.as_ref().filter(|h| h.confirmed) {
-                parts.extend(h.chains.iter().map(|c| chain_line(c)));
+                parts.extend(h.chains.iter().map(chain_line));
                 if h.all_asleep && h.chains.is_empty() {
                     parts.push("every process is asleep and no hart runs one".into());
                 }

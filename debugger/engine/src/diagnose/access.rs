@@ -28,6 +28,14 @@ pub struct Trap {
     pub stval: u64,
 }
 
+/// A pointer variable in scope at the faulting pc: its function, value and register.
+struct Var<'a> {
+    function: Option<String>,
+    var: &'a ScopedVariable,
+    value: Option<u64>,
+    reg: Option<u16>,
+}
+
 /// Names the access at `trap.sepc`. `regs` are the registers of the interrupted code, when
 /// they could be read back from the trap frame; without them only variables DWARF keeps in
 /// memory or as constants can be evaluated, and the base register is still known.
@@ -104,7 +112,7 @@ pub fn name_access(
         cfa: None,
     };
     let regs = regs.unwrap_or(&empty);
-    let mut vars: Vec<(Option<String>, &ScopedVariable, Option<u64>, Option<u16>)> = Vec::new();
+    let mut vars: Vec<Var<'_>> = Vec::new();
     for f in &scope.frames {
         for v in &f.variables {
             let Some(ty) = v.ty else { continue };
@@ -112,7 +120,12 @@ pub fn name_access(
                 continue;
             }
             let (value, reg) = pointer_value(types, v, scope.frame_base.as_ref(), regs, mem);
-            vars.push((f.function.clone(), v, value, reg));
+            vars.push(Var {
+                function: f.function.clone(),
+                var: v,
+                value,
+                reg,
+            });
         }
     }
 
@@ -123,16 +136,16 @@ pub fn name_access(
     };
     // The verdict: the variable DWARF puts in the base register at this pc.
     if base != "zero" {
-        if let Some((func, v, value, _)) = vars
+        if let Some(x) = vars
             .iter()
-            .find(|(_, _, _, r)| r.is_some_and(|r| Some(r as usize) == base_reg))
+            .find(|x| x.reg.is_some_and(|r| Some(r as usize) == base_reg))
         {
             d.named = Some(access_name(
                 types,
-                func,
-                v,
+                &x.function,
+                x.var,
                 offset_in_pointee,
-                (*value).or(d.base_value),
+                x.value.or(d.base_value),
             ));
             return d;
         }
@@ -142,7 +155,8 @@ pub fn name_access(
     let want_null = d.base_value == Some(0);
     let mut cands: Vec<(bool, AccessName)> = vars
         .iter()
-        .filter_map(|(func, v, value, _)| {
+        .filter_map(|x| {
+            let (func, v, value) = (&x.function, x.var, &x.value);
             let ty = v.ty?;
             let pointee = types.pointee(ty)??;
             let size = types.size_of(pointee)?;

@@ -18,6 +18,7 @@
 //! - `memo`: the bounded memo tables, `error`: [`SymbolsError`].
 //! - [`types`]: C types, globals and variables in scope from DWARF ([`types::Types`]).
 
+mod code;
 mod disasm;
 mod dwarf;
 mod elf;
