@@ -6,6 +6,7 @@ use std::ops::Range;
 use object::{Object, ObjectSegment};
 
 use super::*;
+use crate::memory::MemoryError;
 use crate::memory::ByteImage;
 use crate::model::{FindingKind, HartRun};
 use crate::symbols::types::cc::{build, have_gcc, DWARF_FLAGS};
