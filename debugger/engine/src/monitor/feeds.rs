@@ -68,7 +68,7 @@ pub struct Monitor {
 }
 
 /// When a panic showed and when its full report was in: what `cargo xtask bench` measures.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct PanicTiming {
     /// The console printed `panic: `.
     pub console_at: Option<Instant>,
@@ -76,6 +76,8 @@ pub struct PanicTiming {
     pub flagged_at: Option<Instant>,
     /// The panic record with every hart's stack was in.
     pub reported_at: Option<Instant>,
+    /// The end of the console text so far, for a `panic: ` split between two pieces.
+    tail: String,
 }
 
 impl PanicTiming {
@@ -205,16 +207,14 @@ impl Monitor {
             }
             Feed::Console(text) => {
                 self.push_console(text);
-                // The line may arrive in pieces: look at the joined lines.
-                if self.panic_timing.console_at.is_none()
-                    && self
-                        .console
-                        .iter()
-                        .rev()
-                        .take(2)
-                        .any(|l| l.contains("panic: "))
-                {
-                    self.panic_timing.console_at = Some(Instant::now());
+                // The line may arrive in pieces: look at the text with the end of the last.
+                if self.panic_timing.console_at.is_none() {
+                    let seen = format!("{}{text}", self.panic_timing.tail);
+                    if seen.contains("panic: ") {
+                        self.panic_timing.console_at = Some(Instant::now());
+                    }
+                    let keep = seen.char_indices().rev().nth(7).map_or(0, |(i, _)| i);
+                    self.panic_timing.tail = seen[keep..].to_string();
                 }
             }
             Feed::Stop(info) => {
@@ -331,7 +331,7 @@ impl Monitor {
 
     /// When the panic showed and when its report was complete.
     pub fn panic_timing(&self) -> PanicTiming {
-        self.panic_timing
+        self.panic_timing.clone()
     }
 
     fn time_panic(&mut self) {

@@ -6,8 +6,8 @@ use std::ops::Range;
 use object::{Object, ObjectSegment};
 
 use super::*;
-use crate::memory::MemoryError;
 use crate::memory::ByteImage;
+use crate::memory::MemoryError;
 use crate::model::{FindingKind, HartRun};
 use crate::symbols::types::cc::{build, have_gcc, DWARF_FLAGS};
 
