@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{AnalysisConfig, ConfigError};
 use super::events::{EventState, IngestStats};
-use super::hang::{Hang, HangReport};
+use super::hang::Hang;
+use super::hang_parts::HangReport;
 use super::scause::decode_scause;
 use super::series::Series;
 use super::views::{

@@ -5,120 +5,22 @@
 //! timer handler, a holder about to release), so a hang is confirmed only when two stops at
 //! least `deadlock_confirm_ns` apart show the same stuck state.
 //!
-//! Between stops, live snapshots raise a suspicion ([`Hang::suspicion`]): a lock held by the
-//! same hart while nobody acquires it and its `nts` climbs, `ticks` frozen, a reader-writer lock
-//! whose fields never move, a process asleep on a free sleeplock, a kernel that never starts.
-//! The monitor then asks for a stop to look.
+//! Between stops, live snapshots raise a suspicion (`suspect`), and the monitor asks for a stop
+//! to look. The reader-writer locks and sleeplock chains nobody gets through are worked out in
+//! `hang_parts`.
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
-
+use super::hang_parts::{chains, device_channel, rw_deadlocks, HangKind, HangReport};
+use super::suspect::Suspect;
 use super::watch::{DeadlockCycle, StallReason, StallReport, StalledHart, Watch};
 use crate::model::{
-    Diagnosis, FieldValue, HartId, HartRun, HartSnapshot, HartState, Held, LockEvidence, LockId,
-    Outcome, ProcRef, RwLockSnapshot, Snapshot, Spin,
+    Diagnosis, HartId, HartRun, HartSnapshot, HartState, Held, LockEvidence, LockId, Outcome,
+    RwLockSnapshot, Snapshot, Spin,
 };
 
 /// Stops further apart than this are not compared: the kernel had time to change.
 const MAX_APART_NS: u64 = 30_000_000_000;
-/// A lock held by one hart, unacquired by others, this long while its `nts` climbs.
-const HELD_WITH_SPINS_NS: u64 = 300_000_000;
-/// ... or this long without the lab's counters to tell.
-const HELD_NS: u64 = 1_000_000_000;
-/// `ticks` frozen this long (hart 0 stuck with interrupts off).
-const TICKS_FROZEN_NS: u64 = 1_500_000_000;
-/// A reader-writer lock's fields unchanged (and not all zero) this long.
-const RW_FROZEN_NS: u64 = 1_000_000_000;
-/// A process asleep on a free sleeplock this long.
-const LOST_WAKEUP_NS: u64 = 1_000_000_000;
-/// Every process asleep, harts idle, someone on a channel only another process can wake.
-const ALL_ASLEEP_NS: u64 = 2_000_000_000;
-/// No hart reached its scheduler this long after the first snapshot.
-const BOOT_NS: u64 = 3_000_000_000;
-
-/// A reader or writer stuck in a reader-writer lock's acquire.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RwWaiter {
-    pub hart: HartId,
-    pub function: String,
-    /// Return address into the caller of the acquire.
-    pub site: Option<u64>,
-    /// An earlier call of the same acquire still on the hart's stack: it holds the lock.
-    pub earlier: Option<u64>,
-}
-
-/// A reader-writer lock nobody can get through.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RwDeadlock {
-    pub rwlock: String,
-    /// Its fields at the last stop, as the student defined them.
-    pub fields: Vec<FieldValue>,
-    pub readers: Vec<RwWaiter>,
-    pub writers: Vec<RwWaiter>,
-    /// The fields read as counts: readers inside, writers waiting, a writer inside (by name:
-    /// `readers`/`nreader`, `waiting`/`wwait`, `writer`/`writing`).
-    pub readers_inside: Option<i64>,
-    pub writers_waiting: Option<i64>,
-    pub writer_inside: Option<i64>,
-}
-
-/// One process in a chain of sleeplock waits.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SleepLink {
-    pub pid: i64,
-    pub name: String,
-    pub chan_name: Option<String>,
-    /// The sleeplock it sleeps on, when its channel is one.
-    pub sleeplock: Option<String>,
-    /// That sleeplock's holder.
-    pub holder: Option<ProcRef>,
-    /// The sleeplock is free: nobody will wake this process (a lost wakeup).
-    pub free: bool,
-}
-
-/// Processes waiting on each other's sleeplocks, or on one nobody will release.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SleepChain {
-    pub links: Vec<SleepLink>,
-    /// The last link's holder is the first link's process.
-    pub cycle: bool,
-}
-
-/// What kind of hang the stops show.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum HangKind {
-    /// Harts waiting on each other's spinlocks (the cycles are in the deadlock list).
-    Deadlock,
-    /// A reader-writer lock nobody can get through.
-    RwDeadlock,
-    /// Processes waiting on each other's sleeplocks.
-    SleepDeadlock,
-    /// Stuck without a cycle: a lock nobody holds, a wakeup that never comes, everyone asleep.
-    Stall,
-    /// Stuck before any hart reached the kernel's scheduler.
-    Boot,
-}
-
-/// What the stops say about a hang.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HangReport {
-    /// The last stop's diagnosis.
-    pub diagnosis: Diagnosis,
-    /// Target time of the earlier stop it was compared with, when it was.
-    pub compared_with_ns: Option<u64>,
-    /// The same stuck state at two stops far enough apart.
-    pub confirmed: bool,
-    pub kind: Option<HangKind>,
-    pub rw: Vec<RwDeadlock>,
-    pub chains: Vec<SleepChain>,
-    /// Every process is asleep and no hart runs one.
-    pub all_asleep: bool,
-    /// What raised the suspicion that led to the stops, when one did.
-    pub suspicion: Option<String>,
-}
-
 /// A lock as a stop saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct LockLook {
@@ -126,15 +28,6 @@ struct LockLook {
     holder: Option<HartId>,
     n: Option<i64>,
     nts: Option<i64>,
-}
-
-/// Since when live snapshots have shown a lock held by one holder with the same `n`.
-#[derive(Clone, Copy, Debug)]
-struct HeldSince {
-    holder: Option<HartId>,
-    n: Option<i64>,
-    nts: Option<i64>,
-    since: u64,
 }
 
 /// A stop as the hang analysis keeps it.
@@ -187,14 +80,7 @@ pub(crate) struct Hang {
     pub report: Option<HangReport>,
     pub deadlocks: Vec<DeadlockCycle>,
     pub stall: Option<StallReport>,
-    // Suspicion, from live snapshots.
-    first_ns: Option<u64>,
-    held: HashMap<LockId, HeldSince>,
-    ticks: Option<(u64, u64)>,
-    rw: HashMap<String, (Vec<Option<i64>>, u64)>,
-    free_sleep: HashMap<i64, (u64, u64)>,
-    asleep_since: Option<u64>,
-    suspicion: Option<String>,
+    live: Suspect,
 }
 
 impl Hang {
@@ -207,13 +93,7 @@ impl Hang {
             report: None,
             deadlocks: Vec::new(),
             stall: None,
-            first_ns: None,
-            held: HashMap::new(),
-            ticks: None,
-            rw: HashMap::new(),
-            free_sleep: HashMap::new(),
-            asleep_since: None,
-            suspicion: None,
+            live: Suspect::default(),
         }
     }
 
@@ -235,19 +115,19 @@ impl Hang {
 
     /// Why the live snapshots look hung, if they do: a stop should look.
     pub fn suspicion(&self) -> Option<&str> {
-        self.suspicion.as_deref()
+        self.live.suspicion()
     }
 
     /// Feeds a snapshot at target time `t`.
     pub fn observe(&mut self, snap: &Snapshot, t: u64) {
         let panicked = snap.panic.is_some() || snap.outcome == Some(Outcome::Panic);
         if panicked {
-            self.suspicion = None;
+            self.live.clear_suspicion();
             return;
         }
         match &snap.diagnosis {
             Some(d) => self.diagnosed(snap, d),
-            None => self.watch_live(snap, t),
+            None => self.live.observe(snap, t),
         }
     }
 
@@ -268,7 +148,7 @@ impl Hang {
             rw: Vec::new(),
             chains: Vec::new(),
             all_asleep: false,
-            suspicion: self.suspicion.clone(),
+            suspicion: self.live.suspicion().map(str::to_string),
         };
         if let Some(p) = &prev {
             self.compare(snap, p, &cur, &mut report);
@@ -495,124 +375,6 @@ impl Hang {
             }
         }
     }
-
-    /// Live snapshots: raise a suspicion that a stop should look at.
-    fn watch_live(&mut self, snap: &Snapshot, t: u64) {
-        let first = *self.first_ns.get_or_insert(t);
-        let mut why: Option<String> = None;
-        let mut note = |s: String| {
-            if why.is_none() {
-                why = Some(s);
-            }
-        };
-        // A lock held by one holder that nobody acquires, while spins climb.
-        let mut seen = Vec::new();
-        for l in &snap.locks {
-            if l.locked != Some(true) {
-                continue;
-            }
-            let id = l.meta.id;
-            seen.push(id);
-            let (n, nts) = (l.lab.map(|c| c.n), l.lab.map(|c| c.nts));
-            let fresh = HeldSince {
-                holder: l.holder,
-                n,
-                nts,
-                since: t,
-            };
-            let e = self.held.entry(id).or_insert(fresh);
-            if e.holder != l.holder || e.n != n {
-                *e = fresh;
-                continue;
-            }
-            let held_for = t.saturating_sub(e.since);
-            let spun = nts.is_some() && nts > e.nts;
-            if (spun && held_for >= HELD_WITH_SPINS_NS) || held_for >= HELD_NS {
-                let who = l.holder.map_or("no hart".into(), |h| format!("hart{h}"));
-                note(format!(
-                    "{} held by {who} for {} ms{}",
-                    l.meta.name,
-                    held_for / 1_000_000,
-                    if spun { " while others spin on it" } else { "" }
-                ));
-            }
-        }
-        self.held.retain(|id, _| seen.contains(id));
-        // The timer stopped counting.
-        if let Some(ticks) = snap.ticks.filter(|&k| k > 0) {
-            match self.ticks {
-                Some((k, since)) if k == ticks => {
-                    if t.saturating_sub(since) >= TICKS_FROZEN_NS {
-                        note(format!("ticks stuck at {ticks}"));
-                    }
-                }
-                _ => self.ticks = Some((ticks, t)),
-            }
-        }
-        // A reader-writer lock whose fields never move, someone in it.
-        for r in &snap.rwlocks {
-            let values: Vec<Option<i64>> = r.fields.iter().map(|f| f.value).collect();
-            let busy = values.iter().any(|v| v.is_some_and(|v| v != 0));
-            let e = self.rw.entry(r.path.clone()).or_insert((values.clone(), t));
-            if e.0 != values || !busy {
-                *e = (values, t);
-            } else if t.saturating_sub(e.1) >= RW_FROZEN_NS {
-                note(format!(
-                    "{}'s fields unchanged for {} ms",
-                    r.path,
-                    (t - e.1) / 1_000_000
-                ));
-            }
-        }
-        // Asleep on a free sleeplock: nobody will wake them.
-        let mut on_free = Vec::new();
-        for p in &snap.processes {
-            let Some(ch) = p.chan else { continue };
-            if let Some(s) = snap.sleeplocks.iter().find(|s| s.addr == ch && !s.locked) {
-                on_free.push(p.pid);
-                let e = self.free_sleep.entry(p.pid).or_insert((ch, t));
-                if e.0 != ch {
-                    *e = (ch, t);
-                } else if t.saturating_sub(e.1) >= LOST_WAKEUP_NS {
-                    note(format!(
-                        "pid {} asleep on {} while it is free",
-                        p.pid, s.path
-                    ));
-                }
-            }
-        }
-        self.free_sleep.retain(|pid, _| on_free.contains(pid));
-        // Everyone asleep, someone on a channel only another process can wake.
-        let asleep = !snap.processes.is_empty()
-            && snap
-                .processes
-                .iter()
-                .all(|p| p.state.to_ascii_uppercase().contains("SLEEP"))
-            && snap
-                .processes
-                .iter()
-                .any(|p| !device_channel(p.chan_name.as_deref()));
-        if asleep {
-            let since = *self.asleep_since.get_or_insert(t);
-            if t.saturating_sub(since) >= ALL_ASLEEP_NS {
-                note("every process is asleep, some on what only a process can wake".into());
-            }
-        } else {
-            self.asleep_since = None;
-        }
-        // No hart ever reached the scheduler.
-        let started = snap
-            .harts
-            .iter()
-            .any(|h| !matches!(h.run, HartRun::Offline | HartRun::Booting));
-        if !started && t.saturating_sub(first) >= BOOT_NS {
-            note(format!(
-                "no hart reached the scheduler {} s after the start",
-                (t - first) / 1_000_000_000
-            ));
-        }
-        self.suspicion = why;
-    }
 }
 
 /// The lock's holder and `n` are the same at both stops, and it is held at both.
@@ -621,147 +383,4 @@ fn same_lock_state(p: &Sample, c: &Sample, l: LockId) -> bool {
         (Some(a), Some(b)) => a.locked && b.locked && a.holder == b.holder && a.n == b.n,
         _ => false,
     }
-}
-
-/// Channels a device or the timer wakes: the console's input, `ticks`.
-fn device_channel(name: Option<&str>) -> bool {
-    name.is_some_and(|n| {
-        let n = n.to_ascii_lowercase();
-        n == "ticks" || n.starts_with("cons") || n.starts_with("uart")
-    })
-}
-
-/// The value of the first field whose name matches, for the wording of a rw deadlock.
-fn field(fields: &[FieldValue], want: impl Fn(&str) -> bool) -> Option<i64> {
-    fields
-        .iter()
-        .find(|f| want(&f.name.to_ascii_lowercase()))
-        .and_then(|f| f.value)
-}
-
-/// Reader-writer locks with harts stuck in their acquire (at both stops, the lock's fields
-/// unchanged, when `prev` is given).
-fn rw_deadlocks(
-    d: &Diagnosis,
-    prev: Option<(&Diagnosis, &[RwLockSnapshot])>,
-    rwlocks: &[RwLockSnapshot],
-) -> Vec<RwDeadlock> {
-    let mut out: Vec<RwDeadlock> = Vec::new();
-    for h in &d.harts {
-        let HartState::RwWaiting {
-            rwlock,
-            writer,
-            function,
-            site,
-            earlier,
-        } = &h.state
-        else {
-            continue;
-        };
-        if let Some((p, before)) = prev {
-            let same = p.harts.iter().any(|x| {
-                x.hart == h.hart
-                    && matches!(&x.state, HartState::RwWaiting { rwlock: r, writer: w, .. } if r == rwlock && w == writer)
-            });
-            let values = |all: &[RwLockSnapshot]| {
-                all.iter()
-                    .find(|r| &r.path == rwlock)
-                    .map(|r| r.fields.iter().map(|f| f.value).collect::<Vec<_>>())
-            };
-            if !same || values(before) != values(rwlocks) {
-                continue;
-            }
-        }
-        let fields = rwlocks
-            .iter()
-            .find(|r| &r.path == rwlock)
-            .map(|r| r.fields.clone())
-            .unwrap_or_default();
-        let i = match out.iter().position(|r| &r.rwlock == rwlock) {
-            Some(i) => i,
-            None => {
-                out.push(RwDeadlock {
-                    rwlock: rwlock.clone(),
-                    readers_inside: field(&fields, |n| n.contains("read") && !n.contains("wait")),
-                    writers_waiting: field(&fields, |n| n.contains("wait")),
-                    writer_inside: field(&fields, |n| {
-                        (n.contains("writ") || n.contains("wlock") || n.contains("wheld"))
-                            && !n.contains("wait")
-                            && !n.contains("pid")
-                    }),
-                    fields,
-                    readers: Vec::new(),
-                    writers: Vec::new(),
-                });
-                out.len() - 1
-            }
-        };
-        let w = RwWaiter {
-            hart: h.hart,
-            function: function.clone(),
-            site: *site,
-            earlier: *earlier,
-        };
-        if *writer {
-            out[i].writers.push(w);
-        } else {
-            out[i].readers.push(w);
-        }
-    }
-    out
-}
-
-/// Chains of sleepers following sleeplock holders, from each process asleep on a sleeplock
-/// (at both stops, when `prev` is given).
-fn chains(d: &Diagnosis, prev: Option<&Diagnosis>) -> Vec<SleepChain> {
-    let stuck = |pid: i64, chan: Option<u64>| {
-        prev.is_none_or(|p| p.sleepers.iter().any(|s| s.pid == pid && s.chan == chan))
-    };
-    let link = |pid: i64| -> Option<SleepLink> {
-        let s = d.sleepers.iter().find(|s| s.pid == pid)?;
-        if !stuck(s.pid, s.chan) {
-            return None;
-        }
-        let on = s.sleeplock.as_ref();
-        Some(SleepLink {
-            pid: s.pid,
-            name: s.name.clone(),
-            chan_name: s.chan_name.clone(),
-            sleeplock: on.map(|o| o.path.clone()),
-            holder: on.and_then(|o| o.holder.clone()),
-            free: on.is_some_and(|o| !o.locked),
-        })
-    };
-    let mut out: Vec<SleepChain> = Vec::new();
-    for s in &d.sleepers {
-        if s.sleeplock.is_none() {
-            continue;
-        }
-        let Some(first) = link(s.pid) else { continue };
-        let mut links = vec![first];
-        let mut cycle = false;
-        while links.len() <= d.sleepers.len() {
-            let Some(next) = links.last().and_then(|l| l.holder.as_ref()).map(|h| h.pid) else {
-                break;
-            };
-            if links.iter().any(|l| l.pid == next) {
-                cycle = next == links[0].pid;
-                break;
-            }
-            match link(next) {
-                Some(l) => links.push(l),
-                None => break,
-            }
-        }
-        // A chain is worth telling when it loops or ends at a free sleeplock; each cycle once.
-        let ends_free = links.last().is_some_and(|l| l.free);
-        let dup = cycle
-            && out.iter().any(|c| {
-                c.cycle && c.links.len() == links.len() && c.links.iter().any(|l| l.pid == s.pid)
-            });
-        if (cycle || ends_free) && !dup {
-            out.push(SleepChain { links, cycle });
-        }
-    }
-    out
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::analyzer::Analyzer;
 use super::events::IngestStats;
-use super::hang::{HangKind, HangReport, RwDeadlock, SleepChain};
+use super::hang_parts::{HangKind, HangReport, RwDeadlock, SleepChain};
 use super::views::{Inversion, PanicView};
 use super::watch::{DeadlockCycle, StallReason, StallReport, StalledHart};
 use crate::model::{HartRun, LockId, Outcome};

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::events::{IngestStats, Site};
-use super::hang::HangReport;
+use super::hang_parts::HangReport;
 use super::hist::HistView;
 use super::order::EdgeSite;
 use super::scause::Scause;
