@@ -25,7 +25,7 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App, view: &View) {
     let mut out: Vec<Line> = Vec::new();
     let inversions = &r.lock_order.inversions;
     if let Some(h) = &view.hang {
-        hang_lines(view, h, width, t, &mut out);
+        hang_head(h, width, t, &mut out);
     }
     if r.deadlocks.is_empty() && inversions.is_empty() && r.stall.is_none() && view.hang.is_none() {
         out.push(Line::raw(
@@ -39,6 +39,9 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App, view: &View) {
     for (i, d) in r.deadlocks.iter().enumerate() {
         cycle_lines(view, d, view.deadlock_chains.get(i), width, t, &mut out);
         out.push(Line::raw(""));
+    }
+    if let Some(h) = &view.hang {
+        hang_harts(h, width, t, &mut out);
     }
     if let Some(stall) = &r.stall {
         out.push(Line::styled(
@@ -123,9 +126,9 @@ fn frame_text(f: &FrameLine) -> String {
     }
 }
 
-/// What stops of the guest showed about a hang (a kernel read without lock events).
-fn hang_lines(view: &View, h: &HangDetail, width: usize, t: &Theme, out: &mut Vec<Line<'static>>) {
-    let _ = view;
+/// What stops of the guest showed about a hang (a kernel read without lock events): what it
+/// is, the reader-writer locks and sleeplock chains nobody gets through.
+fn hang_head(h: &HangDetail, width: usize, t: &Theme, out: &mut Vec<Line<'static>>) {
     for (i, l) in wrap(&h.headline, width, 2).into_iter().enumerate() {
         out.push(Line::styled(
             l,
@@ -158,6 +161,11 @@ fn hang_lines(view: &View, h: &HangDetail, width: usize, t: &Theme, out: &mut Ve
         );
     }
     out.push(Line::raw(""));
+}
+
+/// Every hart at the last stop, the locks it holds, and every sleeping process's stack.
+fn hang_harts(h: &HangDetail, width: usize, t: &Theme, out: &mut Vec<Line<'static>>) {
+    out.push(Line::styled("Every hart at the last stop", t.title));
     for x in &h.harts {
         let who = x
             .process
@@ -184,6 +192,12 @@ fn hang_lines(view: &View, h: &HangDetail, width: usize, t: &Theme, out: &mut Ve
             }
             out.extend(wrap(&s, width, 6).into_iter().map(Line::raw));
         }
+    }
+    if h.harts.iter().any(|x| !x.held.is_empty()) {
+        out.push(Line::styled(
+            "  (where a lock was taken is inferred from the stack: lock events would say for sure)",
+            t.dim,
+        ));
     }
     if !h.sleepers.is_empty() {
         out.push(Line::raw(""));
