@@ -196,6 +196,43 @@ fn a_lock_no_location_told_is_the_one_whose_nts_climbed() {
     assert_eq!(a.check().verdict, Verdict::Deadlock);
 }
 
+#[test]
+fn a_hart_spinning_on_a_lock_nobody_holds_is_a_stall() {
+    // Lock 0 is locked but its cpu says nobody holds it (released wrongly, or never
+    // initialised): hart 0 spins on it at both stops.
+    let stop = |t: u64| {
+        let mut s = locks(t, [10, 20], [5, 5]);
+        s.locks[0].holder = None;
+        s.diagnosis = Some(Diagnosis {
+            time_ns: t,
+            harts: vec![
+                hart(0, spinning(Some(0)), &[]),
+                hart(1, HartState::Running, &[1]),
+            ],
+            ..Default::default()
+        });
+        s
+    };
+    let mut a = Analyzer::default();
+    stopped(&mut a, &stop(S));
+    a.apply(&Feed::Stop(StopInfo {
+        reason: StopReason::Sample,
+        hart: None,
+        harts: vec![],
+    }));
+    a.observe(&stop(S + 300 * MS), Consistency::Stopped);
+    let c = a.check();
+    assert_eq!(c.verdict, Verdict::Stall, "{}", c.summary);
+    assert_eq!(a.hang().unwrap().kind, Some(HangKind::Stall));
+    let st = c.stall.as_ref().unwrap();
+    assert_eq!(st.harts.len(), 1);
+    assert!(
+        c.summary.contains("hart 0 spun on bcache.bucket"),
+        "{}",
+        c.summary
+    );
+}
+
 /// Two processes asleep on each other's sleeplocks, every hart idle.
 fn sleep_cycle(t: u64) -> Snapshot {
     let mut s = Snap::new(t, &[("sleep lock", "s")], 2).build();

@@ -243,7 +243,7 @@ impl Xv6Source {
             .filter(|l| l.holder == Some(hs.hart))
             .filter_map(|l| Some((l.meta.id, l.addr?)))
             .collect();
-        let held = match acquire {
+        let mut held = match acquire {
             Some(a) if !held.is_empty() => {
                 held_sites(symbols, shape, a, &w.frames, &w.regs, &held, mem)
             }
@@ -252,6 +252,15 @@ impl Xv6Source {
                 .map(|&(lock, _)| crate::model::HeldLock { lock, site: None })
                 .collect(),
         };
+        // Where lock events said a lock was taken (a source with events fills the held list
+        // before the stop), that is the truth, not the inference.
+        if let Some(known) = snap.harts.iter().find(|h| h.hart == hs.hart) {
+            for h in &mut held {
+                if let Some(e) = known.held.iter().find(|e| e.lock == h.lock && e.pc != 0) {
+                    h.site = Some(e.pc);
+                }
+            }
+        }
         HartDiagnosis {
             hart: hs.hart,
             pc: hs.regs.pc,
