@@ -16,7 +16,7 @@ use super::views::{
 };
 use super::watch::{DeadlockCycle, StallReport, Watch};
 use crate::feed::{Feed, StopInfo};
-use crate::model::{HartId, LockEvent, LockId, Snapshot};
+use crate::model::{HartId, HartRun, LockEvent, LockId, Snapshot};
 use crate::trace::{TraceError, TraceReader};
 
 /// Target time going back further than this (or with counters going down) is a new boot;
@@ -357,7 +357,13 @@ impl Analyzer {
                         .and_then(|s| s.harts.iter().find(|x| x.hart == h.hart));
                     HartRegsRow {
                         hart: h.hart,
-                        run: h.run,
+                        // A source that learns the panicking hart only at the stop (xv6) says
+                        // so in that snapshot only.
+                        run: if h.hart == p.hart {
+                            HartRun::Panicked
+                        } else {
+                            h.run
+                        },
                         regs: h.regs.or(stop.map(|x| x.regs)),
                         frames: stop.map_or_else(Vec::new, |x| x.frames.clone()),
                     }
