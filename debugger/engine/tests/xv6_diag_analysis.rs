@@ -55,6 +55,7 @@ fn hart(h: u32, state: HartState, held: &[LockId]) -> HartDiagnosis {
             name: "bcachetest".into(),
         }),
         last_trap: None,
+        regs_digest: u64::from(h),
     }
 }
 

@@ -308,14 +308,13 @@ impl Hang {
             .chains
             .iter()
             .any(|ch| ch.cycle || ch.links.iter().any(|l| l.free));
-        let booting = cd.booting && pd.booting && {
-            let same: Vec<bool> = cd
-                .harts
-                .iter()
-                .map(|h| before(h.hart).is_some_and(|b| b.pc == h.pc || b.state == h.state))
-                .collect();
-            same.iter().all(|&s| s)
-        };
+        // Stuck in the boot: every hart's registers the same at both stops (a slow boot
+        // zeroing memory moves a pointer; a hart in a trap loop or a spin does not).
+        let booting = cd.booting
+            && pd.booting
+            && cd.harts.iter().all(|h| {
+                before(h.hart).is_some_and(|b| b.pc == h.pc && b.regs_digest == h.regs_digest)
+            });
         if booting {
             stalled = cd
                 .harts

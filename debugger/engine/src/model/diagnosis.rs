@@ -46,6 +46,10 @@ pub struct HartDiagnosis {
     /// `scause`, `sepc` and `stval` at the stop: the last trap the hart took.
     #[serde(default)]
     pub last_trap: Option<TrapInfo>,
+    /// A digest of every general register and the pc: equal at two stops, the hart made no
+    /// progress in between (a hart zeroing memory moves a pointer, one spinning does not).
+    #[serde(default)]
+    pub regs_digest: u64,
 }
 
 /// What a hart is doing at a stop.

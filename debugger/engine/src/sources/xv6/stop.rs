@@ -271,6 +271,7 @@ impl Xv6Source {
             held,
             process,
             last_trap: last_trap(hs),
+            regs_digest: digest(hs),
         }
     }
 
@@ -499,6 +500,19 @@ fn earlier_call(symbols: &Symbols, frames: &[RawFrame], k: usize, target: u64) -
         }
     }
     None
+}
+
+/// FNV-1a over the pc and every general register the stop gave.
+fn digest(hs: &HartStop) -> u64 {
+    let full = full_regs(hs);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for v in std::iter::once(hs.regs.pc).chain(full.x.iter().copied()) {
+        for b in v.to_le_bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
 }
 
 /// The last trap the hart took in the mode it is in: machine mode's CSRs when it is there (a
