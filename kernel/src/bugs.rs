@@ -6,12 +6,12 @@
 //!
 //! | bug | where | what the student sees |
 //! | --- | --- | --- |
-//! | `bucket-order` | `bio::bget_holding_own_bucket` | two harts deadlock on two bucket locks |
+//! | `bucket-order` | `bio::buggy::bget_holding_own_bucket` | two harts deadlock on two bucket locks |
 //! | `refcnt-leak` | `bio::hit` | `panic: bget: no buffers` |
-//! | `double-acquire` | `bio::recycle_relocking` | `panic: acquire bcache.bucket<N>` |
-//! | `null-next` | `bio::push_front` | kerneltrap, scause 0xd (load page fault), small stval |
+//! | `double-acquire` | `bio::buggy::recycle_relocking` | `panic: acquire bcache.bucket<N>` |
+//! | `null-next` | `bio::list::Held::link_front` | kerneltrap, scause 0xd (load page fault), small stval |
 //! | `stale-ticks` | `bio::touch` | the hit rate collapses; the tests pass |
-//! | `order-inversion` | `bio::give_holding_both` | nothing, but a lock-order checker objects |
+//! | `order-inversion` | `bio::buggy::give_holding_both` | nothing, but a lock-order checker objects |
 //! | `kmem-steal-race` | `kalloc::steal_racy` | pages lost or handed out twice |
 
 use crate::bootargs::Config;

@@ -11,7 +11,13 @@
 //!   tells the tests where it is.
 
 mod bench;
+mod bench_gdb;
+mod bench_plugin;
+mod bench_recording;
+mod fixture;
 mod kernel;
+mod perfetto;
+mod qemu10;
 mod record;
 mod tools;
 
@@ -56,7 +62,7 @@ enum Cmd {
     Qemu(QemuArgs),
     /// Benchmarks, all by default: trace (kernel tracing cost, trace=on vs off), ingest
     /// (engine events/s), render (dashboard frame time), probe (guest speed with lockscope
-    /// watching vs not)
+    /// watching vs not), plugin (guest speed with the QEMU plugin), recording (format v2 vs v1), gdb (the gdb proxy vs QEMU directly)
     Bench(BenchArgs),
     /// Long kalloctest runs on 1..8 harts, both allocators
     Soak {
@@ -100,6 +106,12 @@ enum Bench {
     Ingest,
     Render,
     Probe,
+    /// Guest speed with lockscope's QEMU plugin vs without, on QEMU 7.2 and 10
+    Plugin,
+    /// Recording format v2 against v1: bytes per event, writer CPU, seek time, RAM snapshots
+    Recording,
+    /// The gdb proxy against QEMU's stub directly: stepi round trips and 64 KiB reads
+    Gdb,
 }
 
 fn main() -> ExitCode {
@@ -207,12 +219,39 @@ impl TestEnv {
 pub(crate) type TestStep = fn(&mut TestEnv) -> Result<()>;
 
 /// What the tests need, in order.
-const TEST_STEPS: &[TestStep] = &[kernel_for_tests];
+const TEST_STEPS: &[TestStep] = &[
+    kernel_for_tests,
+    xv6_fixture_for_tests,
+    perfetto_for_tests,
+    qemu10_for_tests,
+];
 
 /// The kernel ELF (`LOCKSCOPE_KERNEL`) and the disk image next to it.
 fn kernel_for_tests(env: &mut TestEnv) -> Result<()> {
     env.set("LOCKSCOPE_KERNEL", build_kernel()?);
     ensure_disk()?;
+    Ok(())
+}
+
+/// The xv6-shaped C fixture kernel, built once (`LOCKSCOPE_XV6_FIXTURE`: a built copy of the
+/// tree; tests copy it again before booting, since QEMU locks and writes its fs.img).
+fn xv6_fixture_for_tests(env: &mut TestEnv) -> Result<()> {
+    let root = root();
+    let built = fixture::build_fixture(&root, &fixture::default_out(&root), &[])?;
+    env.set(fixture::ENV, built);
+    Ok(())
+}
+
+/// QEMU 10 from bookworm-backports, unpacked under target/ beside the system's 7.2, so the
+/// plugin is tested with both plugin API versions.
+fn qemu10_for_tests(env: &mut TestEnv) -> Result<()> {
+    env.set("LOCKSCOPE_QEMU10", qemu10::ensure_qemu10(&root())?);
+    Ok(())
+}
+
+/// Perfetto's own schema in a Python venv (`LOCKSCOPE_PERFETTO_PYTHON`), to check exports.
+fn perfetto_for_tests(env: &mut TestEnv) -> Result<()> {
+    env.set(perfetto::PYTHON_VAR, perfetto::ensure_venv()?);
     Ok(())
 }
 
@@ -256,7 +295,15 @@ fn demo() -> Result<ExitCode> {
 
 fn bench(a: BenchArgs) -> Result<()> {
     let which = if a.which.is_empty() {
-        vec![Bench::Trace, Bench::Ingest, Bench::Render, Bench::Probe]
+        vec![
+            Bench::Trace,
+            Bench::Ingest,
+            Bench::Render,
+            Bench::Probe,
+            Bench::Plugin,
+            Bench::Recording,
+            Bench::Gdb,
+        ]
     } else {
         a.which
     };
@@ -270,6 +317,11 @@ fn bench(a: BenchArgs) -> Result<()> {
                 let lockscope = build_lockscope()?;
                 bench::probe_effect(&elf, &lockscope, a.smp.unwrap_or(2), a.rounds)?;
             }
+            Bench::Plugin => {
+                bench_plugin::run_default(&root(), &build_kernel()?, &ensure_disk()?, a.pairs)?
+            }
+            Bench::Recording => bench_recording::run(&build_kernel()?, &build_lockscope()?)?,
+            Bench::Gdb => bench_gdb::proxy_cost(&build_kernel()?, a.rounds)?,
         }
     }
     Ok(())

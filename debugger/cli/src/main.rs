@@ -5,10 +5,13 @@ mod attach;
 mod check;
 mod dashboard;
 mod paths;
+mod qemu;
 mod replay;
 mod run;
 mod setup;
+mod summary;
 mod text;
+mod xv6;
 
 use std::process::ExitCode;
 
@@ -16,6 +19,7 @@ use clap::{Parser, Subcommand};
 
 use attach::AttachArgs;
 use check::CheckArgs;
+use qemu::QemuArgs;
 use replay::ReplayArgs;
 use run::RunArgs;
 use setup::EXIT_USAGE;
@@ -26,7 +30,9 @@ use setup::EXIT_USAGE;
     version,
     about = "Live lock contention, buffer-cache state, panics and deadlocks of a RISC-V teaching kernel in QEMU",
     after_help = "Start with `lockscope run` (boots the workspace's kernel in QEMU and opens the dashboard),\n\
-                  or `lockscope check --bootargs \"workload=bcachetest\"` for a verdict without a screen."
+                  or `lockscope check --bootargs \"workload=bcachetest\"` for a verdict without a screen.\n\
+                  Your own xv6 kernel: `make qemu QEMU=\"lockscope qemu --\"` in your tree, then `lockscope attach`\n\
+                  in another terminal; or `lockscope run --xv6`, `lockscope check --xv6 --type bcachetest`."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -45,6 +51,10 @@ enum Cmd {
     Check(CheckArgs),
     /// Replay a recorded trace: the dashboard on its final state, or a verdict with --check.
     Replay(ReplayArgs),
+    /// Be an xv6 Makefile's QEMU: `make qemu QEMU="lockscope qemu --"` runs QEMU as the
+    /// Makefile says, with the console on your terminal, and lets `lockscope attach` (in
+    /// another terminal) show the kernel live.
+    Qemu(QemuArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +64,7 @@ fn main() -> ExitCode {
         Cmd::Attach(a) => attach::attach(a),
         Cmd::Check(a) => check::check(a),
         Cmd::Replay(a) => replay::replay(a),
+        Cmd::Qemu(a) => qemu::qemu(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -11,7 +11,10 @@
 //! - [`report`]: `lockscope check`'s result, for people and as JSON.
 //! - [`sources`]: each way into a target (the lockscope ABI; an unmodified xv6 kernel through
 //!   DWARF), producing the [`model`].
-//! - [`feed`]: what any source (live or recorded) delivers; [`trace`] records and replays it.
+//! - [`feed`]: what any source (live or recorded) delivers; [`recording`] records it (format
+//!   version 2, with a timeline for replay); [`trace`] reads version 1.
+//! - [`export`]: recordings as Perfetto traces.
+//! - [`gdbserver`]: the gdb proxy beside the user's gdb, the post-mortem server, core files.
 //! - [`symbols`]: ELF and DWARF symbolization, disassembly and unwinding.
 //! - [`gdb`]: our own client for the gdb Remote Serial Protocol, tuned to QEMU's stub.
 //! - [`qemu`]: how to boot the kernel in QEMU, for sessions, tests and xtask alike.
@@ -19,6 +22,7 @@
 
 pub mod analysis;
 pub mod diagnose;
+pub mod export;
 pub mod feed;
 pub mod gdb;
 pub mod gdbserver;
@@ -26,6 +30,7 @@ pub mod memory;
 pub mod model;
 pub mod monitor;
 pub mod qemu;
+pub mod recording;
 pub mod report;
 pub mod session;
 pub mod sources;

@@ -38,6 +38,7 @@ pub enum Consistency {
 }
 
 /// The analysis state.
+#[derive(Clone)]
 pub struct Analyzer {
     pub(super) config: AnalysisConfig,
     pub(super) events: EventState,

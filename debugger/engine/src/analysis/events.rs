@@ -234,6 +234,7 @@ impl HartEvents {
 }
 
 /// Everything the events have built.
+#[derive(Clone)]
 pub(crate) struct EventState {
     max_harts: usize,
     max_locks: usize,

@@ -72,6 +72,7 @@ impl Sample {
 }
 
 /// The hang analysis' state. See the module docs.
+#[derive(Clone)]
 pub(crate) struct Hang {
     max_harts: usize,
     confirm_ns: u64,

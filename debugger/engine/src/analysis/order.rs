@@ -80,6 +80,7 @@ pub(crate) struct OrderEdge {
 }
 
 /// A bounded order graph.
+#[derive(Clone)]
 pub(crate) struct OrderGraph {
     index: FxHashMap<u64, u32>,
     pub edges: Vec<OrderEdge>,

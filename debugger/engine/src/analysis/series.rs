@@ -77,6 +77,7 @@ impl LockSeries {
     }
 }
 
+#[derive(Clone)]
 pub(crate) struct Series {
     interval_ns: u64,
     /// Intervals in the window, the current one included.

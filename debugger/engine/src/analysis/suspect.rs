@@ -34,7 +34,7 @@ struct HeldSince {
 }
 
 /// The suspicion's state between live snapshots.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(crate) struct Suspect {
     first_ns: Option<u64>,
     held: HashMap<LockId, HeldSince>,

@@ -137,6 +137,7 @@ pub(crate) struct HartWatch {
 /// A cycle's identity across snapshots: each edge's waiter, lock and spin start.
 type CycleKey = Vec<(HartId, LockId, u64)>;
 
+#[derive(Clone)]
 pub(crate) struct Watch {
     max_harts: usize,
     confirm_ns: u64,

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::capture::Captures;
+use super::lab::LabTracker;
 use super::view::{PauseStats, SourceKind, TargetState};
-use crate::analysis::{AnalysisConfig, Analyzer, Check, ConfigError};
+use crate::analysis::{AnalysisConfig, Analyzer, Check, ConfigError, Verdict};
 use crate::feed::{Feed, StopReason};
 use crate::model::LockEvent;
 use crate::symbols::Symbols;
@@ -52,6 +53,8 @@ pub struct Monitor {
     pub(super) console: VecDeque<String>,
     /// The last console line is still open (no newline yet).
     pub(super) console_open: bool,
+    /// Lines the console has ended since the start (not bounded like `console`).
+    pub(super) console_newlines: u64,
     /// Per hart, its newest events.
     pub(super) recent: Vec<VecDeque<LockEvent>>,
     pub(super) events_total: u64,
@@ -64,6 +67,13 @@ pub struct Monitor {
     pub(super) wanted: Option<StopReason>,
     /// How the kernel is read (the source's description), when live.
     pub(super) kernel_reader: Option<String>,
+    /// The source delivers lock events.
+    pub(super) lock_events: bool,
+    /// The lab's tests on the console.
+    pub(super) lab: LabTracker,
+    /// What the user's gdb holds, through the proxy.
+    pub(super) user_gdb: Option<String>,
+    /// When the panic showed and when its report was in.
     pub(super) panic_timing: PanicTiming,
 }
 
@@ -114,6 +124,7 @@ impl Monitor {
             generation: 0,
             console: VecDeque::new(),
             console_open: false,
+            console_newlines: 0,
             recent: Vec::new(),
             events_total: 0,
             lost_total: 0,
@@ -123,6 +134,9 @@ impl Monitor {
             kernel_reader: None,
             captures: Captures::default(),
             wanted: None,
+            lock_events: true,
+            lab: LabTracker::default(),
+            user_gdb: None,
             panic_timing: PanicTiming::default(),
         })
     }
@@ -131,6 +145,21 @@ impl Monitor {
     pub fn set_kernel_reader(&mut self, description: String) {
         self.kernel_reader = Some(description);
         self.generation += 1;
+    }
+
+    /// Says whether the source delivers lock events at all (an xv6 kernel read through DWARF
+    /// alone does not), so views can say why there are no wait and hold times.
+    pub fn set_lock_events(&mut self, available: bool) {
+        self.lock_events = available;
+        self.generation += 1;
+    }
+
+    /// What the user's gdb holds (`stopped by gdb (hart 2, breakpoint or step)`), or `None`.
+    pub fn set_user_gdb(&mut self, state: Option<String>) {
+        if self.user_gdb != state {
+            self.user_gdb = state;
+            self.generation += 1;
+        }
     }
 
     /// Writes every feed applied from now on to `w`. A write error stops the recording and is
@@ -145,6 +174,35 @@ impl Monitor {
             if let Err(e) = w.flush() {
                 self.push_console(&format!("\n[lockscope] the recording is incomplete: {e}\n"));
             }
+        }
+    }
+
+    /// A copy of this monitor's state without its recorder: a keyframe of a recording's
+    /// timeline, fed on from where this one is.
+    pub fn fork(&self) -> Monitor {
+        Monitor {
+            config: self.config.clone(),
+            analyzer: self.analyzer.clone(),
+            symbols: self.symbols.clone(),
+            source: self.source,
+            state: self.state.clone(),
+            generation: self.generation,
+            console: self.console.clone(),
+            console_open: self.console_open,
+            recent: self.recent.clone(),
+            events_total: self.events_total,
+            lost_total: self.lost_total,
+            pauses: self.pauses.clone(),
+            pause_window: self.pause_window.clone(),
+            recorder: None,
+            captures: self.captures,
+            wanted: self.wanted,
+            kernel_reader: self.kernel_reader.clone(),
+            console_newlines: self.console_newlines,
+            lock_events: self.lock_events,
+            lab: self.lab.clone(),
+            user_gdb: self.user_gdb.clone(),
+            panic_timing: self.panic_timing.clone(),
         }
     }
 
@@ -185,7 +243,8 @@ impl Monitor {
         }
         self.analyzer.apply(feed);
         match feed {
-            Feed::Snapshot(_) => {
+            Feed::Snapshot(snap) => {
+                self.lab.on_snapshot(snap);
                 if self.state == TargetState::Starting {
                     self.state = TargetState::Running;
                 }
@@ -202,10 +261,12 @@ impl Monitor {
             }
             Feed::Events { events, lost } => {
                 self.events_total += events.len() as u64;
-                self.lost_total += lost.iter().map(|(_, n)| n).sum::<u64>();
+                let lost_now = lost.iter().fold(0u64, |a, (_, n)| a.saturating_add(*n));
+                self.lost_total = self.lost_total.saturating_add(lost_now);
                 self.keep_recent(events);
             }
             Feed::Console(text) => {
+                self.lab.on_console(text);
                 self.push_console(text);
                 // The line may arrive in pieces: look at the text with the end of the last.
                 if self.panic_timing.console_at.is_none() {
@@ -277,6 +338,7 @@ impl Monitor {
     }
 
     fn push_console(&mut self, text: &str) {
+        self.console_newlines += text.matches('\n').count() as u64;
         for (i, piece) in text.split('\n').enumerate() {
             let piece = piece.trim_end_matches('\r');
             if i == 0 && self.console_open {
@@ -353,9 +415,22 @@ impl Monitor {
         }
     }
 
-    /// The verdict alone (cheaper than a view).
+    /// The verdict alone (cheaper than a view). A test the lab's own output failed is a
+    /// failed workload, unless something worse happened.
     pub fn check(&self) -> Check {
-        self.analyzer.check()
+        let mut check = self.analyzer.check();
+        if let Some(t) = self.lab.failed() {
+            if matches!(check.verdict, Verdict::Ok | Verdict::LockOrderInversion) {
+                check.verdict = Verdict::Fail;
+                check.severity = check.verdict.severity();
+                check.summary = format!(
+                    "{} failed by the lab's own output: \"{}\"",
+                    t.name,
+                    t.result_line.as_deref().unwrap_or("FAIL")
+                );
+            }
+        }
+        check
     }
 }
 

@@ -8,17 +8,20 @@
 //! - `capture`: when a live session should stop the guest and capture every hart.
 //! - `symbolize`: building a [`View`]; `view`: the view's types; `diagnosis`: a stop's
 //!   diagnosis (xv6) in words.
+//! - `lab`: the lab's tests on the console and the counters over each one's window.
 
 mod capture;
 mod diagnosis;
 mod feeds;
+mod lab;
 mod symbolize;
 mod view;
 
 pub use capture::SAMPLE_APART_NS;
 pub use feeds::{Monitor, MonitorConfig, PanicTiming};
+pub use lab::{may_bound_a_test, LabLock, LabResult, LabTest};
 pub use view::{
     short_function, AccessLine, AsmLine, BufRefLine, BufsWhy, FrameLine, HangDetail, HartBacktrace,
-    HartLine, HeldLine, PanicDetail, PanicDiagnosis, PauseStats, Place, SleeperLine, SourceKind,
-    SourceLines, TargetState, View,
+    HartLine, HeldLine, KernelDetail, LockDetail, PanicDetail, PanicDiagnosis, PauseStats, Place,
+    SleeperLine, SourceKind, SourceLines, TargetState, View,
 };

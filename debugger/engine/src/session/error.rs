@@ -19,6 +19,14 @@ pub enum SessionError {
     Memory(#[from] crate::memory::MemoryError),
     #[error(transparent)]
     Trace(#[from] crate::trace::TraceError),
+    #[error(transparent)]
+    RamDir(#[from] crate::qemu::ram_dir::RamDirError),
+    #[error(transparent)]
+    Line(#[from] crate::qemu::LineError),
+    #[error(transparent)]
+    Proxy(#[from] crate::gdbserver::proxy::ProxyError),
+    #[error(transparent)]
+    Registry(#[from] super::registry::RegistryError),
     #[error("{what}: {source}")]
     Io {
         what: String,

@@ -1,0 +1,8 @@
+//! Recordings in other tools' formats.
+//!
+//! - [`perfetto`]: Perfetto's protobuf trace format, for the Perfetto UI.
+
+mod findings;
+pub mod perfetto;
+
+pub use perfetto::{export_perfetto, ExportError, ExportStats};
