@@ -13,7 +13,6 @@
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,24 +23,41 @@ use lockscope_engine::symbols::types::Types;
 use lockscope_engine::symbols::Symbols;
 use lockscope_engine::{Session, SessionOptions, Target, View};
 
+use crate::fixture;
+
 /// The latency target, for the ratio printed.
 const TARGET: Duration = Duration::from_millis(200);
 /// From boot to the panic report.
 const WITHIN: Duration = Duration::from_secs(240);
 
 /// `cargo xtask bench panic`: `rounds` panics of each kernel, alternating.
-pub fn panic_latency(fixture: &Path, our_elf: &Path, our_disk: &Path, rounds: u32) -> Result<()> {
-    println!("== panic capture latency: panic line (or flag) to the full report (target: under 200 ms)");
+pub fn panic_latency(root: &Path, our_elf: &Path, our_disk: &Path, rounds: u32) -> Result<()> {
+    println!(
+        "== panic capture latency: panic line (or flag) to the full report (target: under 200 ms)"
+    );
     let build = tempdir("lockscope-bench-panic")?;
-    let (xv6_elf, xv6_disk) = build_fixture(fixture, &build, &["BUG=refcnt-leak"])?;
+    fixture::build_fixture(root, &build, &[("BUG", "refcnt-leak")])?;
+    let (xv6_elf, xv6_disk) = (build.join("kernel/kernel"), build.join("fs.img"));
     let (mut xc, mut xf, mut oc, mut of) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
         let t = xv6_panic(&xv6_elf, &xv6_disk, &build)?;
-        xc.push(t.from_console().context("the fixture's panic line was not seen")?);
-        xf.push(t.from_flag().context("no snapshot showed the fixture's panic")?);
+        xc.push(
+            t.from_console()
+                .context("the fixture's panic line was not seen")?,
+        );
+        xf.push(
+            t.from_flag()
+                .context("no snapshot showed the fixture's panic")?,
+        );
         let t = our_panic(our_elf, our_disk)?;
-        oc.push(t.from_console().context("our kernel's panic line was not seen")?);
-        of.push(t.from_flag().context("no snapshot showed our kernel's panic")?);
+        oc.push(
+            t.from_console()
+                .context("our kernel's panic line was not seen")?,
+        );
+        of.push(
+            t.from_flag()
+                .context("no snapshot showed our kernel's panic")?,
+        );
     }
     let _ = std::fs::remove_dir_all(&build);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -61,7 +77,9 @@ pub fn panic_latency(fixture: &Path, our_elf: &Path, our_disk: &Path, rounds: u3
             c.as_secs_f64() / TARGET.as_secs_f64()
         );
     }
-    println!("(medians of {rounds} alternating rounds; the report has every hart's registers and stack)");
+    println!(
+        "(medians of {rounds} alternating rounds; the report has every hart's registers and stack)"
+    );
     Ok(())
 }
 
@@ -76,43 +94,15 @@ fn tempdir(prefix: &str) -> Result<PathBuf> {
     Ok(d)
 }
 
-/// Copies the fixture's sources into `dir` and builds them with `vars`; the kernel and fs.img.
-fn build_fixture(src: &Path, dir: &Path, vars: &[&str]) -> Result<(PathBuf, PathBuf)> {
-    let status = Command::new("cp")
-        .arg("-r")
-        .arg(format!("{}/.", src.display()))
-        .arg(dir)
-        .status()?;
-    if !status.success() {
-        bail!("copying the xv6 fixture from {}", src.display());
-    }
-    let out = Command::new("make")
-        .current_dir(dir)
-        .args(["-s", "-j2", "clean"])
-        .env_remove("MAKEFLAGS")
-        .output()?;
-    if !out.status.success() {
-        bail!("make clean in {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
-    }
-    let out = Command::new("make")
-        .current_dir(dir)
-        .args(["-s", "-j2"])
-        .args(vars)
-        .env_remove("MAKEFLAGS")
-        .output()
-        .context("running make (install gcc-riscv64-unknown-elf)")?;
-    if !out.status.success() {
-        bail!("building the xv6 fixture: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok((dir.join("kernel/kernel"), dir.join("fs.img")))
-}
-
 /// Waits until `f` says yes about the session's view.
 fn until(s: &Session, what: &str, f: impl Fn(&View) -> bool) -> Result<()> {
     let deadline = Instant::now() + WITHIN;
     while !f(&s.view()) {
         if Instant::now() > deadline {
-            bail!("no {what} within {WITHIN:?}:\n{}", s.view().console.join("\n"));
+            bail!(
+                "no {what} within {WITHIN:?}:\n{}",
+                s.view().console.join("\n")
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -122,7 +112,9 @@ fn until(s: &Session, what: &str, f: impl Fn(&View) -> bool) -> Result<()> {
 /// Ends the session once its console has the panic line too (our kernel records its panic
 /// before it prints it: the report can be complete first, which counts as 0).
 fn finish(s: Session) -> Result<PanicTiming> {
-    until(&s, "panic line", |v| v.console.iter().any(|l| l.contains("panic: ")))?;
+    until(&s, "panic line", |v| {
+        v.console.iter().any(|l| l.contains("panic: "))
+    })?;
     Ok(s.finish().monitor.panic_timing())
 }
 
@@ -139,7 +131,9 @@ fn xv6_panic(elf: &Path, disk: &Path, dir: &Path) -> Result<PanicTiming> {
     let types = Types::load(&symbols)?;
     let options = SessionOptions::new(Target::Run(QemuConfig::new(elf).smp(3).disk(disk)));
     let session = Session::start(options, symbols)?;
-    until(&session, "prompt", |v| v.console.iter().any(|l| l.starts_with("$ ")))?;
+    until(&session, "prompt", |v| {
+        v.console.iter().any(|l| l.starts_with("$ "))
+    })?;
     let ram = session
         .qemu_command
         .as_deref()
@@ -168,7 +162,10 @@ fn our_panic(elf: &Path, disk: &Path) -> Result<PanicTiming> {
 fn type_line(t: &Types, ram: &Path, line: &str) -> Result<()> {
     let cons = t.global("cons").context("the fixture's `cons`")?;
     let member = |n: &str| -> Result<u64> {
-        Ok(t.member(cons.ty, n).with_context(|| format!("cons.{n}"))?.offset + cons.address)
+        Ok(t.member(cons.ty, n)
+            .with_context(|| format!("cons.{n}"))?
+            .offset
+            + cons.address)
     };
     let (buf, r, w, e) = (member("buf")?, member("r")?, member("w")?, member("e")?);
     let len = t
@@ -180,7 +177,10 @@ fn type_line(t: &Types, ram: &Path, line: &str) -> Result<()> {
     let state = t.member(pty, "state").context("proc.state")?.offset;
     let chan = t.member(pty, "chan").context("proc.chan")?.offset;
     let m = Ram {
-        file: std::fs::OpenOptions::new().read(true).write(true).open(ram)?,
+        file: std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(ram)?,
     };
     let start = m.get(e);
     let mut end = start;

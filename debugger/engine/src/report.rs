@@ -7,8 +7,8 @@ use crate::analysis::{stall_line, Check, HangKind, Severity, Verdict};
 use crate::feed::Ending;
 use crate::model::{Finding, ProcRef};
 use crate::monitor::{
-    short_function, FrameLine, HangDetail, LabTest, PanicDiagnosis, PauseStats, Place, TargetState,
-    View,
+    short_function, FrameLine, HangDetail, HartBacktrace, LabTest, PanicDiagnosis, PauseStats,
+    Place, TargetState, View,
 };
 
 /// Version of the [`CheckReport`] JSON; bumped on any incompatible change.
@@ -151,6 +151,9 @@ pub struct CheckReport {
     /// why no buffer was free.
     #[serde(default)]
     pub panic_diagnosis: Option<PanicDiagnosis>,
+    /// Every hart's stack at the panic's stop, symbolized, when the guest was stopped and read.
+    #[serde(default)]
+    pub panic_harts: Vec<HartBacktrace>,
     /// What stops showed about a hang, for a kernel diagnosed through DWARF: every hart's
     /// state, the reader-writer locks and sleeplock chains nobody gets through, the sleepers
     /// with their stacks, symbolized.
@@ -284,6 +287,7 @@ impl CheckReport {
             stalls,
             inversions,
             panic_diagnosis: v.panic.as_ref().and_then(|p| p.diagnosis.clone()),
+            panic_harts: v.panic.as_ref().map_or_else(Vec::new, |p| p.harts.clone()),
             hang: v.hang.clone(),
             findings: v.detail.findings.clone(),
             cpus: v
