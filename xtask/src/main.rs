@@ -12,6 +12,7 @@
 
 mod bench;
 mod bench_gdb;
+mod bench_panic;
 mod bench_plugin;
 mod bench_recording;
 mod fixture;
@@ -62,7 +63,8 @@ enum Cmd {
     Qemu(QemuArgs),
     /// Benchmarks, all by default: trace (kernel tracing cost, trace=on vs off), ingest
     /// (engine events/s), render (dashboard frame time), probe (guest speed with lockscope
-    /// watching vs not), plugin (guest speed with the QEMU plugin), recording (format v2 vs v1), gdb (the gdb proxy vs QEMU directly)
+    /// watching vs not), plugin (guest speed with the QEMU plugin), recording (format v2 vs v1), gdb (the gdb proxy vs QEMU directly), panic (panic line
+    /// to full report, xv6 fixture and our kernel)
     Bench(BenchArgs),
     /// Long kalloctest runs on 1..8 harts, both allocators
     Soak {
@@ -112,6 +114,8 @@ enum Bench {
     Recording,
     /// The gdb proxy against QEMU's stub directly: stepi round trips and 64 KiB reads
     Gdb,
+    /// Panic capture latency: the panic line to the full report, the xv6 fixture and our kernel
+    Panic,
 }
 
 fn main() -> ExitCode {
@@ -303,6 +307,7 @@ fn bench(a: BenchArgs) -> Result<()> {
             Bench::Plugin,
             Bench::Recording,
             Bench::Gdb,
+            Bench::Panic,
         ]
     } else {
         a.which
@@ -322,6 +327,9 @@ fn bench(a: BenchArgs) -> Result<()> {
             }
             Bench::Recording => bench_recording::run(&build_kernel()?, &build_lockscope()?)?,
             Bench::Gdb => bench_gdb::proxy_cost(&build_kernel()?, a.rounds)?,
+            Bench::Panic => {
+                bench_panic::panic_latency(&root(), &build_kernel()?, &ensure_disk()?, a.rounds)?
+            }
         }
     }
     Ok(())

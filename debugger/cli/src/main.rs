@@ -4,6 +4,7 @@
 mod attach;
 mod check;
 mod dashboard;
+mod diagnosis;
 mod paths;
 mod qemu;
 mod replay;

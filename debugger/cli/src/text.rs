@@ -155,6 +155,10 @@ pub fn report_text(r: &CheckReport, v: &View) -> String {
                 );
             }
         }
+        crate::diagnosis::panic_text(&mut out, r.panic_diagnosis.as_ref(), &r.panic_harts);
+    }
+    if let Some(h) = &r.hang {
+        crate::diagnosis::hang_text(&mut out, h);
     }
     if !r.deadlocks.is_empty() {
         let _ = writeln!(out, "\n--- deadlock");

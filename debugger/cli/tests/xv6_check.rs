@@ -265,3 +265,93 @@ fn elfs_that_are_not_xv6_kernels_are_refused_with_what_to_do() {
     assert!(err.contains("rebuild it with -g"), "{err}");
     assert!(err.contains("running QEMU without lockscope"), "{err}");
 }
+
+/// `check --xv6` on a kernel whose bcache leaks a reference per lookup: bcachetest ends in
+/// `panic: bget: no buffers`, and the check names the process, the locks the panicking hart
+/// holds with the lines that took them, why no buffer was free, and every hart's stack, in
+/// its text and in its JSON.
+#[test]
+fn check_xv6_panic_names_process_held_locks_bufs_and_every_hart() {
+    let _one = one_qemu();
+    let tree = Tree::new();
+    let run = |json: bool| {
+        let mut c = lockscope();
+        c.args(["check", "--xv6"])
+            .arg(tree.path())
+            .args(["--snapshot", "--make", "BUG=refcnt-leak"])
+            .args(["--type", "bcachetest", "--for", "240"]);
+        if json {
+            c.arg("--json");
+        }
+        c.output().unwrap()
+    };
+
+    let out = run(false);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{text}\n{err}");
+    assert!(text.contains("lockscope check: panic (fault)"), "{text}");
+    assert!(text.contains("bget: no buffers"), "{text}");
+    assert!(
+        !text.contains("no panic record"),
+        "the stop's diagnosis stands in for a record: {text}"
+    );
+    assert!(text.contains("process: pid "), "{text}");
+    assert!(text.contains("(bcachetest)"), "{text}");
+    assert!(
+        text.contains("locks the panicking hart holds:")
+            && text.lines().any(|l| l.contains("bcache.")
+                && l.contains("taken at bget ")
+                && l.contains("bio.c:")),
+        "{text}"
+    );
+    assert!(text.contains("buffer cache: all "), "{text}");
+    assert!(
+        text.contains("a reference was taken and never dropped"),
+        "{text}"
+    );
+    assert!(text.contains("every hart at the stop:"), "{text}");
+    for h in 0..3 {
+        assert!(text.contains(&format!("  hart {h} (")), "hart {h}: {text}");
+    }
+
+    let (code, v) = json_report(&run(true));
+    assert_eq!(code, 3, "{v}");
+    assert_eq!(v["verdict"], "panic");
+    let d = &v["panic_diagnosis"];
+    assert_eq!(d["process"]["name"], "bcachetest", "{d}");
+    let held = d["held"].as_array().unwrap();
+    assert!(
+        held.iter().any(
+            |l| l["path"].as_str().is_some_and(|p| p.starts_with("bcache."))
+                && l["site"]["location"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("bio.c:"))
+        ),
+        "{d}"
+    );
+    let bufs = &d["bufs"];
+    let total = bufs["total"].as_u64().unwrap();
+    let referenced = bufs["referenced"].as_array().unwrap();
+    assert!(total > 0 && referenced.len() as u64 == total, "{bufs}");
+    assert!(
+        referenced.iter().any(|b| b["refcnt"].as_u64().unwrap() > 1),
+        "{bufs}"
+    );
+    let harts = v["panic_harts"].as_array().unwrap();
+    assert_eq!(harts.len(), 3, "{v}");
+    assert!(
+        harts
+            .iter()
+            .all(|h| !h["frames"].as_array().unwrap().is_empty()),
+        "every hart's stack: {v}"
+    );
+    // bget is inlined into bread: both show on the panicking hart's stack.
+    let fns: Vec<&str> = v["backtrace"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["function"].as_str())
+        .collect();
+    assert!(fns.contains(&"bget") && fns.contains(&"bread"), "{fns:?}");
+}

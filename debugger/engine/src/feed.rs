@@ -15,6 +15,9 @@ pub enum StopReason {
     Panic,
     /// lockscope stopped it to look (a deadlock or stall, or the user asked).
     Interrupted,
+    /// lockscope stopped it briefly to look at a suspected hang: it runs again unless the
+    /// look confirms the hang.
+    Sample,
     /// Another breakpoint or signal.
     Other,
 }

@@ -6,6 +6,7 @@
 //!
 //! - [`session`]: live sessions that read a target and publish views to a UI.
 //! - [`monitor`]: feeds in, symbolized views out: what the TUI and `check` show.
+//! - [`diagnose`]: a stopped kernel diagnosed to the lock, hart and line (DWARF, stacks).
 //! - [`analysis`]: statistics, deadlock and lock-order analysis over the model, and the verdict.
 //! - [`report`]: `lockscope check`'s result, for people and as JSON.
 //! - [`sources`]: each way into a target (the lockscope ABI; an unmodified xv6 kernel through
@@ -20,6 +21,7 @@
 //! - [`memory`]: guest memory, whatever the way in.
 
 pub mod analysis;
+pub mod diagnose;
 pub mod export;
 pub mod feed;
 pub mod gdb;

@@ -8,6 +8,13 @@
 
 use serde::{Deserialize, Serialize};
 
+mod diagnosis;
+
+pub use diagnosis::{
+    AccessDiagnosis, AccessKind, AccessName, Diagnosis, HartDiagnosis, HartState, HeldLock,
+    LockEvidence, SleepOn, SleeperDiagnosis,
+};
+
 /// Index into [`Snapshot::locks`].
 pub type LockId = u32;
 /// A hart (CPU) number, as the kernel numbers them.
@@ -415,6 +422,10 @@ pub struct Snapshot {
     /// Broken invariants and lab pitfalls the source found in this state.
     #[serde(default)]
     pub findings: Vec<Finding>,
+    /// What the source worked out at a stop of the guest (registers, stacks and variables):
+    /// only in the snapshot read at a stop, and only from a source that can (xv6 via DWARF).
+    #[serde(default)]
+    pub diagnosis: Option<Diagnosis>,
 }
 
 /// Registers a process saved when it last switched away (xv6's `p->context`): where its

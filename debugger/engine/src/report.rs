@@ -4,11 +4,15 @@
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::{
-    inversion_words, sleep_line, stall_line, Check, InversionKind, LockRow, Severity, Verdict,
+    inversion_words, sleep_line, stall_line, Check, HangKind, InversionKind, LockRow, Severity,
+    Verdict,
 };
 use crate::feed::Ending;
 use crate::model::{EventKind, Finding, LockMode, ProcRef};
-use crate::monitor::{short_function, FrameLine, LabTest, PauseStats, Place, TargetState, View};
+use crate::monitor::{
+    short_function, FrameLine, HangDetail, HartBacktrace, LabTest, PanicDiagnosis, PauseStats,
+    Place, TargetState, View,
+};
 
 /// Version of the [`CheckReport`] JSON; bumped on any incompatible change.
 pub const REPORT_SCHEMA: u32 = 1;
@@ -196,6 +200,19 @@ pub struct CheckReport {
     /// Stalled harts in words.
     pub stalls: Vec<String>,
     pub inversions: Vec<InversionLine>,
+    /// What the stop showed about the panic, for a kernel diagnosed through DWARF (xv6): its
+    /// process, the locks the hart holds with where it took them, the faulting access named,
+    /// why no buffer was free.
+    #[serde(default)]
+    pub panic_diagnosis: Option<PanicDiagnosis>,
+    /// Every hart's stack at the panic's stop, symbolized, when the guest was stopped and read.
+    #[serde(default)]
+    pub panic_harts: Vec<HartBacktrace>,
+    /// What stops showed about a hang, for a kernel diagnosed through DWARF: every hart's
+    /// state, the reader-writer locks and sleeplock chains nobody gets through, the sleepers
+    /// with their stacks, symbolized.
+    #[serde(default)]
+    pub hang: Option<HangDetail>,
     /// Broken invariants and lab pitfalls the source found (xv6): `{kind, path, message}`.
     #[serde(default)]
     pub findings: Vec<Finding>,
@@ -329,7 +346,19 @@ impl CheckReport {
             no_lock_events: !v.lock_events,
             backtrace,
             fault,
-            deadlocks: v.deadlock_chains.clone(),
+            deadlocks: v
+                .deadlock_chains
+                .iter()
+                .cloned()
+                .chain(v.hang.iter().filter(|h| h.confirmed).flat_map(|h| {
+                    h.rw.iter().cloned().chain(
+                        h.chains
+                            .iter()
+                            .filter(|_| h.kind == Some(HangKind::SleepDeadlock))
+                            .cloned(),
+                    )
+                }))
+                .collect(),
             last_events,
             spinlock_across_sleep: c
                 .spinlock_across_sleep
@@ -338,6 +367,9 @@ impl CheckReport {
                 .collect(),
             stalls,
             inversions,
+            panic_diagnosis: v.panic.as_ref().and_then(|p| p.diagnosis.clone()),
+            panic_harts: v.panic.as_ref().map_or_else(Vec::new, |p| p.harts.clone()),
+            hang: v.hang.clone(),
             findings: v.detail.findings.clone(),
             cpus: v
                 .detail

@@ -52,6 +52,28 @@ fn null_next_every_view() {
     every_view("null_next");
 }
 
+/// An unmodified xv6 kernel (the C fixture) diagnosed at stops: the view that opens by itself.
+#[test]
+fn xv6_panics_and_hangs() {
+    let panics = [
+        "xv6_bget_no_buffers",
+        "xv6_kerneltrap",
+        "xv6_panic_acquire",
+        "xv6_sched_locks",
+    ];
+    let hangs = ["xv6_deadlock", "xv6_rwlock", "xv6_stall", "xv6_boot_hang"];
+    for (names, tab) in [(&panics[..], Tab::Panic), (&hangs[..], Tab::Deadlock)] {
+        for name in names {
+            let view = fixture(name);
+            let mut a = app(Tab::Locks);
+            a.observe(&view);
+            assert_eq!(a.tab, tab, "{name}: the view opens by itself");
+            let s = screen(&app(tab), &view, 100, 40);
+            insta::assert_snapshot!(format!("{name}__{}__100x40", tab.index() + 1), s);
+        }
+    }
+}
+
 /// The C fixture kernel (xv6-shaped, BUG=odd-names) read through DWARF: the views a source
 /// without lock events gets.
 #[test]

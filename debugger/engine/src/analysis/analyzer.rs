@@ -7,12 +7,14 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{AnalysisConfig, ConfigError};
 use super::events::{EventState, IngestStats};
+use super::hang::Hang;
+use super::hang_parts::HangReport;
 use super::scause::decode_scause;
 use super::series::Series;
 use super::views::{HartRegsRow, PanicView, Report, TrapView};
 use super::watch::{DeadlockCycle, StallReport, Watch};
 use crate::feed::{Feed, StopInfo};
-use crate::model::{HartId, LockEvent, LockId, Snapshot};
+use crate::model::{HartId, HartRun, LockEvent, LockId, Snapshot};
 use crate::trace::{TraceError, TraceReader};
 
 /// Target time going back further than this (or with counters going down) is a new boot;
@@ -36,6 +38,7 @@ pub struct Analyzer {
     pub(super) events: EventState,
     pub(super) series: Series,
     pub(super) watch: Watch,
+    pub(super) hang: Hang,
     pub(super) last: Option<Snapshot>,
     /// Target time of the newest snapshot, never going back within one boot.
     pub(super) clock_ns: Option<u64>,
@@ -71,6 +74,7 @@ impl Analyzer {
                 c.max_locks,
             ),
             watch: Watch::new(c.max_harts, c.deadlock_confirm_ns, c.stall_ns),
+            hang: Hang::new(c.max_harts, c.deadlock_confirm_ns, c.stall_ns),
             last: None,
             clock_ns: None,
             target_stopped: false,
@@ -126,6 +130,7 @@ impl Analyzer {
                     // the replay state of every hart does not.
                     self.series.clear();
                     self.watch.clear();
+                    self.hang.clear();
                     self.events.forget_harts();
                 } else {
                     // The source's time estimate jittered back: keep the clock monotonic.
@@ -136,6 +141,14 @@ impl Analyzer {
         self.clock_ns = Some(t);
         self.series.observe(snap, t);
         self.watch.observe(snap, t, stopped);
+        self.hang.observe(snap, t);
+        // What stops diagnosed (kernels without events) joins what snapshots show.
+        self.watch
+            .deadlocks
+            .extend(self.hang.deadlocks.iter().cloned());
+        if self.watch.stall.is_none() {
+            self.watch.stall = self.hang.stall.clone();
+        }
         if !snap.processes.is_empty() {
             self.events
                 .set_proc_locks(snap.processes.iter().filter_map(|p| p.lock));
@@ -146,9 +159,26 @@ impl Analyzer {
             held.extend(h.held.iter().map(|x| x.lock));
             self.events.observe_hart(h.hart, &held, h.held_truncated);
         }
+        // A source that fills the panic record and the diagnosis only at a stop (xv6): keep
+        // them across the snapshots read while the guest stays stopped, and the panic for good.
+        let carried = self
+            .last
+            .as_mut()
+            .map(|l| (l.panic.take(), l.diagnosis.take()));
         match &mut self.last {
             Some(l) => l.clone_from(snap),
             None => self.last = Some(snap.clone()),
+        }
+        if let (Some(l), Some((panic, diagnosis))) = (self.last.as_mut(), carried) {
+            if l.panic.is_none() && l.outcome == Some(crate::model::Outcome::Panic) {
+                l.panic = panic;
+                if l.diagnosis.is_none() {
+                    l.diagnosis = diagnosis.clone();
+                }
+            }
+            if l.diagnosis.is_none() && self.target_stopped {
+                l.diagnosis = diagnosis;
+            }
         }
     }
 
@@ -187,6 +217,7 @@ impl Analyzer {
             Feed::Resumed => {
                 self.target_stopped = false;
                 self.last_stop = None;
+                self.hang.resumed();
             }
             Feed::Console(_) | Feed::Pause { .. } | Feed::End(_) => {}
         }
@@ -233,6 +264,23 @@ impl Analyzer {
         self.watch.stall.as_ref()
     }
 
+    /// What stops of the guest showed about a hang (kernels read without events): the last
+    /// stop's diagnosis, and whether two stops confirmed it.
+    pub fn hang(&self) -> Option<&HangReport> {
+        self.hang.report.as_ref()
+    }
+
+    /// Why live snapshots look hung, when they do: a stop should look (see
+    /// [`crate::monitor::Monitor::capture_wanted`]).
+    pub fn hang_suspicion(&self) -> Option<&str> {
+        self.hang.suspicion()
+    }
+
+    /// The guest is stopped (between a stop and the next resume).
+    pub fn target_stopped(&self) -> bool {
+        self.target_stopped
+    }
+
     /// The panic in the last snapshot, if any.
     pub fn panic(&self) -> Option<PanicView> {
         let snap = self.last.as_ref()?;
@@ -259,7 +307,13 @@ impl Analyzer {
                         .and_then(|s| s.harts.iter().find(|x| x.hart == h.hart));
                     HartRegsRow {
                         hart: h.hart,
-                        run: h.run,
+                        // A source that learns the panicking hart only at the stop (xv6) says
+                        // so in that snapshot only.
+                        run: if h.hart == p.hart {
+                            HartRun::Panicked
+                        } else {
+                            h.run
+                        },
                         regs: h.regs.or(stop.map(|x| x.regs)),
                         frames: stop.map_or_else(Vec::new, |x| x.frames.clone()),
                     }
@@ -281,6 +335,7 @@ impl Analyzer {
             stall: self.watch.stall.clone(),
             lock_order: self.lock_order(),
             panic: self.panic(),
+            hang: self.hang.report.clone(),
             ingest: self.events.stats.clone(),
             sleep_holding: self.sleep_holding(),
         }

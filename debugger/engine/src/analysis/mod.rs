@@ -16,6 +16,8 @@ mod analyzer;
 mod classes;
 mod config;
 mod events;
+mod hang;
+mod hang_parts;
 mod held;
 mod hist;
 mod lockdep;
@@ -25,6 +27,7 @@ mod order_report;
 mod rows;
 mod scause;
 mod series;
+mod suspect;
 mod verdict;
 mod views;
 mod watch;
@@ -33,6 +36,7 @@ pub use analyzer::{Analyzer, Consistency};
 pub use classes::lock_class;
 pub use config::{AnalysisConfig, ConfigError};
 pub use events::{IngestStats, Site, LOCK_ID_LIMIT};
+pub use hang_parts::{HangKind, HangReport, RwDeadlock, RwWaiter, SleepChain, SleepLink};
 pub use hist::{HistBucket, HistView, Log2Hist};
 pub use lockdep::NestOrder;
 pub use modes::SleepHolding;
@@ -40,8 +44,8 @@ pub use order::EdgeSite;
 pub use scause::{decode_scause, Scause};
 pub use series::Rates;
 pub use verdict::{
-    inversion_words, sleep_line, stall_line, verdict_sentence, Check, Severity, Verdict,
-    VerdictNames, CHECK_SCHEMA,
+    chain_line, inversion_words, rw_sentence, sleep_line, stall_line, verdict_sentence, Check,
+    Severity, Verdict, VerdictNames, CHECK_SCHEMA,
 };
 pub use views::*;
 pub use watch::{DeadlockCycle, StallReason, StallReport, StalledHart, WaitEdge};

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::analyzer::Analyzer;
 use super::events::IngestStats;
+use super::hang_parts::{HangKind, HangReport, RwDeadlock, SleepChain};
 use super::modes::SleepHolding;
 use super::views::{Inversion, InversionKind, PanicView};
 use super::watch::{DeadlockCycle, StallReason, StallReport, StalledHart};
@@ -81,6 +82,10 @@ pub struct Check {
     /// Unguarded lock-order inversions.
     pub inversions: Vec<Inversion>,
     pub guarded_inversions: usize,
+    /// What stops of the guest showed about a hang (kernels read without events: the lock each
+    /// stuck hart waits on, reader-writer locks, sleepers), confirmed across two stops or not.
+    #[serde(default)]
+    pub hang: Option<HangReport>,
     pub ingest: IngestStats,
     /// Spinlocks held while their hart took a sleeplock.
     #[serde(default)]
@@ -124,7 +129,10 @@ pub fn verdict_sentence(check: &Check, names: &dyn VerdictNames) -> String {
         },
         Verdict::Deadlock => {
             let Some(c) = check.deadlocks.first() else {
-                return "deadlock".to_string();
+                return match &check.hang {
+                    Some(h) => hang_deadlock_sentence(h, names),
+                    None => "deadlock".to_string(),
+                };
             };
             let more = match check.deadlocks.len() {
                 1 => String::new(),
@@ -141,8 +149,25 @@ pub fn verdict_sentence(check: &Check, names: &dyn VerdictNames) -> String {
             let Some(st) = &check.stall else {
                 return "stall".to_string();
             };
-            let parts: Vec<String> = st.harts.iter().map(|h| stall_line(h, names)).collect();
-            let hang = if st.system_hang { "system hang: " } else { "" };
+            let mut parts: Vec<String> = Vec::new();
+            let boot = check
+                .hang
+                .as_ref()
+                .is_some_and(|h| h.confirmed && h.kind == Some(HangKind::Boot));
+            if let Some(h) = check.hang.as_ref().filter(|h| h.confirmed) {
+                parts.extend(h.chains.iter().map(chain_line));
+                if h.all_asleep && h.chains.is_empty() {
+                    parts.push("every process is asleep and no hart runs one".into());
+                }
+            }
+            parts.extend(st.harts.iter().map(|h| stall_line(h, names)));
+            let hang = if boot {
+                "boot hang (no hart reached the scheduler): "
+            } else if st.system_hang {
+                "system hang: "
+            } else {
+                ""
+            };
             format!("{hang}{}", parts.join("; "))
         }
         Verdict::Fail => {
@@ -228,11 +253,103 @@ pub fn sleep_line(s: &SleepHolding, names: &dyn VerdictNames) -> String {
 pub fn stall_line(h: &StalledHart, names: &dyn VerdictNames) -> String {
     let what = match h.reason {
         StallReason::NoProgress => "made no progress".to_string(),
+        StallReason::NothingToRun => {
+            return format!(
+                "hart {} has nothing to run{}",
+                h.hart,
+                h.pc.map_or_else(String::new, |pc| format!(" (at {})", names.pc(pc)))
+            );
+        }
         StallReason::SpinningTooLong { lock, .. } => format!("spun on {}", names.lock(lock)),
     };
     let at =
         h.pc.map_or_else(String::new, |pc| format!(" at {}", names.pc(pc)));
     format!("hart {} {what} for {} ms{at}", h.hart, h.for_ns / 1_000_000)
+}
+
+/// A reader-writer or sleeplock deadlock the stops confirmed, in words.
+fn hang_deadlock_sentence(h: &HangReport, names: &dyn VerdictNames) -> String {
+    if let Some(rw) = h.rw.first() {
+        return rw_sentence(rw, names);
+    }
+    if let Some(c) = h.chains.iter().find(|c| c.cycle) {
+        return format!("sleeplock deadlock: {}", chain_line(c));
+    }
+    "deadlock".to_string()
+}
+
+/// A reader-writer lock nobody gets through, in one line.
+pub fn rw_sentence(rw: &RwDeadlock, names: &dyn VerdictNames) -> String {
+    let at = |site: Option<u64>| site.map_or(String::new(), |pc| format!(" at {}", names.site(pc)));
+    let fields: Vec<String> = rw
+        .fields
+        .iter()
+        .map(|f| format!("{}={}", f.name, f.text))
+        .collect();
+    let mut parts = Vec::new();
+    for r in &rw.readers {
+        let again = match r.earlier {
+            Some(pc) => format!(
+                " asks again for a read lock it already holds (taken at {})",
+                names.site(pc)
+            ),
+            None => " waits for a read lock".to_string(),
+        };
+        parts.push(format!(
+            "hart{} in {}{}{again}",
+            r.hart,
+            r.function,
+            at(r.site)
+        ));
+    }
+    for w in &rw.writers {
+        parts.push(format!(
+            "hart{} in {}{} waits to write",
+            w.hart,
+            w.function,
+            at(w.site)
+        ));
+    }
+    let why = match (rw.readers.iter().any(|r| r.earlier.is_some()), rw.writers.is_empty()) {
+        (true, false) => ": with writer priority the waiting writer keeps the reader out, and the writer waits for the reader's own read lock: neither can progress",
+        (_, false) if rw.readers.is_empty() => ": the writer waits for readers that never leave",
+        (_, true) => ": the readers wait for a writer that never leaves",
+        _ => ": readers and writer wait on each other",
+    };
+    format!(
+        "rwlock deadlock on {} ({}): {}{why}",
+        rw.rwlock,
+        fields.join(" "),
+        parts.join("; ")
+    )
+}
+
+/// A chain of sleepers in one line.
+pub fn chain_line(c: &SleepChain) -> String {
+    let mut s = String::new();
+    for (i, l) in c.links.iter().enumerate() {
+        if i > 0 {
+            s.push_str(", which ");
+        }
+        let on = l
+            .chan_name
+            .clone()
+            .or(l.sleeplock.clone())
+            .unwrap_or_else(|| "?".into());
+        if i == 0 {
+            s.push_str(&format!("pid {} ({}) ", l.pid, l.name));
+        }
+        s.push_str(&format!("sleeps on {on}"));
+        if l.free {
+            s.push_str(" while it is free: nobody will wake it (a lost wakeup)");
+        } else if let Some(h) = &l.holder {
+            s.push_str(&format!(" held by pid {} ({})", h.pid, h.name));
+        }
+    }
+    if c.cycle {
+        s.push_str(": the cycle closes");
+    }
+    s
 }
 
 /// The analysis' own names: lock names from the last snapshot, pcs in hex.
@@ -273,9 +390,13 @@ impl Analyzer {
         let stall = self.stall().cloned();
         let order = self.lock_order();
         let sleeps = self.sleep_holding();
+        let hang = self.hang().cloned();
+        let hang_deadlock = hang.as_ref().is_some_and(|h| {
+            h.confirmed && matches!(h.kind, Some(HangKind::RwDeadlock | HangKind::SleepDeadlock))
+        });
         let verdict = if panicked {
             Verdict::Panic
-        } else if !confirmed.is_empty() {
+        } else if !confirmed.is_empty() || hang_deadlock {
             Verdict::Deadlock
         } else if stall.as_ref().is_some_and(|s| !s.harts.is_empty()) {
             Verdict::Stall
@@ -301,6 +422,7 @@ impl Analyzer {
             stall,
             guarded_inversions: order.guarded.len(),
             inversions: order.inversions,
+            hang,
             ingest: self.ingest_stats().clone(),
             spinlock_across_sleep: sleeps,
         };

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::events::{IngestStats, Site};
+use super::hang_parts::HangReport;
 use super::hist::HistView;
 use super::lockdep::NestOrder;
 use super::modes::SleepHolding;
@@ -289,6 +290,9 @@ pub struct Report {
     pub stall: Option<StallReport>,
     pub lock_order: LockOrderReport,
     pub panic: Option<PanicView>,
+    /// What stops of the guest showed about a hang, for kernels read without events.
+    #[serde(default)]
+    pub hang: Option<HangReport>,
     pub ingest: IngestStats,
     /// Spinlocks held while their hart took a sleeplock.
     #[serde(default)]

@@ -96,6 +96,9 @@ pub enum StallReason {
         lock: LockId,
         holder: Option<HartId>,
     },
+    /// Runs no process (its scheduler finds nothing runnable) while the processes wait on
+    /// something that will not come (seen at two stops).
+    NothingToRun,
 }
 
 /// One stalled hart.
@@ -414,7 +417,8 @@ fn wait_edge(
         waiting_since_ns: spin.since_ns,
         waiting_for_ns: t.saturating_sub(spin.since_ns),
         holder: holder.hart,
-        holder_pc: held.map(|x| x.pc),
+        // A source that could not tell where the lock was taken records 0.
+        holder_pc: held.map(|x| x.pc).filter(|&pc| pc != 0),
         held_since_ns: held.and_then(|x| x.since_ns),
     })
 }

@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::BufWriter;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::capture::Captures;
 use super::lab::LabTracker;
@@ -72,6 +73,39 @@ pub struct Monitor {
     pub(super) lab: LabTracker,
     /// What the user's gdb holds, through the proxy.
     pub(super) user_gdb: Option<String>,
+    /// When the panic showed and when its report was in.
+    pub(super) panic_timing: PanicTiming,
+}
+
+/// When a panic showed and when its full report was in: what `cargo xtask bench` measures.
+#[derive(Clone, Debug, Default)]
+pub struct PanicTiming {
+    /// The console printed `panic: `.
+    pub console_at: Option<Instant>,
+    /// A snapshot first showed the kernel panicked (`panicked` set, or a panic record).
+    pub flagged_at: Option<Instant>,
+    /// The panic record with every hart's stack was in.
+    pub reported_at: Option<Instant>,
+    /// The end of the console text so far, for a `panic: ` split between two pieces.
+    tail: String,
+}
+
+impl PanicTiming {
+    /// From the console's `panic: ` line to the full report.
+    pub fn from_console(&self) -> Option<Duration> {
+        Some(
+            self.reported_at?
+                .saturating_duration_since(self.console_at?),
+        )
+    }
+
+    /// From the first snapshot that showed the panic to the full report.
+    pub fn from_flag(&self) -> Option<Duration> {
+        Some(
+            self.reported_at?
+                .saturating_duration_since(self.flagged_at?),
+        )
+    }
 }
 
 impl Monitor {
@@ -103,6 +137,7 @@ impl Monitor {
             lock_events: true,
             lab: LabTracker::default(),
             user_gdb: None,
+            panic_timing: PanicTiming::default(),
         })
     }
 
@@ -167,6 +202,7 @@ impl Monitor {
             lock_events: self.lock_events,
             lab: self.lab.clone(),
             user_gdb: self.user_gdb.clone(),
+            panic_timing: self.panic_timing.clone(),
         }
     }
 
@@ -213,9 +249,15 @@ impl Monitor {
                     self.state = TargetState::Running;
                 }
                 let faults = self.config.capture_faults;
-                if let Some(r) = self.captures.wanted(&self.analyzer, &self.state, faults) {
+                // Without lock events, only a stopped look at every hart can tell a hang.
+                let samples = self.events_total == 0;
+                if let Some(r) = self
+                    .captures
+                    .wanted(&self.analyzer, &self.state, faults, samples)
+                {
                     self.wanted = Some(r);
                 }
+                self.time_panic();
             }
             Feed::Events { events, lost } => {
                 self.events_total += events.len() as u64;
@@ -226,6 +268,15 @@ impl Monitor {
             Feed::Console(text) => {
                 self.lab.on_console(text);
                 self.push_console(text);
+                // The line may arrive in pieces: look at the text with the end of the last.
+                if self.panic_timing.console_at.is_none() {
+                    let seen = format!("{}{text}", self.panic_timing.tail);
+                    if seen.contains("panic: ") {
+                        self.panic_timing.console_at = Some(Instant::now());
+                    }
+                    let keep = seen.char_indices().rev().nth(7).map_or(0, |(i, _)| i);
+                    self.panic_timing.tail = seen[keep..].to_string();
+                }
             }
             Feed::Stop(info) => {
                 self.state = TargetState::Stopped {
@@ -339,6 +390,36 @@ impl Monitor {
     /// snapshot, each asked for once and only while the target runs; taking it clears it.
     pub fn capture_wanted(&mut self) -> Option<StopReason> {
         self.wanted.take()
+    }
+
+    /// Whether a live session should let a stopped guest run again: after a sample stop that
+    /// confirmed no hang. Taking it clears it.
+    pub fn resume_wanted(&mut self) -> bool {
+        self.captures.take_resume()
+    }
+
+    /// When the panic showed and when its report was complete.
+    pub fn panic_timing(&self) -> PanicTiming {
+        self.panic_timing.clone()
+    }
+
+    fn time_panic(&mut self) {
+        let Some(s) = self.analyzer.snapshot() else {
+            return;
+        };
+        let t = &mut self.panic_timing;
+        if t.flagged_at.is_none()
+            && (s.panic.is_some() || s.outcome == Some(crate::model::Outcome::Panic))
+        {
+            t.flagged_at = Some(Instant::now());
+        }
+        let stacks = self
+            .analyzer
+            .last_stop()
+            .is_some_and(|st| st.harts.iter().all(|h| !h.frames.is_empty()));
+        if t.reported_at.is_none() && s.panic.is_some() && stacks {
+            t.reported_at = Some(Instant::now());
+        }
     }
 
     /// The verdict alone (cheaper than a view). A test the lab's own output failed is a

@@ -6,18 +6,22 @@
 //!
 //! - `feeds`: the [`Monitor`] and what each feed does to it.
 //! - `capture`: when a live session should stop the guest and capture every hart.
-//! - `symbolize`: building a [`View`]; `view`: the view's types.
+//! - `symbolize`: building a [`View`]; `view`: the view's types; `diagnosis`: a stop's
+//!   diagnosis (xv6) in words.
 //! - `lab`: the lab's tests on the console and the counters over each one's window.
 
 mod capture;
+mod diagnosis;
 mod feeds;
 mod lab;
 mod symbolize;
 mod view;
 
-pub use feeds::{Monitor, MonitorConfig};
+pub use capture::SAMPLE_APART_NS;
+pub use feeds::{Monitor, MonitorConfig, PanicTiming};
 pub use lab::{may_bound_a_test, LabLock, LabResult, LabTest};
 pub use view::{
-    short_function, AsmLine, FrameLine, HartBacktrace, HartLastEvents, KernelDetail, LockDetail,
-    PanicDetail, PauseStats, Place, SourceKind, SourceLines, TargetState, View,
+    short_function, AccessLine, AsmLine, BufRefLine, BufsWhy, FrameLine, HangDetail, HartBacktrace,
+    HartLastEvents, HartLine, HeldLine, KernelDetail, LockDetail, PanicDetail, PanicDiagnosis,
+    PauseStats, Place, SleeperLine, SourceKind, SourceLines, TargetState, View,
 };

@@ -8,8 +8,8 @@ use super::view::{
     short_function, AsmLine, FrameLine, HartBacktrace, HartLastEvents, KernelDetail, LockDetail,
     PanicDetail, Place, SourceLines, View,
 };
-use crate::analysis::Report;
-use crate::model::{FrameKind, HartId, Snapshot, StackFrame};
+use crate::analysis::{decode_scause, Check, Report, TrapView};
+use crate::model::{FrameKind, HartId, HartState, Snapshot, StackFrame};
 
 /// Events shown per hart of a deadlock or a stall.
 const LAST_EVENTS: usize = 8;
@@ -19,8 +19,10 @@ impl Monitor {
     /// Builds the full view. Symbolization is memoized by [`Symbols`], so repeated views cost
     /// little beyond the analysis report.
     pub fn view(&self) -> View {
-        let report = self.analyzer.report();
-        let check = self.check();
+        let mut report = self.analyzer.report();
+        let mut check = self.check();
+        // A panic record the source could not give a message or trap (xv6): the console's.
+        let from_console = self.complete_panic(&mut report, &mut check);
         let mut places = HashMap::new();
         let mut site = |pc: u64| {
             places.entry(pc).or_insert_with(|| self.return_place(pc));
@@ -83,6 +85,27 @@ impl Monitor {
                 }
             }
         }
+        if let Some(h) = &report.hang {
+            let mut pcs: Vec<u64> = Vec::new();
+            for x in &h.diagnosis.harts {
+                match &x.state {
+                    HartState::Acquiring { site, .. } => pcs.extend(site),
+                    HartState::RwWaiting { site, earlier, .. } => {
+                        pcs.extend(site.iter().chain(earlier))
+                    }
+                    _ => {}
+                }
+                pcs.extend(x.held.iter().filter_map(|l| l.site));
+            }
+            for r in &h.rw {
+                for w in r.readers.iter().chain(&r.writers) {
+                    pcs.extend(w.site.iter().chain(&w.earlier));
+                }
+            }
+            for pc in pcs {
+                places.entry(pc).or_insert_with(|| self.return_place(pc));
+            }
+        }
         let deadlock_chains = report
             .deadlocks
             .iter()
@@ -94,7 +117,11 @@ impl Monitor {
                 })
             })
             .collect();
-        let panic = self.panic_detail(&report);
+        let mut panic = self.panic_detail(&report);
+        if let Some(p) = &mut panic {
+            p.diagnosis = self.panic_diagnosis(&report, from_console);
+        }
+        let hang = self.hang_detail(&report);
         let snap = self.analyzer.snapshot();
         View {
             generation: self.generation,
@@ -117,6 +144,7 @@ impl Monitor {
             console_newlines: self.console_newlines,
             kernel_reader: self.kernel_reader.clone(),
             last_events,
+            hang,
             bufs: snap
                 .and_then(|s| s.bcache.as_ref())
                 .map(|b| b.bufs.clone())
@@ -153,8 +181,38 @@ impl Monitor {
             .collect()
     }
 
+    /// Fills a panic record's empty message from the console's last `panic: ` line, and a
+    /// kerneltrap's missing trap from the `scause=... sepc=... stval=...` line xv6 prints before
+    /// it; true when the message came from the console.
+    fn complete_panic(&self, report: &mut Report, check: &mut Check) -> bool {
+        let mut from_console = false;
+        let message = self
+            .console
+            .iter()
+            .rev()
+            .find_map(|l| l.split("panic: ").nth(1))
+            .map(|m| m.trim().to_string());
+        let trap = self.console.iter().rev().find_map(|l| console_trap(l));
+        for p in report.panic.iter_mut().chain(check.panic.iter_mut()) {
+            if p.message.is_empty() {
+                if let Some(m) = &message {
+                    p.message = m.clone();
+                    from_console = true;
+                }
+            }
+            if p.trap.is_none() && p.message.starts_with("kerneltrap") {
+                p.trap = trap.map(|(scause, sepc, stval)| TrapView {
+                    scause: decode_scause(scause),
+                    sepc,
+                    stval,
+                });
+            }
+        }
+        from_console
+    }
+
     /// A return address: the call site it returns to, outside the lock implementation.
-    fn return_place(&self, ra: u64) -> Place {
+    pub(super) fn return_place(&self, ra: u64) -> Place {
         let Some(sym) = &self.symbols else {
             return Place::unknown(ra);
         };
@@ -169,7 +227,7 @@ impl Monitor {
     }
 
     /// An exact pc (a hart's pc, a trapping instruction).
-    fn exact_place(&self, pc: u64) -> Place {
+    pub(super) fn exact_place(&self, pc: u64) -> Place {
         match self.symbols.as_ref().map(|s| s.frames(pc)) {
             Some(Ok(frames)) => place_from_frames(pc, &frames),
             _ => Place::unknown(pc),
@@ -204,7 +262,7 @@ impl Monitor {
         }
     }
 
-    fn backtrace(&self, frames: &[StackFrame]) -> Vec<FrameLine> {
+    pub(super) fn backtrace(&self, frames: &[StackFrame]) -> Vec<FrameLine> {
         frames.iter().flat_map(|f| self.frame_lines(*f)).collect()
     }
 
@@ -236,12 +294,19 @@ impl Monitor {
             recorded
         };
         let backtrace = self.backtrace(&frames);
-        // Blame the trapping instruction, else the first frame past the panic machinery.
+        // Blame the trapping instruction, else the first frame past the panic machinery and
+        // past the functions the message is about (`acquire`: the call that took the lock
+        // again; `sched locks`: the call that slept).
+        let about = blamed_past(&p.message);
         let fault_pc = match &p.trap {
             Some(t) => Some(t.sepc),
             None => backtrace
                 .iter()
-                .find(|l| !l.function.as_deref().is_some_and(is_panic_machinery))
+                .find(|l| {
+                    !l.function
+                        .as_deref()
+                        .is_some_and(|f| is_panic_machinery(f) || about.contains(&f))
+                })
                 .map(|l| match l.kind {
                     FrameKind::Return => l.pc.saturating_sub(1),
                     _ => l.pc,
@@ -307,6 +372,7 @@ impl Monitor {
             disassembly,
             source,
             harts,
+            diagnosis: None,
         })
     }
 }
@@ -370,6 +436,33 @@ fn place_from_frames(pc: u64, frames: &[SourceFrame]) -> Place {
     }
 }
 
+/// The functions a kernel's own panic message names as the place of the check, past which the
+/// blame goes: xv6's `panic("acquire")` is raised in acquire about its caller's call;
+/// `panic("sched locks")` in sched about a sleep (or yield) with a spinlock held.
+fn blamed_past(message: &str) -> &'static [&'static str] {
+    let m = message.trim();
+    if m == "acquire" {
+        &["acquire"]
+    } else if m == "release" {
+        &["release"]
+    } else if m.starts_with("sched") {
+        &["sched", "sleep", "yield"]
+    } else if m.starts_with("pop_off") {
+        &["pop_off", "release"]
+    } else {
+        &[]
+    }
+}
+
+/// `scause=0xd sepc=0x80002a2c stval=0x48`, as xv6's kerneltrap prints it.
+fn console_trap(line: &str) -> Option<(u64, u64, u64)> {
+    let field = |name: &str| -> Option<u64> {
+        let v = line.split(name).nth(1)?.split_whitespace().next()?;
+        u64::from_str_radix(v.trim_start_matches("0x"), 16).ok()
+    };
+    Some((field("scause=")?, field("sepc=")?, field("stval=")?))
+}
+
 /// Functions that only carry a panic to its halt: not where the problem is.
 fn is_panic_machinery(f: &str) -> bool {
     f.starts_with("core::panicking::")
@@ -379,4 +472,6 @@ fn is_panic_machinery(f: &str) -> bool {
         || f.starts_with("lockscope_kernel::panic::")
         || f.ends_with("rust_begin_unwind")
         || f == lockscope_abi::PANIC_HALT_SYMBOL
+        // xv6's C panic().
+        || f == "panic"
 }

@@ -5,11 +5,12 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::lab::{LabResult, LabTest};
-use crate::analysis::{verdict_sentence, Check, Report, VerdictNames};
+use crate::analysis::{verdict_sentence, Check, HangKind, Report, VerdictNames};
 use crate::feed::{Ending, StopReason};
 use crate::model::{
-    BufSnapshot, CpuState, Finding, FrameKind, HartId, HartRun, LabCounts, LockEvent, LockId,
-    Outcome, ProcessSnapshot, RwLockSnapshot, SleeplockSnapshot, TargetConfig,
+    AccessDiagnosis, BufSnapshot, CpuState, Finding, FrameKind, HartId, HartRun, LabCounts,
+    LockEvent, LockId, Outcome, ProcRef, ProcessSnapshot, RwLockSnapshot, SleeplockSnapshot,
+    TargetConfig,
 };
 
 /// How the monitor reads its target.
@@ -147,6 +148,110 @@ pub struct PanicDetail {
     pub source: Option<SourceLines>,
     /// Every hart's stack, when the target was stopped and read.
     pub harts: Vec<HartBacktrace>,
+    /// What the stop showed beyond the stacks, for a kernel diagnosed through DWARF.
+    #[serde(default)]
+    pub diagnosis: Option<PanicDiagnosis>,
+}
+
+/// A lock a hart holds, and where it most likely took it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldLine {
+    pub lock: LockId,
+    pub name: String,
+    /// Its variable path (`bcache.bucket[3].lock`), when it has one.
+    pub path: Option<String>,
+    /// The call of `acquire` that most likely took it (an inference without lock events).
+    pub site: Option<Place>,
+}
+
+/// The faulting access of a trap, in words.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessLine {
+    /// `load of refcnt (offset 72 in struct buf) through a NULL struct buf * b at bio.c:163`.
+    pub sentence: String,
+    /// When the base register named nothing: the guesses, in words.
+    pub candidates: Vec<String>,
+    pub detail: AccessDiagnosis,
+}
+
+/// One referenced buffer, for `bget: no buffers`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BufRefLine {
+    pub index: u32,
+    pub blockno: u32,
+    pub refcnt: u32,
+    /// The process holding its sleeplock.
+    pub holder: Option<ProcRef>,
+}
+
+/// Why no buffer was free.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BufsWhy {
+    pub total: usize,
+    pub referenced: Vec<BufRefLine>,
+    pub sentence: String,
+}
+
+/// What a stop showed about a panic beyond the backtraces.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PanicDiagnosis {
+    /// The process the panicking hart ran (`cpus[h].proc`).
+    pub process: Option<ProcRef>,
+    /// The message came from the console (`panic: ...`), not from the call site.
+    pub message_from_console: bool,
+    /// Every lock the panicking hart holds: what `sched locks` and `acquire` are about.
+    pub held: Vec<HeldLine>,
+    pub access: Option<AccessLine>,
+    /// For `bget: no buffers`.
+    pub bufs: Option<BufsWhy>,
+}
+
+/// One hart at a stop, in words.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HartLine {
+    pub hart: HartId,
+    pub pc: u64,
+    pub process: Option<ProcRef>,
+    /// `spins in acquire on bcache.bucket[3].lock, held by hart2 (lk in acquire, DWARF)`.
+    pub state: String,
+    /// Where: the waiter's call site, or the pc.
+    pub at: Option<Place>,
+    pub held: Vec<HeldLine>,
+    pub frames: Vec<FrameLine>,
+}
+
+/// A sleeping process, in words, with its kernel stack.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SleeperLine {
+    pub pid: i64,
+    pub name: String,
+    /// What it sleeps on: `sleeplock of buf 3 (block 33)`, `ticks`.
+    pub chan: Option<String>,
+    /// The sleeplock's state: `held by pid 4 (bcachetest)`, `free`.
+    pub sleeplock: Option<String>,
+    pub frames: Vec<FrameLine>,
+    /// Why its stack ends early.
+    pub note: Option<String>,
+}
+
+/// What stops of the guest showed about a hang, symbolized (kernels without lock events).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HangDetail {
+    /// The same stuck state at two stops far enough apart.
+    pub confirmed: bool,
+    pub kind: Option<HangKind>,
+    /// Between the two stops compared.
+    pub apart_ns: Option<u64>,
+    /// What it is, in one line.
+    pub headline: String,
+    pub harts: Vec<HartLine>,
+    /// Reader-writer locks nobody gets through, in words.
+    pub rw: Vec<String>,
+    /// Chains of sleeplock waits, in words.
+    pub chains: Vec<String>,
+    pub sleepers: Vec<SleeperLine>,
+    /// Hints: a kernel stuck in its boot, what raised the suspicion.
+    pub notes: Vec<String>,
 }
 
 /// What one hart did last: its newest lock events, oldest first.
@@ -196,6 +301,9 @@ pub struct View {
     /// its endless spin), pcs in `places`.
     #[serde(default)]
     pub last_events: Vec<HartLastEvents>,
+    /// What stops showed about a hang, for kernels diagnosed through DWARF.
+    #[serde(default)]
+    pub hang: Option<HangDetail>,
     /// The source delivers lock events (wait and hold times, sites): our kernel's rings; an
     /// xv6 kernel read through DWARF alone has none.
     #[serde(default = "yes")]

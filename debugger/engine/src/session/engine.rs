@@ -66,6 +66,9 @@ impl Engine {
                         if let Some(reason) = self.monitor.capture_wanted() {
                             self.to_gdb(GdbRequest::Capture(reason));
                         }
+                        if self.monitor.resume_wanted() {
+                            self.to_gdb(GdbRequest::Resume);
+                        }
                     }
                 }
                 Ok(Msg::Command(c @ (Command::Interrupt | Command::Resume))) => {

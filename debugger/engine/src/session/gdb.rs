@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 
 use super::messages::{GdbRequest, Msg};
 use super::reading::Reading;
+use crate::diagnose::{stack_frames, unwind_hart};
 use crate::feed::{Feed, HartStop, StopInfo, StopReason};
 use crate::gdb::{GdbClient, GdbError, Stop, StopCause};
 use crate::memory::SharedRam;
-use crate::model::{FrameKind, HartRegs, StackFrame};
-use crate::sources::SourceError;
-use crate::symbols::{RawFrameKind, Symbols, UnwindLimits};
+use crate::model::HartRegs;
+use crate::sources::{SourceError, StopView};
+use crate::symbols::{Symbols, UnwindLimits};
 
 /// How often the thread looks for requests and stops when nothing else wakes it.
 const IDLE: Duration = Duration::from_millis(20);
@@ -124,7 +125,7 @@ impl GdbSide {
         let reading = &self.reading;
         let paused = self.client.pause_with(|c| {
             reading.clock.stopped();
-            if let Err(e) = reading.read_all(c, budget, &[]) {
+            if let Err(e) = reading.read_all(c, budget, None) {
                 failed = Some(e);
             }
             Ok(())
@@ -146,24 +147,32 @@ impl GdbSide {
     fn stopped(&mut self, stop: &Stop, reason: Option<StopReason>) {
         self.reading.clock.stopped();
         let reason = reason.unwrap_or_else(|| classify(stop, self.halt));
-        let regs = self.capture(reason, stop);
+        let harts = self.capture(reason, stop);
+        let view = StopView {
+            symbols: &self.symbols,
+            reason,
+            harts: &harts,
+            limits: &self.limits,
+        };
         let result = match self.shared.as_mut() {
-            Some(mem) => self.reading.read_all(mem, usize::MAX / 2, &regs),
-            None => self
-                .reading
-                .read_all(&mut self.client, crate::gdb::MAX_READ_PER_PAUSE, &regs),
+            Some(mem) => self.reading.read_all(mem, usize::MAX / 2, Some(&view)),
+            None => self.reading.read_all(
+                &mut self.client,
+                crate::gdb::MAX_READ_PER_PAUSE,
+                Some(&view),
+            ),
         };
         if let Err(e) = result {
             self.reading.out.send(Msg::SourceFailed(e.to_string()));
         }
     }
 
-    /// Sends the registers and unwound stack of every hart of the stopped guest; returns the
-    /// registers, for the consistent snapshot that follows.
-    fn capture(&mut self, reason: StopReason, stop: &Stop) -> Vec<(u32, HartRegs)> {
+    /// Sends the registers and unwound stack of every hart of the stopped guest; returns them,
+    /// for the consistent snapshot that follows. Stacks a paged kernel keeps outside RAM are
+    /// read through the hart's page table.
+    fn capture(&mut self, reason: StopReason, stop: &Stop) -> Vec<HartStop> {
         let threads = self.client.known_threads().to_vec();
         let mut harts = Vec::with_capacity(threads.len());
-        let mut regs_of = Vec::with_capacity(threads.len());
         for t in threads {
             let Some(hart) = t.cpu_index() else { continue };
             let Ok(r) = self.client.read_hart_registers(t) else {
@@ -171,22 +180,13 @@ impl GdbSide {
             };
             let regs = HartRegs::from(&r);
             let unwind = match self.shared.as_mut() {
-                Some(mem) => self.symbols.unwind(&regs, mem, &self.limits),
-                None => self.symbols.unwind(&regs, &mut self.client, &self.limits),
+                Some(mem) => unwind_hart(&self.symbols, &regs, r.satp, mem, &self.limits),
+                // The stub reads virtual addresses itself.
+                None => self
+                    .symbols
+                    .unwind(&regs, &mut self.client, &self.limits.clone().paged()),
             };
-            let frames = unwind
-                .frames
-                .iter()
-                .map(|f| StackFrame {
-                    pc: f.pc,
-                    kind: match f.kind {
-                        RawFrameKind::Pc => FrameKind::Pc,
-                        RawFrameKind::Return => FrameKind::Return,
-                        RawFrameKind::Trap => FrameKind::Trap,
-                    },
-                })
-                .collect();
-            regs_of.push((hart, regs));
+            let frames = stack_frames(&unwind.frames);
             // Every GPR and the saved CSRs, for the post-mortem gdb server and core files.
             let full = Some(crate::gdbserver::full_registers(&mut self.client, t, &r));
             harts.push(HartStop {
@@ -199,9 +199,9 @@ impl GdbSide {
         self.reading.out.feed(Feed::Stop(StopInfo {
             reason,
             hart: stop.thread.and_then(|t| t.cpu_index()),
-            harts,
+            harts: harts.clone(),
         }));
-        regs_of
+        harts
     }
 }
 

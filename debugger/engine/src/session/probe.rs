@@ -35,7 +35,7 @@ pub(super) fn probe_thread(r: Reading, mut mem: SharedRam, drain_hz: f64, snapsh
         }
         let result = if last || Instant::now() >= next_snap {
             next_snap = Instant::now() + snap_every;
-            r.read_all(&mut mem, budget, &[])
+            r.read_all(&mut mem, budget, None)
         } else {
             r.drain(&mut mem, budget).map(|_| ())
         };

@@ -7,8 +7,8 @@ use super::clock::Clock;
 use super::messages::{lock, Outbox, StopFlag};
 use crate::feed::Feed;
 use crate::memory::GuestMemory;
-use crate::model::{HartId, HartRegs};
-use crate::sources::{Source, SourceError};
+use crate::model::HartId;
+use crate::sources::{Source, SourceError, StopView};
 
 /// The source, and whether it has been found ready.
 struct Opened {
@@ -78,12 +78,13 @@ impl Reading {
     }
 
     /// Drains the events and reads a snapshot (in that order, as the analysis wants), sending
-    /// both. `regs` are set on the snapshot's harts (a stopped guest).
+    /// both. At a stop, each hart's registers are set on the snapshot and the source adds what
+    /// only a stopped guest shows ([`Source::at_stop`]).
     pub(super) fn read_all(
         &self,
         mem: &mut dyn GuestMemory,
         budget: usize,
-        regs: &[(HartId, HartRegs)],
+        stop: Option<&StopView<'_>>,
     ) -> Result<(), SourceError> {
         let mut src = lock(&self.source);
         if !self.ensure_ready(&mut src, mem)? {
@@ -99,12 +100,15 @@ impl Reading {
             .unwrap_or(0)
             .max(self.clock.now_ns());
         let mut snap = src.source.snapshot(mem, now)?;
-        drop(src);
-        for (hart, r) in regs {
-            if let Some(h) = snap.harts.iter_mut().find(|h| h.hart == *hart) {
-                h.regs = Some(*r);
+        if let Some(stop) = stop {
+            for hs in stop.harts {
+                if let Some(h) = snap.harts.iter_mut().find(|h| h.hart == hs.hart) {
+                    h.regs = Some(hs.regs);
+                }
             }
+            src.source.at_stop(mem, stop, &mut snap);
         }
+        drop(src);
         self.send_events(events, drained.lost);
         self.out.feed(Feed::Snapshot(Box::new(snap)));
         Ok(())

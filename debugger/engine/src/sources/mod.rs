@@ -15,8 +15,10 @@ mod detect;
 pub mod plugin;
 pub mod xv6;
 
+use crate::feed::{HartStop, StopReason};
 use crate::memory::GuestMemory;
 use crate::model::{HartId, LockEvent, Snapshot};
+use crate::symbols::{Symbols, UnwindLimits};
 
 pub use detect::{detect, open, DetectError, KernelKind, OpenOptions, POLLED_FREE_LIST_BUDGET};
 
@@ -35,6 +37,17 @@ pub enum SourceError {
 #[derive(Debug, Default)]
 pub struct Drained {
     pub lost: Vec<(HartId, u64)>,
+}
+
+/// A stopped guest as the gdb stub showed it: what [`Source::at_stop`] works from.
+pub struct StopView<'a> {
+    pub symbols: &'a Symbols,
+    pub reason: StopReason,
+    /// Every hart's registers (all of them in [`HartStop::full`] when the stub gave them) and
+    /// the stack the session unwound.
+    pub harts: &'a [HartStop],
+    /// Guest RAM and the bounds of stack walks.
+    pub limits: &'a UnwindLimits,
 }
 
 /// One way into a target's state in guest memory.
@@ -60,4 +73,9 @@ pub trait Source: Send {
     /// the moment the kernel records it. Our kernel: its panic record is complete. xv6:
     /// `panicked != 0`.
     fn panicked(&mut self, mem: &mut dyn GuestMemory) -> bool;
+    /// At a stop of the guest, after `snapshot`: adds what only a stopped target shows (the
+    /// panic record, stacks, the variables at each hart's pc) to the snapshot just read, in
+    /// [`Snapshot::diagnosis`]. A source that cannot leaves it as it is. Never fails: what
+    /// cannot be read is left out.
+    fn at_stop(&mut self, _mem: &mut dyn GuestMemory, _stop: &StopView<'_>, _snap: &mut Snapshot) {}
 }

@@ -187,7 +187,7 @@ pub(super) fn decode(bytes: &[u8], addr: u64) -> Result<Vec<Decoded>, SymbolsErr
 }
 
 /// The value an `auipc rd, imm` puts in `rd`.
-fn auipc_value(d: &Decoded) -> Option<(&str, u64)> {
+pub(super) fn auipc_value(d: &Decoded) -> Option<(&str, u64)> {
     if d.mnemonic != "auipc" {
         return None;
     }

@@ -110,6 +110,8 @@ pub struct Symbols {
     pub(super) sites: Memo<u64, SourceFrame>,
     /// Per function start: (instruction address, frame set before it runs).
     pub(super) frame_setup: Memo<u64, [(u64, bool)]>,
+    /// Per function start: its instructions with their operands.
+    pub(super) instructions: Memo<u64, [super::insn::Insn]>,
 }
 
 impl fmt::Debug for Symbols {
@@ -296,6 +298,7 @@ impl Symbols {
             frames: Memo::default(),
             sites: Memo::default(),
             frame_setup: Memo::default(),
+            instructions: Memo::default(),
         })
     }
 

@@ -14,13 +14,17 @@
 //!   [`Symbols::lock_site`], [`Symbols::location`]; `source`: [`Symbols::source_context`].
 //! - `disasm`: [`Symbols::disassemble_around`]; `unwind`: unwinding a stopped hart,
 //!   [`Symbols::unwind`].
+//! - `insn`: instructions with operands, for analyses: [`Symbols::function_instructions`].
 //! - `memo`: the bounded memo tables, `error`: [`SymbolsError`].
 //! - [`types`]: C types, globals and variables in scope from DWARF ([`types::Types`]).
 
+mod code;
 mod disasm;
 mod dwarf;
 mod elf;
 mod error;
+mod frame_record;
+mod insn;
 mod lines;
 mod memo;
 mod source;
@@ -31,6 +35,7 @@ pub use disasm::{Disassembly, Instruction};
 pub use dwarf::{demangle, Location, SiteFilter, SourceFrame};
 pub use elf::{ElfMemory, Symbol, SymbolHit, SymbolKind, Symbols, TextRange};
 pub use error::{SymbolsError, KERNEL_ELF_HINT};
+pub use insn::{register_number, Insn, MemoryUse, Operand};
 pub use source::SourceContext;
 pub use types::{Global, TypeId, TypeKind, Types, TypesError};
 pub use unwind::{RawFrame, RawFrameKind, Unwind, UnwindLimits, UnwindStop};

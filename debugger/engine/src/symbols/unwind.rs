@@ -27,6 +27,10 @@ pub struct UnwindLimits {
     pub max_depth: usize,
     /// Largest accepted distance between consecutive frame pointers.
     pub max_frame_size: u64,
+    /// Virtual address ranges outside RAM where frame records may also lie: kernel stacks
+    /// mapped high through the page table (xv6's `KSTACK`s). Reading them takes a memory that
+    /// translates (`VirtMemory`); see [`UnwindLimits::paged`].
+    pub stacks: Vec<Range<u64>>,
 }
 
 impl UnwindLimits {
@@ -36,9 +40,28 @@ impl UnwindLimits {
             ram: 0x8000_0000..0x8000_0000u64.saturating_add(ram_size),
             max_depth: 64,
             max_frame_size: 64 << 10,
+            stacks: Vec::new(),
         }
     }
+
+    /// These limits, also accepting frame records anywhere in the lower half of an Sv39
+    /// address space (below 2^38), where a paged kernel maps its stacks. For a walk through a
+    /// memory that translates virtual addresses: an unmapped frame pointer then fails its read
+    /// and ends the walk.
+    pub fn paged(mut self) -> Self {
+        self.stacks = vec![SV39_LOWER_HALF];
+        self
+    }
+
+    /// True when a frame record ending at `fp` may lie here.
+    fn accepts(&self, fp: u64) -> bool {
+        let inside = |r: &Range<u64>| fp >= r.start.saturating_add(16) && fp <= r.end;
+        inside(&self.ram) || self.stacks.iter().any(inside)
+    }
 }
+
+/// The lower half of an Sv39 address space, above page 0: where xv6 maps its kernel stacks.
+pub const SV39_LOWER_HALF: Range<u64> = 0x1000..(1 << 38);
 
 impl Default for UnwindLimits {
     /// [`UnwindLimits::qemu_virt`] with the 128 MiB lockscope boots with.
@@ -165,6 +188,10 @@ impl Symbols {
             return UnwindStop::PcNotText;
         }
         let mut trap_pc = regs.sepc.filter(|&p| self.is_text(p));
+        // A leaf function keeps its return address in `ra`: valid for the innermost frame when
+        // its own frame is set, and for the code a trap interrupted (from the vector's save
+        // area).
+        let mut leaf_ra = self.frame_is_set(regs.pc).then_some(regs.ra);
         if !self.frame_is_set(regs.pc) {
             // Prologue, epilogue or a frameless function: the return address is still in ra
             // and fp belongs to the caller.
@@ -206,25 +233,44 @@ impl Symbols {
                     reason: "is not 8-byte aligned",
                 };
             }
-            if fp < limits.ram.start.saturating_add(16) || fp > limits.ram.end {
+            if !limits.accepts(fp) {
                 return UnwindStop::BadFramePointer {
                     fp,
                     reason: "is outside guest RAM",
                 };
             }
-            let mut record = [0u8; 16];
-            if let Err(e) = mem.read(fp - 16, &mut record) {
-                return UnwindStop::Memory {
-                    addr: fp - 16,
-                    reason: e.to_string(),
-                };
-            }
-            let word = |i: usize| {
+            // The record belongs to the function of the last frame found (unknown past a trap
+            // vector whose interrupted pc is not known: the usual layout then).
+            let layout = frames
+                .last()
+                .filter(|f| !self.is_trap_vector(f.pc))
+                .map(|f| self.record_layout(f.lookup_pc()))
+                .unwrap_or_default();
+            let read = |mem: &mut dyn GuestMemory, off: i64| -> Result<u64, UnwindStop> {
+                let addr = fp.wrapping_add_signed(off);
                 let mut w = [0u8; 8];
-                w.copy_from_slice(&record[i..i + 8]);
-                u64::from_le_bytes(w)
+                mem.read(addr, &mut w)
+                    .map(|_| u64::from_le_bytes(w))
+                    .map_err(|e| UnwindStop::Memory {
+                        addr,
+                        reason: e.to_string(),
+                    })
             };
-            let (next_fp, ra) = (word(0), word(8));
+            let next_fp = match read(mem, layout.s0) {
+                Ok(v) => v,
+                Err(stop) => return stop,
+            };
+            let ra = match layout.ra {
+                Some(off) => match read(mem, off) {
+                    Ok(v) => v,
+                    Err(stop) => return stop,
+                },
+                None => match leaf_ra {
+                    Some(ra) => ra,
+                    None => return UnwindStop::EndOfChain,
+                },
+            };
+            leaf_ra = None;
             if ra == 0 {
                 return UnwindStop::EndOfChain;
             }
@@ -236,8 +282,18 @@ impl Symbols {
                 kind: RawFrameKind::Return,
                 fp: Some(fp),
             });
+            let trapped_at = frames.len();
             if let Some(stop) = self.trap_frame(frames, &mut trap_pc, next_fp, limits) {
                 return stop;
+            }
+            if frames.len() > trapped_at {
+                // The vector called the handler with sp at `fp`: the interrupted code's `ra`
+                // is in its save area there.
+                leaf_ra = self.vector_saved_ra(ra).and_then(|off| {
+                    let mut w = [0u8; 8];
+                    mem.read(fp.wrapping_add_signed(off), &mut w).ok()?;
+                    Some(u64::from_le_bytes(w))
+                });
             }
             if next_fp == 0 {
                 return UnwindStop::EndOfChain;

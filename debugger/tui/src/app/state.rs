@@ -208,9 +208,10 @@ impl App {
     }
 
     /// Notes a newly shown view: switches to Panic when a panic first appears, and to Deadlock
-    /// when a confirmed cycle first appears. Once each; the user can switch away.
+    /// when a confirmed cycle (or a hang confirmed by two stops) first appears. Once each; the user can switch away.
     pub fn observe(&mut self, view: &View) {
-        if !self.seen_deadlock && view.report.deadlocks.iter().any(|d| d.confirmed) {
+        let hang = view.hang.as_ref().is_some_and(|h| h.confirmed);
+        if !self.seen_deadlock && (hang || view.report.deadlocks.iter().any(|d| d.confirmed)) {
             self.seen_deadlock = true;
             self.tab = Tab::Deadlock;
         }

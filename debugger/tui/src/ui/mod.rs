@@ -12,7 +12,7 @@ mod locks;
 mod panic;
 mod procs;
 
-use lockscope_engine::{Ending, SourceKind, StopReason, TargetState, Verdict, View};
+use lockscope_engine::{Ending, Severity, SourceKind, StopReason, TargetState, Verdict, View};
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
@@ -142,6 +142,11 @@ pub(crate) fn target_state(view: &View, theme: &Theme) -> (String, Style) {
                 StopReason::Panic => "stopped: PANIC".into(),
                 StopReason::Interrupted => "stopped (interrupted)".into(),
                 StopReason::Other => "stopped".into(),
+                // A look at a suspected hang: it stays stopped once two looks confirm it.
+                StopReason::Sample if view.check.severity == Severity::Fault => {
+                    "stopped: HANG".into()
+                }
+                StopReason::Sample => "stopped to look at a suspected hang".into(),
             },
             if panicked { theme.bad } else { theme.warn },
         ),

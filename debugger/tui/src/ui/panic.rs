@@ -1,7 +1,7 @@
 //! A kernel panic: message, trap, backtrace, source and disassembly; every hart on `h`.
 
 use lockscope_engine::model::FrameKind;
-use lockscope_engine::monitor::{short_function, FrameLine, PanicDetail};
+use lockscope_engine::monitor::{short_function, FrameLine, PanicDetail, PanicDiagnosis};
 use lockscope_engine::View;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
@@ -65,6 +65,19 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App, view: &View) {
         }
         summary.push(Line::from(spans));
     }
+    if let Some(d) = &detail.diagnosis {
+        if let Some(a) = &d.access {
+            for (i, l) in wrap(&a.sentence, width, 2).into_iter().enumerate() {
+                summary.push(Line::styled(l, if i == 0 { t.warn } else { t.base }));
+            }
+        }
+        if let Some(p) = &d.process {
+            summary.push(Line::from(vec![
+                Span::styled("process ", t.dim),
+                Span::raw(format!("pid {} ({})", p.pid, p.name)),
+            ]));
+        }
+    }
     let [top, body] = Layout::vertical([
         Constraint::Length(summary.len() as u16 + 2),
         Constraint::Min(0),
@@ -75,11 +88,16 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App, view: &View) {
     let left = if app.other_harts {
         hart_lines(detail, t)
     } else {
-        backtrace_lines(
+        let mut left = backtrace_lines(
             &format!("Backtrace of hart {}", p.hart),
             &detail.backtrace,
             t,
-        )
+        );
+        if let Some(d) = &detail.diagnosis {
+            left.push(Line::raw(""));
+            left.extend(diagnosis_lines(d, width, t));
+        }
+        left
     };
     let right = code_lines(detail, t);
     let hint = if app.other_harts {
@@ -108,6 +126,71 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App, view: &View) {
         all.extend(right);
         scrolled(frame, body, all, &app.panic_scroll, block(t, hint));
     }
+}
+
+/// What the stop showed beyond the stack: the faulting access's candidates, the locks the
+/// hart holds and where it took them, why no buffer was free.
+fn diagnosis_lines(d: &PanicDiagnosis, width: usize, t: &Theme) -> Vec<Line<'static>> {
+    let mut out = Vec::new();
+    if let Some(a) = &d.access {
+        if !a.candidates.is_empty() {
+            out.push(Line::styled(
+                "Candidates (the base register names nothing; guesses, not a verdict)",
+                t.title,
+            ));
+            for c in &a.candidates {
+                out.extend(wrap(&format!("  {c}"), width, 4).into_iter().map(Line::raw));
+            }
+        }
+        if let Some(n) = &a.detail.note {
+            out.extend(
+                wrap(n, width, 2)
+                    .into_iter()
+                    .map(|l| Line::styled(l, t.dim)),
+            );
+        }
+        out.push(Line::raw(""));
+    }
+    if !d.held.is_empty() {
+        out.push(Line::styled("Locks this hart holds", t.title));
+        for h in &d.held {
+            let mut s = format!("  {}", h.name);
+            if let Some(p) = h.path.as_deref().filter(|p| *p != h.name) {
+                s.push_str(&format!(" ({p})"));
+            }
+            if let Some(site) = &h.site {
+                s.push_str(" taken at ");
+                format::place(site, &mut s);
+            }
+            out.extend(
+                wrap(&s, width, 4)
+                    .into_iter()
+                    .map(|l| Line::styled(l, t.spinning)),
+            );
+        }
+        out.push(Line::styled(
+            "  (where each was taken is inferred from the stack: lock events would say for sure)",
+            t.dim,
+        ));
+        out.push(Line::raw(""));
+    }
+    if let Some(b) = &d.bufs {
+        out.push(Line::styled("Why no buffer was free", t.title));
+        out.extend(wrap(&b.sentence, width, 2).into_iter().map(Line::raw));
+        out.push(Line::styled("  Buf  Block   Ref  Sleeplock holder", t.dim));
+        for r in &b.referenced {
+            let holder = r
+                .holder
+                .as_ref()
+                .map_or("-".to_string(), |p| format!("pid {} ({})", p.pid, p.name));
+            out.push(Line::raw(format!(
+                "  {:>3} {:>6} {:>5}  {holder}",
+                r.index, r.blockno, r.refcnt
+            )));
+        }
+        out.push(Line::raw(""));
+    }
+    out
 }
 
 fn frame_line(n: usize, f: &FrameLine, t: &Theme) -> Line<'static> {

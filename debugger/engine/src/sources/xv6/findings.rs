@@ -12,8 +12,16 @@ use crate::memory::GuestMemory;
 use crate::model::{Finding, FindingKind, LockState};
 
 use super::image::{read_now, Place};
-use super::read::RawLock;
 use super::{Role, VirtMemory, Xv6Source};
+
+/// A lock's fields decoded.
+pub(super) struct RawLock {
+    pub locked: i64,
+    pub name: u64,
+    pub cpu: u64,
+    pub nts: Option<i64>,
+    pub n: Option<i64>,
+}
 
 const MEANINGLESS: &str = "this makes the lab's OK meaningless";
 

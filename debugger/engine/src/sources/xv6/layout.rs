@@ -5,7 +5,7 @@
 
 use crate::symbols::types::{BitField, TypeId, Types};
 
-use super::Xv6Error;
+use super::error::Xv6Error;
 
 /// A scalar member, with what it takes to decode it from the struct's bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

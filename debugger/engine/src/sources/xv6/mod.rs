@@ -11,6 +11,7 @@
 
 mod bcache;
 mod build;
+mod error;
 mod findings;
 mod image;
 mod kmem;
@@ -19,6 +20,7 @@ mod objects;
 mod procs;
 mod read;
 mod regions;
+mod stop;
 pub mod sv39;
 mod walk;
 
@@ -31,16 +33,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use thiserror::Error;
-
-use crate::memory::{GuestMemory, MemoryError};
+use crate::memory::GuestMemory;
 use crate::model::{Finding, KmemSnapshot, LockEvent, LockId, LockState, Snapshot};
 use crate::symbols::types::{TypeId, Types, TypesError};
 use crate::symbols::Symbols;
 
-use super::{Drained, Source, SourceError};
+use super::{Drained, Source, SourceError, StopView};
 use layout::{Core, Field};
 
+pub use error::Xv6Error;
 pub use sv39::{Sv39, Sv39Error, VirtMemory};
 
 /// Guest RAM on QEMU `virt` as xv6 uses it: 128 MiB at 0x80000000 (`PHYSTOP`).
@@ -49,32 +50,6 @@ pub const DEFAULT_RAM: Range<u64> = 0x8000_0000..0x8800_0000;
 pub const FREE_WALK_INTERVAL: Duration = Duration::from_millis(500);
 /// Locks tracked at most (xv6 registers a few hundred; the lab's `NLOCK` is 500).
 const MAX_LOCKS: usize = 1 << 14;
-
-/// Why an xv6 kernel could not be opened or read.
-#[derive(Debug, Error)]
-pub enum Xv6Error {
-    #[error("{} has no DWARF debug info: rebuild with -g (xv6's Makefile has -ggdb in CFLAGS; check that your CFLAGS still has it)", path.display())]
-    NoDebugInfo { path: PathBuf },
-    #[error("{} is neither a lockscope kernel (no LOCKSCOPE_ROOT symbol) nor an xv6-shaped kernel: lockscope looked in its DWARF for {looked_for}; pass the kernel ELF (kernel/kernel in an xv6 tree)", path.display())]
-    NotXv6 {
-        path: PathBuf,
-        looked_for: &'static str,
-    },
-    #[error("{} is a malformed ELF ({reason}); rebuild the kernel", path.display())]
-    Malformed { path: PathBuf, reason: String },
-    #[error(transparent)]
-    Types(TypesError),
-    #[error("the kernel running in QEMU is not {}: its code at {addr:#x} differs from the ELF's; pass the ELF QEMU was started with (rebuild with `make` if the tree changed)", path.display())]
-    WrongKernel { path: PathBuf, addr: u64 },
-    #[error(
-        "this kernel has no `kernel_pagetable` variable, so kernel stacks cannot be translated"
-    )]
-    NoPageTable,
-    #[error("the kernel page table at {root:#x} (from `kernel_pagetable`) is not in guest RAM: the kernel has not built it yet, or RAM is not what the ELF says")]
-    BadPageTable { root: u64 },
-    #[error(transparent)]
-    Memory(#[from] MemoryError),
-}
 
 /// A spinlock the source reports.
 struct LockDef {
@@ -290,5 +265,9 @@ impl Source for Xv6Source {
         let mut b = [0u8; 8];
         let len = f.end() as usize;
         mem.read(addr, &mut b[..len.min(8)]).is_ok() && f.get(&b).is_some_and(|v| v != 0)
+    }
+
+    fn at_stop(&mut self, mem: &mut dyn GuestMemory, stop: &StopView<'_>, snap: &mut Snapshot) {
+        self.diagnose(mem, stop, snap);
     }
 }

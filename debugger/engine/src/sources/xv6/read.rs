@@ -8,19 +8,11 @@ use crate::model::{
     TargetConfig,
 };
 
+use super::findings::{self, RawLock};
 use super::image::{c_string, Place, MAX_NAME};
 use super::regions::fetch;
 use super::walk::wildcard;
-use super::{findings, LockDef, Xv6Error, Xv6Source, MAX_LOCKS};
-
-/// A lock's fields decoded.
-pub(super) struct RawLock {
-    pub locked: i64,
-    pub name: u64,
-    pub cpu: u64,
-    pub nts: Option<i64>,
-    pub n: Option<i64>,
-}
+use super::{LockDef, Xv6Error, Xv6Source, MAX_LOCKS};
 
 impl Xv6Source {
     /// Bytes read in bulk by each snapshot.

@@ -7,6 +7,7 @@ use object::{Object, ObjectSegment};
 
 use super::*;
 use crate::memory::ByteImage;
+use crate::memory::MemoryError;
 use crate::model::{FindingKind, HartRun};
 use crate::symbols::types::cc::{build, have_gcc, DWARF_FLAGS};
 
