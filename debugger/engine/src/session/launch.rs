@@ -52,6 +52,11 @@ pub struct PluginLaunch {
     pub label: String,
 }
 
+/// Events per hart ring: half a second of an idle xv6 scheduler's lock traffic (about a
+/// million events a second per hart), 24 MiB a hart, so a reader held up by a busy host
+/// loses nothing.
+const PLUGIN_RING_ENTRIES: u32 = 1 << 19;
+
 /// xv6's `struct sleeplock`: `locked` at 0 and the inner spinlock `lk` at 8, in every lab year.
 const XV6_SLEEPLOCK_OFFSETS: (u32, u32) = (8, 0);
 
@@ -105,7 +110,7 @@ impl Qemu {
                 let file = PluginFile::create(
                     &path,
                     p.harts,
-                    plugin::abi::DEFAULT_RING_ENTRIES,
+                    PLUGIN_RING_ENTRIES,
                     &p.plan,
                     XV6_SLEEPLOCK_OFFSETS,
                 )
