@@ -604,6 +604,34 @@ fn is_false(b: &bool) -> bool {
 }
 
 impl LockEvent {
+    /// The mode and trylock flag in three bits, for the recording codecs: the mode (0 none,
+    /// 1 read, 2 write, 3 sleep) and the trylock flag as bit 2. 0 for a plain spinlock event.
+    pub fn mode_bits(&self) -> u8 {
+        let m = match self.mode {
+            None => 0,
+            Some(LockMode::Read) => 1,
+            Some(LockMode::Write) => 2,
+            Some(LockMode::Sleep) => 3,
+        };
+        m | (self.trylock as u8) << 2
+    }
+
+    /// Sets the mode and trylock flag from [`LockEvent::mode_bits`]; `None` for bits it never
+    /// writes.
+    pub fn with_mode_bits(mut self, bits: u8) -> Option<Self> {
+        if bits > 7 {
+            return None;
+        }
+        self.mode = match bits & 3 {
+            0 => None,
+            1 => Some(LockMode::Read),
+            2 => Some(LockMode::Write),
+            _ => Some(LockMode::Sleep),
+        };
+        self.trylock = bits & 4 != 0;
+        Some(self)
+    }
+
     /// A spinlock event (no mode, not a trylock).
     pub fn new(time_ns: u64, hart: HartId, lock: LockId, kind: EventKind, pc: u64) -> Self {
         Self {

@@ -151,7 +151,8 @@ impl<W: Write> TraceWriter<W> {
                 EventKind::Released => (3, 0),
             };
             buf.push(kind);
-            buf.push(flag);
+            // The mode and trylock flag above the contended bit (0 for spinlocks, as before).
+            buf.push(flag | e.mode_bits() << 1);
         }
         let r = self.record(KIND_EVENTS, &buf);
         self.scratch = buf;
@@ -340,21 +341,23 @@ fn decode_batch(p: &[u8]) -> Result<Feed, String> {
     let mut events = Vec::with_capacity(n);
     for _ in 0..n {
         let b = take(EVENT_BYTES)?;
-        let kind = match (b[22], b[23]) {
+        let kind = match (b[22], b[23] & 1) {
             (1, 0) => EventKind::Spin,
-            (2, f @ (0 | 1)) => EventKind::Acquired { contended: f == 1 },
+            (2, f) => EventKind::Acquired { contended: f == 1 },
             (3, 0) => EventKind::Released,
             (k, f) => return Err(format!("unknown event kind {k}/{f}")),
         };
-        events.push(LockEvent {
-            time_ns: u64::from_le_bytes(b[0..8].try_into().expect("8")),
-            pc: u64::from_le_bytes(b[8..16].try_into().expect("8")),
-            lock: u32::from_le_bytes(b[16..20].try_into().expect("4")),
-            hart: u16::from_le_bytes(b[20..22].try_into().expect("2")) as u32,
+        let e = LockEvent::new(
+            u64::from_le_bytes(b[0..8].try_into().expect("8")),
+            u16::from_le_bytes(b[20..22].try_into().expect("2")) as u32,
+            u32::from_le_bytes(b[16..20].try_into().expect("4")),
             kind,
-            mode: None,
-            trylock: false,
-        });
+            u64::from_le_bytes(b[8..16].try_into().expect("8")),
+        );
+        let e = e
+            .with_mode_bits(b[23] >> 1)
+            .ok_or_else(|| format!("unknown event flags {:#x}", b[23]))?;
+        events.push(e);
     }
     if at != p.len() {
         return Err(format!("{} stray bytes after the events", p.len() - at));
@@ -429,6 +432,8 @@ mod tests {
             mode: None,
             trylock: false,
         }
+        .with_mode_bits((i % 11 % 8) as u8)
+        .expect("under 8")
     }
 
     #[test]

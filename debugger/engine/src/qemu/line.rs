@@ -112,6 +112,8 @@ pub struct Additions<'a> {
     pub console_log: Option<&'a Path>,
     /// Keep disk images untouched (`snapshot=on` on every `-drive`).
     pub snapshot_drives: bool,
+    /// More arguments for QEMU (lockscope's plugin: `-plugin ...`).
+    pub extra: &'a [OsString],
 }
 
 fn takes_argument(name: &str) -> bool {
@@ -350,6 +352,7 @@ impl QemuLine {
             format!("tcp:127.0.0.1:{}", add.gdb_port).into(),
             "-S".into(),
         ]);
+        out.extend(add.extra.iter().cloned());
         Ok(out)
     }
 
@@ -477,6 +480,7 @@ mod tests {
                 gdb_port: 4321,
                 console_log: Some(Path::new("/tmp/console.log")),
                 snapshot_drives: false,
+                extra: &[],
             })
             .unwrap();
         let s = strings(&a);
@@ -497,6 +501,7 @@ mod tests {
                 gdb_port: 1,
                 console_log: None,
                 snapshot_drives: true,
+                extra: &[],
             })
             .unwrap();
         let s = strings(&snap);
@@ -517,6 +522,7 @@ mod tests {
                 gdb_port: 1,
                 console_log: Some(Path::new("/c")),
                 snapshot_drives: false,
+                extra: &[],
             })
             .unwrap();
         assert!(!strings(&a).contains("chardev"));
@@ -537,6 +543,7 @@ mod tests {
                 gdb_port: 1,
                 console_log: None,
                 snapshot_drives: false,
+                extra: &[],
             })
             .unwrap_err();
         assert!(matches!(e, LineError::HasBackend));

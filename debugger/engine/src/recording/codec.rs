@@ -128,6 +128,8 @@ fn code_kind(c: u8) -> EventKind {
 pub struct ChunkEncoder {
     items: Vec<u8>,
     kinds: Vec<u8>,
+    /// [`LockEvent::mode_bits`] per event; written only when one is not 0.
+    modes: Vec<u8>,
     harts: Vec<u8>,
     locks: Vec<u8>,
     pcs: Vec<u8>,
@@ -207,6 +209,7 @@ impl ChunkEncoder {
     fn push_event(&mut self, e: &LockEvent) {
         self.note_time(e.time_ns);
         self.n_events += 1;
+        self.modes.push(e.mode_bits());
         let kind = kind_code(e.kind);
         if e.hart < HART_ESCAPE as u32 {
             self.kinds.push(kind | (e.hart as u8) << 2);
@@ -273,12 +276,19 @@ impl ChunkEncoder {
             out.extend_from_slice(section);
         }
         put_varint(out, unit);
+        // Reader-writer, sleeplock and trylock events: a trailing column, absent (as in
+        // recordings from before it) when every event is a plain spinlock event.
+        if self.modes.iter().any(|&m| m != 0) {
+            put_varint(out, self.modes.len() as u64);
+            out.extend_from_slice(&self.modes);
+        }
         self.reset();
     }
 
     fn reset(&mut self) {
         self.items.clear();
         self.kinds.clear();
+        self.modes.clear();
         self.harts.clear();
         self.locks.clear();
         self.pcs.clear();
@@ -320,6 +330,20 @@ pub fn decode(payload: &[u8], items: u32) -> Result<Vec<Feed>, String> {
     let dts = section("times")?;
     let dict_bytes = section("pc dictionary")?;
     let unit = c.varint()?.max(1);
+    let modes = if c.remaining() != 0 {
+        let n = c.count(payload.len() as u64, "bytes of modes")?;
+        let m = c.bytes(n)?;
+        if m.len() != kinds.len() {
+            return Err(format!(
+                "{} event modes for {} events",
+                m.len(),
+                kinds.len()
+            ));
+        }
+        m
+    } else {
+        &[]
+    };
     if c.remaining() != 0 {
         return Err(format!("{} stray bytes after the columns", c.remaining()));
     }
@@ -340,6 +364,7 @@ pub fn decode(payload: &[u8], items: u32) -> Result<Vec<Feed>, String> {
 
     let mut ev = EventColumns {
         kinds,
+        modes,
         next: 0,
         harts: Cursor::new(harts),
         locks: Cursor::new(locks),
@@ -395,6 +420,8 @@ pub fn decode(payload: &[u8], items: u32) -> Result<Vec<Feed>, String> {
 
 struct EventColumns<'a> {
     kinds: &'a [u8],
+    /// Empty when every event is a plain spinlock event.
+    modes: &'a [u8],
     next: usize,
     harts: Cursor<'a>,
     locks: Cursor<'a>,
@@ -409,6 +436,7 @@ impl EventColumns<'_> {
     #[inline]
     fn next_event(&mut self) -> Result<LockEvent, String> {
         let kh = self.kinds[self.next];
+        let mode_bits = self.modes.get(self.next).copied().unwrap_or(0);
         self.next += 1;
         let kind = kh & 3;
         let hart = match kh >> 2 {
@@ -447,15 +475,9 @@ impl EventColumns<'_> {
             }
             None => delta as u64,
         };
-        Ok(LockEvent {
-            time_ns,
-            hart,
-            lock,
-            kind: code_kind(kind),
-            pc,
-            mode: None,
-            trylock: false,
-        })
+        LockEvent::new(time_ns, hart, lock, code_kind(kind), pc)
+            .with_mode_bits(mode_bits)
+            .ok_or_else(|| format!("unknown event mode {mode_bits:#x}"))
     }
 }
 
@@ -478,17 +500,19 @@ mod tests {
     }
 
     fn arb_event() -> impl Strategy<Value = LockEvent> {
-        (any::<u64>(), 0u32..70, 0u32..200, 0u8..4, any::<u64>()).prop_map(
-            |(time_ns, hart, lock, k, pc)| LockEvent {
-                time_ns,
-                hart,
-                lock,
-                kind: code_kind(k),
-                pc,
-                mode: None,
-                trylock: false,
-            },
+        (
+            any::<u64>(),
+            0u32..70,
+            0u32..200,
+            0u8..4,
+            any::<u64>(),
+            prop_oneof![Just(0u8), 0u8..8],
         )
+            .prop_map(|(time_ns, hart, lock, k, pc, bits)| {
+                LockEvent::new(time_ns, hart, lock, code_kind(k), pc)
+                    .with_mode_bits(bits)
+                    .expect("bits under 8")
+            })
     }
 
     proptest! {

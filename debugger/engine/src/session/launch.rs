@@ -23,6 +23,7 @@ use crate::qemu::{
     spawn_listening, Console, QemuConfig, QemuError, QemuInput, QemuIo, QemuOutput, QemuProcess,
     WithGdb,
 };
+use crate::sources::plugin::{self, PluginFile, WatchPlan};
 
 /// A QEMU we started. Dropping it kills QEMU and removes its run directory (the shared RAM
 /// file).
@@ -37,7 +38,27 @@ pub struct Qemu {
     /// Serves the gdb port the command line asked for (the user's gdb, the grader).
     pub proxy: Option<Arc<GdbProxy>>,
     pub command_line: String,
+    /// The plugin's shared file, until the session takes it.
+    plugin_file: Mutex<Option<PluginFile>>,
 }
+
+/// Lock events through lockscope's QEMU plugin: the build QEMU loads, what it watches, and
+/// how many harts QEMU runs.
+pub struct PluginLaunch {
+    pub so: PathBuf,
+    pub plan: WatchPlan,
+    pub harts: u32,
+    /// Which build, for the header: "V1 for QEMU 7.2.22".
+    pub label: String,
+}
+
+/// Events per hart ring: half a second of an idle xv6 scheduler's lock traffic (about a
+/// million events a second per hart), 24 MiB a hart, so a reader held up by a busy host
+/// loses nothing.
+const PLUGIN_RING_ENTRIES: u32 = 1 << 19;
+
+/// xv6's `struct sleeplock`: `locked` at 0 and the inner spinlock `lk` at 8, in every lab year.
+const XV6_SLEEPLOCK_OFFSETS: (u32, u32) = (8, 0);
 
 impl Qemu {
     /// Starts QEMU from `config`, adding the gdb stub (harts held at reset), shared RAM when
@@ -65,6 +86,7 @@ impl Qemu {
             ram_note: ram.as_ref().and_then(|r| r.note.clone()),
             ram: Mutex::new(ram),
             proxy: None,
+            plugin_file: Mutex::new(None),
         })
     }
 
@@ -74,12 +96,29 @@ impl Qemu {
     pub fn start_line(
         run: &LineRun,
         console_log: Option<&Path>,
+        with_plugin: Option<&PluginLaunch>,
         timeout: Duration,
     ) -> Result<Qemu, SessionError> {
         let line = &run.line;
         let size = line.memory_bytes()?;
         let user_gdb = line.gdb()?;
         let ram = RamFile::create(size)?;
+        // The plugin's file sits beside guest RAM, in the same private run directory.
+        let (plugin_file, extra) = match with_plugin {
+            Some(p) => {
+                let path = ram.path.with_file_name("plugin");
+                let file = PluginFile::create(
+                    &path,
+                    p.harts,
+                    PLUGIN_RING_ENTRIES,
+                    &p.plan,
+                    XV6_SLEEPLOCK_OFFSETS,
+                )
+                .map_err(|e| SessionError::Config(e.to_string()))?;
+                (Some(file), plugin::qemu_plugin_args(&p.so, &path))
+            }
+            None => (None, Vec::new()),
+        };
         let io = match run.console {
             LineConsole::Terminal => QemuIo {
                 stdin: QemuInput::Inherit,
@@ -102,6 +141,7 @@ impl Qemu {
             gdb_port: 0,
             console_log: log,
             snapshot_drives: run.snapshot_drives,
+            extra: &extra,
         })?;
         let WithGdb { process, addr } = spawn_listening(timeout, |port| {
             let args = line
@@ -110,6 +150,7 @@ impl Qemu {
                     gdb_port: port,
                     console_log: log,
                     snapshot_drives: run.snapshot_drives,
+                    extra: &extra,
                 })
                 .map_err(|e| QemuError::Exited {
                     status: "not started".into(),
@@ -146,7 +187,13 @@ impl Qemu {
             ram_note: ram.note.clone(),
             ram: Mutex::new(Some(ram)),
             proxy,
+            plugin_file: Mutex::new(plugin_file),
         })
+    }
+
+    /// The plugin's file, once, when the plugin was loaded.
+    pub fn take_plugin_file(&self) -> Option<PluginFile> {
+        lock(&self.plugin_file).take()
     }
 
     /// The guest console, once.

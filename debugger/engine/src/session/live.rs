@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 
 use super::error::SessionError;
 use super::handle::{Command, SessionHandle};
-use super::launch::Qemu;
+use super::launch::{PluginLaunch, Qemu};
 use super::messages::{Msg, Outbox, StopFlag};
 use super::options::{SessionOptions, Target};
 use super::reading::Reading;
@@ -23,7 +23,8 @@ use crate::analysis::Severity;
 use crate::feed::Ending;
 use crate::monitor::{Monitor, SourceKind, TargetState, View};
 use crate::qemu::ram_dir::alive;
-use crate::sources::{self, OpenOptions};
+use crate::sources::plugin::{self as lsplugin, LockFunctions, PluginFile, WithPluginEvents};
+use crate::sources::{self, KernelKind, OpenOptions};
 use crate::symbols::Symbols;
 use crate::trace::{TraceHeader, TraceWriter};
 
@@ -112,11 +113,13 @@ impl Session {
             harts: options.known_harts(),
             polled: !options.shared_ram,
         };
-        let source = sources::open(kind, &symbols, &open)?;
+        let mut source = sources::open(kind, &symbols, &open)?;
         let halt = panic_halt(&options, &symbols)?;
         let mut monitor = new_monitor(&options, &symbols)?;
-        monitor.set_kernel_reader(source.describe());
-        monitor.set_lock_events(source.has_events());
+        let (with_plugin, no_plugin) = match kind {
+            KernelKind::Xv6 => plugin_launch(&options, &symbols),
+            KernelKind::Abi { .. } => (None, None),
+        };
 
         let log = options
             .boots()
@@ -125,7 +128,7 @@ impl Session {
             Target::Run(config) => target::boot(config, options.shared_ram)?,
             Target::Line(run) => {
                 let path = log.as_ref().map(|l| l.path.clone()).unwrap_or_default();
-                target::boot_line(run, &path)?
+                target::boot_line(run, &path, with_plugin.as_ref())?
             }
             Target::Attach(addr) => target::attach(addr)?,
             Target::Joined(j) => target::join(j)?,
@@ -137,6 +140,35 @@ impl Session {
         if let Some(note) = qemu.as_ref().and_then(|q| q.ram_note.clone()) {
             monitor.apply(&crate::feed::Feed::Console(format!("[lockscope] {note}\n")));
         }
+        let mut t = Threads::new();
+        match (
+            qemu.as_ref().and_then(|q| q.take_plugin_file()),
+            &with_plugin,
+        ) {
+            (Some(file), Some(launch)) => {
+                // A second mapping of the file, for the clock to note the VM's stops in.
+                t.clock.follow_plugin(
+                    PluginFile::open(file.path())
+                        .map_err(|e| SessionError::Config(format!("the plugin's file: {e}")))?,
+                );
+                source = Box::new(WithPluginEvents::new(
+                    source,
+                    file,
+                    &launch.plan,
+                    &launch.label,
+                ));
+            }
+            _ => {
+                if let Some(why) = &no_plugin {
+                    monitor.apply(&crate::feed::Feed::Console(format!("[lockscope] {why}\n")));
+                }
+            }
+        }
+        monitor.set_kernel_reader(match &no_plugin {
+            Some(_) => format!("{} (no lock events: see the console)", source.describe()),
+            None => source.describe(),
+        });
+        monitor.set_lock_events(source.has_events());
         let info = SessionInfo {
             qemu_command: qemu.as_ref().map(|q| q.command_line.clone()),
             qemu_pid: qemu.as_ref().map(|q| q.pid()),
@@ -153,7 +185,6 @@ impl Session {
                 .map(|p| p.user_addr()),
         };
 
-        let mut t = Threads::new();
         let reading = Reading::new(
             source,
             t.out.clone(),
@@ -260,6 +291,46 @@ impl Drop for Session {
             q.cleanup();
         }
     }
+}
+
+/// The plugin for an xv6 command line, when asked for and possible; otherwise why not
+/// (for the console and the header: the session then reads state only).
+fn plugin_launch(
+    options: &SessionOptions,
+    symbols: &Symbols,
+) -> (Option<PluginLaunch>, Option<String>) {
+    let Target::Line(run) = &options.target else {
+        return (None, None);
+    };
+    if !run.plugin {
+        return (
+            None,
+            Some("lock events are off (--no-plugin): reading state only".into()),
+        );
+    }
+    let choice = match lsplugin::plugin_for_qemu(&run.line.binary) {
+        Ok(c) => c,
+        Err(e) => return (None, Some(e.to_string())),
+    };
+    let plan = match lsplugin::plan(symbols, &LockFunctions::xv6()) {
+        Ok(p) => p,
+        Err(e) => {
+            return (
+                None,
+                Some(format!(
+                    "lockscope's QEMU plugin cannot watch this kernel ({e}): reading state only"
+                )),
+            )
+        }
+    };
+    let launch = PluginLaunch {
+        so: choice.path,
+        plan,
+        // QEMU's default is one hart.
+        harts: run.line.smp().unwrap_or(1),
+        label: format!("{:?} for QEMU {}", choice.api, choice.qemu_version),
+    };
+    (Some(launch), None)
 }
 
 /// The panic-halt breakpoint's address, when asked for (our kernel's panic-halt function).

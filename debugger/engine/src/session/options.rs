@@ -38,6 +38,9 @@ pub struct LineRun {
     pub console: LineConsole,
     /// Keep disk images untouched (`snapshot=on` on every `-drive`).
     pub snapshot_drives: bool,
+    /// Load lockscope's QEMU plugin for lock events when this QEMU can (an xv6 kernel);
+    /// otherwise the session reads state only and says why.
+    pub plugin: bool,
 }
 
 /// A running `lockscope qemu` session, joined through its registry entry.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::SessionError;
-use super::launch::Qemu;
+use super::launch::{PluginLaunch, Qemu};
 use super::options::{Joined, LineConsole, LineRun};
 use crate::gdb::{Config as GdbConfig, GdbClient};
 use crate::qemu::QemuConfig;
@@ -66,7 +66,11 @@ pub(super) fn boot(config: &QemuConfig, shared_ram: bool) -> Result<Reached, Ses
 /// Boots a Makefile's command line with shared RAM, held at reset, and connects to its stub
 /// (through the proxy when the line asked for a stub of its own). `console_log` is where a
 /// console left on the terminal is logged.
-pub(super) fn boot_line(run: &LineRun, console_log: &Path) -> Result<Reached, SessionError> {
+pub(super) fn boot_line(
+    run: &LineRun,
+    console_log: &Path,
+    with_plugin: Option<&PluginLaunch>,
+) -> Result<Reached, SessionError> {
     let on_terminal = run.console == LineConsole::Terminal && run.line.console_on_stdio();
     if on_terminal {
         // Private, and there before QEMU appends to it.
@@ -77,7 +81,12 @@ pub(super) fn boot_line(run: &LineRun, console_log: &Path) -> Result<Reached, Se
             }
         })?;
     }
-    let qemu = Qemu::start_line(run, on_terminal.then_some(console_log), START_TIMEOUT)?;
+    let qemu = Qemu::start_line(
+        run,
+        on_terminal.then_some(console_log),
+        with_plugin,
+        START_TIMEOUT,
+    )?;
     let client = qemu.connect_gdb()?;
     let size = run.line.memory_bytes()?;
     let shared_ram = Some(qemu.wait_ram_file(size, START_TIMEOUT)?);

@@ -31,6 +31,8 @@ pub enum SourceError {
     Xv6(#[from] xv6::Xv6Error),
     #[error(transparent)]
     Memory(#[from] crate::memory::MemoryError),
+    #[error(transparent)]
+    Plugin(#[from] plugin::PluginError),
 }
 
 /// New events from one drain, and what was lost, per hart.

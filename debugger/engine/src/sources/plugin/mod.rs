@@ -26,6 +26,7 @@ mod file;
 mod find;
 mod insn;
 mod plan;
+mod source;
 
 use thiserror::Error;
 
@@ -42,6 +43,7 @@ pub use find::{
 };
 pub use lockscope_plugin_abi as abi;
 pub use plan::{plan, Blind, LockFunctions, WatchPlan};
+pub use source::WithPluginEvents;
 
 /// Why the plugin cannot be used. Every message says what to do.
 #[derive(Debug, Error)]
