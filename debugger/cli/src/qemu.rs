@@ -170,6 +170,7 @@ pub fn qemu(a: QemuArgs) -> Result<u8> {
         gdb_listen,
         record: a.record.clone(),
         qemu_command: session.info.qemu_command.clone().unwrap_or_default(),
+        plugin_file: session.info.plugin_file.clone(),
     };
     let ram_note = session.info.ram_note.clone();
     let registration = Registration::register(&entry);

@@ -145,6 +145,7 @@ pub fn join_options(
         console_log: entry.console_log.clone(),
         owner_pid: entry.pid,
         status_file: Some(registry::status_path(&registry::dir()?, entry.pid)),
+        plugin_file: entry.plugin_file.clone(),
     }));
     o.record = record;
     Ok((o, symbols, entry))

@@ -154,7 +154,14 @@ fn make_qemu_gdb_with_lockscope_as_qemu_shares_the_guest_with_gdb_and_attach() {
     });
 
     let idle = attached(registry.path(), 2);
-    assert_eq!(idle["kernel_reader"], "xv6 (DWARF)", "{idle}");
+    // The lockscope qemu session loaded the plugin: attach reads its events too.
+    assert!(
+        idle["kernel_reader"]
+            .as_str()
+            .unwrap()
+            .starts_with("xv6 (DWARF) + QEMU plugin ("),
+        "{idle}"
+    );
     assert_eq!(idle["findings"].as_array().unwrap().len(), 0, "{idle}");
     let buckets = idle["buckets"].as_array().unwrap();
     assert_eq!(buckets.len(), 13, "{idle}");
@@ -208,6 +215,8 @@ fn make_qemu_gdb_with_lockscope_as_qemu_shares_the_guest_with_gdb_and_attach() {
     assert!(g.contains("$1 = 1"), "ticks moved:\n{g}");
     let during = reader.join().unwrap();
     assert!(bucket_acquires(&during) > before, "{during}");
+    assert!(during["events"].as_u64().unwrap() > 0, "{during}");
+    assert_eq!(during["no_lock_events"], false, "{during}");
 
     // Ctrl-A X: QEMU ends, lockscope says how it went, make sees QEMU's status.
     t.send("C-a");

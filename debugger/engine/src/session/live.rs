@@ -57,6 +57,8 @@ pub struct SessionInfo {
     pub console_log: Option<PathBuf>,
     /// Where the user's gdb connects (the proxy), when the command line asked for a stub.
     pub gdb_listen: Option<std::net::SocketAddr>,
+    /// The QEMU plugin's shared file, when the plugin is loaded.
+    pub plugin_file: Option<PathBuf>,
 }
 
 /// How a session ended: everything it gathered, and the console log when it was kept.
@@ -141,11 +143,13 @@ impl Session {
             monitor.apply(&crate::feed::Feed::Console(format!("[lockscope] {note}\n")));
         }
         let mut t = Threads::new();
+        let mut plugin_file = None;
         match (
             qemu.as_ref().and_then(|q| q.take_plugin_file()),
             &with_plugin,
         ) {
             (Some(file), Some(launch)) => {
+                plugin_file = Some(file.path().to_path_buf());
                 // A second mapping of the file, for the clock to note the VM's stops in.
                 t.clock.follow_plugin(
                     PluginFile::open(file.path())
@@ -159,6 +163,23 @@ impl Session {
                 ));
             }
             _ => {
+                if let (Target::Joined(j), KernelKind::Xv6) = (&options.target, kind) {
+                    if let Some(path) = &j.plugin_file {
+                        // The owner's plugin file: its events are read from now on.
+                        let file = PluginFile::open(path).map_err(|e| {
+                            SessionError::Config(format!("the session's plugin file: {e}"))
+                        })?;
+                        let plan = lsplugin::plan(&symbols, &LockFunctions::xv6())
+                            .map_err(|e| SessionError::Config(e.to_string()))?;
+                        plugin_file = Some(path.clone());
+                        source = Box::new(WithPluginEvents::new(
+                            source,
+                            file,
+                            &plan,
+                            "through lockscope qemu",
+                        ));
+                    }
+                }
                 if let Some(why) = &no_plugin {
                     monitor.apply(&crate::feed::Feed::Console(format!("[lockscope] {why}\n")));
                 }
@@ -183,6 +204,7 @@ impl Session {
                 .as_ref()
                 .and_then(|q| q.proxy.as_ref())
                 .map(|p| p.user_addr()),
+            plugin_file,
         };
 
         let reading = Reading::new(

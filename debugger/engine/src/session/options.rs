@@ -55,6 +55,8 @@ pub struct Joined {
     pub owner_pid: u32,
     /// Where it says how it goes (the user's gdb, QEMU's exit status).
     pub status_file: Option<PathBuf>,
+    /// The QEMU plugin's file, when the session loaded the plugin: its events are read too.
+    pub plugin_file: Option<PathBuf>,
 }
 
 /// How to run a session.

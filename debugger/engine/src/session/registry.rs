@@ -56,6 +56,9 @@ pub struct Entry {
     /// The recording, when the session records.
     pub record: Option<PathBuf>,
     pub qemu_command: String,
+    /// The QEMU plugin's shared file (lock events), when the plugin is loaded.
+    #[serde(default)]
+    pub plugin_file: Option<PathBuf>,
 }
 
 /// What a running session says about itself as it goes.
@@ -229,6 +232,7 @@ mod tests {
             gdb_listen: Some("tcp::25000".into()),
             record: None,
             qemu_command: "qemu-system-riscv64 ...".into(),
+            plugin_file: None,
         }
     }
 
