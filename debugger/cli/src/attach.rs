@@ -7,6 +7,7 @@ use clap::Args;
 use lockscope_engine::Session;
 
 use crate::dashboard;
+use crate::record::RecordArgs;
 use crate::setup::attach_options;
 
 #[derive(Args)]
@@ -19,13 +20,12 @@ pub struct AttachArgs {
     /// gdb polls per second.
     #[arg(long, default_value_t = 10.0)]
     poll_hz: f64,
-    /// Record everything seen into this trace file.
-    #[arg(long)]
-    record: Option<PathBuf>,
+    #[command(flatten)]
+    record: RecordArgs,
 }
 
 pub fn attach(a: AttachArgs) -> Result<u8> {
-    let (options, symbols) = attach_options(&a.addr, Some(a.kernel), a.poll_hz, a.record)?;
+    let (options, symbols) = attach_options(&a.addr, Some(a.kernel), a.poll_hz, &a.record)?;
     let session = Session::start(options, symbols)?;
     dashboard::live(session, Some(a.poll_hz))
 }

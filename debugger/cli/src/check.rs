@@ -60,12 +60,7 @@ impl Certainty {
 
 pub fn check(a: CheckArgs) -> Result<u8> {
     let (mut options, symbols) = match &a.attach {
-        Some(addr) => attach_options(
-            addr,
-            a.boot.kernel.clone(),
-            a.boot.poll_hz,
-            a.boot.record.clone(),
-        )?,
+        Some(addr) => attach_options(addr, a.boot.kernel.clone(), a.boot.poll_hz, &a.boot.record)?,
         None => boot_options(&a.boot)?,
     };
     options.view_hz = 10.0;

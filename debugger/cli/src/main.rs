@@ -5,6 +5,7 @@ mod attach;
 mod check;
 mod dashboard;
 mod paths;
+mod record;
 mod replay;
 mod run;
 mod setup;

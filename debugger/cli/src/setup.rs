@@ -8,6 +8,7 @@ use clap::Args;
 use lockscope_engine::{QemuConfig, SessionOptions, Symbols, Target};
 
 use crate::paths;
+use crate::record::RecordArgs;
 
 /// Exit status for usage and connection errors.
 pub const EXIT_USAGE: u8 = 2;
@@ -38,9 +39,8 @@ pub struct BootArgs {
     /// any breakpoint is set.
     #[arg(long)]
     pub break_on_panic: bool,
-    /// Record everything seen into this trace file (replay it with `lockscope replay`).
-    #[arg(long)]
-    pub record: Option<PathBuf>,
+    #[command(flatten)]
+    pub record: RecordArgs,
     /// Keep the guest console in this file [default: a file in the temp directory, kept only
     /// when the session ends in a fault].
     #[arg(long)]
@@ -87,7 +87,7 @@ pub fn boot_options(boot: &BootArgs) -> Result<(SessionOptions, Arc<Symbols>)> {
     o.shared_ram = !boot.gdb_poll;
     o.panic_breakpoint = boot.break_on_panic;
     o.poll_hz = boot.poll_hz;
-    o.record = boot.record.clone();
+    o.record = boot.record.options();
     o.console_log = boot.console_log.clone();
     Ok((o, symbols))
 }
@@ -97,12 +97,12 @@ pub fn attach_options(
     addr: &str,
     kernel: Option<PathBuf>,
     poll_hz: f64,
-    record: Option<PathBuf>,
+    record: &RecordArgs,
 ) -> Result<(SessionOptions, Arc<Symbols>)> {
     let kernel = paths::kernel(kernel)?;
     let symbols = load_symbols(&kernel)?;
     let mut o = SessionOptions::new(Target::Attach(addr.to_string()));
     o.poll_hz = poll_hz;
-    o.record = record;
+    o.record = record.options();
     Ok((o, symbols))
 }

@@ -1,7 +1,8 @@
 //! Recordings, format version 2: a session's [`Feed`](crate::feed::Feed) stream in checksummed,
 //! compressed chunks, with the guest RAM of every stop, optionally the kernel ELF, and an index.
 //!
-//! - [`RecordingWriter`]: what a session calls instead of [`crate::trace::TraceWriter`].
+//! - [`RecordingWriter`]: what a session writes its feed with ([`Recorder`] shares one between
+//!   the monitor and the thread that saves guest RAM at stops).
 //! - [`Recording`]: opens a version-2 file (or a version-1 trace, converted in memory), survives
 //!   a cut or damaged file and says what it lost ([`Problem`]), reads stops and their RAM lazily.
 //! - [`Timeline`]: the state at any time of a recording, fast (keyframes built on open).
@@ -18,6 +19,7 @@ mod marks;
 mod ram;
 mod reader;
 mod scan;
+mod shared;
 mod timeline;
 mod writer;
 
@@ -32,8 +34,9 @@ pub use keep::Keep;
 pub use marks::{Mark, MarkKind};
 pub use ram::RecordedRam;
 pub use reader::{ChunkRef, FeedChunk, Problem, RecordedStop, Recording};
+pub use shared::Recorder;
 pub use timeline::{CounterDelta, Direction, Position, RangeDelta, Timeline, TimelineOptions};
-pub use writer::{HartRegisters, RecordingWriter, WriterOptions, WriterStats};
+pub use writer::{RamSaved, RecordingWriter, WriterOptions, WriterStats};
 
 /// Where a recording came from. No path of the recording machine goes in here: the kernel is
 /// named by its file name and identified by its build fingerprint.

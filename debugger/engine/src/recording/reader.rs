@@ -14,7 +14,7 @@ use super::keep::segment_paths;
 use super::ram::RecordedRam;
 pub(crate) use super::scan::read_payload;
 use super::scan::{read_index, scan};
-use super::writer::{HartRegisters, StopRecord, WriterOptions};
+use super::writer::{StopRecord, WriterOptions};
 use super::{io_err, RecordingError, RecordingHeader};
 use crate::feed::{Feed, StopInfo};
 
@@ -109,10 +109,9 @@ pub struct RecordedStop {
     /// The writer's number for it (stops dropped by `keep` leave gaps).
     pub number: usize,
     pub time_ns: u64,
-    /// The `Feed::Stop` item: reason, reporting hart, pc/ra/sp/fp and CSRs of every hart.
+    /// The `Feed::Stop` item: reason, reporting hart, every hart's registers (`full`: every
+    /// general register and the saved CSRs, when the session captured them) and stack.
     pub info: Option<StopInfo>,
-    /// Every register of every hart, when the session saved them.
-    pub regs: Vec<HartRegisters>,
     /// The guest RAM range saved with it.
     pub ram: Option<Range<u64>>,
     /// Addresses of the RAM blocks stored (the rest of the range is zero).
@@ -386,7 +385,6 @@ impl Recording {
                         number: rec.stop,
                         time_ns: rec.time_ns,
                         info: None,
-                        regs: Vec::new(),
                         ram: None,
                         ram_blocks: Vec::new(),
                     });
@@ -396,9 +394,6 @@ impl Recording {
             if rec.info.is_some() {
                 s.info = rec.info;
                 s.time_ns = rec.time_ns;
-            }
-            if !rec.regs.is_empty() {
-                s.regs = rec.regs;
             }
             if rec.ram.is_some() {
                 s.ram = rec.ram;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::messages::{GdbRequest, Msg};
 use super::reading::Reading;
+use super::stop_ram::StopRam;
 use crate::feed::{Feed, HartStop, StopInfo, StopReason};
 use crate::gdb::{GdbClient, GdbError, Stop, StopCause};
 use crate::memory::SharedRam;
@@ -37,6 +38,8 @@ pub(super) struct GdbSide {
     /// The panic-halt breakpoint, when one was set.
     pub(super) halt: Option<u64>,
     pub(super) poll: Option<Poll>,
+    /// Saves guest RAM into the recording at each stop, when recording.
+    pub(super) stop_ram: Option<StopRam>,
 }
 
 /// Runs until asked to quit or the connection fails; `initial` is a stop that came with the
@@ -155,6 +158,12 @@ impl GdbSide {
         };
         if let Err(e) = result {
             self.reading.out.send(Msg::SourceFailed(e.to_string()));
+        }
+        // Still stopped: the RAM matches the registers just captured.
+        if let Some(s) = self.stop_ram.as_mut() {
+            if let Some(note) = s.save(self.shared.as_mut(), &mut self.client) {
+                self.reading.out.feed(Feed::Console(format!("\n{note}\n")));
+            }
         }
     }
 

@@ -27,15 +27,16 @@ use super::options::{SessionOptions, Target};
 use super::probe::probe_thread;
 use super::qemu_wait::qemu_wait_thread;
 use super::reading::Reading;
+use super::stop_ram::StopRam;
 use super::target::{self, Reached};
 use crate::analysis::Severity;
 use crate::feed::Ending;
 use crate::memory::SharedRam;
 use crate::monitor::{Monitor, SourceKind, TargetState, View};
 use crate::qemu::RAM_BASE;
+use crate::recording::{Recorder, RecordingHeader, RecordingWriter, WriterOptions};
 use crate::sources;
 use crate::symbols::{Symbols, UnwindLimits};
-use crate::trace::{TraceHeader, TraceWriter};
 
 /// Guest RAM assumed for unwinding stacks when attached (the session did not boot QEMU, so it
 /// does not know `-m`): generous, because a frame pointer outside the real RAM only fails its
@@ -105,7 +106,7 @@ impl Session {
         let kind = sources::detect(&symbols)?;
         let source = sources::open(kind, &symbols, options.known_ram())?;
         let halt = panic_halt(&options, &symbols)?;
-        let mut monitor = new_monitor(&options, &symbols)?;
+        let (mut monitor, recorder) = new_monitor(&options, &symbols)?;
         monitor.set_kernel_reader(source.describe());
 
         let mut reached = match &options.target {
@@ -137,7 +138,15 @@ impl Session {
             }
             (console_log, shared, qemu) = (Some(log), b.shared_ram, Some(b.qemu));
         }
-        let gdb = t.gdb(reached, reading, shared.as_ref(), halt, &options, &symbols)?;
+        let gdb = t.gdb(
+            reached,
+            reading,
+            shared.as_ref(),
+            halt,
+            &options,
+            &symbols,
+            recorder,
+        )?;
         let (handle, engine) = t.engine(monitor, gdb, &options, shared.is_some(), qemu.clone())?;
         Ok(Session {
             handle,
@@ -206,8 +215,12 @@ fn panic_halt(options: &SessionOptions, symbols: &Symbols) -> Result<Option<u64>
     Ok(Some(symbols.panic_halt()?.address))
 }
 
-/// The monitor, recording to `options.record` when asked.
-fn new_monitor(options: &SessionOptions, symbols: &Arc<Symbols>) -> Result<Monitor, SessionError> {
+/// The monitor, recording to `options.record` when asked; the recorder is shared with the gdb
+/// thread, which saves guest RAM at stops.
+fn new_monitor(
+    options: &SessionOptions,
+    symbols: &Arc<Symbols>,
+) -> Result<(Monitor, Option<Recorder>), SessionError> {
     let source = if options.shared_ram {
         SourceKind::SharedRam
     } else {
@@ -215,27 +228,35 @@ fn new_monitor(options: &SessionOptions, symbols: &Arc<Symbols>) -> Result<Monit
     };
     let mut monitor = Monitor::new(options.monitor.clone(), Some(symbols.clone()), source)
         .map_err(|e| SessionError::Config(e.to_string()))?;
-    if let Some(path) = &options.record {
-        let (smp, bootargs) = match &options.target {
-            Target::Run(c) => (c.smp, c.bootargs.clone()),
-            Target::Attach(_) => (0, String::new()),
-        };
-        let header = TraceHeader {
-            abi_version: lockscope_abi::ABI_VERSION,
-            kernel: Some(symbols.path().to_path_buf()),
-            kernel_fingerprint: Some(symbols.fingerprint()),
-            smp,
-            bootargs,
-            source: if options.shared_ram {
-                "shared-ram"
-            } else {
-                "gdb"
-            }
-            .into(),
-        };
-        monitor.set_recorder(TraceWriter::create(path, &header)?);
+    let Some(record) = &options.record else {
+        return Ok((monitor, None));
+    };
+    let (smp, bootargs) = match &options.target {
+        Target::Run(c) => (c.smp, c.bootargs.clone()),
+        Target::Attach(_) => (0, String::new()),
+    };
+    let how = if options.shared_ram {
+        "shared-ram"
+    } else {
+        "gdb"
+    };
+    let mut header =
+        RecordingHeader::new(smp, &bootargs, how).kernel(symbols.path(), symbols.fingerprint());
+    if symbols.symbol(lockscope_abi::ROOT_SYMBOL).is_ok() {
+        header.abi_version = lockscope_abi::ABI_VERSION;
     }
-    Ok(monitor)
+    let writer = RecordingWriter::create(
+        &record.path,
+        &header,
+        WriterOptions {
+            keep: record.keep,
+            kernel_elf: record.with_kernel.then(|| symbols.elf_bytes().to_vec()),
+            ..WriterOptions::default()
+        },
+    )?;
+    let recorder = Recorder::new(writer);
+    monitor.set_recorder(recorder.clone());
+    Ok((monitor, Some(recorder)))
 }
 
 /// The session's threads as they are started, and what they share.
@@ -302,6 +323,7 @@ impl Threads {
         halt: Option<u64>,
         options: &SessionOptions,
         symbols: &Arc<Symbols>,
+        recorder: Option<Recorder>,
     ) -> Result<Sender<GdbRequest>, SessionError> {
         let shared = ram_file.map(|p| SharedRam::open(p, RAM_BASE)).transpose()?;
         let initial = reached.client.resume()?;
@@ -325,6 +347,7 @@ impl Threads {
                 interval: Duration::from_secs_f64(1.0 / options.poll_hz.max(0.1)),
                 budget: options.poll_budget,
             }),
+            stop_ram: recorder.map(|r| StopRam::new(r, options.known_ram())),
         };
         let (tx, rx) = mpsc::channel();
         self.handles

@@ -21,9 +21,10 @@ mod options;
 mod probe;
 mod qemu_wait;
 mod reading;
+mod stop_ram;
 mod target;
 
 pub use error::SessionError;
 pub use handle::{Command, SessionHandle};
 pub use live::{Finished, Session};
-pub use options::{SessionOptions, Target};
+pub use options::{RecordOptions, SessionOptions, Target};

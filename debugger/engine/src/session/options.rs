@@ -4,6 +4,28 @@ use std::path::PathBuf;
 
 use crate::monitor::MonitorConfig;
 use crate::qemu::QemuConfig;
+use crate::recording::Keep;
+
+/// What a session records (`--record FILE [--keep 2m|500MB] [--with-kernel]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordOptions {
+    /// The recording (format version 2).
+    pub path: PathBuf,
+    /// Keep only the last part of the session.
+    pub keep: Option<Keep>,
+    /// Put the kernel ELF (compressed) inside, so the recording opens without the tree.
+    pub with_kernel: bool,
+}
+
+impl RecordOptions {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            keep: None,
+            with_kernel: false,
+        }
+    }
+}
 
 /// Where the target is.
 #[derive(Clone, Debug)]
@@ -34,8 +56,8 @@ pub struct SessionOptions {
     /// QEMU 7.2 any inserted breakpoint makes TCG run the guest about 3.8 times slower, and the
     /// panic record (watched in shared RAM, or at every gdb poll) catches a panic anyway.
     pub panic_breakpoint: bool,
-    /// Write the feed to this trace file.
-    pub record: Option<PathBuf>,
+    /// Record the session: its feed, and at each stop every hart's registers and guest RAM.
+    pub record: Option<RecordOptions>,
     /// Keep the guest console in this file (run only). Without it the console goes to a file in
     /// the temporary directory that is kept only when the session ends in a fault.
     pub console_log: Option<PathBuf>,
