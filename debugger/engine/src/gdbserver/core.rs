@@ -145,10 +145,8 @@ fn notes(stop: &PostMortemStop) -> Vec<u8> {
 /// The kernel's `e_flags` (float ABI, compressed instructions), so the core matches it.
 fn kernel_flags(symbols: &Symbols) -> elf::FileFlags {
     let default = elf::EF_RISCV_RVC | elf::EF_RISCV_FLOAT_ABI_DOUBLE;
-    let Ok(data) = std::fs::read(symbols.path()) else {
-        return default;
-    };
-    match elf::FileHeader64::<Endianness>::parse(&data[..]) {
+    // From the bytes held (a kernel taken from a recording has no file).
+    match elf::FileHeader64::<Endianness>::parse(symbols.elf_bytes()) {
         Ok(h) => match h.endian() {
             Ok(e) => h.e_flags(e),
             Err(_) => default,

@@ -12,6 +12,7 @@
 
 mod codec;
 mod convert;
+mod delta;
 pub mod format;
 mod headless;
 mod keep;
@@ -29,13 +30,14 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use convert::{convert_v1, Converted};
+pub use delta::{delta_view, CounterDelta, RangeDelta};
 pub use headless::{parse_time, view_at};
 pub use keep::Keep;
 pub use marks::{Mark, MarkKind};
 pub use ram::RecordedRam;
 pub use reader::{ChunkRef, FeedChunk, Problem, RecordedStop, Recording};
 pub use shared::Recorder;
-pub use timeline::{CounterDelta, Direction, Position, RangeDelta, Timeline, TimelineOptions};
+pub use timeline::{Direction, Position, Timeline, TimelineOptions};
 pub use writer::{RamSaved, RecordingWriter, WriterOptions, WriterStats};
 
 /// Where a recording came from. No path of the recording machine goes in here: the kernel is

@@ -101,6 +101,9 @@ pub struct FeedChunk {
     pub t0: u64,
     pub t1: u64,
     pub items: u32,
+    /// Chunks are missing just before this one (a damaged header, skipped bytes): events may
+    /// have been lost there.
+    pub gap_before: bool,
 }
 
 /// A stop saved in the recording.
@@ -312,7 +315,16 @@ impl Recording {
     pub fn feed_chunks(&self) -> Vec<FeedChunk> {
         let mut out = Vec::new();
         let mut seen_feeds = false;
+        let mut gap = false;
+        let mut prev: Option<&ChunkRef> = None;
         for c in &self.chunks {
+            // Chunks are numbered from 0 in each file: a jump means some could not be read.
+            let expected = match prev {
+                Some(p) if p.file == c.file => p.header.seq.wrapping_add(1),
+                _ => 0,
+            };
+            gap |= c.header.seq != expected;
+            prev = Some(c);
             let keep = match c.header.kind {
                 ChunkKind::Feeds => {
                     seen_feeds = true;
@@ -327,6 +339,7 @@ impl Recording {
                     t0: c.header.t0,
                     t1: c.header.t1,
                     items: c.header.items,
+                    gap_before: std::mem::take(&mut gap),
                 });
             }
         }
@@ -345,6 +358,29 @@ impl Recording {
         }
     }
 
+    /// The feed items of one chunk. Where events may have been lost (the chunk is damaged, or
+    /// chunks before it are missing) it adds a report that every hart lost events there (at
+    /// least one each: how many is not known), so that the analysis does not trust what it
+    /// rebuilt from those harts' events across the gap.
+    pub fn feeds_or_gap(&self, c: &FeedChunk) -> Vec<Feed> {
+        // Harts are known when the session booted the guest; 64 bounds a bad header.
+        let gap = || Feed::Events {
+            events: Vec::new(),
+            lost: (0..self.header.smp.min(64)).map(|h| (h, 1)).collect(),
+        };
+        let known = self.header.smp > 0;
+        let mut out = Vec::new();
+        if c.gap_before && known {
+            out.push(gap());
+        }
+        match self.read_feeds(&c.chunk) {
+            Some(f) => out.extend(f),
+            None if known && !c.gap_before => out.push(gap()),
+            None => {}
+        }
+        out
+    }
+
     fn damaged(&self, c: &ChunkRef, problem: String) -> Problem {
         Problem::Damaged {
             file: self.storage.names[c.file].clone(),
@@ -354,11 +390,12 @@ impl Recording {
         }
     }
 
-    /// Every feed item in order, skipping damaged chunks (see [`Recording::problems`]).
+    /// Every feed item in order; a damaged chunk is replaced by a loss on every hart (see
+    /// [`Recording::feeds_or_gap`] and [`Recording::problems`]).
     pub fn feeds(&self) -> impl Iterator<Item = Feed> + '_ {
         self.feed_chunks()
             .into_iter()
-            .flat_map(move |c| self.read_feeds(&c.chunk).unwrap_or_default())
+            .flat_map(move |c| self.feeds_or_gap(&c))
     }
 
     /// The stops saved in the recording, oldest first.
