@@ -132,7 +132,7 @@ pub fn run_with<B: Backend>(
                                 app.message = Some("the session no longer listens".into());
                             }
                         }
-                        Effect::None => {}
+                        Effect::None | Effect::Replay(_) => {}
                     }
                     (dirty, urgent) = (true, true);
                 }

@@ -6,6 +6,8 @@ use crossterm::event::{
 use lockscope_engine::Command;
 
 use super::state::{App, Tab};
+use super::timeline::TimelineAction;
+use crate::replay::Request;
 
 /// Everything the user (or the loop) can ask of the UI.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +49,17 @@ pub enum Action {
     },
     ScrollUp,
     ScrollDown,
+    /// The mouse moved with the left button held, or let go of it.
+    Drag {
+        column: u16,
+        row: u16,
+    },
+    Release {
+        column: u16,
+        row: u16,
+    },
+    /// A replay's timeline (keys and the mouse on its bar).
+    Timeline(TimelineAction),
 }
 
 /// What an action asks of the loop around the App.
@@ -55,6 +68,8 @@ pub enum Effect {
     None,
     Quit,
     Send(Command),
+    /// A request to the replay.
+    Replay(Request),
 }
 
 impl App {
@@ -63,6 +78,14 @@ impl App {
             Event::Key(k) if k.kind != KeyEventKind::Release => self.key_action(k),
             Event::Mouse(m) => match m.kind {
                 MouseEventKind::Down(MouseButton::Left) => Some(Action::Click {
+                    column: m.column,
+                    row: m.row,
+                }),
+                MouseEventKind::Drag(MouseButton::Left) => Some(Action::Drag {
+                    column: m.column,
+                    row: m.row,
+                }),
+                MouseEventKind::Up(MouseButton::Left) => Some(Action::Release {
                     column: m.column,
                     row: m.row,
                 }),
@@ -90,6 +113,9 @@ impl App {
                 KeyCode::Char(c) if !ctrl => Action::FilterChar(c),
                 _ => return None,
             });
+        }
+        if let Some(a) = self.timeline_key(k) {
+            return Some(a);
         }
         Some(match k.code {
             KeyCode::Char('q') => Action::Quit,

@@ -6,6 +6,7 @@
 //! - `state`: the [`App`] and its parts; `locks`, `events`: the two filterable lists, with
 //!   `cache` for rows rebuilt only on change and `lookup` for names.
 //! - `input`: keys and the mouse to [`Action`]s; `update`: what each action does.
+//! - `timeline`: a replay's state and keys (the timeline bar, steps, marks, ranges).
 
 mod cache;
 mod events;
@@ -13,12 +14,14 @@ mod input;
 mod locks;
 mod lookup;
 mod state;
+mod timeline;
 mod update;
 
 pub use events::EventsState;
 pub use input::{Action, Effect};
 pub use locks::{LocksState, SortKey};
 pub use state::{App, Input, Scroll, Tab};
+pub use timeline::{ReplayUi, TimelineAction};
 
 pub(crate) use locks::LocksRow;
 pub(crate) use lookup::lock_name;

@@ -7,6 +7,7 @@ mod events;
 mod harts;
 mod locks;
 mod panic;
+mod timeline;
 
 use lockscope_engine::{Ending, SourceKind, StopReason, TargetState, Verdict, View};
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
@@ -47,11 +48,12 @@ pub fn render(frame: &mut Frame, app: &App, view: &View) {
         }
         Verdict::Fail => true,
     };
-    let [header, tabs, verdict, body, status] = Layout::vertical([
+    let [header, tabs, verdict, body, bar, status] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(1),
         Constraint::Length(shows_verdict as u16),
         Constraint::Min(0),
+        Constraint::Length(timeline::height(app, area)),
         Constraint::Length(1),
     ])
     .areas(area);
@@ -67,6 +69,9 @@ pub fn render(frame: &mut Frame, app: &App, view: &View) {
         Tab::Events => events::render(frame, body, app, view),
         Tab::Panic => panic::render(frame, body, app, view),
         Tab::Deadlock => deadlock::render(frame, body, app, view),
+    }
+    if bar.height > 0 {
+        timeline::render(frame, bar, app, view);
     }
     render_status(frame, status, app);
     if app.show_help {
@@ -298,12 +303,16 @@ fn key<'a>(t: &Theme, k: &'a str, what: &'a str) -> [Span<'a>; 2] {
 fn render_status(frame: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
     if let Some(input) = app.input {
-        let text = match input {
-            Input::LocksFilter => &app.locks.filter,
-            Input::EventsFilter => &app.events.filter,
+        let (prompt, text) = match input {
+            Input::LocksFilter => ("filter: ", &app.locks.filter),
+            Input::EventsFilter => ("filter: ", &app.events.filter),
+            Input::GoTo => (
+                "go to (3.2s, 1500ms, +1s, -200ms, end): ",
+                app.replay.as_ref().map_or(&app.locks.filter, |r| &r.goto),
+            ),
         };
         let mut spans = vec![
-            Span::styled("filter: ", t.key),
+            Span::styled(prompt, t.key),
             Span::raw(text.clone()),
             Span::styled("█", t.dim),
             Span::raw("   "),
@@ -324,6 +333,16 @@ fn render_status(frame: &mut Frame, area: Rect, app: &App) {
     };
     add(0, "?", " help");
     add(0, "q", " quit");
+    if app.replay.is_some() {
+        add(0, ",.", " step");
+        add(1, "{}", " mark");
+        add(1, "m", " kind");
+        add(1, "g", " go to");
+        add(1, "v", " range");
+        add(2, "p", " play");
+        add(3, "[]", " snapshot");
+        add(3, "<>", " hart step");
+    }
     add(2, "1-6", " views");
     match app.tab {
         Tab::Locks if app.locks.detail => {
@@ -343,15 +362,17 @@ fn render_status(frame: &mut Frame, area: Rect, app: &App) {
         Tab::Panic => add(1, "h", " all harts"),
         _ => add(1, "j/k", " move"),
     }
-    add(
-        2,
-        "p",
-        if app.paused() {
-            " resume display"
-        } else {
-            " pause"
-        },
-    );
+    if app.replay.is_none() {
+        add(
+            2,
+            "p",
+            if app.paused() {
+                " resume display"
+            } else {
+                " pause"
+            },
+        );
+    }
     if app.controllable {
         add(3, "i", " interrupt/resume");
     }
@@ -396,10 +417,30 @@ const HELP: &[(&str, &str)] = &[
     ("mouse", "click tabs, rows, column titles; wheel scrolls"),
 ];
 
+/// The timeline keys, in a replay.
+const REPLAY_HELP: &[(&str, &str)] = &[
+    (", .", "step one event back, forward (any hart)"),
+    (
+        "< >",
+        "one event of the hart (Harts view's, else the cursor's)",
+    ),
+    ("[ ]", "previous, next snapshot"),
+    ("{ }", "previous, next mark; m: which kind"),
+    ("g", "go to a time: 3.2s, +1s, -200ms, end"),
+    ("v V", "range from/to the cursor (deltas); clear it"),
+    ("p + -", "play, pause; faster, slower"),
+    ("mouse", "click the bar to seek, drag on it for a range"),
+];
+
 fn render_help(frame: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
     let w = 68.min(area.width);
-    let h = (HELP.len() as u16 + 4).min(area.height);
+    let replay: &[(&str, &str)] = if app.replay.is_some() {
+        REPLAY_HELP
+    } else {
+        &[]
+    };
+    let h = (HELP.len() as u16 + replay.len() as u16 + 4).min(area.height);
     let r = Rect::new(
         area.x + (area.width - w) / 2,
         area.y + (area.height - h) / 2,
@@ -408,6 +449,8 @@ fn render_help(frame: &mut Frame, area: Rect, app: &App) {
     );
     let mut lines: Vec<Line> = HELP
         .iter()
+        .filter(|(k, _)| app.replay.is_none() || !matches!(*k, "p" | "i"))
+        .chain(replay)
         .map(|(k, what)| {
             Line::from(vec![
                 Span::styled(format!("{k:>13}  "), t.key),
