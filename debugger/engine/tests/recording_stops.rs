@@ -37,7 +37,7 @@ fn guest_ram() -> ByteImage {
 }
 
 fn stop_info(reason: StopReason) -> StopInfo {
-    let deadlock = v1_feeds(&traces().join("bucket-order-deadlock.lstrace"));
+    let deadlock = v1_feeds(&v1_trace());
     let mut info = deadlock
         .iter()
         .find_map(|f| match f {
@@ -66,7 +66,7 @@ fn regs(hart: u32) -> FullRegs {
 fn stops_keep_their_registers_and_guest_ram() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("stop.lsrec");
-    let feeds: Vec<Feed> = v1_feeds(&traces().join("bucket-order-deadlock.lstrace"))
+    let feeds: Vec<Feed> = v1_feeds(&v1_trace())
         .into_iter()
         .filter(|f| !matches!(f, Feed::Stop(_)))
         .collect();
@@ -259,7 +259,7 @@ fn the_kernel_travels_inside_and_no_path_does() {
         ..WriterOptions::default()
     };
     let mut w = RecordingWriter::create(&path, &header, options).unwrap();
-    for f in v1_feeds(&traces().join("null-next-kerneltrap.lstrace")) {
+    for f in sample_feeds("null-next-kerneltrap") {
         w.write(&f).unwrap();
     }
     w.finish().unwrap();
@@ -444,4 +444,33 @@ fn stop_ram_needs_a_stop() {
     // A header that decodes is what the tests above rely on to find chunks.
     let h = ChunkHeader::decode(&[0u8; HEADER_LEN]);
     assert!(h.is_err());
+}
+
+/// A session's gdb thread announces the RAM of a stop before the monitor sees the stop: a
+/// recording finished right after the stop still gets that RAM.
+#[test]
+fn finishing_waits_for_announced_ram() {
+    use lockscope_engine::recording::Recorder;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.lsrec");
+    let w = RecordingWriter::create(&path, &header(), WriterOptions::default()).unwrap();
+    let rec = Recorder::new(w);
+    let gdb_side = rec.clone();
+    gdb_side.ram_coming();
+    let saver = std::thread::spawn(move || {
+        let mut ram = guest_ram();
+        let range = BASE..BASE + ram.bytes.len() as u64;
+        // The stop goes to the monitor first; the RAM is saved a moment later.
+        std::thread::sleep(Duration::from_millis(300));
+        gdb_side.stop_ram(0, &mut ram, range).unwrap();
+    });
+    rec.write(&Feed::Stop(stop_info(StopReason::Panic)))
+        .unwrap();
+    rec.write(&Feed::Resumed).unwrap();
+    rec.finish().unwrap();
+    saver.join().unwrap();
+    assert!(rec.write(&Feed::Resumed).is_err(), "finished");
+    let r = Recording::open(&path).unwrap();
+    assert!(r.problems().is_empty(), "{:?}", r.problems());
+    assert!(r.stops()[0].ram.is_some(), "the RAM came before the finish");
 }

@@ -73,7 +73,7 @@ fn the_view_from_a_keyframe_equals_the_view_replayed_from_the_start() {
 
 #[test]
 fn a_deadlock_is_marked_and_stepping_back_finds_the_acquisition_that_closed_it() {
-    let tl = timeline(&traces().join("bucket-order-deadlock.lstrace"), 10);
+    let tl = timeline(&traces().join("bucket-order-deadlock.lsrec"), 10);
     let mark = tl
         .marks()
         .iter()
@@ -193,7 +193,7 @@ fn losses_and_panics_are_marked() {
     );
     assert!(lost.iter().any(|m| m.what == "hart 1 lost 1 events"));
 
-    let panic = timeline(&traces().join("refcnt-leak-panic.lstrace"), 10);
+    let panic = timeline(&traces().join("refcnt-leak-panic.lsrec"), 100_000);
     let m = panic
         .marks()
         .iter()

@@ -149,6 +149,9 @@ impl GdbSide {
     fn stopped(&mut self, stop: &Stop, reason: Option<StopReason>) {
         self.reading.clock.stopped();
         let reason = reason.unwrap_or_else(|| classify(stop, self.halt));
+        if let Some(s) = &self.stop_ram {
+            s.coming();
+        }
         let regs = self.capture(reason, stop);
         let result = match self.shared.as_mut() {
             Some(mem) => self.reading.read_all(mem, usize::MAX / 2, &regs),

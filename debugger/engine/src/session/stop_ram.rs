@@ -29,7 +29,13 @@ impl StopRam {
         }
     }
 
-    /// Saves the RAM of the stop just sent. Returns a note for the console when it could not.
+    /// Says a stop is about to be sent: the recording waits for its RAM before it finishes.
+    pub(super) fn coming(&self) {
+        self.recorder.ram_coming();
+    }
+
+    /// Saves the RAM of the stop just sent (announced with [`StopRam::coming`]). Returns a
+    /// note for the console when it could not.
     pub(super) fn save(
         &mut self,
         shared: Option<&mut SharedRam>,
@@ -45,16 +51,18 @@ impl StopRam {
             }
             (None, Some(r)) if r.end - r.start <= STUB_RAM_LIMIT => (client, r.clone()),
             (None, Some(r)) => {
+                self.recorder.ram_skipped();
                 return Some(format!(
                     "[lockscope] stop {stop}: guest RAM ({} MiB) not saved in the recording: without shared RAM it is read through the gdb stub (about 20 MB/s), which does at most {} MiB; record without --gdb-poll to save it",
                     mib(r),
                     STUB_RAM_LIMIT >> 20
-                ))
+                ));
             }
             (None, None) => {
+                self.recorder.ram_skipped();
                 return Some(format!(
                     "[lockscope] stop {stop}: guest RAM not saved in the recording: attached without shared RAM, its size is unknown"
-                ))
+                ));
             }
         };
         match self.recorder.stop_ram(stop, mem, range) {

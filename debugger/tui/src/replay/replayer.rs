@@ -1,10 +1,11 @@
 //! The replay's state machine, without threads: a [`Timeline`], a cursor and the monitor at the
 //! cursor. Requests move the cursor; [`Replayer::frame`] is what the dashboard draws.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use lockscope_engine::model::{HartId, LockEvent};
+use lockscope_engine::model::{HartId, LockEvent, LockId};
 use lockscope_engine::monitor::{Monitor, View};
 use lockscope_engine::recording::{delta_view, Direction, Mark, MarkKind, Position, Timeline};
 
@@ -65,6 +66,22 @@ pub struct TimelineInfo {
     pub marks: Vec<Mark>,
     /// What could not be read from the recording, in words.
     pub problems: Vec<String>,
+    /// Every lock's name, from the recording's snapshots: for events on locks the view at the
+    /// cursor does not know yet.
+    pub lock_names: HashMap<LockId, String>,
+}
+
+impl TimelineInfo {
+    /// The name of lock `id`: from the view when it knows it, else from the recording.
+    pub fn lock_name<'a>(&'a self, view: &'a View, id: LockId) -> std::borrow::Cow<'a, str> {
+        match view.report.locks.iter().find(|l| l.id == id) {
+            Some(l) => l.name.as_str().into(),
+            None => match self.lock_names.get(&id) {
+                Some(n) => n.as_str().into(),
+                None => format!("lock#{id}").into(),
+            },
+        }
+    }
 }
 
 /// A selected range: positions and their times.
@@ -131,6 +148,9 @@ impl Frame {
 pub struct Replayer {
     tl: Timeline,
     info: Arc<TimelineInfo>,
+    /// Lock names and classes from the recording's snapshots, for the events before the first
+    /// one (a lock's name does not change; the snapshot that gives it may come later).
+    names: HashMap<LockId, (String, String)>,
     pos: Position,
     monitor: Monitor,
     range: Option<(Position, Position)>,
@@ -147,19 +167,29 @@ impl Replayer {
     /// A replay of `tl` with the cursor at `at`. `generation` is where frame numbers start (a
     /// player that published loading frames goes on from its last).
     pub fn new(tl: Timeline, at: At, generation: u64) -> Self {
+        let pos = resolve(&tl, at);
+        let names: HashMap<LockId, (String, String)> = tl
+            .view_at(tl.len())
+            .report
+            .locks
+            .into_iter()
+            .filter(|l| l.counters_exact)
+            .map(|l| (l.id, (l.name, l.class)))
+            .collect();
         let info = Arc::new(TimelineInfo {
             start_ns: tl.start_ns(),
             end_ns: tl.end_ns(),
             len: tl.len(),
             marks: tl.marks().to_vec(),
             problems: tl.problems().iter().map(|p| p.to_string()).collect(),
+            lock_names: names.iter().map(|(id, n)| (*id, n.0.clone())).collect(),
         });
-        let pos = resolve(&tl, at);
         let monitor = tl.monitor_at(pos);
         let frame = Arc::new(Frame::waiting(monitor.view()));
         let mut r = Replayer {
             tl,
             info,
+            names,
             pos,
             monitor,
             range: None,
@@ -371,6 +401,23 @@ impl Replayer {
         });
         // The dashboard caches rows per view generation: every frame is a new one.
         view.generation = self.generation;
+        for l in view.report.locks.iter_mut().filter(|l| !l.counters_exact) {
+            if let Some((name, class)) = self.names.get(&l.id) {
+                l.name.clone_from(name);
+                l.class.clone_from(class);
+            }
+        }
+        let upcoming: Vec<LockEvent> = self
+            .tl
+            .events_around(self.pos, 0, UPCOMING)
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect();
+        for e in &upcoming {
+            view.places
+                .entry(e.pc)
+                .or_insert_with(|| self.monitor.event_place(e.pc));
+        }
         let frame = Frame {
             generation: self.generation,
             view: Arc::new(view),
@@ -380,12 +427,7 @@ impl Replayer {
             cursor: self.pos,
             cursor_ns: self.tl.time_of(self.pos),
             event: self.tl.event_at(self.pos),
-            upcoming: self
-                .tl
-                .events_around(self.pos, 0, UPCOMING)
-                .into_iter()
-                .map(|(_, e)| e)
-                .collect(),
+            upcoming,
             range,
             anchor: self.anchor.map(|a| (a, self.tl.time_of(a))),
             playing: self.playing.is_some(),

@@ -94,7 +94,10 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App, view: &View) {
                         Cell::from(format::timestamp(e.time_ns)),
                         Cell::from(format!("hart{}", e.hart)),
                         Cell::from(Span::styled(format::event_kind(e.kind), kind_style)),
-                        Cell::from(lock_name(view, e.lock).into_owned()),
+                        Cell::from(match replay.and_then(|f| f.timeline.as_ref()) {
+                            Some(tl) => tl.lock_name(view, e.lock).into_owned(),
+                            None => lock_name(view, e.lock).into_owned(),
+                        }),
                         Cell::from(site),
                     ]);
                     match row_style {

@@ -173,11 +173,11 @@ fn cursor_event(f: &ReplayFrame, view: &View) -> String {
         EventKind::Acquired { contended: false } => "acquires",
         EventKind::Released => "releases",
     };
-    format!(
-        " at the cursor: hart{} {kind} {} at {site} ",
-        e.hart,
-        lock_name(view, e.lock)
-    )
+    let lock = match &f.timeline {
+        Some(tl) => tl.lock_name(view, e.lock),
+        None => lock_name(view, e.lock),
+    };
+    format!(" at the cursor: hart{} {kind} {lock} at {site} ", e.hart)
 }
 
 fn loading(frame: &mut Frame, area: Rect, t: &Theme, f: &ReplayFrame) {
