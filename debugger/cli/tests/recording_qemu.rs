@@ -87,15 +87,18 @@ fn recorded_bucket0_hits(rec: &Path) -> u64 {
     snap.bcache.as_ref().unwrap().buckets[0].hits
 }
 
-/// gdb's `x/1gd` line for the hits counter of bucket 0 (`BucketInfo`: lock, nbuf, hits).
-const HITS: &str = "x/1gd (char *)&lockscope_kernel::abi::BUCKETS + 8";
+/// `p` of the kernel's published hits counter of bucket 0 (what snapshots read).
+const HITS: &str = "p lockscope_kernel::abi::BUCKETS[0].0.value.hits";
 
+/// The value of the one `$N = value` line gdb printed.
 fn printed_hits(out: &str) -> u64 {
-    let line = out
+    let values: Vec<u64> = out
         .lines()
-        .find(|l| l.contains("lockscope_kernel::abi::BUCKETS+8>:"))
-        .unwrap_or_else(|| panic!("no x output: {out}"));
-    line.rsplit('\t').next().unwrap().trim().parse().unwrap()
+        .filter(|l| l.starts_with('$'))
+        .filter_map(|l| l.split(" = ").nth(1)?.trim().parse().ok())
+        .collect();
+    assert_eq!(values.len(), 1, "one p: {out}");
+    values[0]
 }
 
 fn serve(rec: &Path) -> (Child, String) {

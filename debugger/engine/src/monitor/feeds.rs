@@ -299,6 +299,11 @@ impl Monitor {
         self.wanted.take()
     }
 
+    /// The hart a capture is about now: the panicking one, else a deadlocked or stalled one.
+    pub fn capture_focus(&self) -> Option<crate::model::HartId> {
+        super::capture::focus(&self.analyzer)
+    }
+
     /// The verdict alone (cheaper than a view).
     pub fn check(&self) -> Check {
         self.analyzer.check()

@@ -43,7 +43,8 @@ impl Engine {
                     self.monitor.apply(&f);
                     if ending.is_none() {
                         if let Some(reason) = self.monitor.capture_wanted() {
-                            let _ = self.gdb.send(GdbRequest::Capture(reason));
+                            let focus = self.monitor.capture_focus();
+                            let _ = self.gdb.send(GdbRequest::Capture(reason, focus));
                         }
                     }
                 }

@@ -12,7 +12,7 @@ use super::stop_ram::StopRam;
 use crate::feed::{Feed, HartStop, StopInfo, StopReason};
 use crate::gdb::{GdbClient, GdbError, Stop, StopCause};
 use crate::memory::SharedRam;
-use crate::model::{FrameKind, HartRegs, StackFrame};
+use crate::model::{FrameKind, HartId, HartRegs, StackFrame};
 use crate::sources::SourceError;
 use crate::symbols::{RawFrameKind, Symbols, UnwindLimits};
 
@@ -46,7 +46,7 @@ pub(super) struct GdbSide {
 /// first resume (an immediate panic).
 pub(super) fn gdb_thread(mut g: GdbSide, requests: Receiver<GdbRequest>, initial: Option<Stop>) {
     if let Some(stop) = initial {
-        g.stopped(&stop, None);
+        g.stopped(&stop, None, None);
     }
     match g.serve(&requests) {
         Ok(()) => {
@@ -82,7 +82,7 @@ impl GdbSide {
             if let Some(p) = self.poll.filter(|_| Instant::now() >= next_poll) {
                 next_poll = Instant::now() + p.interval;
                 if let Some(stop) = self.poll_once(p.budget)? {
-                    self.stopped(&stop, None);
+                    self.stopped(&stop, None, None);
                 }
             }
             let wait = match self.poll {
@@ -92,7 +92,7 @@ impl GdbSide {
                 None => IDLE,
             };
             if let Some(stop) = self.client.wait_stop(wait)? {
-                self.stopped(&stop, None);
+                self.stopped(&stop, None, None);
             }
         }
     }
@@ -100,20 +100,20 @@ impl GdbSide {
     /// Handles one request; `Err` when the connection is gone.
     fn request(&mut self, r: GdbRequest) -> Result<(), GdbError> {
         match r {
-            GdbRequest::Interrupt | GdbRequest::Capture(_) if self.client.is_running() => {
+            GdbRequest::Interrupt | GdbRequest::Capture(..) if self.client.is_running() => {
                 let stop = self.client.interrupt()?;
-                let reason = match r {
-                    GdbRequest::Capture(reason) => Some(reason),
-                    _ => None,
+                let (reason, focus) = match r {
+                    GdbRequest::Capture(reason, focus) => (Some(reason), focus),
+                    _ => (None, None),
                 };
-                self.stopped(&stop, reason);
+                self.stopped(&stop, reason, focus);
             }
             GdbRequest::Resume if !self.client.is_running() => match self.client.resume()? {
                 None => {
                     self.reading.clock.running();
                     self.reading.out.feed(Feed::Resumed);
                 }
-                Some(stop) => self.stopped(&stop, None),
+                Some(stop) => self.stopped(&stop, None, None),
             },
             _ => {}
         }
@@ -145,14 +145,15 @@ impl GdbSide {
     }
 
     /// The guest stopped: note it, and capture every hart. `reason` overrides what the stop
-    /// reply says (a capture the monitor asked for).
-    fn stopped(&mut self, stop: &Stop, reason: Option<StopReason>) {
+    /// reply says (a capture the monitor asked for), and `focus` the hart it names (the
+    /// panicking or deadlocked hart, rather than the one the interrupt happened to stop).
+    fn stopped(&mut self, stop: &Stop, reason: Option<StopReason>, focus: Option<HartId>) {
         self.reading.clock.stopped();
         let reason = reason.unwrap_or_else(|| classify(stop, self.halt));
         if let Some(s) = &self.stop_ram {
             s.coming();
         }
-        let regs = self.capture(reason, stop);
+        let regs = self.capture(reason, stop, focus);
         let result = match self.shared.as_mut() {
             Some(mem) => self.reading.read_all(mem, usize::MAX / 2, &regs),
             None => self
@@ -172,7 +173,12 @@ impl GdbSide {
 
     /// Sends the registers and unwound stack of every hart of the stopped guest; returns the
     /// registers, for the consistent snapshot that follows.
-    fn capture(&mut self, reason: StopReason, stop: &Stop) -> Vec<(u32, HartRegs)> {
+    fn capture(
+        &mut self,
+        reason: StopReason,
+        stop: &Stop,
+        focus: Option<HartId>,
+    ) -> Vec<(u32, HartRegs)> {
         let threads = self.client.known_threads().to_vec();
         let mut harts = Vec::with_capacity(threads.len());
         let mut regs_of = Vec::with_capacity(threads.len());
@@ -210,7 +216,7 @@ impl GdbSide {
         }
         self.reading.out.feed(Feed::Stop(StopInfo {
             reason,
-            hart: stop.thread.and_then(|t| t.cpu_index()),
+            hart: focus.or_else(|| stop.thread.and_then(|t| t.cpu_index())),
             harts,
         }));
         regs_of
