@@ -138,6 +138,7 @@ fn a_recorded_panic_replays_exports_and_opens_in_gdb() {
         ])
         .arg("--record")
         .arg(&rec)
+        .args(["--keep", "10m", "--with-kernel"])
         .output()
         .unwrap();
     let (code, report) = json_report(&out);
@@ -147,6 +148,10 @@ fn a_recorded_panic_replays_exports_and_opens_in_gdb() {
     // The recording: version 2, no path of this machine, its stop with registers and RAM.
     let bytes = std::fs::read(&rec).unwrap();
     assert!(bytes.starts_with(b"LSREC\0\x02\n"));
+    let header = Recording::open(&rec).unwrap().header().clone();
+    assert!(header.with_kernel, "{header:?}");
+    assert_eq!(header.keep.as_deref(), Some("600s"));
+    assert_eq!(header.kernel_name.as_deref(), Some("lockscope-kernel"));
     let tree = workspace().canonicalize().unwrap();
     let tree = tree.to_string_lossy();
     assert!(
@@ -186,6 +191,22 @@ fn a_recorded_panic_replays_exports_and_opens_in_gdb() {
             .sum()
     };
     assert_eq!(acquires(&replayed), acquires(&report));
+    // Without the tree: the kernel inside the recording symbolizes it.
+    let out = Command::new(env!("CARGO_BIN_EXE_lockscope"))
+        .env_remove("LOCKSCOPE_KERNEL")
+        .env("LOCKSCOPE_WORKSPACE", dir.path())
+        .current_dir(dir.path())
+        .arg("replay")
+        .arg(&rec)
+        .arg("--check")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("bio::bget") && text.contains("bio.rs:"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // As of an early moment: before the panic, fewer events.
     let out = lockscope()
         .arg("replay")
