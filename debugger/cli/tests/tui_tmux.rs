@@ -178,7 +178,10 @@ fn replay_jumps_to_the_deadlock_steps_back_and_exports() {
     let s = t.wait_for("the timeline", Duration::from_secs(60), |s| {
         s.contains("┌ Timeline") && s.contains("DEADLOCK")
     });
-    assert!(s.contains("Deadlock"), "opened at the end, on the Deadlock view: {s}");
+    assert!(
+        s.contains("Deadlock"),
+        "opened at the end, on the Deadlock view: {s}"
+    );
     // To the start, then m (deadlock marks) and }: the cursor lands on the deadlock.
     for k in ["g", "s", "t", "a", "r", "t", "Enter", "m"] {
         t.send(k);

@@ -176,9 +176,19 @@ fn jump_to_the_deadlock_and_step_back_to_the_acquisition_that_closed_it() {
     insta::assert_snapshot!("replay_deadlock_stepped_back_120x40", s);
 }
 
+/// A time `f` of the way through the sample `name`, in milliseconds from its start.
+fn ms_into(name: &str, f: f64) -> u64 {
+    let tl = Timeline::open(&traces().join(format!("{name}.lsrec")), None).unwrap();
+    (tl.duration_ns() as f64 * f / 1e6) as u64
+}
+
 #[test]
 fn steps_by_event_snapshot_and_time() {
-    let (mut r, mut a) = replay("kalloc-global", At::FromStart(1_000_000_000));
+    let (mid, quarter) = (
+        ms_into("kalloc-global", 0.5),
+        ms_into("kalloc-global", 0.25),
+    );
+    let (mut r, mut a) = replay("kalloc-global", At::FromStart(mid * 1_000_000));
     let p0 = a.replay.as_ref().unwrap().frame.cursor;
     press(&mut r, &mut a, ch('.'));
     let p1 = a.replay.as_ref().unwrap().frame.cursor;
@@ -194,15 +204,16 @@ fn steps_by_event_snapshot_and_time() {
     assert!(a.replay.as_ref().unwrap().frame.cursor < f.cursor);
     // g then a time: from the start; +/- from the cursor.
     press(&mut r, &mut a, ch('g'));
-    typed(&mut r, &mut a, "0.5s");
+    typed(&mut r, &mut a, &format!("{quarter}ms"));
     let f = a.replay.as_ref().unwrap().frame.clone();
     let start = r.timeline().start_ns();
-    assert!(f.cursor_ns <= start + 500_000_000);
-    assert!(r.timeline().time_of(f.cursor + 1) > start + 500_000_000);
+    let at = start + quarter * 1_000_000;
+    assert!(f.cursor_ns <= at);
+    assert!(r.timeline().time_of(f.cursor + 1) > at);
     press(&mut r, &mut a, ch('g'));
-    typed(&mut r, &mut a, "+250ms");
+    typed(&mut r, &mut a, &format!("+{quarter}ms"));
     let g = a.replay.as_ref().unwrap().frame.clone();
-    assert!(g.cursor_ns > f.cursor_ns && g.cursor_ns <= f.cursor_ns + 250_000_000);
+    assert!(g.cursor_ns > f.cursor_ns && g.cursor_ns <= f.cursor_ns + quarter * 1_000_000);
     press(&mut r, &mut a, ch('g'));
     typed(&mut r, &mut a, "soon");
     assert!(a.message.as_deref().unwrap().contains("is not a time"));
@@ -213,12 +224,16 @@ fn steps_by_event_snapshot_and_time() {
 
 #[test]
 fn a_range_shows_every_counter_as_its_change_over_the_range() {
-    let (mut r, mut a) = replay("kalloc-global", At::FromStart(500_000_000));
+    let (quarter, half) = (
+        ms_into("kalloc-global", 0.25),
+        ms_into("kalloc-global", 0.5),
+    );
+    let (mut r, mut a) = replay("kalloc-global", At::FromStart(quarter * 1_000_000));
     press(&mut r, &mut a, ch('v'));
     assert!(a.message.as_deref().unwrap().contains("range from"));
     let from = a.replay.as_ref().unwrap().frame.cursor;
     press(&mut r, &mut a, ch('g'));
-    typed(&mut r, &mut a, "+1s");
+    typed(&mut r, &mut a, &format!("+{half}ms"));
     press(&mut r, &mut a, ch('v'));
     let f = a.replay.as_ref().unwrap().frame.clone();
     let range = f.range.expect("a range");
