@@ -32,10 +32,10 @@ pub fn live(session: Session, poll_hz: Option<f64>) -> Result<u8> {
     }
 }
 
-/// The dashboard on a recording's timeline, the cursor at `at` from its start (else its end).
+/// The dashboard on a recording's timeline, the cursor at target time `at` (else its end).
 /// The timeline is built on the replay's own thread while the dashboard shows its progress.
 pub fn replay(o: Opened, at: Option<u64>) -> Result<u8> {
-    let at = at.map_or(At::End, At::FromStart);
+    let at = at.map_or(At::End, At::Time);
     let player = Player::open(o.rec, o.symbols, at, TimelineOptions::default())?;
     lockscope_tui::replay::run_replay(&player, lockscope_tui::Options::default())?;
     Ok(0)

@@ -26,9 +26,9 @@ pub struct ReplayArgs {
     /// With --check: print JSON.
     #[arg(long)]
     json: bool,
-    /// The moment to look at, from the recording's start (3.2s, 1500ms, 2m): with --check the
-    /// verdict and tables as of then; in the dashboard, where the cursor starts [default: the
-    /// end].
+    /// The moment to look at, in target time as lockscope shows it (the dashboard's `t`, the
+    /// event times: time since QEMU started): 3.2s, 1500ms, 2m. With --check the verdict and
+    /// tables as of then; in the dashboard, where the cursor starts [default: the end].
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     at: Option<u64>,
     /// List the stops saved in the recording (for `lockscope serve` and `export --core`).
@@ -62,7 +62,7 @@ pub fn replay(a: ReplayArgs) -> Result<u8> {
     }
     let view = match a.at {
         Some(t) => {
-            let (view, _) = view_at(&o.rec, o.symbols.clone(), t, true)?;
+            let (view, _) = view_at(&o.rec, o.symbols.clone(), t, false)?;
             dump(&a, &view)?;
             view
         }

@@ -202,12 +202,12 @@ fn steps_by_event_snapshot_and_time() {
     assert_eq!(f.view.report.time_ns, Some(f.cursor_ns));
     press(&mut r, &mut a, ch('['));
     assert!(a.replay.as_ref().unwrap().frame.cursor < f.cursor);
-    // g then a time: from the start; +/- from the cursor.
-    press(&mut r, &mut a, ch('g'));
-    typed(&mut r, &mut a, &format!("{quarter}ms"));
-    let f = a.replay.as_ref().unwrap().frame.clone();
+    // g then a time: target time, as the views show it; +/- from the cursor.
     let start = r.timeline().start_ns();
-    let at = start + quarter * 1_000_000;
+    let at = (start + quarter * 1_000_000) / 1000 * 1000;
+    press(&mut r, &mut a, ch('g'));
+    typed(&mut r, &mut a, &format!("{}us", at / 1000));
+    let f = a.replay.as_ref().unwrap().frame.clone();
     assert!(f.cursor_ns <= at);
     assert!(r.timeline().time_of(f.cursor + 1) > at);
     press(&mut r, &mut a, ch('g'));

@@ -151,7 +151,10 @@ impl App {
             self.message = Some("the timeline keys work in `lockscope replay`".into());
             return Effect::None;
         };
-        let hart = hart.or(r.frame.event.map(|e| e.hart));
+        // Else the hart of the cursor's event, or of the last event before it.
+        let hart = hart
+            .or(r.frame.event.map(|e| e.hart))
+            .or(view.recent_events.last().map(|e| e.hart));
         let req = match a {
             TimelineAction::PlayPause => Request::PlayPause,
             TimelineAction::StepEvent { hart: false, dir } => {
@@ -219,8 +222,8 @@ impl App {
         Effect::Replay(req)
     }
 
-    /// Enter after `g`: where the typed time says (from the start, `+`/`-` from the cursor,
-    /// `start`, `end`).
+    /// Enter after `g`: where the typed time says (target time as the views show it, `+`/`-`
+    /// from the cursor, `start`, `end`).
     pub(super) fn goto_done(&mut self) -> Effect {
         self.input = None;
         let Some(r) = self.replay.as_mut() else {
@@ -228,12 +231,12 @@ impl App {
         };
         let text = std::mem::take(&mut r.goto);
         let text = text.trim();
-        let Some(tl) = r.frame.timeline.clone() else {
+        if r.frame.timeline.is_none() {
             self.message = Some("the timeline is still being built".into());
             return Effect::None;
-        };
+        }
         let at = match text {
-            "start" | "0" => At::Start,
+            "start" => At::Start,
             "end" => At::End,
             _ => {
                 let (sign, rest) = match text.as_bytes().first() {
@@ -245,7 +248,7 @@ impl App {
                     Ok(t) => At::Time(match sign {
                         1 => r.frame.cursor_ns.saturating_add(t),
                         -1 => r.frame.cursor_ns.saturating_sub(t),
-                        _ => tl.start_ns.saturating_add(t),
+                        _ => t,
                     }),
                     Err(e) => {
                         self.message = Some(e);

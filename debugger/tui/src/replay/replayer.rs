@@ -303,7 +303,7 @@ impl Replayer {
             Request::MarkRange => match self.anchor.take() {
                 None => {
                     self.anchor = Some(self.pos);
-                    let t = self.rel(self.tl.time_of(self.pos));
+                    let t = self.secs(self.tl.time_of(self.pos));
                     self.say(format!(
                         "range from {t}: move the cursor (steps, marks, g) and press v again"
                     ));
@@ -355,8 +355,8 @@ impl Replayer {
         let (t0, t1) = (self.tl.time_of(a), self.tl.time_of(b));
         self.say(format!(
             "range {}..{}: counters are changes over these {} (V clears)",
-            self.rel(t0),
-            self.rel(t1),
+            self.secs(t0),
+            self.secs(t1),
             dur(t1.saturating_sub(t0))
         ));
     }
@@ -377,8 +377,9 @@ impl Replayer {
         self.dirty = true;
     }
 
-    fn rel(&self, t: u64) -> String {
-        format!("{:.3}s", t.saturating_sub(self.info.start_ns) as f64 / 1e9)
+    /// Target time, as every view shows it.
+    fn secs(&self, t: u64) -> String {
+        format!("{:.3}s", t as f64 / 1e9)
     }
 
     /// The frame for the current state (built only when something changed).

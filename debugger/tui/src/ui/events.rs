@@ -90,8 +90,13 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App, view: &View) {
                         EventKind::Acquired { contended: true } => t.warn,
                         _ => t.base,
                     };
+                    // The cursor's row is marked, not only highlighted (NO_COLOR, captures).
+                    let time = match row_style {
+                        Some(s) if s == t.selected => format!("▶{}", format::timestamp(e.time_ns)),
+                        _ => format::timestamp(e.time_ns),
+                    };
                     let row = Row::new(vec![
-                        Cell::from(format::timestamp(e.time_ns)),
+                        Cell::from(time),
                         Cell::from(format!("hart{}", e.hart)),
                         Cell::from(Span::styled(format::event_kind(e.kind), kind_style)),
                         Cell::from(match replay.and_then(|f| f.timeline.as_ref()) {

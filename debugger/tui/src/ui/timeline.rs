@@ -44,9 +44,9 @@ fn mark_style(kind: MarkKind, t: &Theme) -> Style {
     }
 }
 
-/// Seconds from the recording's start.
-fn rel(ns: u64, start: u64) -> String {
-    format!("{:.3}s", ns.saturating_sub(start) as f64 / 1e9)
+/// Target time in seconds, as the header's `t` and the Events view show it.
+fn secs(ns: u64) -> String {
+    format!("{:.3}s", ns as f64 / 1e9)
 }
 
 pub(super) fn render(frame: &mut Frame, area: Rect, app: &App, view: &View) {
@@ -57,9 +57,10 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App, view: &View) {
         return loading(frame, area, t, f);
     };
     let mut title = format!(
-        " Timeline {} of {} ",
-        rel(f.cursor_ns, tl.start_ns),
-        rel(tl.end_ns, tl.start_ns)
+        " Timeline {} of {}..{} ",
+        secs(f.cursor_ns),
+        secs(tl.start_ns),
+        secs(tl.end_ns)
     );
     if f.playing {
         title.push_str(&format!("· ▶ {}x ", f.speed));
@@ -67,14 +68,11 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App, view: &View) {
     if let Some(rg) = &f.range {
         title.push_str(&format!(
             "· Δ {}..{}: counters are changes over the range ",
-            rel(rg.from_ns, tl.start_ns),
-            rel(rg.to_ns, tl.start_ns)
+            secs(rg.from_ns),
+            secs(rg.to_ns)
         ));
     } else if let Some((_, at)) = f.anchor {
-        title.push_str(&format!(
-            "· range from {} (v ends it) ",
-            rel(at, tl.start_ns)
-        ));
+        title.push_str(&format!("· range from {} (v ends it) ", secs(at)));
     }
     if !tl.problems.is_empty() {
         title.push_str(&format!("· ⚠ {} problem(s) reading it ", tl.problems.len()));
