@@ -13,13 +13,11 @@ use serde::{Deserialize, Serialize};
 use super::codec::ChunkEncoder;
 use super::format::{encode_trailer, ChunkHeader, ChunkKind, FILE_MAGIC, FLAG_ZSTD, HEADER_LEN};
 use super::keep::{Keep, Segments};
-use super::ram::encode_ram_block;
+use super::ram::{encode_ram_block, RAM_BLOCK};
 use super::{io_err, RecordingError, RecordingHeader};
 use crate::feed::{Feed, StopInfo};
 use crate::memory::GuestMemory;
 
-/// Guest RAM is saved in blocks of this size; all-zero blocks are left out.
-pub const RAM_BLOCK: u64 = 1 << 20;
 /// Parts of the kernel ELF are at most this large.
 const KERNEL_PART: usize = 8 << 20;
 /// A stop's RAM is at most this large (QEMU `virt` boots with a few GiB at most).
