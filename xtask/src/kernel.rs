@@ -83,8 +83,14 @@ pub fn ensure_disk() -> Result<PathBuf> {
 /// Builds the debugger in release mode and returns the binary.
 pub fn build_lockscope() -> Result<PathBuf> {
     let mut c = cargo();
-    c.args(["build", "--release", "-p", "lockscope"]);
-    status(c).context("building the debugger")?;
+    // The QEMU plugin's two builds go beside the binary, where `lockscope` looks for them.
+    c.args(["build", "--release", "-p", "lockscope"]).args([
+        "-p",
+        "lockscope-qemu-v1",
+        "-p",
+        "lockscope-qemu-v2",
+    ]);
+    status(c).context("building the debugger and its QEMU plugin")?;
     Ok(root().join("target/release/lockscope"))
 }
 

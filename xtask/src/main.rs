@@ -12,9 +12,12 @@
 
 mod bench;
 mod bench_gdb;
+mod bench_plugin;
 mod bench_recording;
+mod fixture;
 mod kernel;
 mod perfetto;
+mod qemu10;
 mod record;
 mod tools;
 
@@ -59,7 +62,7 @@ enum Cmd {
     Qemu(QemuArgs),
     /// Benchmarks, all by default: trace (kernel tracing cost, trace=on vs off), ingest
     /// (engine events/s), render (dashboard frame time), probe (guest speed with lockscope
-    /// watching vs not), recording (format v2 vs v1), gdb (the gdb proxy vs QEMU directly)
+    /// watching vs not), plugin (guest speed with the QEMU plugin), recording (format v2 vs v1), gdb (the gdb proxy vs QEMU directly)
     Bench(BenchArgs),
     /// Long kalloctest runs on 1..8 harts, both allocators
     Soak {
@@ -103,6 +106,8 @@ enum Bench {
     Ingest,
     Render,
     Probe,
+    /// Guest speed with lockscope's QEMU plugin vs without, on QEMU 7.2 and 10
+    Plugin,
     /// Recording format v2 against v1: bytes per event, writer CPU, seek time, RAM snapshots
     Recording,
     /// The gdb proxy against QEMU's stub directly: stepi round trips and 64 KiB reads
@@ -214,12 +219,33 @@ impl TestEnv {
 pub(crate) type TestStep = fn(&mut TestEnv) -> Result<()>;
 
 /// What the tests need, in order.
-const TEST_STEPS: &[TestStep] = &[kernel_for_tests, perfetto_for_tests];
+const TEST_STEPS: &[TestStep] = &[
+    kernel_for_tests,
+    xv6_fixture_for_tests,
+    perfetto_for_tests,
+    qemu10_for_tests,
+];
 
 /// The kernel ELF (`LOCKSCOPE_KERNEL`) and the disk image next to it.
 fn kernel_for_tests(env: &mut TestEnv) -> Result<()> {
     env.set("LOCKSCOPE_KERNEL", build_kernel()?);
     ensure_disk()?;
+    Ok(())
+}
+
+/// The xv6-shaped C fixture kernel, built once (`LOCKSCOPE_XV6_FIXTURE`: a built copy of the
+/// tree; tests copy it again before booting, since QEMU locks and writes its fs.img).
+fn xv6_fixture_for_tests(env: &mut TestEnv) -> Result<()> {
+    let root = root();
+    let built = fixture::build_fixture(&root, &fixture::default_out(&root), &[])?;
+    env.set(fixture::ENV, built);
+    Ok(())
+}
+
+/// QEMU 10 from bookworm-backports, unpacked under target/ beside the system's 7.2, so the
+/// plugin is tested with both plugin API versions.
+fn qemu10_for_tests(env: &mut TestEnv) -> Result<()> {
+    env.set("LOCKSCOPE_QEMU10", qemu10::ensure_qemu10(&root())?);
     Ok(())
 }
 
@@ -274,6 +300,7 @@ fn bench(a: BenchArgs) -> Result<()> {
             Bench::Ingest,
             Bench::Render,
             Bench::Probe,
+            Bench::Plugin,
             Bench::Recording,
             Bench::Gdb,
         ]
@@ -289,6 +316,9 @@ fn bench(a: BenchArgs) -> Result<()> {
                 let elf = build_kernel()?;
                 let lockscope = build_lockscope()?;
                 bench::probe_effect(&elf, &lockscope, a.smp.unwrap_or(2), a.rounds)?;
+            }
+            Bench::Plugin => {
+                bench_plugin::run_default(&root(), &build_kernel()?, &ensure_disk()?, a.pairs)?
             }
             Bench::Recording => bench_recording::run(&build_kernel()?, &build_lockscope()?)?,
             Bench::Gdb => bench_gdb::proxy_cost(&build_kernel()?, a.rounds)?,

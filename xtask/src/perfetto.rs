@@ -45,13 +45,6 @@ fn run(mut c: Command) -> Result<()> {
     Ok(())
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
 /// Makes (or reuses) `target/perfetto-venv` with `perfetto` and `protobuf`; returns its python.
 pub fn ensure_venv() -> Result<PathBuf> {
     let venv = workspace().join("target/perfetto-venv");
@@ -71,7 +64,7 @@ pub fn ensure_venv() -> Result<PathBuf> {
     };
     if let Err(first) = make() {
         // Debian splits venv (ensurepip) into python3-venv.
-        if !is_root() {
+        if !crate::tools::is_root() {
             bail!("{first:#}\n\nxtask: run `sudo apt-get install python3-venv`, then try again");
         }
         eprintln!("xtask: installing python3-venv");

@@ -39,7 +39,8 @@ pub const BASE: &[Tool] = &[
     Tool::debian("riscv64-unknown-elf-gcc", "gcc-riscv64-unknown-elf"),
 ];
 
-fn is_root() -> bool {
+/// Whether xtask runs as root (and so may run apt-get itself).
+pub(crate) fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

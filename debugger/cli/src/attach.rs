@@ -1,4 +1,6 @@
-//! `lockscope attach`: the live dashboard on a QEMU that already runs with `-gdb tcp::PORT`.
+//! `lockscope attach`: the live dashboard on a QEMU that already runs: the newest
+//! `lockscope qemu` session of this user (no address: its shared RAM is read, nothing is
+//! paused), or any QEMU started with `-gdb tcp::PORT` (read by polling through the stub).
 
 use std::path::PathBuf;
 
@@ -8,24 +10,46 @@ use lockscope_engine::Session;
 
 use crate::dashboard;
 use crate::record::RecordArgs;
-use crate::setup::attach_options;
+use crate::setup::{attach_options, join_options};
 
 #[derive(Args)]
 pub struct AttachArgs {
-    /// The gdb stub, HOST:PORT (QEMU's -gdb tcp::PORT).
-    addr: String,
-    /// The kernel ELF that QEMU runs.
+    /// The gdb stub, HOST:PORT (QEMU's -gdb tcp::PORT). Without it, lockscope joins the newest
+    /// `lockscope qemu` session of yours (`make qemu QEMU="lockscope qemu --"`).
+    addr: Option<String>,
+    /// The kernel ELF that QEMU runs [default: the joined session's; with an address, the
+    /// workspace's lockscope kernel].
     #[arg(long)]
-    kernel: PathBuf,
-    /// gdb polls per second.
-    #[arg(long, default_value_t = 10.0)]
-    poll_hz: f64,
+    kernel: Option<PathBuf>,
+    /// gdb polls per second (with an address) [default: 10; 5 for an xv6 kernel].
+    #[arg(long)]
+    poll_hz: Option<f64>,
+    /// A guest still held at reset (QEMU -S, not yet continued): let lockscope continue it.
+    /// Without this it waits for its gdb (or `i` in the dashboard).
+    #[arg(long = "continue")]
+    continue_held: bool,
     #[command(flatten)]
     record: RecordArgs,
 }
 
 pub fn attach(a: AttachArgs) -> Result<u8> {
-    let (options, symbols) = attach_options(&a.addr, Some(a.kernel), a.poll_hz, &a.record)?;
+    let (options, symbols, poll) = match &a.addr {
+        Some(addr) => {
+            let (mut o, s) = attach_options(addr, a.kernel, a.poll_hz, &a.record)?;
+            o.continue_held = a.continue_held;
+            let hz = o.poll_hz;
+            (o, s, Some(hz))
+        }
+        None => {
+            let (o, s, entry) = join_options(a.kernel, &a.record)?;
+            eprintln!(
+                "lockscope: joining the lockscope qemu session of {} (pid {})",
+                entry.cwd.display(),
+                entry.pid
+            );
+            (o, s, None)
+        }
+    };
     let session = Session::start(options, symbols)?;
-    dashboard::live(session, Some(a.poll_hz))
+    dashboard::live(session, poll)
 }

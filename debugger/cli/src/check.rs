@@ -9,16 +9,28 @@ use lockscope_engine::{
     CheckReport, Ending, Session, Severity, StopReason, TargetState, Verdict, View,
 };
 
-use crate::setup::{attach_options, boot_options, BootArgs, EXIT_USAGE};
+use crate::setup::{attach_options, boot_options, join_options, xv6_options, BootArgs, EXIT_USAGE};
 use crate::text::{emit, report_text};
+use crate::xv6::Xv6Args;
 
 #[derive(Args)]
 pub struct CheckArgs {
     #[command(flatten)]
     boot: BootArgs,
-    /// Watch a running QEMU's gdb stub (HOST:PORT) instead of booting one.
-    #[arg(long)]
+    #[command(flatten)]
+    xv6: Xv6Args,
+    /// Watch a running QEMU instead of booting one: its gdb stub (HOST:PORT), or with no
+    /// address the newest `lockscope qemu` session of yours (through its shared RAM).
+    #[arg(long, value_name = "HOST:PORT", num_args = 0..=1, default_missing_value = "")]
     attach: Option<String>,
+    /// With --attach HOST:PORT: a guest still held at reset (QEMU -S) is continued by lockscope
+    /// instead of waiting for its gdb.
+    #[arg(long = "continue")]
+    continue_held: bool,
+    /// With --xv6: type this command at the first `$ ` prompt and watch until the next prompt
+    /// (or a panic, a hang, or --for running out); repeat for several, typed in order.
+    #[arg(long = "type", value_name = "COMMAND")]
+    type_: Vec<String>,
     /// Watch at most this long; the verdict comes earlier when it is certain (a panic, a
     /// deadlock, a stall, or the workload's own exit).
     #[arg(long = "for", default_value_t = 120.0, value_name = "SECONDS")]
@@ -58,10 +70,68 @@ impl Certainty {
     }
 }
 
+/// Types commands at the guest's `$ ` prompt, one per prompt, and says when the last one is
+/// done (the prompt is back).
+struct Typer {
+    commands: Vec<String>,
+    next: usize,
+    /// Console lines ended when the running command was typed.
+    typed_at: Option<u64>,
+}
+
+impl Typer {
+    /// True once every command ran to the next prompt.
+    fn step(&mut self, v: &View, session: &Session) -> Result<bool> {
+        if self.commands.is_empty() {
+            return Ok(false);
+        }
+        let at_prompt = v.console.last().is_some_and(|l| l.trim_end() == "$");
+        match self.typed_at {
+            Some(n) if at_prompt && v.console_newlines > n => {
+                self.typed_at = None;
+                Ok(self.next == self.commands.len())
+            }
+            None if at_prompt && self.next < self.commands.len() => {
+                let cmd = format!("{}\n", self.commands[self.next]);
+                if !session.handle().send_console(cmd.as_bytes()) {
+                    anyhow::bail!("cannot type at the guest console: QEMU's input has closed");
+                }
+                self.typed_at = Some(v.console_newlines);
+                self.next += 1;
+                Ok(false)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
 pub fn check(a: CheckArgs) -> Result<u8> {
-    let (mut options, symbols) = match &a.attach {
-        Some(addr) => attach_options(addr, a.boot.kernel.clone(), a.boot.poll_hz, &a.boot.record)?,
-        None => boot_options(&a.boot)?,
+    let (mut options, symbols) = match (&a.attach, &a.xv6.xv6) {
+        (Some(_), Some(_)) => anyhow::bail!("--attach and --xv6 do not go together: --xv6 boots the tree's kernel, --attach watches a QEMU that runs"),
+        (Some(addr), None) if addr.is_empty() => {
+            let (o, s, _) = join_options(a.boot.kernel.clone(), &a.boot.record)?;
+            (o, s)
+        }
+        (Some(addr), None) => {
+            let (mut o, s) = attach_options(
+                addr,
+                a.boot.kernel.clone(),
+                a.boot.poll_hz,
+                &a.boot.record,
+            )?;
+            o.continue_held = a.continue_held;
+            (o, s)
+        }
+        (None, Some(tree)) => xv6_options(&a.boot, &a.xv6, tree)?,
+        (None, None) => boot_options(&a.boot)?,
+    };
+    if !a.type_.is_empty() && a.xv6.xv6.is_none() {
+        anyhow::bail!("--type needs --xv6: lockscope types at the console of a QEMU it starts");
+    }
+    let mut typer = Typer {
+        commands: a.type_.clone(),
+        next: 0,
+        typed_at: None,
     };
     options.view_hz = 10.0;
     if !(a.for_secs > 0.0 && a.for_secs.is_finite()) {
@@ -69,11 +139,15 @@ pub fn check(a: CheckArgs) -> Result<u8> {
     }
     let started = Instant::now();
     let session = Session::start(options, symbols)?;
+    if let Some(note) = &session.info.ram_note {
+        eprintln!("lockscope: {note}");
+    }
     let deadline = Instant::now() + Duration::from_secs_f64(a.for_secs);
     let mut certainty = Certainty { fault_since: None };
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
-        if certainty.reached(&session.view()) {
+        let view = session.view();
+        if certainty.reached(&view) || typer.step(&view, &session)? {
             break;
         }
     }

@@ -6,13 +6,16 @@ mod check;
 mod dashboard;
 mod export;
 mod paths;
+mod qemu;
 mod record;
 mod recorded;
 mod replay;
 mod run;
 mod serve;
 mod setup;
+mod summary;
 mod text;
+mod xv6;
 
 use std::process::ExitCode;
 
@@ -21,6 +24,7 @@ use clap::{Parser, Subcommand};
 use attach::AttachArgs;
 use check::CheckArgs;
 use export::ExportArgs;
+use qemu::QemuArgs;
 use replay::ReplayArgs;
 use run::RunArgs;
 use serve::ServeArgs;
@@ -32,7 +36,9 @@ use setup::EXIT_USAGE;
     version,
     about = "Live lock contention, buffer-cache state, panics and deadlocks of a RISC-V teaching kernel in QEMU",
     after_help = "Start with `lockscope run` (boots the workspace's kernel in QEMU and opens the dashboard),\n\
-                  or `lockscope check --bootargs \"workload=bcachetest\"` for a verdict without a screen."
+                  or `lockscope check --bootargs \"workload=bcachetest\"` for a verdict without a screen.\n\
+                  Your own xv6 kernel: `make qemu QEMU=\"lockscope qemu --\"` in your tree, then `lockscope attach`\n\
+                  in another terminal; or `lockscope run --xv6`, `lockscope check --xv6 --type bcachetest`."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -57,6 +63,10 @@ enum Cmd {
     Export(ExportArgs),
     /// Serve a stop saved in a recording to gdb (`target remote`), post-mortem.
     Serve(ServeArgs),
+    /// Be an xv6 Makefile's QEMU: `make qemu QEMU="lockscope qemu --"` runs QEMU as the
+    /// Makefile says, with the console on your terminal, and lets `lockscope attach` (in
+    /// another terminal) show the kernel live.
+    Qemu(QemuArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +78,7 @@ fn main() -> ExitCode {
         Cmd::Replay(a) => replay::replay(a),
         Cmd::Export(a) => export::export(a),
         Cmd::Serve(a) => serve::serve(a),
+        Cmd::Qemu(a) => qemu::qemu(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -43,9 +43,14 @@ pub fn report_text(r: &CheckReport, v: &View) -> String {
             .kernel_reader
             .as_ref()
             .map_or_else(String::new, |k| format!(" (read through {k})"));
+        let args = if b.is_empty() {
+            String::new()
+        } else {
+            format!(", bootargs \"{b}\"")
+        };
         let _ = writeln!(
             out,
-            "kernel{read}: {} harts, bootargs \"{b}\"; events {} (lost {})",
+            "kernel{read}: {} harts{args}; events {} (lost {})",
             r.harts, r.events, r.lost_events
         );
     }
@@ -69,56 +74,50 @@ pub fn report_text(r: &CheckReport, v: &View) -> String {
         _ => {}
     }
 
-    let _ = writeln!(out, "\n--- locks (lab format, most contended first)");
-    let _ = writeln!(
-        out,
-        "{:<20} {:>10} {:>14} {:>8} {:>9} {:>9} {:>9} {:>9}",
-        "lock",
-        "#acquire()",
-        "#test-and-set",
-        "contend",
-        "wait avg",
-        "wait max",
-        "hold avg",
-        "hold max"
-    );
-    for l in &r.locks {
-        let _ = writeln!(
-            out,
-            "{:<20} {:>10} {:>14} {:>7.2}% {:>9} {:>9} {:>9} {:>9}",
-            l.name,
-            l.acquires,
-            l.spins,
-            l.contention_pct,
-            ns(l.wait_avg_ns),
-            ns(l.wait_max_ns),
-            ns(l.hold_avg_ns),
-            ns(l.hold_max_ns)
-        );
-    }
+    locks_text(&mut out, r);
     if !r.buckets.is_empty() {
         let _ = writeln!(out, "\n--- buffer cache buckets");
-        let _ = writeln!(
-            out,
-            "{:<7} {:<18} {:>5} {:>6} {:>10} {:>8} {:>7} {:>8}",
-            "bucket", "lock", "bufs", "in-use", "hits", "misses", "steals", "hit-rate"
-        );
+        if r.bucket_counts_unavailable {
+            let _ = writeln!(
+                out,
+                "{:<7} {:<24} {:>5} {:>6}   (this kernel keeps no hit, miss or steal counts)",
+                "bucket", "lock", "bufs", "in-use"
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "{:<7} {:<18} {:>5} {:>6} {:>10} {:>8} {:>7} {:>8}",
+                "bucket", "lock", "bufs", "in-use", "hits", "misses", "steals", "hit-rate"
+            );
+        }
         for b in &r.buckets {
+            let lock = b.lock.as_deref().unwrap_or("-");
+            if r.bucket_counts_unavailable {
+                let _ = writeln!(
+                    out,
+                    "{:<7} {:<24} {:>5} {:>6}",
+                    b.index, lock, b.bufs, b.in_use
+                );
+                continue;
+            }
+            let n = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
             let _ = writeln!(
                 out,
                 "{:<7} {:<18} {:>5} {:>6} {:>10} {:>8} {:>7} {:>8}",
                 b.index,
-                b.lock.as_deref().unwrap_or("-"),
+                lock,
                 b.bufs,
                 b.in_use,
-                b.hits,
-                b.misses,
-                b.steals,
+                n(b.hits),
+                n(b.misses),
+                n(b.steals),
                 b.hit_rate
                     .map_or("-".into(), |h| format!("{:.1}%", h * 100.0))
             );
         }
     }
+    lab_tests_text(&mut out, r);
+    findings_text(&mut out, r);
     if let Some(p) = &v.panic {
         let _ = writeln!(out, "\n--- panic");
         if let Some(c) = &v.check.panic {
@@ -181,4 +180,140 @@ pub fn report_text(r: &CheckReport, v: &View) -> String {
         }
     }
     out
+}
+
+/// The lock table, lab style: with times when the kernel's locks deliver events, with each
+/// lock's variable and holder when the source reads locks in memory (xv6).
+fn locks_text(out: &mut String, r: &CheckReport) {
+    let _ = writeln!(out, "\n--- locks (lab format, most contended first)");
+    if r.no_lock_events {
+        let _ = writeln!(
+            out,
+            "(wait and hold times need lock events: they come with lockscope's QEMU plugin)"
+        );
+        let _ = writeln!(
+            out,
+            "{:<20} {:>10} {:>14} {:>6}  variable",
+            "lock", "#acquire()", "#test-and-set", "holder"
+        );
+        for l in &r.locks {
+            let _ = writeln!(
+                out,
+                "{:<20} {:>10} {:>14} {:>6}  {}",
+                l.name,
+                l.acquires,
+                l.spins,
+                l.holder.map_or("-".into(), |h| format!("hart{h}")),
+                l.path.as_deref().unwrap_or("(registry only)")
+            );
+        }
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "{:<20} {:>10} {:>14} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "lock",
+        "#acquire()",
+        "#test-and-set",
+        "contend",
+        "wait avg",
+        "wait max",
+        "hold avg",
+        "hold max"
+    );
+    for l in &r.locks {
+        let _ = writeln!(
+            out,
+            "{:<20} {:>10} {:>14} {:>7.2}% {:>9} {:>9} {:>9} {:>9}",
+            l.name,
+            l.acquires,
+            l.spins,
+            l.contention_pct,
+            ns(l.wait_avg_ns),
+            ns(l.wait_max_ns),
+            ns(l.hold_avg_ns),
+            ns(l.hold_max_ns)
+        );
+    }
+}
+
+/// Each lab test the console showed: the lab's verdict, and the counters over its window.
+fn lab_tests_text(out: &mut String, r: &CheckReport) {
+    for t in &r.lab_tests {
+        let _ = writeln!(
+            out,
+            "\n--- {} (by the lab's own output: {})",
+            t.name,
+            match &t.result_line {
+                Some(l) => format!("\"{l}\""),
+                None => "no result yet".into(),
+            }
+        );
+        let window = match &t.end_line {
+            Some(end) => format!("\"{}\" .. \"{end}\"", t.start_line),
+            None => format!("\"{}\" .. (still running)", t.start_line),
+        };
+        if !t.measured {
+            let _ = writeln!(out, "window {window}: no counters were read over it");
+            continue;
+        }
+        let _ = writeln!(out, "counters over the test's window {window}:");
+        let _ = writeln!(
+            out,
+            "{:<20} {:>14} {:>10}  variable",
+            "lock", "#test-and-set", "#acquire()"
+        );
+        let line = |out: &mut String, l: &lockscope_engine::monitor::LabLock| {
+            let note = if l.allocator_or_cache && !l.lab_counted {
+                "  (not counted by the lab: its name starts with neither kmem nor bcache)"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "{:<20} {:>14} {:>10}  {}{note}",
+                l.name,
+                l.nts,
+                l.n,
+                l.path.as_deref().unwrap_or("(registry only)")
+            );
+        };
+        // As the lab prints them: the allocator and cache locks, then the most contended.
+        let (ours, others): (Vec<_>, Vec<_>) = t
+            .locks
+            .iter()
+            .partition(|l| l.lab_counted || l.allocator_or_cache);
+        for l in &ours {
+            line(out, l);
+        }
+        if !others.is_empty() {
+            let _ = writeln!(out, "top {} other locks:", others.len().min(5));
+            for l in others.iter().take(5) {
+                line(out, l);
+            }
+        }
+        let _ = writeln!(
+            out,
+            "tot= {} (as the lab's statslock counts: locks named kmem* or bcache*); over every allocator and buffer-cache lock: {}",
+            t.tot, t.tot_all
+        );
+        if !r.findings.is_empty() {
+            let _ = writeln!(out, "the findings below make this result meaningless");
+        }
+    }
+}
+
+/// Broken invariants and lab pitfalls the source found.
+fn findings_text(out: &mut String, r: &CheckReport) {
+    if r.findings.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n--- findings ({}), each makes the lab's OK meaningless",
+        r.findings.len()
+    );
+    for f in &r.findings {
+        let _ = writeln!(out, "{}: {}", crate::summary::kind_name(f), f.message);
+    }
 }

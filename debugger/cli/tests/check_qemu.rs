@@ -417,6 +417,9 @@ fn attach_watches_a_running_qemu_through_its_stub_and_leaves_it_running() {
             "5",
             "--attach",
             &q.addr.to_string(),
+            // The harness starts QEMU held at reset (-S): a guest held there stays held unless
+            // lockscope is told to continue it.
+            "--continue",
         ])
         .arg("--kernel")
         .arg(kernel())

@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::{stall_line, Check, Severity, Verdict};
 use crate::feed::Ending;
-use crate::monitor::{short_function, FrameLine, PauseStats, Place, TargetState, View};
+use crate::model::{Finding, ProcRef};
+use crate::monitor::{short_function, FrameLine, LabTest, PauseStats, Place, TargetState, View};
 
 /// Version of the [`CheckReport`] JSON; bumped on any incompatible change.
 pub const REPORT_SCHEMA: u32 = 1;
@@ -24,6 +25,23 @@ pub struct LockLine {
     pub wait_max_ns: Option<u64>,
     pub hold_avg_ns: Option<u64>,
     pub hold_max_ns: Option<u64>,
+    /// Where the lock is in the kernel's variables (`bcache.bucket[4].lock`), when the source
+    /// reads locks in memory (xv6); `null` otherwise or for a lock known only from a registry.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The hart holding it at the end, when the source knows.
+    #[serde(default)]
+    pub holder: Option<u32>,
+}
+
+/// One hart's `struct cpu`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CpuLine {
+    pub hart: u32,
+    /// The process it runs; `null` in its scheduler.
+    pub process: Option<ProcRef>,
+    pub noff: i64,
+    pub intena: bool,
 }
 
 /// One bucket of the buffer cache.
@@ -33,9 +51,10 @@ pub struct BucketLine {
     pub lock: Option<String>,
     pub bufs: u32,
     pub in_use: u32,
-    pub hits: u64,
-    pub misses: u64,
-    pub steals: u64,
+    /// `null` when the kernel keeps no counts (see `bucket_counts_unavailable`).
+    pub hits: Option<u64>,
+    pub misses: Option<u64>,
+    pub steals: Option<u64>,
     pub hit_rate: Option<f64>,
 }
 
@@ -107,6 +126,14 @@ pub struct CheckReport {
     pub watched_ns: Option<u64>,
     pub locks: Vec<LockLine>,
     pub buckets: Vec<BucketLine>,
+    /// The buffer cache keeps no hit, miss or steal counts (xv6): those bucket fields are
+    /// `null`, not zero.
+    #[serde(default)]
+    pub bucket_counts_unavailable: bool,
+    /// The kernel's locks deliver no events, so there are no wait or hold times (xv6 read
+    /// through DWARF alone; they come with lockscope's QEMU plugin).
+    #[serde(default)]
+    pub no_lock_events: bool,
     /// The panic's symbolized backtrace (panicking hart), innermost first.
     pub backtrace: Vec<SiteLine>,
     /// The faulting instruction or the first frame past the panic machinery.
@@ -116,6 +143,17 @@ pub struct CheckReport {
     /// Stalled harts in words.
     pub stalls: Vec<String>,
     pub inversions: Vec<InversionLine>,
+    /// Broken invariants and lab pitfalls the source found (xv6): `{kind, path, message}`.
+    #[serde(default)]
+    pub findings: Vec<Finding>,
+    /// Each hart's own record (xv6's `struct cpu`): the process it runs, `noff`, `intena`.
+    #[serde(default)]
+    pub cpus: Vec<CpuLine>,
+    /// The lab's tests as the console showed them, each with the lock counters over its
+    /// window, `tot` as the lab's `statslock` computes it and `tot_all` over every allocator
+    /// and buffer-cache lock.
+    #[serde(default)]
+    pub lab_tests: Vec<LabTest>,
     /// The analysis' own verdict record (raw pcs), for tools that want everything.
     pub check: Check,
 }
@@ -123,6 +161,8 @@ pub struct CheckReport {
 impl CheckReport {
     pub fn from_view(v: &View) -> Self {
         let c = &v.check;
+        // Without lock events there are no times: the counters' zeros are not measurements.
+        let timed = |t: Option<u64>| t.filter(|_| v.lock_events);
         let mut locks: Vec<LockLine> = v
             .report
             .locks
@@ -134,13 +174,17 @@ impl CheckReport {
                 spins: l.spins,
                 contended: l.contended,
                 contention_pct: l.contention_pct.unwrap_or(0.0),
-                wait_avg_ns: l.wait.avg_ns,
-                wait_max_ns: l.wait.max_ns,
-                hold_avg_ns: l.hold.avg_ns,
-                hold_max_ns: l.hold.max_ns,
+                wait_avg_ns: timed(l.wait.avg_ns),
+                wait_max_ns: timed(l.wait.max_ns),
+                hold_avg_ns: timed(l.hold.avg_ns),
+                hold_max_ns: timed(l.hold.max_ns),
+                path: v.detail.lock(l.id).and_then(|d| d.path.clone()),
+                holder: l.holder,
             })
             .collect();
         locks.sort_by(|a, b| b.spins.cmp(&a.spins).then(b.acquires.cmp(&a.acquires)));
+        let counted = !v.detail.bcache_counts_unavailable;
+        let count = |n: u64| counted.then_some(n);
         let buckets = v.report.bcache.as_ref().map_or_else(Vec::new, |b| {
             b.buckets
                 .iter()
@@ -149,10 +193,10 @@ impl CheckReport {
                     lock: k.lock_name.clone(),
                     bufs: k.nbuf,
                     in_use: k.in_use,
-                    hits: k.hits,
-                    misses: k.misses,
-                    steals: k.steals,
-                    hit_rate: k.hit_rate,
+                    hits: count(k.hits),
+                    misses: count(k.misses),
+                    steals: count(k.steals),
+                    hit_rate: k.hit_rate.filter(|_| counted),
                 })
                 .collect()
         });
@@ -207,11 +251,26 @@ impl CheckReport {
             watched_ns: None,
             locks,
             buckets,
+            bucket_counts_unavailable: !counted,
+            no_lock_events: !v.lock_events,
             backtrace,
             fault,
             deadlocks: v.deadlock_chains.clone(),
             stalls,
             inversions,
+            findings: v.detail.findings.clone(),
+            cpus: v
+                .detail
+                .cpus
+                .iter()
+                .map(|(hart, c)| CpuLine {
+                    hart: *hart,
+                    process: c.proc.clone(),
+                    noff: c.noff,
+                    intena: c.intena,
+                })
+                .collect(),
+            lab_tests: v.lab_tests.clone(),
             check: c.clone(),
         }
     }

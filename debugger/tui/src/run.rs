@@ -71,6 +71,7 @@ pub fn run(handle: Arc<SessionHandle>, options: Options) -> Result<LoopStats, Tu
         handle.controllable(),
     );
     app.poll_hz = options.poll_hz;
+    app.console_input = handle.accepts_console();
     let result = (|| {
         let mut tui = terminal::enter(options.mouse).map_err(TuiError::Terminal)?;
         let events = EventSource::spawn(options.tick_rate).map_err(TuiError::Terminal)?;
@@ -130,6 +131,11 @@ pub fn run_with<B: Backend>(
                         Effect::Send(c) => {
                             if !handle.send(c) {
                                 app.message = Some("the session no longer listens".into());
+                            }
+                        }
+                        Effect::Type(bytes, n) => {
+                            if !handle.send_console(&bytes[..n as usize]) {
+                                app.message = Some("the guest console takes no input".into());
                             }
                         }
                         Effect::None | Effect::Replay(_) => {}

@@ -435,3 +435,67 @@ fn every_view_renders_at_odd_sizes_without_panicking() {
 }
 
 // ---- The loop: redraws, pause, commands. ----
+
+// ---- A source without lock events (xv6 through DWARF). ----
+
+#[test]
+fn xv6_locks_show_variables_and_the_kernels_counts_and_say_what_needs_events() {
+    let view = fixture("xv6_odd_names");
+    assert!(!view.lock_events);
+    let a = app(Tab::Locks);
+    let s = screen(&a, &view, 160, 48);
+    assert!(s.contains("Variable"), "{s}");
+    assert!(s.contains("bcache.bucket[3].lock"), "{s}");
+    assert!(s.contains("wait and hold times need lock events"), "{s}");
+    assert!(!s.contains("Wavg"), "no time columns: {s}");
+    // The tabs are what the source gives: no Events; Processes, Findings, Console.
+    let tabs: Vec<Tab> = Tab::visible(&view, false);
+    assert!(!tabs.contains(&Tab::Events));
+    assert!(tabs.contains(&Tab::Processes) && tabs.contains(&Tab::Findings));
+    assert!(tabs.contains(&Tab::Console));
+    let mut a = app(Tab::Bcache);
+    press(&mut a, &view, key(KeyCode::Tab));
+    assert_eq!(a.tab, Tab::Panic, "Tab skips the hidden Events view");
+    press(&mut a, &view, ch('4'));
+    assert_eq!(a.tab, Tab::Panic);
+    assert!(a.message.as_deref().unwrap().contains("no Events view"));
+    let s = screen(&app(Tab::Findings), &view, 120, 40);
+    assert!(s.contains("lock_name_not_counted"), "{s}");
+    let s = screen(&app(Tab::Bcache), &view, 120, 40);
+    assert!(s.contains("keeps no hit, miss or steal counts"), "{s}");
+    assert!(!s.contains("Hit%"), "{s}");
+    assert!(
+        s.contains("at boot"),
+        "free pages against the boot total: {s}"
+    );
+}
+
+#[test]
+fn the_console_takes_typing_when_the_session_has_its_input() {
+    let view = fixture("xv6_odd_names");
+    let mut a = app(Tab::Console);
+    // Without console input, Enter says why.
+    press(&mut a, &view, key(KeyCode::Enter));
+    assert!(a.input.is_none());
+    assert!(a.message.as_deref().unwrap().contains("no console input"));
+    a.console_input = true;
+    press(&mut a, &view, key(KeyCode::Enter));
+    assert_eq!(a.input, Some(lockscope_tui::app::Input::Console));
+    assert_eq!(press(&mut a, &view, ch('q')), Effect::Type(*b"q\0\0\0", 1));
+    assert_eq!(
+        press(&mut a, &view, key(KeyCode::Enter)),
+        Effect::Type([b'\r', 0, 0, 0], 1)
+    );
+    assert_eq!(
+        press(&mut a, &view, key(KeyCode::Backspace)),
+        Effect::Type([0x7f, 0, 0, 0], 1)
+    );
+    let ctrl_p = Term::Key(KeyEvent::new(KeyCode::Char('p'), KeyModifiers::CONTROL));
+    assert_eq!(
+        press(&mut a, &view, ctrl_p),
+        Effect::Type([0x10, 0, 0, 0], 1)
+    );
+    press(&mut a, &view, key(KeyCode::Esc));
+    assert!(a.input.is_none());
+    assert_eq!(press(&mut a, &view, ch('q')), Effect::Quit, "q quits again");
+}

@@ -52,6 +52,25 @@ fn null_next_every_view() {
     every_view("null_next");
 }
 
+/// The C fixture kernel (xv6-shaped, BUG=odd-names) read through DWARF: the views a source
+/// without lock events gets.
+#[test]
+fn xv6_every_view() {
+    let view = fixture("xv6_odd_names");
+    for tab in Tab::visible(&view, true) {
+        for (w, h) in SIZES {
+            let mut a = app(tab);
+            a.console_input = true;
+            let s = screen(&a, &view, w, h);
+            let name = format!("xv6_odd_names__{}__{w}x{h}", tab.index() + 1);
+            insta::assert_snapshot!(name, s);
+        }
+    }
+    let mut a = app(Tab::Locks);
+    press(&mut a, &view, KeyCode::Enter);
+    insta::assert_snapshot!("xv6_odd_names__detail__80x24", screen(&a, &view, 80, 24));
+}
+
 #[test]
 fn empty_view_every_view() {
     let view = empty_view();

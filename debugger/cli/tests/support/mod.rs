@@ -1,6 +1,9 @@
 //! Shared helpers of the CLI's end-to-end tests.
 #![allow(dead_code)]
 
+pub mod tmux;
+pub mod xv6;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -4,8 +4,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::capture::Captures;
+use super::lab::LabTracker;
 use super::view::{PauseStats, SourceKind, TargetState};
-use crate::analysis::{AnalysisConfig, Analyzer, Check, ConfigError};
+use crate::analysis::{AnalysisConfig, Analyzer, Check, ConfigError, Verdict};
 use crate::feed::{Feed, StopReason};
 use crate::model::LockEvent;
 use crate::recording::{Recorder, WriterStats};
@@ -49,6 +50,8 @@ pub struct Monitor {
     pub(super) console: VecDeque<String>,
     /// The last console line is still open (no newline yet).
     pub(super) console_open: bool,
+    /// Lines the console has ended since the start (not bounded like `console`).
+    pub(super) console_newlines: u64,
     /// Per hart, its newest events.
     pub(super) recent: Vec<VecDeque<LockEvent>>,
     pub(super) events_total: u64,
@@ -61,6 +64,12 @@ pub struct Monitor {
     pub(super) wanted: Option<StopReason>,
     /// How the kernel is read (the source's description), when live.
     pub(super) kernel_reader: Option<String>,
+    /// The source delivers lock events.
+    pub(super) lock_events: bool,
+    /// The lab's tests on the console.
+    pub(super) lab: LabTracker,
+    /// What the user's gdb holds, through the proxy.
+    pub(super) user_gdb: Option<String>,
 }
 
 impl Monitor {
@@ -79,6 +88,7 @@ impl Monitor {
             generation: 0,
             console: VecDeque::new(),
             console_open: false,
+            console_newlines: 0,
             recent: Vec::new(),
             events_total: 0,
             lost_total: 0,
@@ -88,6 +98,9 @@ impl Monitor {
             kernel_reader: None,
             captures: Captures::default(),
             wanted: None,
+            lock_events: true,
+            lab: LabTracker::default(),
+            user_gdb: None,
         })
     }
 
@@ -95,6 +108,21 @@ impl Monitor {
     pub fn set_kernel_reader(&mut self, description: String) {
         self.kernel_reader = Some(description);
         self.generation += 1;
+    }
+
+    /// Says whether the source delivers lock events at all (an xv6 kernel read through DWARF
+    /// alone does not), so views can say why there are no wait and hold times.
+    pub fn set_lock_events(&mut self, available: bool) {
+        self.lock_events = available;
+        self.generation += 1;
+    }
+
+    /// What the user's gdb holds (`stopped by gdb (hart 2, breakpoint or step)`), or `None`.
+    pub fn set_user_gdb(&mut self, state: Option<String>) {
+        if self.user_gdb != state {
+            self.user_gdb = state;
+            self.generation += 1;
+        }
     }
 
     /// Writes every feed applied from now on to `r` (a session shares it with the thread that
@@ -137,6 +165,10 @@ impl Monitor {
             captures: self.captures,
             wanted: self.wanted,
             kernel_reader: self.kernel_reader.clone(),
+            console_newlines: self.console_newlines,
+            lock_events: self.lock_events,
+            lab: self.lab.clone(),
+            user_gdb: self.user_gdb.clone(),
         }
     }
 
@@ -177,7 +209,8 @@ impl Monitor {
         }
         self.analyzer.apply(feed);
         match feed {
-            Feed::Snapshot(_) => {
+            Feed::Snapshot(snap) => {
+                self.lab.on_snapshot(snap);
                 if self.state == TargetState::Starting {
                     self.state = TargetState::Running;
                 }
@@ -192,7 +225,10 @@ impl Monitor {
                 self.lost_total = self.lost_total.saturating_add(lost_now);
                 self.keep_recent(events);
             }
-            Feed::Console(text) => self.push_console(text),
+            Feed::Console(text) => {
+                self.lab.on_console(text);
+                self.push_console(text);
+            }
             Feed::Stop(info) => {
                 self.state = TargetState::Stopped {
                     reason: info.reason,
@@ -253,6 +289,7 @@ impl Monitor {
     }
 
     fn push_console(&mut self, text: &str) {
+        self.console_newlines += text.matches('\n').count() as u64;
         for (i, piece) in text.split('\n').enumerate() {
             let piece = piece.trim_end_matches('\r');
             if i == 0 && self.console_open {
@@ -304,9 +341,22 @@ impl Monitor {
         super::capture::focus(&self.analyzer)
     }
 
-    /// The verdict alone (cheaper than a view).
+    /// The verdict alone (cheaper than a view). A test the lab's own output failed is a
+    /// failed workload, unless something worse happened.
     pub fn check(&self) -> Check {
-        self.analyzer.check()
+        let mut check = self.analyzer.check();
+        if let Some(t) = self.lab.failed() {
+            if matches!(check.verdict, Verdict::Ok | Verdict::LockOrderInversion) {
+                check.verdict = Verdict::Fail;
+                check.severity = check.verdict.severity();
+                check.summary = format!(
+                    "{} failed by the lab's own output: \"{}\"",
+                    t.name,
+                    t.result_line.as_deref().unwrap_or("FAIL")
+                );
+            }
+        }
+        check
     }
 }
 

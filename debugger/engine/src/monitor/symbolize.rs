@@ -5,10 +5,11 @@ use std::collections::HashMap;
 
 use super::feeds::Monitor;
 use super::view::{
-    short_function, AsmLine, FrameLine, HartBacktrace, PanicDetail, Place, SourceLines, View,
+    short_function, AsmLine, FrameLine, HartBacktrace, KernelDetail, LockDetail, PanicDetail,
+    Place, SourceLines, View,
 };
 use crate::analysis::Report;
-use crate::model::{FrameKind, StackFrame};
+use crate::model::{FrameKind, Snapshot, StackFrame};
 use crate::symbols::{Disassembly, SourceContext, SourceFrame};
 
 impl Monitor {
@@ -16,7 +17,7 @@ impl Monitor {
     /// little beyond the analysis report.
     pub fn view(&self) -> View {
         let report = self.analyzer.report();
-        let check = self.analyzer.check();
+        let check = self.check();
         let mut places = HashMap::new();
         let mut site = |pc: u64| {
             places.entry(pc).or_insert_with(|| self.return_place(pc));
@@ -100,11 +101,16 @@ impl Monitor {
             lost_total: self.lost_total,
             pauses: self.pauses.clone(),
             console: self.console.iter().cloned().collect(),
+            console_newlines: self.console_newlines,
             kernel_reader: self.kernel_reader.clone(),
             bufs: snap
                 .and_then(|s| s.bcache.as_ref())
                 .map(|b| b.bufs.clone())
                 .unwrap_or_default(),
+            lock_events: self.lock_events,
+            detail: snap.map(kernel_detail).unwrap_or_default(),
+            lab_tests: self.lab.tests().to_vec(),
+            user_gdb: self.user_gdb.clone(),
         }
     }
 
@@ -269,6 +275,45 @@ impl Monitor {
             source,
             harts,
         })
+    }
+}
+
+/// What the snapshot holds beyond locks and harts, for the views.
+fn kernel_detail(s: &Snapshot) -> KernelDetail {
+    let has_locks = s.locks.iter().any(|l| l.path.is_some() || l.lab.is_some());
+    KernelDetail {
+        locks: if has_locks {
+            s.locks
+                .iter()
+                .map(|l| LockDetail {
+                    id: l.meta.id,
+                    path: l.path.clone(),
+                    addr: l.addr,
+                    locked: l.locked,
+                    lab: l.lab,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+        cpus: s
+            .harts
+            .iter()
+            .filter_map(|h| h.cpu.clone().map(|c| (h.hart, c)))
+            .collect(),
+        processes: s.processes.clone(),
+        sleeplocks: s.sleeplocks.clone(),
+        rwlocks: s.rwlocks.clone(),
+        findings: s.findings.clone(),
+        kmem_paths: s
+            .kmem
+            .as_ref()
+            .map(|k| k.list_paths.clone())
+            .unwrap_or_default(),
+        pages_at_start: s.kmem.as_ref().and_then(|k| k.pages_at_start),
+        kmem_incomplete: s.kmem.as_ref().is_some_and(|k| k.incomplete),
+        bcache_layout: s.bcache.as_ref().and_then(|b| b.layout.clone()),
+        bcache_counts_unavailable: s.bcache.as_ref().is_some_and(|b| b.counts_unavailable),
     }
 }
 

@@ -4,10 +4,12 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::lab::{LabResult, LabTest};
 use crate::analysis::{verdict_sentence, Check, Report, VerdictNames};
 use crate::feed::{Ending, StopReason};
 use crate::model::{
-    BufSnapshot, FrameKind, HartId, HartRun, LockEvent, LockId, Outcome, TargetConfig,
+    BufSnapshot, CpuState, Finding, FrameKind, HartId, HartRun, LabCounts, LockEvent, LockId,
+    Outcome, ProcessSnapshot, RwLockSnapshot, SleeplockSnapshot, TargetConfig,
 };
 
 /// How the monitor reads its target.
@@ -173,12 +175,81 @@ pub struct View {
     pub pauses: PauseStats,
     /// The guest console, newest line last; the last may be incomplete.
     pub console: Vec<String>,
+    /// Lines the console has ended since the start (the `console` above keeps the newest):
+    /// whether output came since some moment.
+    #[serde(default)]
+    pub console_newlines: u64,
     /// The buffer cache's buffers, for a bucket's drill-down (empty without a buffer cache).
     #[serde(default)]
     pub bufs: Vec<BufSnapshot>,
     /// How the kernel is read (`lockscope ABI v1`); `None` in a replay.
     #[serde(default)]
     pub kernel_reader: Option<String>,
+    /// The source delivers lock events (wait and hold times, sites): our kernel's rings; an
+    /// xv6 kernel read through DWARF alone has none.
+    #[serde(default = "yes")]
+    pub lock_events: bool,
+    /// What the source reads beyond locks and harts (an xv6 kernel): processes, sleeplocks,
+    /// reader-writer locks, findings, each lock's variable.
+    #[serde(default)]
+    pub detail: KernelDetail,
+    /// The lab's tests as the console showed them, with the counters over each one.
+    #[serde(default)]
+    pub lab_tests: Vec<LabTest>,
+    /// What the user's gdb holds (through lockscope's proxy): `stopped by gdb (hart 2,
+    /// breakpoint or step)`, `gdb connected`.
+    #[serde(default)]
+    pub user_gdb: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One lock's variable and raw state, as a source that reads locks in memory gives them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockDetail {
+    pub id: LockId,
+    /// `bcache.bucket[4].lock`; `None` for a lock known only from the lab's registry.
+    pub path: Option<String>,
+    pub addr: Option<u64>,
+    pub locked: Option<bool>,
+    /// The lab's `n` and `nts`, raw.
+    pub lab: Option<LabCounts>,
+}
+
+/// What a source reads beyond locks, harts and events (an unmodified xv6 kernel through its
+/// DWARF), for the views that show it. Empty for sources that do not read it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelDetail {
+    /// Per lock, by id; empty when the source gives no lock variables.
+    pub locks: Vec<LockDetail>,
+    /// Each hart's `struct cpu`.
+    pub cpus: Vec<(HartId, CpuState)>,
+    pub processes: Vec<ProcessSnapshot>,
+    pub sleeplocks: Vec<SleeplockSnapshot>,
+    pub rwlocks: Vec<RwLockSnapshot>,
+    pub findings: Vec<Finding>,
+    /// Where each free list's head is, parallel to the allocator's lists.
+    pub kmem_paths: Vec<String>,
+    /// Free pages right after boot, to compare the lists' total with.
+    pub pages_at_start: Option<u64>,
+    /// A free-list walk stopped early: the counts are lower bounds.
+    pub kmem_incomplete: bool,
+    /// How the buffer cache's buckets were found.
+    pub bcache_layout: Option<String>,
+    /// The source has no hit, miss or steal counts per bucket (xv6 keeps none).
+    pub bcache_counts_unavailable: bool,
+}
+
+impl KernelDetail {
+    /// The lock `id`'s detail, when there is one.
+    pub fn lock(&self, id: LockId) -> Option<&LockDetail> {
+        self.locks
+            .get(id as usize)
+            .filter(|l| l.id == id)
+            .or_else(|| self.locks.iter().find(|l| l.id == id))
+    }
 }
 
 impl View {
@@ -193,6 +264,19 @@ impl View {
     /// The verdict in one line, symbolized: what `lockscope check` prints and the dashboard
     /// shows under its tabs.
     pub fn verdict_sentence(&self) -> String {
+        if self.check.verdict == crate::analysis::Verdict::Fail {
+            if let Some(t) = self
+                .lab_tests
+                .iter()
+                .find(|t| t.result == Some(LabResult::Fail))
+            {
+                return format!(
+                    "{} failed by the lab's own output: \"{}\"",
+                    t.name,
+                    t.result_line.as_deref().unwrap_or("FAIL")
+                );
+            }
+        }
         verdict_sentence(&self.check, self)
     }
 }

@@ -30,23 +30,34 @@ impl QemuConfig {
     /// (`-S`), and waits until the stub listens, without connecting to it (a connection is a
     /// gdb client to QEMU).
     pub fn spawn_with_gdb(&self, timeout: Duration) -> Result<WithGdb, QemuError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let port = free_port().map_err(|source| QemuError::Port { source })?;
-            let cfg = self.clone().gdb_port(port).wait_for_gdb(true);
-            let process = cfg.spawn()?;
-            match wait_listening(&process, port, Instant::now() + timeout) {
-                Ok(()) => {
-                    return Ok(WithGdb {
-                        process,
-                        addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-                    })
-                }
-                Err(QemuError::Exited { ref stderr, .. })
-                    if attempt < PORT_ATTEMPTS && stderr.contains("Address already in use") => {}
-                Err(e) => return Err(e),
+        spawn_listening(timeout, |port| {
+            self.clone().gdb_port(port).wait_for_gdb(true).spawn()
+        })
+    }
+}
+
+/// Starts a QEMU with `spawn(port)` (which must put QEMU's gdb stub on 127.0.0.1:`port`) on a
+/// free port, and waits until the stub listens; tries new ports while QEMU exits because
+/// another process took its port first.
+pub fn spawn_listening(
+    timeout: Duration,
+    mut spawn: impl FnMut(u16) -> Result<QemuProcess, QemuError>,
+) -> Result<WithGdb, QemuError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let port = free_port().map_err(|source| QemuError::Port { source })?;
+        let process = spawn(port)?;
+        match wait_listening(&process, port, Instant::now() + timeout) {
+            Ok(()) => {
+                return Ok(WithGdb {
+                    process,
+                    addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+                })
             }
+            Err(QemuError::Exited { ref stderr, .. })
+                if attempt < PORT_ATTEMPTS && stderr.contains("Address already in use") => {}
+            Err(e) => return Err(e),
         }
     }
 }

@@ -1,8 +1,8 @@
 //! [`QemuProcess`]: a QEMU started from a [`QemuConfig`], killed when dropped. Every QEMU the
 //! project starts (sessions, xtask, the boot tests, the gdb and symbol tests) goes through it.
 
-use std::io::Read;
-use std::process::{Child, ChildStdout, ExitStatus, Stdio};
+use std::io::{Read, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -21,6 +21,7 @@ const POLL: Duration = Duration::from_millis(20);
 pub struct QemuProcess {
     child: Mutex<Child>,
     console: Mutex<Option<ChildStdout>>,
+    stdin: Mutex<Option<ChildStdin>>,
     stderr: Arc<Mutex<String>>,
     stderr_reader: Mutex<Option<JoinHandle<()>>>,
     /// The command line, for messages.
@@ -31,45 +32,52 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Where a QEMU's input goes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QemuInput {
+    Null,
+    /// Written through [`QemuProcess::take_stdin`] (typing at the guest console).
+    Piped,
+    /// The caller's own stdin (the user's terminal).
+    Inherit,
+}
+
+/// Where a QEMU's output goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QemuOutput {
+    Null,
+    /// Read through [`QemuProcess::take_console`].
+    Piped,
+    /// The caller's own stdout (the user's terminal).
+    Inherit,
+}
+
+/// A QEMU's standard streams. Its stderr is always kept (bounded) for messages; with
+/// `echo_stderr` it is also copied to ours as it comes, as if QEMU wrote there itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QemuIo {
+    pub stdin: QemuInput,
+    pub stdout: QemuOutput,
+    pub echo_stderr: bool,
+}
+
 impl QemuConfig {
     /// Starts QEMU with stdin closed.
     pub fn spawn(&self) -> Result<QemuProcess, QemuError> {
-        let mut cmd = self.command()?;
+        let cmd = self.command()?;
         let stdout = match self.console {
-            Console::Stdio => Stdio::piped(),
-            _ => Stdio::null(),
+            Console::Stdio => QemuOutput::Piped,
+            _ => QemuOutput::Null,
         };
-        cmd.stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|source| QemuError::Spawn {
-            binary: self.qemu.display().to_string(),
-            source,
-        })?;
-        let console = child.stdout.take();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let stderr_reader = child.stderr.take().map(|mut pipe| {
-            let sink = stderr.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = pipe.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    let mut s = lock(&sink);
-                    if s.len() < MAX_STDERR {
-                        s.push_str(&String::from_utf8_lossy(&buf[..n]));
-                    }
-                }
-            })
-        });
-        Ok(QemuProcess {
-            child: Mutex::new(child),
-            console: Mutex::new(console),
-            stderr,
-            stderr_reader: Mutex::new(stderr_reader),
-            command_line: self.display(),
-        })
+        QemuProcess::spawn_command(
+            cmd,
+            self.display(),
+            QemuIo {
+                stdin: QemuInput::Null,
+                stdout,
+                echo_stderr: false,
+            },
+        )
     }
 
     /// Runs QEMU to the end, capturing the console; kills it after `timeout`.
@@ -100,6 +108,66 @@ impl QemuConfig {
 }
 
 impl QemuProcess {
+    /// Starts `cmd` (a QEMU; `command_line` says it in messages) with its streams as `io`
+    /// says.
+    pub fn spawn_command(
+        mut cmd: Command,
+        command_line: String,
+        io: QemuIo,
+    ) -> Result<QemuProcess, QemuError> {
+        let binary = cmd.get_program().to_string_lossy().into_owned();
+        cmd.stdin(match io.stdin {
+            QemuInput::Null => Stdio::null(),
+            QemuInput::Piped => Stdio::piped(),
+            QemuInput::Inherit => Stdio::inherit(),
+        })
+        .stdout(match io.stdout {
+            QemuOutput::Null => Stdio::null(),
+            QemuOutput::Piped => Stdio::piped(),
+            QemuOutput::Inherit => Stdio::inherit(),
+        })
+        .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|source| QemuError::Spawn { binary, source })?;
+        let console = child.stdout.take();
+        let stdin = child.stdin.take();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let stderr_reader = child.stderr.take().map(|mut pipe| {
+            let sink = stderr.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if io.echo_stderr {
+                        let mut e = std::io::stderr().lock();
+                        let _ = e.write_all(&buf[..n]);
+                        let _ = e.flush();
+                    }
+                    let mut s = lock(&sink);
+                    if s.len() < MAX_STDERR {
+                        s.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    }
+                }
+            })
+        });
+        Ok(QemuProcess {
+            child: Mutex::new(child),
+            console: Mutex::new(console),
+            stdin: Mutex::new(stdin),
+            stderr,
+            stderr_reader: Mutex::new(stderr_reader),
+            command_line,
+        })
+    }
+
+    /// QEMU's stdin, once, when it is [`QemuInput::Piped`].
+    pub fn take_stdin(&self) -> Option<ChildStdin> {
+        lock(&self.stdin).take()
+    }
+
     /// The guest console (QEMU's stdout), once; `None` unless the console is
     /// [`Console::Stdio`].
     pub fn take_console(&self) -> Option<Box<dyn Read + Send>> {

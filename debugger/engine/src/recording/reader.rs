@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::codec;
-use super::format::{ChunkHeader, ChunkKind, FILE_MAGIC};
+use super::format::{ChunkKind, FILE_MAGIC};
 use super::keep::segment_paths;
 use super::ram::RecordedRam;
 pub(crate) use super::scan::read_payload;

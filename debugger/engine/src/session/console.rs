@@ -3,13 +3,24 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::messages::Outbox;
 use crate::feed::Feed;
 
-pub(super) fn console_thread(mut out: Box<dyn Read + Send>, log: PathBuf, to: Outbox) {
-    let mut file = File::options().create(true).append(true).open(&log).ok();
+/// Forwards `out` to the engine; with `log`, also appends it there (a console QEMU logs
+/// itself is only read).
+/// `snap_now` is raised when a line that may open or close a lab test's window goes by, so
+/// that the counters at that moment are read at once.
+pub(super) fn console_thread(
+    mut out: Box<dyn Read + Send>,
+    log: Option<PathBuf>,
+    to: Outbox,
+    snap_now: Arc<AtomicBool>,
+) {
+    let mut file = log.and_then(|log| File::options().create(true).append(true).open(log).ok());
     let mut buf = [0u8; 4096];
     let mut pending: Vec<u8> = Vec::new();
     while let Ok(n) = out.read(&mut buf) {
@@ -28,8 +39,12 @@ pub(super) fn console_thread(mut out: Box<dyn Read + Send>, log: PathBuf, to: Ou
         };
         let text = String::from_utf8_lossy(&pending[..cut]).into_owned();
         pending.drain(..cut);
+        let boundary = crate::monitor::may_bound_a_test(&text);
         if !to.send(super::messages::Msg::Feed(Feed::Console(text))) {
             break;
+        }
+        if boundary {
+            snap_now.store(true, Ordering::Release);
         }
         // The UART sends a byte at a time; let a line gather instead of feeding each byte.
         std::thread::sleep(Duration::from_millis(10));

@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 use super::handle::{Command, SessionHandle};
 use super::launch::Qemu;
 use super::messages::{GdbRequest, Msg, StopFlag};
+use super::registry::{write_status, Status};
 use crate::feed::{Ending, Feed};
 use crate::monitor::Monitor;
+use std::path::PathBuf;
 
 /// How long the engine waits for QEMU's exit after the gdb connection drops.
 const EXIT_GRACE: Duration = Duration::from_millis(300);
@@ -22,11 +24,30 @@ pub(super) struct Engine {
     pub(super) monitor: Monitor,
     pub(super) rx: Receiver<Msg>,
     pub(super) handle: Arc<SessionHandle>,
-    pub(super) gdb: Sender<GdbRequest>,
+    /// The gdb thread; `None` when the session only reads shared RAM (joined).
+    pub(super) gdb: Option<Sender<GdbRequest>>,
     pub(super) stop: StopFlag,
     pub(super) view_every: Duration,
     pub(super) has_probe: bool,
     pub(super) qemu: Option<Arc<Qemu>>,
+    /// Where to say how the session goes, for sessions that join this one.
+    pub(super) status: Option<StatusFile>,
+}
+
+/// A session's [`Status`] file, rewritten when something in it changes.
+pub(super) struct StatusFile {
+    pub(super) path: PathBuf,
+    pub(super) status: Status,
+}
+
+impl StatusFile {
+    fn update(&mut self, f: impl FnOnce(&mut Status)) {
+        let before = self.status.clone();
+        f(&mut self.status);
+        if self.status != before {
+            let _ = write_status(&self.path, &self.status);
+        }
+    }
 }
 
 impl Engine {
@@ -44,15 +65,34 @@ impl Engine {
                     if ending.is_none() {
                         if let Some(reason) = self.monitor.capture_wanted() {
                             let focus = self.monitor.capture_focus();
-                            let _ = self.gdb.send(GdbRequest::Capture(reason, focus));
+                            self.to_gdb(GdbRequest::Capture(reason, focus));
                         }
                     }
                 }
-                Ok(Msg::Command(Command::Interrupt)) => {
-                    let _ = self.gdb.send(GdbRequest::Interrupt);
+                Ok(Msg::Command(c @ (Command::Interrupt | Command::Resume))) => {
+                    if self.gdb.is_none() {
+                        self.monitor.apply(&Feed::Console(
+                            "\n[lockscope] this dashboard only reads the guest's shared RAM: its gdb stub belongs to the `lockscope qemu` session; stop the guest with your own gdb (make qemu-gdb) instead\n".into(),
+                        ));
+                    }
+                    self.to_gdb(if c == Command::Interrupt {
+                        GdbRequest::Interrupt
+                    } else {
+                        GdbRequest::Resume
+                    });
                 }
-                Ok(Msg::Command(Command::Resume)) => {
-                    let _ = self.gdb.send(GdbRequest::Resume);
+                Ok(Msg::UserGdb(state)) => {
+                    if let Some(s) = self.status.as_mut() {
+                        s.update(|s| s.user_gdb = state.clone());
+                    }
+                    self.monitor.set_user_gdb(state);
+                }
+                Ok(Msg::OwnerGone(reason)) => {
+                    ending = Some(Ending::Lost { reason });
+                    self.stop.store(true, Ordering::Release);
+                    if probe_done {
+                        break;
+                    }
                 }
                 Ok(Msg::Command(Command::Quit)) => {
                     ending.get_or_insert(Ending::Detached);
@@ -66,9 +106,15 @@ impl Engine {
                 }
                 Ok(Msg::QemuExited { code, stderr }) => {
                     ending = Some(exit_ending(code, &stderr));
+                    if let Some(s) = self.status.as_mut() {
+                        s.update(|s| {
+                            s.exit_status = code;
+                            s.user_gdb = None;
+                        });
+                    }
                     // The probe reads the final state from the RAM file, then reports done.
                     self.stop.store(true, Ordering::Release);
-                    let _ = self.gdb.send(GdbRequest::Quit);
+                    self.to_gdb(GdbRequest::Quit);
                     if probe_done {
                         break;
                     }
@@ -102,6 +148,12 @@ impl Engine {
         self.wind_down(probe_done, ending)
     }
 
+    fn to_gdb(&self, r: GdbRequest) {
+        if let Some(g) = &self.gdb {
+            let _ = g.send(r);
+        }
+    }
+
     /// The stub connection failed. A QEMU we booted may be exiting: the exit message that
     /// follows says how it ended; if it does not exit, shared RAM goes on without control.
     /// Attached, the target is lost: returns how the session ended.
@@ -125,7 +177,7 @@ impl Engine {
     /// monitor's feed and publishes the last view.
     fn wind_down(mut self, probe_done: bool, ending: Option<Ending>) -> Monitor {
         self.stop.store(true, Ordering::Release);
-        let _ = self.gdb.send(GdbRequest::Quit);
+        self.to_gdb(GdbRequest::Quit);
         let grace = if probe_done {
             Duration::ZERO
         } else {
@@ -137,6 +189,9 @@ impl Engine {
                 Msg::ProbeDone => break,
                 _ => {}
             }
+        }
+        if let Some(s) = self.status.as_mut() {
+            s.update(|s| s.ended = true);
         }
         self.monitor
             .apply(&Feed::End(ending.unwrap_or(Ending::Detached)));

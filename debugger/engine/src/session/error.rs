@@ -19,6 +19,14 @@ pub enum SessionError {
     Memory(#[from] crate::memory::MemoryError),
     #[error("cannot record the session: {0}")]
     Recording(#[from] crate::recording::RecordingError),
+    #[error(transparent)]
+    RamDir(#[from] crate::qemu::ram_dir::RamDirError),
+    #[error(transparent)]
+    Line(#[from] crate::qemu::LineError),
+    #[error(transparent)]
+    Proxy(#[from] crate::gdbserver::proxy::ProxyError),
+    #[error(transparent)]
+    Registry(#[from] super::registry::RegistryError),
     #[error("{what}: {source}")]
     Io {
         what: String,

@@ -1,6 +1,7 @@
 //! The thread-safe meeting point between a session (which feeds a [`Monitor`]) and a UI (which
 //! renders its views). The UI never waits on the target: it takes the latest published view.
 
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,8 @@ pub struct SessionHandle {
     latest: Mutex<Arc<View>>,
     generation: AtomicU64,
     commands: Mutex<Option<Sender<Command>>>,
+    /// The guest console's input (QEMU's stdin), when the session has it.
+    console_in: Mutex<Option<Box<dyn Write + Send>>>,
 }
 
 impl SessionHandle {
@@ -33,6 +36,7 @@ impl SessionHandle {
             generation: AtomicU64::new(initial.generation),
             latest: Mutex::new(Arc::new(initial)),
             commands: Mutex::new(Some(tx)),
+            console_in: Mutex::new(None),
         });
         (h, rx)
     }
@@ -70,6 +74,33 @@ impl SessionHandle {
             Some(tx) => tx.send(cmd).is_ok(),
             None => false,
         }
+    }
+
+    /// Types `bytes` at the guest console; false when the session has no console input (or it
+    /// has closed).
+    pub fn send_console(&self, bytes: &[u8]) -> bool {
+        let mut w = self.console_in.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(out) = w.as_mut() else {
+            return false;
+        };
+        if out.write_all(bytes).and_then(|()| out.flush()).is_err() {
+            *w = None;
+            return false;
+        }
+        true
+    }
+
+    /// True when [`SessionHandle::send_console`] can type at the guest console.
+    pub fn accepts_console(&self) -> bool {
+        self.console_in
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Gives the handle the guest console's input (the session's side).
+    pub(super) fn set_console_input(&self, input: Box<dyn Write + Send>) {
+        *self.console_in.lock().unwrap_or_else(|e| e.into_inner()) = Some(input);
     }
 
     /// True when commands can reach a live session (interrupt/resume make sense).

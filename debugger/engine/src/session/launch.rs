@@ -1,60 +1,42 @@
-//! The QEMU a session starts: guest RAM in a shared file under a run directory, the gdb stub on
-//! a free loopback port, the harts held until lockscope is attached, the console piped to us.
+//! The QEMU a session starts: guest RAM in a shared file under a private run directory, the
+//! gdb stub on a free loopback port, the harts held until lockscope is attached.
+//!
+//! Two ways: our own configuration ([`QemuConfig`], console piped to us), or a command line
+//! someone else built ([`QemuLine`], an xv6 Makefile's), extended and otherwise left alone;
+//! when that line asks for a gdb stub, a [`GdbProxy`] serves it on the port it asked for.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::ExitStatus;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::process::{Command, ExitStatus};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::error::SessionError;
+use super::messages::lock;
+use super::options::{LineConsole, LineRun};
 use crate::gdb::{Config as GdbConfig, GdbClient};
-use crate::qemu::{Console, QemuConfig, QemuProcess, WithGdb};
+use crate::gdbserver::proxy::{parse_listen, GdbProxy, ProxyOptions};
+use crate::qemu::line::{display_words, Additions};
+use crate::qemu::ram_dir::RamFile;
+use crate::qemu::{
+    spawn_listening, Console, QemuConfig, QemuError, QemuInput, QemuIo, QemuOutput, QemuProcess,
+    WithGdb,
+};
 
 /// A QEMU we started. Dropping it kills QEMU and removes its run directory (the shared RAM
 /// file).
 pub struct Qemu {
     process: QemuProcess,
+    /// Where lockscope's own gdb client connects: QEMU's stub, or the proxy's private port.
     pub gdb_addr: SocketAddr,
     pub ram_file: Option<PathBuf>,
-    run_dir: PathBuf,
+    /// Why guest RAM is not where it would usually be (a full /dev/shm), when it is not.
+    pub ram_note: Option<String>,
+    ram: Mutex<Option<RamFile>>,
+    /// Serves the gdb port the command line asked for (the user's gdb, the grader).
+    pub proxy: Option<Arc<GdbProxy>>,
     pub command_line: String,
-}
-
-static RUNS: AtomicU64 = AtomicU64::new(0);
-
-/// Where shared RAM files go: tmpfs when the machine has it, so that guest RAM is not written to
-/// disk.
-fn shm_dir() -> PathBuf {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    }
-}
-
-/// Removes run directories (`lockscope-<pid>-<n>`) whose process is gone: a lockscope that was
-/// killed cannot remove its own, and each holds a whole guest RAM.
-fn sweep_stale_runs(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("lockscope-"))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
 }
 
 impl Qemu {
@@ -65,37 +47,123 @@ impl Qemu {
         shared_ram: bool,
         timeout: Duration,
     ) -> Result<Qemu, SessionError> {
-        let n = RUNS.fetch_add(1, Ordering::Relaxed);
-        sweep_stale_runs(&shm_dir());
-        let run_dir = shm_dir().join(format!("lockscope-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&run_dir).map_err(|source| SessionError::Io {
-            what: format!("creating {}", run_dir.display()),
-            source,
-        })?;
-        let ram_file = shared_ram.then(|| run_dir.join("ram"));
-        let mut cfg = config.clone().console(Console::Stdio);
-        if let Some(f) = &ram_file {
-            cfg = cfg.shared_ram(f);
-        }
-        let WithGdb { process, addr } = match cfg.spawn_with_gdb(timeout) {
-            Ok(q) => q,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&run_dir);
-                return Err(e.into());
-            }
+        let ram = if shared_ram {
+            Some(RamFile::create(u64::from(config.memory_mib) << 20)?)
+        } else {
+            None
         };
+        let mut cfg = config.clone().console(Console::Stdio);
+        if let Some(f) = &ram {
+            cfg = cfg.shared_ram(&f.path);
+        }
+        let WithGdb { process, addr } = cfg.spawn_with_gdb(timeout)?;
         Ok(Qemu {
             command_line: process.command_line.clone(),
             process,
             gdb_addr: addr,
-            ram_file,
-            run_dir,
+            ram_file: ram.as_ref().map(|r| r.path.clone()),
+            ram_note: ram.as_ref().and_then(|r| r.note.clone()),
+            ram: Mutex::new(ram),
+            proxy: None,
+        })
+    }
+
+    /// Starts the command line of `run`, with shared RAM, QEMU's stub on a private port (held
+    /// at reset), and the console logged to `console_log` when it is on the terminal. When the
+    /// line asks for a gdb stub, a proxy listens where it asked.
+    pub fn start_line(
+        run: &LineRun,
+        console_log: Option<&Path>,
+        timeout: Duration,
+    ) -> Result<Qemu, SessionError> {
+        let line = &run.line;
+        let size = line.memory_bytes()?;
+        let user_gdb = line.gdb()?;
+        let ram = RamFile::create(size)?;
+        let io = match run.console {
+            LineConsole::Terminal => QemuIo {
+                stdin: QemuInput::Inherit,
+                stdout: QemuOutput::Inherit,
+                echo_stderr: true,
+            },
+            LineConsole::Piped => QemuIo {
+                stdin: QemuInput::Piped,
+                stdout: QemuOutput::Piped,
+                echo_stderr: false,
+            },
+        };
+        let log = match run.console {
+            LineConsole::Terminal => console_log,
+            LineConsole::Piped => None,
+        };
+        // Refused lines fail here, before anything starts.
+        line.with_additions(&Additions {
+            ram_file: &ram.path,
+            gdb_port: 0,
+            console_log: log,
+            snapshot_drives: run.snapshot_drives,
+        })?;
+        let WithGdb { process, addr } = spawn_listening(timeout, |port| {
+            let args = line
+                .with_additions(&Additions {
+                    ram_file: &ram.path,
+                    gdb_port: port,
+                    console_log: log,
+                    snapshot_drives: run.snapshot_drives,
+                })
+                .map_err(|e| QemuError::Exited {
+                    status: "not started".into(),
+                    stderr: e.to_string(),
+                    command: line.display(),
+                })?;
+            let display = display_words(&line.binary, &args);
+            let mut cmd = Command::new(&line.binary);
+            cmd.args(&args).current_dir(&line.cwd);
+            QemuProcess::spawn_command(cmd, display, io)
+        })?;
+        let proxy = match user_gdb {
+            Some(spec) => {
+                let listen = parse_listen(&spec)?;
+                let options = ProxyOptions {
+                    hold_for_user: line.held(),
+                    ..ProxyOptions::default()
+                };
+                match GdbProxy::start_with(addr, listen, options) {
+                    Ok(p) => Some(Arc::new(p)),
+                    Err(e) => {
+                        process.kill();
+                        return Err(e.into());
+                    }
+                }
+            }
+            None => None,
+        };
+        Ok(Qemu {
+            command_line: process.command_line.clone(),
+            gdb_addr: proxy.as_ref().map_or(addr, |p| p.private_addr()),
+            process,
+            ram_file: Some(ram.path.clone()),
+            ram_note: ram.note.clone(),
+            ram: Mutex::new(Some(ram)),
+            proxy,
         })
     }
 
     /// The guest console, once.
     pub fn take_console(&self) -> Option<Box<dyn Read + Send>> {
         self.process.take_console()
+    }
+
+    /// QEMU's stdin, once, when piped.
+    pub fn take_stdin(&self) -> Option<Box<dyn Write + Send>> {
+        self.process
+            .take_stdin()
+            .map(|s| Box::new(s) as Box<dyn Write + Send>)
+    }
+
+    /// QEMU's process id.
+    pub fn pid(&self) -> u32 {
+        self.process.id()
     }
 
     /// QEMU's exit status, if it has exited.
@@ -126,7 +194,7 @@ impl Qemu {
         }
     }
 
-    /// Waits until the shared RAM file is as large as guest RAM (QEMU sizes it at start).
+    /// Waits until the shared RAM file is as large as guest RAM.
     pub fn wait_ram_file(&self, size: u64, timeout: Duration) -> Result<PathBuf, SessionError> {
         let Some(path) = &self.ram_file else {
             return Err(SessionError::NoSharedRam);
@@ -151,36 +219,12 @@ impl Qemu {
     /// a thread still winding down may hold as the process exits.
     pub fn cleanup(&self) {
         self.process.kill();
-        let _ = std::fs::remove_dir_all(&self.run_dir);
+        drop(lock(&self.ram).take());
     }
 }
 
 impl Drop for Qemu {
     fn drop(&mut self) {
         self.cleanup();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stale_run_directories_of_dead_processes_are_swept() {
-        let dir = tempfile::tempdir().unwrap();
-        // pid_max is at most 2^22 on Linux: this pid cannot be alive.
-        let dead = dir.path().join("lockscope-4999999-0");
-        let alive = dir
-            .path()
-            .join(format!("lockscope-{}-7", std::process::id()));
-        let other = dir.path().join("unrelated");
-        for d in [&dead, &alive, &other] {
-            std::fs::create_dir(d).unwrap();
-            std::fs::write(d.join("ram"), b"guest").unwrap();
-        }
-        sweep_stale_runs(dir.path());
-        assert!(!dead.exists());
-        assert!(alive.exists());
-        assert!(other.exists());
     }
 }

@@ -6,42 +6,26 @@
 //! - `console`: forwards QEMU's serial output and writes the console log.
 //! - `qemu_wait`: notices QEMU exiting.
 
-use std::io::Read;
-use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
-use super::clock::Clock;
-use super::console::console_thread;
-use super::engine::Engine;
 use super::error::SessionError;
-use super::gdb::{gdb_thread, GdbSide, Poll};
 use super::handle::{Command, SessionHandle};
 use super::launch::Qemu;
-use super::messages::{spawn, GdbRequest, Msg, Outbox, StopFlag};
+use super::messages::{Msg, Outbox, StopFlag};
 use super::options::{SessionOptions, Target};
-use super::probe::probe_thread;
-use super::qemu_wait::qemu_wait_thread;
 use super::reading::Reading;
-use super::stop_ram::StopRam;
-use super::target::{self, Reached};
+use super::target::{self, ConsoleFeed};
+use super::threads::{unwind_ram, Threads};
 use crate::analysis::Severity;
 use crate::feed::Ending;
-use crate::memory::SharedRam;
 use crate::monitor::{Monitor, SourceKind, TargetState, View};
-use crate::qemu::RAM_BASE;
+use crate::qemu::ram_dir::alive;
 use crate::recording::{Recorder, RecordingHeader, RecordingWriter, WriterOptions};
-use crate::sources;
-use crate::symbols::{Symbols, UnwindLimits};
-
-/// Guest RAM assumed for unwinding stacks when attached (the session did not boot QEMU, so it
-/// does not know `-m`): generous, because a frame pointer outside the real RAM only fails its
-/// read through the stub and ends the walk.
-const ATTACHED_RAM: u64 = 16 << 30;
+use crate::sources::{self, OpenOptions};
+use crate::symbols::Symbols;
 
 /// A running session. Drop or [`Session::finish`] ends it.
 pub struct Session {
@@ -54,6 +38,24 @@ pub struct Session {
     console_log: Option<ConsoleLog>,
     /// The QEMU command line, when the session boots QEMU.
     pub qemu_command: Option<String>,
+    /// What the session set up, for the user and for sessions that join it.
+    pub info: SessionInfo,
+}
+
+/// What a session set up.
+#[derive(Clone, Debug, Default)]
+pub struct SessionInfo {
+    /// The QEMU command line, when the session boots QEMU.
+    pub qemu_command: Option<String>,
+    pub qemu_pid: Option<u32>,
+    /// Guest RAM, when shared.
+    pub ram_file: Option<PathBuf>,
+    /// Why guest RAM is not where it usually is (a full /dev/shm), when it is not.
+    pub ram_note: Option<String>,
+    /// Where the guest console is written while the session runs.
+    pub console_log: Option<PathBuf>,
+    /// Where the user's gdb connects (the proxy), when the command line asked for a stub.
+    pub gdb_listen: Option<std::net::SocketAddr>,
 }
 
 /// How a session ended: everything it gathered, and the console log when it was kept.
@@ -99,64 +101,125 @@ impl ConsoleLog {
 }
 
 impl Session {
-    /// Starts the session: checks the ELF, boots or attaches, lets the guest run and starts the
-    /// threads. Errors here are setup errors (no QEMU, no stub, a kernel lockscope cannot read).
+    /// Starts the session: checks the ELF, boots, attaches or joins, lets the guest run and
+    /// starts the threads. Errors here are setup errors (no QEMU, no stub, a kernel lockscope
+    /// cannot read).
     pub fn start(options: SessionOptions, symbols: Arc<Symbols>) -> Result<Session, SessionError> {
         // What the ELF is, checked before anything is booted.
         let kind = sources::detect(&symbols)?;
-        let source = sources::open(kind, &symbols, options.known_ram())?;
+        let open = OpenOptions {
+            ram: options.known_ram(),
+            harts: options.known_harts(),
+            polled: !options.shared_ram,
+        };
+        let source = sources::open(kind, &symbols, &open)?;
         let halt = panic_halt(&options, &symbols)?;
         let (mut monitor, recorder) = new_monitor(&options, &symbols)?;
         monitor.set_kernel_reader(source.describe());
+        monitor.set_lock_events(source.has_events());
 
+        let log = options
+            .boots()
+            .then(|| ConsoleLog::new(options.console_log.clone()));
         let mut reached = match &options.target {
             Target::Run(config) => target::boot(config, options.shared_ram)?,
+            Target::Line(run) => {
+                let path = log.as_ref().map(|l| l.path.clone()).unwrap_or_default();
+                target::boot_line(run, &path)?
+            }
             Target::Attach(addr) => target::attach(addr)?,
+            Target::Joined(j) => target::join(j)?,
         };
-        if let Some(addr) = halt {
-            reached.client.insert_breakpoint(addr)?;
+        if let (Some(addr), Some(client)) = (halt, reached.client.as_mut()) {
+            client.insert_breakpoint(addr)?;
         }
+        let qemu = reached.qemu.clone();
+        if let Some(note) = qemu.as_ref().and_then(|q| q.ram_note.clone()) {
+            monitor.apply(&crate::feed::Feed::Console(format!("[lockscope] {note}\n")));
+        }
+        let info = SessionInfo {
+            qemu_command: qemu.as_ref().map(|q| q.command_line.clone()),
+            qemu_pid: qemu.as_ref().map(|q| q.pid()),
+            ram_file: reached.shared_ram.clone(),
+            ram_note: qemu.as_ref().and_then(|q| q.ram_note.clone()),
+            console_log: match &reached.console {
+                Some(ConsoleFeed::Log(p)) => Some(p.clone()),
+                Some(ConsoleFeed::Pipe(_)) => log.as_ref().map(|l| l.path.clone()),
+                None => None,
+            },
+            gdb_listen: qemu
+                .as_ref()
+                .and_then(|q| q.proxy.as_ref())
+                .map(|p| p.user_addr()),
+        };
 
         let mut t = Threads::new();
-        let from_boot = matches!(options.target, Target::Run(_));
         let reading = Reading::new(
             source,
             t.out.clone(),
             t.stop.clone(),
             t.clock.clone(),
-            from_boot,
+            options.boots(),
         );
-        let mut console_log = None;
-        let mut shared = None;
-        let mut qemu = None;
-        if let Some(b) = reached.booted.take() {
-            let log = ConsoleLog::new(options.console_log.clone());
-            t.console(b.console, &log)?;
-            t.qemu_wait(&b.qemu)?;
-            if let Some(path) = &b.shared_ram {
-                t.probe(&reading, path, &options)?;
+        let ram = unwind_ram(&options);
+        if let Some(feed) = reached.console.take() {
+            let done: Box<dyn Fn() -> bool + Send> = match (&qemu, &options.target) {
+                (Some(q), _) => {
+                    let q = q.clone();
+                    Box::new(move || q.try_wait().is_some())
+                }
+                (None, Target::Joined(j)) => {
+                    let (pid, stop) = (j.owner_pid, t.stop.clone());
+                    Box::new(move || !alive(pid) || stop.load(Ordering::Acquire))
+                }
+                _ => {
+                    let stop = t.stop.clone();
+                    Box::new(move || stop.load(Ordering::Acquire))
+                }
+            };
+            let pipe_log = log.as_ref().map(|l| l.path.clone());
+            t.console(feed, pipe_log, reading.snap_now.clone(), done)?;
+        }
+        if let Some(q) = &qemu {
+            t.qemu_wait(q)?;
+            if let Some(p) = &q.proxy {
+                t.proxy_watch(p)?;
             }
-            (console_log, shared, qemu) = (Some(log), b.shared_ram, Some(b.qemu));
+        }
+        if let Target::Joined(j) = &options.target {
+            t.owner_watch(j)?;
+        }
+        if let Some(path) = reached.shared_ram.clone() {
+            t.probe(&reading, &path, &ram, &options)?;
+        }
+        let has_probe = reached.shared_ram.is_some();
+        if reached.client.is_none() {
+            // Nothing of ours stops a joined guest: its time runs from now.
+            t.clock.running();
         }
         let gdb = t.gdb(
-            reached,
+            &mut reached,
             reading,
-            shared.as_ref(),
+            &ram,
             halt,
             &options,
             &symbols,
             recorder,
         )?;
-        let (handle, engine) = t.engine(monitor, gdb, &options, shared.is_some(), qemu.clone())?;
+        let (handle, engine) = t.engine(monitor, gdb, &options, has_probe, qemu.clone())?;
+        if let Some(input) = qemu.as_ref().and_then(|q| q.take_stdin()) {
+            handle.set_console_input(input);
+        }
         Ok(Session {
             handle,
             out: t.out,
             engine: Some(engine),
             others: t.handles,
             stop: t.stop,
-            qemu_command: qemu.as_ref().map(|q| q.command_line.clone()),
+            qemu_command: info.qemu_command.clone(),
+            info,
             qemu,
-            console_log,
+            console_log: log,
         })
     }
 
@@ -233,7 +296,7 @@ fn new_monitor(
     };
     let (smp, bootargs) = match &options.target {
         Target::Run(c) => (c.smp, c.bootargs.clone()),
-        Target::Attach(_) => (0, String::new()),
+        _ => (options.known_harts().unwrap_or(0), String::new()),
     };
     let how = if options.shared_ram {
         "shared-ram"
@@ -257,133 +320,4 @@ fn new_monitor(
     let recorder = Recorder::new(writer);
     monitor.set_recorder(recorder.clone());
     Ok((monitor, Some(recorder)))
-}
-
-/// The session's threads as they are started, and what they share.
-struct Threads {
-    out: Outbox,
-    rx: Option<Receiver<Msg>>,
-    stop: StopFlag,
-    clock: Clock,
-    handles: Vec<JoinHandle<()>>,
-}
-
-impl Threads {
-    fn new() -> Self {
-        let (tx, rx) = mpsc::channel();
-        Threads {
-            out: Outbox(tx),
-            rx: Some(rx),
-            stop: StopFlag::default(),
-            clock: Clock::default(),
-            handles: Vec::new(),
-        }
-    }
-
-    fn console(
-        &mut self,
-        console: Box<dyn Read + Send>,
-        log: &ConsoleLog,
-    ) -> Result<(), SessionError> {
-        let (path, to) = (log.path.clone(), self.out.clone());
-        self.handles
-            .push(spawn("console", move || console_thread(console, path, to))?);
-        Ok(())
-    }
-
-    fn qemu_wait(&mut self, qemu: &Arc<Qemu>) -> Result<(), SessionError> {
-        let (qemu, to, stop) = (qemu.clone(), self.out.clone(), self.stop.clone());
-        self.handles.push(spawn("qemu-wait", move || {
-            qemu_wait_thread(qemu, to, stop)
-        })?);
-        Ok(())
-    }
-
-    fn probe(
-        &mut self,
-        reading: &Reading,
-        ram_file: &Path,
-        options: &SessionOptions,
-    ) -> Result<(), SessionError> {
-        let mem = SharedRam::open(ram_file, RAM_BASE)?;
-        let r = reading.clone();
-        let (drain, snap) = (options.drain_hz, options.snapshot_hz);
-        self.handles
-            .push(spawn("probe", move || probe_thread(r, mem, drain, snap))?);
-        Ok(())
-    }
-
-    /// Lets the guest run and hands the stub connection to the gdb thread; returns where to
-    /// send it requests. A stop at once (an immediate panic) is that thread's first job.
-    fn gdb(
-        &mut self,
-        mut reached: Reached,
-        reading: Reading,
-        ram_file: Option<&PathBuf>,
-        halt: Option<u64>,
-        options: &SessionOptions,
-        symbols: &Arc<Symbols>,
-        recorder: Option<Recorder>,
-    ) -> Result<Sender<GdbRequest>, SessionError> {
-        let shared = ram_file.map(|p| SharedRam::open(p, RAM_BASE)).transpose()?;
-        let initial = reached.client.resume()?;
-        if initial.is_none() {
-            self.clock.running();
-        }
-        let ram: Range<u64> = options
-            .known_ram()
-            .unwrap_or(RAM_BASE..RAM_BASE + ATTACHED_RAM);
-        let side = GdbSide {
-            reading,
-            client: reached.client,
-            shared,
-            symbols: symbols.clone(),
-            limits: UnwindLimits {
-                ram,
-                ..UnwindLimits::default()
-            },
-            halt,
-            poll: (!options.shared_ram).then_some(Poll {
-                interval: Duration::from_secs_f64(1.0 / options.poll_hz.max(0.1)),
-                budget: options.poll_budget,
-            }),
-            stop_ram: recorder.map(|r| StopRam::new(r, options.known_ram())),
-        };
-        let (tx, rx) = mpsc::channel();
-        self.handles
-            .push(spawn("gdb", move || gdb_thread(side, rx, initial))?);
-        Ok(tx)
-    }
-
-    /// The handle a UI watches, the thread that forwards its commands, and the engine.
-    fn engine(
-        &mut self,
-        monitor: Monitor,
-        gdb: Sender<GdbRequest>,
-        options: &SessionOptions,
-        has_probe: bool,
-        qemu: Option<Arc<Qemu>>,
-    ) -> Result<(Arc<SessionHandle>, JoinHandle<Monitor>), SessionError> {
-        let (handle, commands) = SessionHandle::new(monitor.view());
-        let to = self.out.clone();
-        self.handles.push(spawn("commands", move || {
-            while let Ok(c) = commands.recv() {
-                if !to.send(Msg::Command(c)) {
-                    break;
-                }
-            }
-        })?);
-        let engine = Engine {
-            monitor,
-            rx: self.rx.take().expect("one engine per session"),
-            handle: handle.clone(),
-            gdb,
-            stop: self.stop.clone(),
-            view_every: Duration::from_secs_f64(1.0 / options.view_hz.max(0.5)),
-            has_probe,
-            qemu,
-        };
-        let engine = spawn("engine", move || engine.run())?;
-        Ok((handle, engine))
-    }
 }

@@ -24,6 +24,10 @@ pub(super) enum Msg {
     GdbLost(String),
     /// The source could not read the target: a corrupt value or a mismatched kernel.
     SourceFailed(String),
+    /// The user's gdb (through the proxy): what it holds, or `None` when it holds nothing.
+    UserGdb(Option<String>),
+    /// A joined session's owner (`lockscope qemu`) is gone, and this is why.
+    OwnerGone(String),
 }
 
 /// Requests to the gdb thread.

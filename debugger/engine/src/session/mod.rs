@@ -7,6 +7,8 @@
 //! - One file per thread: `probe`, `gdb`, `engine`, `console`, `qemu_wait`; what they share:
 //!   `reading` (the source), `clock` (target time), `messages`.
 //! - `handle`: where a UI takes views and sends commands; `options`, `error`.
+//! - `registry`: the per-user list of `lockscope qemu` sessions that `attach` joins; `tail`:
+//!   following a console log QEMU writes; `threads`: starting the threads.
 
 mod clock;
 mod console;
@@ -21,10 +23,13 @@ mod options;
 mod probe;
 mod qemu_wait;
 mod reading;
+pub mod registry;
 mod stop_ram;
+mod tail;
 mod target;
+mod threads;
 
 pub use error::SessionError;
 pub use handle::{Command, SessionHandle};
-pub use live::{Finished, Session};
-pub use options::{RecordOptions, SessionOptions, Target};
+pub use live::{Finished, Session, SessionInfo};
+pub use options::{Joined, LineConsole, LineRun, RecordOptions, SessionOptions, Target};

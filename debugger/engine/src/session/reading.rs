@@ -1,6 +1,6 @@
 //! Reading the target through its source: what the probe and gdb threads share.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::clock::Clock;
@@ -22,6 +22,8 @@ pub(super) struct Reading {
     pub(super) out: Outbox,
     pub(super) stop: StopFlag,
     pub(super) clock: Clock,
+    /// Read a snapshot at once (a lab test's window opened or closed on the console).
+    pub(super) snap_now: Arc<AtomicBool>,
     source: Arc<Mutex<Opened>>,
     /// The session saw the boot: every event stream is read from its first event.
     from_boot: bool,
@@ -39,6 +41,7 @@ impl Reading {
             out,
             stop,
             clock,
+            snap_now: Arc::default(),
             source: Arc::new(Mutex::new(Opened {
                 source,
                 ready: false,

@@ -1,31 +1,41 @@
 //! Reaching the target: boot QEMU (the QEMU harness retries when another process takes its gdb
-//! port), or attach to one that runs.
+//! port), attach to one that runs, or join a `lockscope qemu` session's shared RAM.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::SessionError;
 use super::launch::Qemu;
+use super::options::{Joined, LineConsole, LineRun};
 use crate::gdb::{Config as GdbConfig, GdbClient};
 use crate::qemu::QemuConfig;
 
 /// How long QEMU gets to open its gdb stub, and to size its shared RAM file.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Where QEMU `virt` harts start: a guest whose harts are all here has not run yet.
+const RESET_PC: u64 = 0x1000;
 
-/// A target the session reached, stopped, with its gdb stub connected.
-pub(super) struct Reached {
-    pub(super) client: GdbClient,
-    /// The QEMU the session started, and its console.
-    pub(super) booted: Option<Booted>,
+/// Where the console comes from.
+pub(super) enum ConsoleFeed {
+    /// QEMU's stdout, piped to us: the console thread also writes the session's log.
+    Pipe(Box<dyn Read + Send>),
+    /// A log QEMU writes itself (its console is on the user's terminal), followed.
+    Log(PathBuf),
 }
 
-/// What a boot adds: QEMU itself, its console, and guest RAM in a file when shared.
-pub(super) struct Booted {
-    pub(super) qemu: Arc<Qemu>,
-    pub(super) console: Box<dyn Read + Send>,
+/// A target the session reached.
+pub(super) struct Reached {
+    /// The gdb stub (stopped), unless the session only reads shared RAM.
+    pub(super) client: Option<GdbClient>,
+    /// The QEMU the session started.
+    pub(super) qemu: Option<Arc<Qemu>>,
+    /// Guest RAM in a file, when shared.
     pub(super) shared_ram: Option<PathBuf>,
+    pub(super) console: Option<ConsoleFeed>,
+    /// Attached to a guest no one has continued since reset (QEMU `-S`).
+    pub(super) held_at_reset: bool,
 }
 
 /// Boots `config` held at reset, connects to its stub and waits for its shared RAM file.
@@ -45,20 +55,88 @@ pub(super) fn boot(config: &QemuConfig, shared_ram: bool) -> Result<Reached, Ses
         None
     };
     Ok(Reached {
-        client,
-        booted: Some(Booted {
-            qemu: Arc::new(qemu),
-            console,
-            shared_ram,
-        }),
+        client: Some(client),
+        qemu: Some(Arc::new(qemu)),
+        shared_ram,
+        console: Some(ConsoleFeed::Pipe(console)),
+        held_at_reset: false,
+    })
+}
+
+/// Boots a Makefile's command line with shared RAM, held at reset, and connects to its stub
+/// (through the proxy when the line asked for a stub of its own). `console_log` is where a
+/// console left on the terminal is logged.
+pub(super) fn boot_line(run: &LineRun, console_log: &Path) -> Result<Reached, SessionError> {
+    let on_terminal = run.console == LineConsole::Terminal && run.line.console_on_stdio();
+    if on_terminal {
+        // Private, and there before QEMU appends to it.
+        crate::qemu::ram_dir::create_private_file(console_log).map_err(|source| {
+            SessionError::Io {
+                what: format!("creating the console log {}", console_log.display()),
+                source,
+            }
+        })?;
+    }
+    let qemu = Qemu::start_line(run, on_terminal.then_some(console_log), START_TIMEOUT)?;
+    let client = qemu.connect_gdb()?;
+    let size = run.line.memory_bytes()?;
+    let shared_ram = Some(qemu.wait_ram_file(size, START_TIMEOUT)?);
+    let console = match run.console {
+        LineConsole::Piped => qemu.take_console().map(ConsoleFeed::Pipe),
+        LineConsole::Terminal if on_terminal => Some(ConsoleFeed::Log(console_log.to_owned())),
+        LineConsole::Terminal => None,
+    };
+    Ok(Reached {
+        client: Some(client),
+        qemu: Some(Arc::new(qemu)),
+        shared_ram,
+        console,
+        held_at_reset: false,
     })
 }
 
 /// Connects to the gdb stub of a QEMU that runs (`HOST:PORT`); connecting stops the guest.
 pub(super) fn attach(addr: &str) -> Result<Reached, SessionError> {
-    let client = GdbClient::connect(addr, GdbConfig::default())?;
+    let mut client = GdbClient::connect(addr, GdbConfig::default())?;
+    let held_at_reset = at_reset(&mut client);
     Ok(Reached {
-        client,
-        booted: None,
+        client: Some(client),
+        qemu: None,
+        shared_ram: None,
+        console: None,
+        held_at_reset,
     })
+}
+
+/// Joins a `lockscope qemu` session: its shared RAM and console log; no stub.
+pub(super) fn join(j: &Joined) -> Result<Reached, SessionError> {
+    if !j.ram_file.is_file() {
+        return Err(SessionError::Config(format!(
+            "the lockscope qemu session's guest RAM file {} is gone: the session has probably just ended",
+            j.ram_file.display()
+        )));
+    }
+    Ok(Reached {
+        client: None,
+        qemu: None,
+        shared_ram: Some(j.ram_file.clone()),
+        // A session whose console is not logged (or whose log is gone) is read without it.
+        console: j
+            .console_log
+            .clone()
+            .filter(|p| p.is_file())
+            .map(ConsoleFeed::Log),
+        held_at_reset: false,
+    })
+}
+
+/// True when every hart is at QEMU's reset vector: nothing has run since reset.
+fn at_reset(client: &mut GdbClient) -> bool {
+    let threads = client.known_threads().to_vec();
+    !threads.is_empty()
+        && threads.iter().all(|&t| {
+            client
+                .read_hart_registers(t)
+                .is_ok_and(|r| crate::model::HartRegs::from(&r).pc == RESET_PC)
+        })
 }

@@ -6,18 +6,19 @@
 //!
 //! - [`abi`]: our kernel, through `lockscope-abi` (its root descriptor, rings and tables).
 //! - [`xv6`]: an unmodified xv6 kernel, through its DWARF types.
-//! - `plugin/` (to come): lock events from lockscope's QEMU TCG plugin.
+//! - [`plugin`]: lock events from lockscope's QEMU TCG plugin, read from its shared rings.
 //!
 //! [`detect`] says which kind of kernel an ELF is; [`open`] makes its source.
 
 pub mod abi;
 mod detect;
+pub mod plugin;
 pub mod xv6;
 
 use crate::memory::GuestMemory;
 use crate::model::{HartId, LockEvent, Snapshot};
 
-pub use detect::{detect, open, DetectError, KernelKind};
+pub use detect::{detect, open, DetectError, KernelKind, OpenOptions, POLLED_FREE_LIST_BUDGET};
 
 /// Why a source could not read its target. Each source's own error converts into it.
 #[derive(Debug, thiserror::Error)]

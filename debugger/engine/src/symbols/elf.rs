@@ -317,14 +317,13 @@ impl Symbols {
 
     /// The whole ELF file, for readers of what this type does not parse itself (the DWARF
     /// type reader, `symbols/types.rs`).
-    #[allow(dead_code)] // its first user, the DWARF type reader, is written in parallel
     pub(crate) fn elf_bytes(&self) -> &[u8] {
         &self.data
     }
 
     /// The ELF's DWARF sections, freshly loaded for a reader of its own (the line tables here
     /// keep theirs inside `addr2line`); `None` without `.debug_info`.
-    #[allow(dead_code)] // its first user, the DWARF type reader, is written in parallel
+    #[allow(dead_code)] // the type reader parses the ELF itself (`elf_bytes`); only tests use this
     pub(crate) fn dwarf_sections(&self) -> Result<Option<gimli::Dwarf<DwarfReader>>, SymbolsError> {
         let file = object::File::parse(&*self.data).map_err(|e| SymbolsError::Malformed {
             path: self.path.clone(),

@@ -5,8 +5,8 @@ use crossterm::event::{
 };
 use lockscope_engine::Command;
 
-use super::state::{App, Tab};
-use super::timeline::TimelineAction;
+use super::replay_ui::TimelineAction;
+use super::state::{App, Input, Tab};
 use crate::replay::Request;
 
 /// Everything the user (or the loop) can ask of the UI.
@@ -43,6 +43,14 @@ pub enum Action {
     InterruptResume,
     /// `h` on the Panic view: the other harts' backtraces.
     OtherHarts,
+    /// Enter on the Console view: start typing at the guest console.
+    ConsoleInput,
+    /// A character typed at the guest console.
+    TypeChar(char),
+    /// A control byte typed at the guest console (Enter, Backspace, Ctrl-letter).
+    TypeByte(u8),
+    /// Esc while typing at the console: stop typing.
+    ConsoleDone,
     Click {
         column: u16,
         row: u16,
@@ -70,6 +78,8 @@ pub enum Effect {
     Send(Command),
     /// A request to the replay.
     Replay(Request),
+    /// Type these bytes at the guest console (at most 4: one character).
+    Type([u8; 4], u8),
 }
 
 impl App {
@@ -103,6 +113,19 @@ impl App {
         if ctrl && matches!(k.code, KeyCode::Char('c')) {
             return Some(Action::Quit);
         }
+        if self.input == Some(Input::Console) {
+            return Some(match k.code {
+                KeyCode::Esc => Action::ConsoleDone,
+                KeyCode::Enter => Action::TypeByte(b'\r'),
+                KeyCode::Backspace => Action::TypeByte(0x7f),
+                KeyCode::Tab => Action::TypeByte(b'\t'),
+                KeyCode::Char(c) if ctrl && c.is_ascii_alphabetic() => {
+                    Action::TypeByte(c.to_ascii_lowercase() as u8 & 0x1f)
+                }
+                KeyCode::Char(c) => Action::TypeChar(c),
+                _ => return None,
+            });
+        }
         if self.input.is_some() {
             return Some(match k.code {
                 KeyCode::Enter => Action::FilterDone,
@@ -122,7 +145,8 @@ impl App {
             KeyCode::Char('?') => Action::Help,
             KeyCode::Tab => Action::NextTab,
             KeyCode::BackTab => Action::PrevTab,
-            KeyCode::Char(c @ '1'..='6') => Action::Go(Tab::ALL[c as usize - '1' as usize]),
+            KeyCode::Char(c @ '1'..='9') => Action::Go(Tab::ALL[c as usize - '1' as usize]),
+            KeyCode::Enter if self.tab == Tab::Console => Action::ConsoleInput,
             KeyCode::Char('j') | KeyCode::Down => Action::Down,
             KeyCode::Char('k') | KeyCode::Up => Action::Up,
             KeyCode::Char('d') if ctrl => Action::PageDown,

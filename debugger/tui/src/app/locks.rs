@@ -26,6 +26,14 @@ pub enum SortKey {
     HoldMax,
     /// Contended acquisitions per second over the window (the sparkline's column).
     Rate,
+    /// The lock's variable (`bcache.bucket[4].lock`), for sources that read locks in memory.
+    Variable,
+    /// The hart holding it.
+    Holder,
+    /// Acquisitions per second over the window.
+    AcqRate,
+    /// Failed test-and-sets per second over the window.
+    SpinRate,
 }
 
 impl SortKey {
@@ -44,6 +52,37 @@ impl SortKey {
         SortKey::Rate,
     ];
 
+    /// The keys `s` cycles through for a source without lock events (counters only: an xv6
+    /// kernel read through DWARF), in the table's column order.
+    pub const COUNTS: [SortKey; 8] = [
+        SortKey::Name,
+        SortKey::Variable,
+        SortKey::Class,
+        SortKey::Holder,
+        SortKey::Acquires,
+        SortKey::AcqRate,
+        SortKey::Spins,
+        SortKey::SpinRate,
+    ];
+
+    /// The keys of the table shown for `view`.
+    pub fn keys(view: &View) -> &'static [SortKey] {
+        if view.lock_events {
+            &SortKey::ALL
+        } else {
+            &SortKey::COUNTS
+        }
+    }
+
+    /// What the table sorts by for `view`: this key, or spins when its column is not shown.
+    pub fn effective(self, view: &View) -> SortKey {
+        if SortKey::keys(view).contains(&self) {
+            self
+        } else {
+            SortKey::Spins
+        }
+    }
+
     /// What the status bar calls it.
     pub fn label(self) -> &'static str {
         match self {
@@ -58,17 +97,25 @@ impl SortKey {
             SortKey::HoldAvg => "hold avg",
             SortKey::HoldMax => "hold max",
             SortKey::Rate => "contention rate",
+            SortKey::Variable => "variable",
+            SortKey::Holder => "holder",
+            SortKey::AcqRate => "acquisitions/s",
+            SortKey::SpinRate => "spins/s",
         }
     }
 
     /// Names sort A to Z, numbers largest first.
     pub(super) fn ascending(self) -> bool {
-        matches!(self, SortKey::Name | SortKey::Class)
+        matches!(self, SortKey::Name | SortKey::Class | SortKey::Variable)
     }
 
-    pub(super) fn next(self) -> SortKey {
-        let i = SortKey::ALL.iter().position(|k| *k == self).unwrap_or(0);
-        SortKey::ALL[(i + 1) % SortKey::ALL.len()]
+    pub(super) fn next(self, view: &View) -> SortKey {
+        let keys = SortKey::keys(view);
+        let i = keys
+            .iter()
+            .position(|k| *k == self.effective(view))
+            .unwrap_or(0);
+        keys[(i + 1) % keys.len()]
     }
 }
 
@@ -182,10 +229,22 @@ fn opt_key(v: Option<u64>) -> i128 {
     v.map_or(-1, i128::from)
 }
 
-fn cmp_row(a: &LockRow, b: &LockRow, key: SortKey) -> std::cmp::Ordering {
+fn cmp_row(view: &View, a: &LockRow, b: &LockRow, key: SortKey) -> std::cmp::Ordering {
     use SortKey::*;
     let by = |f: fn(&LockRow) -> i128| f(a).cmp(&f(b));
+    let path = |r: &LockRow| {
+        view.detail
+            .lock(r.id)
+            .and_then(|d| d.path.clone())
+            .unwrap_or_default()
+    };
     match key {
+        Variable => natural_cmp(&path(a), &path(b)),
+        Holder => by(|r| r.holder.map_or(-1, i128::from)),
+        AcqRate => rate_of(a.rates.as_ref(), |r| r.acquires_per_s)
+            .total_cmp(&rate_of(b.rates.as_ref(), |r| r.acquires_per_s)),
+        SpinRate => rate_of(a.rates.as_ref(), |r| r.spins_per_s)
+            .total_cmp(&rate_of(b.rates.as_ref(), |r| r.spins_per_s)),
         Name => natural_cmp(&a.name, &b.name),
         Class => natural_cmp(&a.class, &b.class).then_with(|| natural_cmp(&a.name, &b.name)),
         Acquires => by(|r| r.acquires as i128),
@@ -207,7 +266,11 @@ fn cmp_class(a: &ClassRow, b: &ClassRow, key: SortKey) -> std::cmp::Ordering {
     use SortKey::*;
     let by = |f: fn(&ClassRow) -> i128| f(a).cmp(&f(b));
     match key {
-        Name | Class => natural_cmp(&a.class, &b.class),
+        Name | Class | Variable | Holder => natural_cmp(&a.class, &b.class),
+        AcqRate => rate_of(a.rates.as_ref(), |r| r.acquires_per_s)
+            .total_cmp(&rate_of(b.rates.as_ref(), |r| r.acquires_per_s)),
+        SpinRate => rate_of(a.rates.as_ref(), |r| r.spins_per_s)
+            .total_cmp(&rate_of(b.rates.as_ref(), |r| r.spins_per_s)),
         Acquires => by(|r| r.acquires as i128),
         Contended => by(|r| r.contended as i128),
         Spins => by(|r| r.spins as i128),
@@ -227,6 +290,13 @@ fn rate(r: Option<&lockscope_engine::analysis::Rates>) -> f64 {
     r.map_or(-1.0, |r| r.contended_per_s)
 }
 
+fn rate_of(
+    r: Option<&lockscope_engine::analysis::Rates>,
+    f: fn(&lockscope_engine::analysis::Rates) -> f64,
+) -> f64 {
+    r.map_or(-1.0, f)
+}
+
 fn directed(o: std::cmp::Ordering, key: SortKey, reverse: bool) -> std::cmp::Ordering {
     let o = if key.ascending() { o } else { o.reverse() };
     if reverse {
@@ -239,11 +309,20 @@ fn directed(o: std::cmp::Ordering, key: SortKey, reverse: bool) -> std::cmp::Ord
 fn build_lock_lines(view: &View, st: &LocksState, out: &mut Vec<LocksRow>) {
     let locks = &view.report.locks;
     let needle = st.filter.to_ascii_lowercase();
-    let matches = |r: &LockRow| contains_ci(&r.name, &needle) || contains_ci(&r.class, &needle);
+    let sort = st.sort.effective(view);
+    let matches = |r: &LockRow| {
+        contains_ci(&r.name, &needle)
+            || contains_ci(&r.class, &needle)
+            || view
+                .detail
+                .lock(r.id)
+                .and_then(|d| d.path.as_deref())
+                .is_some_and(|p| contains_ci(p, &needle))
+    };
     let by_lock = |a: &usize, b: &usize| {
         directed(
-            cmp_row(&locks[*a], &locks[*b], st.sort),
-            st.sort,
+            cmp_row(view, &locks[*a], &locks[*b], sort),
+            sort,
             st.reverse,
         )
         .then_with(|| natural_cmp(&locks[*a].name, &locks[*b].name))
@@ -258,12 +337,8 @@ fn build_lock_lines(view: &View, st: &LocksState, out: &mut Vec<LocksRow>) {
     let classes = &view.report.classes;
     let mut order: Vec<usize> = (0..classes.len()).collect();
     order.sort_by(|&a, &b| {
-        directed(
-            cmp_class(&classes[a], &classes[b], st.sort),
-            st.sort,
-            st.reverse,
-        )
-        .then_with(|| natural_cmp(&classes[a].class, &classes[b].class))
+        directed(cmp_class(&classes[a], &classes[b], sort), sort, st.reverse)
+            .then_with(|| natural_cmp(&classes[a].class, &classes[b].class))
     });
     for ci in order {
         let class = &classes[ci];

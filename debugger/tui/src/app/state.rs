@@ -8,7 +8,7 @@ use ratatui::layout::Rect;
 
 use super::events::EventsState;
 use super::locks::{LocksState, SortKey};
-use super::timeline::ReplayUi;
+use super::replay_ui::ReplayUi;
 use crate::theme::Theme;
 
 /// The views, in tab order.
@@ -20,16 +20,25 @@ pub enum Tab {
     Events,
     Panic,
     Deadlock,
+    /// The process table, sleeplocks and reader-writer locks (a source that reads them: xv6).
+    Processes,
+    /// Broken invariants and lab pitfalls the source found.
+    Findings,
+    /// The guest console, which a session with the console's input can type into.
+    Console,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 6] = [
+    pub const ALL: [Tab; 9] = [
         Tab::Locks,
         Tab::Harts,
         Tab::Bcache,
         Tab::Events,
         Tab::Panic,
         Tab::Deadlock,
+        Tab::Processes,
+        Tab::Findings,
+        Tab::Console,
     ];
 
     pub fn title(self) -> &'static str {
@@ -40,16 +49,55 @@ impl Tab {
             Tab::Events => "Events",
             Tab::Panic => "Panic",
             Tab::Deadlock => "Deadlock",
+            Tab::Processes => "Processes",
+            Tab::Findings => "Findings",
+            Tab::Console => "Console",
         }
     }
 
+    /// The title in a narrow terminal.
+    pub fn short_title(self) -> &'static str {
+        match self {
+            Tab::Bcache => "Bcache",
+            Tab::Deadlock => "Deadlk",
+            Tab::Processes => "Procs",
+            Tab::Findings => "Finds",
+            Tab::Console => "Cons",
+            t => t.title(),
+        }
+    }
+
+    /// Its number key, `1` to `9`.
     pub fn index(self) -> usize {
         Tab::ALL.iter().position(|t| *t == self).unwrap_or(0)
     }
 
-    pub(super) fn offset(self, by: isize) -> Tab {
-        let n = Tab::ALL.len() as isize;
-        Tab::ALL[(self.index() as isize + by).rem_euclid(n) as usize]
+    /// Whether the tab has anything to show for `view`: Events with lock events; Processes
+    /// and Findings for a source that reads them (xv6); Console for a source without events
+    /// (whose Events view, which ends with the console, is hidden) or with console input.
+    pub fn shown(self, view: &View, console_input: bool) -> bool {
+        let reads_kernel = !view.detail.locks.is_empty() || !view.detail.processes.is_empty();
+        match self {
+            Tab::Events => view.lock_events,
+            Tab::Processes | Tab::Findings => reads_kernel,
+            Tab::Console => !view.lock_events || console_input,
+            _ => true,
+        }
+    }
+
+    /// The tabs shown for `view`, in order.
+    pub fn visible(view: &View, console_input: bool) -> Vec<Tab> {
+        Tab::ALL
+            .into_iter()
+            .filter(|t| t.shown(view, console_input))
+            .collect()
+    }
+
+    pub(super) fn offset(self, by: isize, view: &View, console_input: bool) -> Tab {
+        let tabs = Tab::visible(view, console_input);
+        let n = tabs.len() as isize;
+        let at = tabs.iter().position(|t| *t == self).unwrap_or(0) as isize;
+        tabs[(at + by).rem_euclid(n) as usize]
     }
 }
 
@@ -87,6 +135,8 @@ pub enum Input {
     EventsFilter,
     /// A time to go to, in a replay (`g`).
     GoTo,
+    /// Keys go to the guest console (Esc stops).
+    Console,
 }
 
 /// The whole UI state.
@@ -110,6 +160,12 @@ pub struct App {
     pub deadlock_scroll: Scroll,
     /// The Panic view shows every hart's backtrace.
     pub other_harts: bool,
+    /// The session takes typing at the guest console.
+    pub console_input: bool,
+    /// Lines scrolled back from the newest in the Console view.
+    pub console_back: usize,
+    pub processes_scroll: Scroll,
+    pub findings_scroll: Scroll,
     /// A one-line message for the status bar, until the next key.
     pub message: Option<String>,
     /// Set when the dashboard replays a recording on a timeline.
@@ -138,6 +194,10 @@ impl App {
             panic_scroll: Scroll::default(),
             deadlock_scroll: Scroll::default(),
             other_harts: false,
+            console_input: false,
+            console_back: 0,
+            processes_scroll: Scroll::default(),
+            findings_scroll: Scroll::default(),
             message: None,
             replay: None,
             seen_panic: false,

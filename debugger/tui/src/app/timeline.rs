@@ -1,6 +1,5 @@
-//! The replay's side of the UI state: the latest frame from the replay, the mark kind that
-//! `{` and `}` jump to, the time being typed after `g`, a drag on the timeline bar; and how the
-//! timeline keys and the mouse on the bar become requests to the replay.
+//! How the timeline keys and the mouse on the timeline bar change a replay's UI state
+//! ([`ReplayUi`]) and become requests to the replay.
 
 use std::sync::Arc;
 
@@ -9,8 +8,9 @@ use lockscope_engine::recording::{parse_time, Direction, MarkKind};
 use lockscope_engine::View;
 
 use super::input::{Action, Effect};
+use super::replay_ui::{ReplayUi, TimelineAction};
 use super::state::{App, Input, Tab};
-use crate::replay::{mark_name, At, Frame, Request};
+use crate::replay::{At, Frame, Request};
 
 /// Mark kinds in the order `m` cycles through them (`None`: any mark).
 const KINDS: [Option<MarkKind>; 7] = [
@@ -22,64 +22,6 @@ const KINDS: [Option<MarkKind>; 7] = [
     Some(MarkKind::ContentionBurst),
     Some(MarkKind::Lost),
 ];
-
-/// What the timeline keys do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TimelineAction {
-    PlayPause,
-    /// One event; of the hart selected in the Harts view when `hart`.
-    StepEvent {
-        hart: bool,
-        dir: Direction,
-    },
-    StepSnapshot(Direction),
-    /// The next (previous) mark of the chosen kind.
-    StepMark(Direction),
-    /// `m`: the next mark kind to jump to.
-    CycleMarkKind,
-    /// `v`: start a range at the cursor, or end it.
-    Range,
-    ClearRange,
-    /// `g`: type a time to go to.
-    GoTo,
-    Faster,
-    Slower,
-    /// The mouse on the timeline bar, at this column.
-    Press(u16),
-    Drag(u16),
-    Release(u16),
-}
-
-/// The replay's UI state.
-#[derive(Debug)]
-pub struct ReplayUi {
-    /// The newest frame from the replay.
-    pub frame: Arc<Frame>,
-    /// What `{` and `}` jump to (`None`: any mark).
-    pub mark_kind: Option<MarkKind>,
-    /// The time typed after `g`.
-    pub goto: String,
-    /// A drag on the bar: the column it started at and where it is now.
-    pub drag: Option<(u16, u16)>,
-    seen_message: u64,
-}
-
-impl ReplayUi {
-    pub fn new(frame: Arc<Frame>) -> Self {
-        ReplayUi {
-            frame,
-            mark_kind: None,
-            goto: String::new(),
-            drag: None,
-            seen_message: 0,
-        }
-    }
-
-    /// The mark kind chosen, in words.
-    pub fn mark_kind_name(&self) -> &'static str {
-        self.mark_kind.map_or("any mark", mark_name)
-    }
-}
 
 impl App {
     /// Takes a new frame from the replay: its view is the one shown; its message, once.

@@ -7,8 +7,8 @@ use ratatui::layout::Position;
 
 use super::input::{Action, Effect};
 use super::locks::LocksRow;
+use super::replay_ui::TimelineAction;
 use super::state::{App, Input, Tab};
-use super::timeline::TimelineAction;
 
 impl App {
     /// Applies an action. `live` is the newest published view.
@@ -29,6 +29,8 @@ impl App {
         let page = match self.tab {
             Tab::Panic => self.panic_scroll.page.get(),
             Tab::Deadlock => self.deadlock_scroll.page.get(),
+            Tab::Processes => self.processes_scroll.page.get(),
+            Tab::Findings => self.findings_scroll.page.get(),
             _ => self.page.get(),
         }
         .max(1) as isize;
@@ -36,8 +38,32 @@ impl App {
             Action::Quit => return Effect::Quit,
             Action::Tick | Action::Resize => {}
             Action::Help => self.show_help = true,
-            Action::NextTab => self.tab = self.tab.offset(1),
-            Action::PrevTab => self.tab = self.tab.offset(-1),
+            Action::NextTab => self.tab = self.tab.offset(1, view, self.console_input),
+            Action::PrevTab => self.tab = self.tab.offset(-1, view, self.console_input),
+            Action::ConsoleInput if self.console_input => {
+                self.input = Some(Input::Console);
+                self.console_back = 0;
+            }
+            Action::ConsoleInput => {
+                self.message = Some(
+                    "this session has no console input (lockscope run --xv6 has; with lockscope qemu, type in its terminal)"
+                        .into(),
+                )
+            }
+            Action::ConsoleDone => self.input = None,
+            Action::TypeChar(c) => {
+                let mut b = [0u8; 4];
+                let n = c.encode_utf8(&mut b).len() as u8;
+                return Effect::Type(b, n);
+            }
+            Action::TypeByte(x) => return Effect::Type([x, 0, 0, 0], 1),
+            Action::Go(t) if !t.shown(view, self.console_input) => {
+                self.message = Some(match t {
+                    Tab::Events => "no Events view: this kernel's locks deliver no events (the console is view 9)".into(),
+                    Tab::Console => "the console is at the bottom of view 4, Events".into(),
+                    _ => format!("no {} view: this source does not read them (an xv6 kernel's does)", t.title()),
+                });
+            }
             Action::Go(t) => self.tab = t,
             Action::Up | Action::ScrollUp => self.move_by(view, -1),
             Action::Down | Action::ScrollDown => self.move_by(view, 1),
@@ -62,7 +88,7 @@ impl App {
             }
             Action::SortNext | Action::SortReverse if self.tab == Tab::Locks => {
                 if action == Action::SortNext {
-                    self.locks.sort = self.locks.sort.next();
+                    self.locks.sort = self.locks.sort.next(view);
                     self.locks.reverse = false;
                 } else {
                     self.locks.reverse = !self.locks.reverse;
@@ -70,7 +96,7 @@ impl App {
                 self.locks.changed();
                 self.message = Some(format!(
                     "sorted by {}{}",
-                    self.locks.sort.label(),
+                    self.locks.sort.effective(view).label(),
                     if self.locks.reverse { ", reversed" } else { "" }
                 ));
             }
@@ -134,7 +160,7 @@ impl App {
                     f(&mut r.goto);
                 }
             }
-            None => {}
+            Some(Input::Console) | None => {}
         }
     }
 
@@ -167,6 +193,15 @@ impl App {
             }
             Tab::Panic => self.panic_scroll.by(delta),
             Tab::Deadlock => self.deadlock_scroll.by(delta),
+            Tab::Processes => self.processes_scroll.by(delta),
+            Tab::Findings => self.findings_scroll.by(delta),
+            Tab::Console => {
+                // Up goes back in time.
+                self.console_back = (self.console_back as isize)
+                    .saturating_sub(delta)
+                    .clamp(0, view.console.len().saturating_sub(1) as isize)
+                    as usize;
+            }
         }
     }
 

@@ -74,7 +74,7 @@ pub fn run_replay_with<B: Backend>(
                                 app.message = Some("the replay has stopped".into());
                             }
                         }
-                        Effect::Send(_) | Effect::None => {}
+                        Effect::Send(_) | Effect::Type(..) | Effect::None => {}
                     }
                     (dirty, urgent) = (true, true);
                 }

@@ -108,6 +108,13 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App, view: &View) {
         ),
         offset,
     ));
+    if !view.detail.cpus.is_empty() && !view.lock_events {
+        render_cpus(frame, inner, app, view, sel, offset, rows_h);
+        if bottom.height >= 3 {
+            render_cpu_detail(frame, bottom, app, view, &harts[sel]);
+        }
+        return;
+    }
     let wide = inner.width >= 110;
     let rows: Vec<Row> = harts
         .iter()
@@ -228,4 +235,137 @@ fn render_detail(frame: &mut Frame, area: Rect, app: &App, view: &View, h: &Hart
         ));
     }
     frame.render_widget(Paragraph::new(lines).block(blk), area);
+}
+
+/// Locks whose holder is `hart` (the kernel's `cpu` field), by name.
+fn held_by(view: &View, hart: u32) -> Vec<String> {
+    view.report
+        .locks
+        .iter()
+        .filter(|l| l.holder == Some(hart))
+        .map(|l| {
+            view.detail
+                .lock(l.id)
+                .and_then(|d| d.path.clone())
+                .unwrap_or_else(|| l.name.clone())
+        })
+        .collect()
+}
+
+/// The harts of a kernel whose per-CPU records the source reads (xv6's `struct cpu`): what each
+/// runs, its interrupt-disable depth, and the locks whose `cpu` is it.
+fn render_cpus(
+    frame: &mut Frame,
+    inner: Rect,
+    app: &App,
+    view: &View,
+    sel: usize,
+    offset: usize,
+    rows_h: usize,
+) {
+    let t = &app.theme;
+    let rows: Vec<Row> = view
+        .report
+        .harts
+        .iter()
+        .enumerate()
+        .skip(offset)
+        .take(rows_h)
+        .map(|(i, h)| {
+            let cpu = view
+                .detail
+                .cpus
+                .iter()
+                .find(|(hart, _)| *hart == h.hart)
+                .map(|(_, c)| c);
+            let proc = cpu.map_or("-".to_string(), |c| match &c.proc {
+                Some(p) => format!("{} (pid {})", p.name, p.pid),
+                None => "scheduler".to_string(),
+            });
+            let held = held_by(view, h.hart);
+            let row = Row::new(vec![
+                Cell::from(format!("hart{}", h.hart)),
+                Cell::from(proc),
+                Cell::from(cpu.map_or("-".into(), |c| c.noff.to_string())),
+                Cell::from(cpu.map_or("-".into(), |c| {
+                    if c.intena { "on" } else { "off" }.to_string()
+                })),
+                Cell::from(if held.is_empty() {
+                    "-".to_string()
+                } else {
+                    held.join(", ")
+                }),
+            ]);
+            if i == sel {
+                row.style(t.selected)
+            } else {
+                row
+            }
+        })
+        .collect();
+    let widths = [
+        Constraint::Length(6),
+        Constraint::Length(24),
+        Constraint::Length(5),
+        Constraint::Length(7),
+        Constraint::Fill(1),
+    ];
+    let header =
+        Row::new(["Hart", "Process", "noff", "intena", "Holds (lock's cpu)"]).style(t.table_header);
+    frame.render_widget(
+        Table::new(rows, widths).header(header).column_spacing(1),
+        inner,
+    );
+}
+
+fn render_cpu_detail(frame: &mut Frame, area: Rect, app: &App, view: &View, h: &HartRow) {
+    let t = &app.theme;
+    let blk = block(t, format!(" hart{} ", h.hart));
+    let cpu = view
+        .detail
+        .cpus
+        .iter()
+        .find(|(hart, _)| *hart == h.hart)
+        .map(|(_, c)| c);
+    let mut lines = Vec::new();
+    if let Some(c) = cpu {
+        let proc = match &c.proc {
+            Some(p) => format!("{} (pid {}, proc[{}])", p.name, p.pid, p.slot),
+            None => "none: in its scheduler".to_string(),
+        };
+        lines.push(Line::from(vec![
+            Span::styled("runs ", t.dim),
+            Span::raw(proc),
+        ]));
+        lines.push(Line::from(vec![
+            Span::styled("push_off depth (noff) ", t.dim),
+            Span::raw(c.noff.to_string()),
+            Span::styled("  interrupts before it (intena) ", t.dim),
+            Span::raw(if c.intena { "on" } else { "off" }),
+        ]));
+    }
+    let held = held_by(view, h.hart);
+    lines.push(Line::from(vec![
+        Span::styled("holds ", t.dim),
+        Span::raw(if held.is_empty() {
+            "no spinlock".to_string()
+        } else {
+            held.join(", ")
+        }),
+    ]));
+    if let Some(pc) = h.pc {
+        let mut s = String::new();
+        format::place(&view.place(pc), &mut s);
+        lines.push(Line::from(vec![Span::styled("pc ", t.dim), Span::raw(s)]));
+    }
+    lines.push(Line::styled(
+        "Which lock a hart spins on, and where it took the ones it holds, need lock events: they come with lockscope's QEMU plugin.",
+        t.dim,
+    ));
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(ratatui::widgets::Wrap { trim: false })
+            .block(blk),
+        area,
+    );
 }

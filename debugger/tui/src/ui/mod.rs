@@ -2,11 +2,15 @@
 //! header, tab bar, status bar and help drawn here.
 
 mod bcache;
+mod console;
 mod deadlock;
 mod events;
+mod findings;
 mod harts;
+mod lock_detail;
 mod locks;
 mod panic;
+mod procs;
 mod timeline;
 
 use lockscope_engine::{Ending, SourceKind, StopReason, TargetState, Verdict, View};
@@ -69,11 +73,14 @@ pub fn render(frame: &mut Frame, app: &App, view: &View) {
         Tab::Events => events::render(frame, body, app, view),
         Tab::Panic => panic::render(frame, body, app, view),
         Tab::Deadlock => deadlock::render(frame, body, app, view),
+        Tab::Processes => procs::render(frame, body, app, view),
+        Tab::Findings => findings::render(frame, body, app, view),
+        Tab::Console => console::render(frame, body, app, view),
     }
     if bar.height > 0 {
         timeline::render(frame, bar, app, view);
     }
-    render_status(frame, status, app);
+    render_status(frame, status, app, view);
     if app.show_help {
         render_help(frame, body, app);
     }
@@ -194,6 +201,13 @@ fn render_header(frame: &mut Frame, area: Rect, app: &App, view: &View) {
         None => source,
     };
     seg.push(3, vec![Span::styled(source, h)]);
+    if let Some(reader) = &view.kernel_reader {
+        seg.push(2, vec![Span::styled(reader.clone(), h)]);
+    }
+    if let Some(g) = &view.user_gdb {
+        let style = if g.starts_with("stopped") { t.warn } else { h };
+        seg.push(0, vec![Span::styled(g.clone(), style)]);
+    }
     if let Some(c) = &view.config {
         let mut s = String::new();
         if let Some(w) = &c.workload {
@@ -217,21 +231,32 @@ fn render_header(frame: &mut Frame, area: Rect, app: &App, view: &View) {
     if let Some(ns) = view.report.time_ns {
         seg.push(5, vec![Span::styled(format!("t {}", format::dur(ns)), h)]);
     }
-    let lost_style = if view.lost_total > 0 { t.warn } else { h };
-    seg.push(
-        1,
-        vec![Span::styled(
-            format!("lost {}", format::count(view.lost_total)),
-            lost_style,
-        )],
-    );
-    seg.push(
-        4,
-        vec![Span::styled(
-            format!("events {}", format::count(view.events_total)),
-            h,
-        )],
-    );
+    if view.lock_events {
+        let lost_style = if view.lost_total > 0 { t.warn } else { h };
+        seg.push(
+            1,
+            vec![Span::styled(
+                format!("lost {}", format::count(view.lost_total)),
+                lost_style,
+            )],
+        );
+        seg.push(
+            4,
+            vec![Span::styled(
+                format!("events {}", format::count(view.events_total)),
+                h,
+            )],
+        );
+    }
+    if !view.detail.findings.is_empty() {
+        seg.push(
+            1,
+            vec![Span::styled(
+                format!("{} findings", view.detail.findings.len()),
+                t.bad,
+            )],
+        );
+    }
     let v = view.check.verdict;
     let vstyle = match v {
         Verdict::Ok => h,
@@ -266,16 +291,18 @@ fn render_tabs(frame: &mut Frame, area: Rect, app: &App, view: &View) {
                 || !view.report.lock_order.inversions.is_empty()
                 || view.report.stall.is_some()
         }
+        Tab::Findings => !view.detail.findings.is_empty(),
         _ => false,
     };
+    let tabs = Tab::visible(view, app.console_input);
     // Long titles first, short ones when the terminal is narrow.
-    let full: usize = Tab::ALL.iter().map(|t| t.title().len() + 4).sum();
+    let full: usize = tabs.iter().map(|t| t.title().len() + 4).sum();
     let short = full > area.width as usize;
-    for tab in Tab::ALL {
-        let title = match (short, tab) {
-            (true, Tab::Bcache) => "Bcache",
-            (true, Tab::Deadlock) => "Deadlk",
-            _ => tab.title(),
+    for tab in tabs {
+        let title = if short {
+            tab.short_title()
+        } else {
+            tab.title()
         };
         let mark = if alert(tab) { "!" } else { " " };
         let text = format!("{}{} {}", mark, tab.index() + 1, title);
@@ -300,17 +327,24 @@ fn key<'a>(t: &Theme, k: &'a str, what: &'a str) -> [Span<'a>; 2] {
     [Span::styled(k, t.key), Span::raw(what)]
 }
 
-fn render_status(frame: &mut Frame, area: Rect, app: &App) {
+fn render_status(frame: &mut Frame, area: Rect, app: &App, view: &View) {
     let t = &app.theme;
-    if let Some(input) = app.input {
-        let (prompt, text) = match input {
-            Input::LocksFilter => ("filter: ", &app.locks.filter),
-            Input::EventsFilter => ("filter: ", &app.events.filter),
-            Input::GoTo => (
-                "go to (3.2s, 1500ms, +1s, -200ms, end): ",
-                app.replay.as_ref().map_or(&app.locks.filter, |r| &r.goto),
-            ),
-        };
+    if app.input == Some(Input::Console) {
+        let mut spans = vec![Span::styled("typing to the guest console  ", t.warn)];
+        spans.extend(key(t, "Esc", " stop typing"));
+        frame.render_widget(Paragraph::new(Line::from(spans)), area);
+        return;
+    }
+    let prompt = match app.input {
+        Some(Input::LocksFilter) => Some(("filter: ", &app.locks.filter)),
+        Some(Input::EventsFilter) => Some(("filter: ", &app.events.filter)),
+        Some(Input::GoTo) => Some((
+            "go to (3.2s, 1500ms, +1s, -200ms, end): ",
+            app.replay.as_ref().map_or(&app.locks.filter, |r| &r.goto),
+        )),
+        Some(Input::Console) | None => None,
+    };
+    if let Some((prompt, text)) = prompt {
         let mut spans = vec![
             Span::styled(prompt, t.key),
             Span::raw(text.clone()),
@@ -343,7 +377,7 @@ fn render_status(frame: &mut Frame, area: Rect, app: &App) {
         add(3, "[]", " snapshot");
         add(3, "<>", " hart step");
     }
-    add(2, "1-6", " views");
+    add(2, "1-9", " views");
     match app.tab {
         Tab::Locks if app.locks.detail => {
             add(1, "j/k", " next lock");
@@ -360,6 +394,7 @@ fn render_status(frame: &mut Frame, area: Rect, app: &App) {
             add(1, "j/k", " scroll");
         }
         Tab::Panic => add(1, "h", " all harts"),
+        Tab::Console if app.console_input => add(1, "Enter", " type"),
         _ => add(1, "j/k", " move"),
     }
     if app.replay.is_none() {
@@ -379,7 +414,7 @@ fn render_status(frame: &mut Frame, area: Rect, app: &App) {
     let sort = (app.tab == Tab::Locks).then(|| {
         format!(
             "sort: {} {}",
-            app.locks.sort.label(),
+            app.locks.sort.effective(view).label(),
             if app.locks.reverse { "▲" } else { "▼" }
         )
     });
@@ -404,7 +439,7 @@ fn render_status(frame: &mut Frame, area: Rect, app: &App) {
 const HELP: &[(&str, &str)] = &[
     ("q Ctrl-C", "quit (the terminal is restored)"),
     ("?", "this help; any key closes it"),
-    ("Tab 1-6", "next view, or view by number"),
+    ("Tab 1-9", "next view, or view by number"),
     ("j k ↑ ↓", "move, scroll"),
     ("PgUp PgDn g G", "page; first, last"),
     ("/", "filter Locks or Events; Enter keeps, Esc clears"),
@@ -414,6 +449,10 @@ const HELP: &[(&str, &str)] = &[
     ("p", "pause the display; the guest keeps running"),
     ("i", "interrupt or resume the guest (live sessions)"),
     ("h", "Panic view: every hart's backtrace"),
+    (
+        "Enter",
+        "Console view: type at the guest console; Esc stops",
+    ),
     ("mouse", "click tabs, rows, column titles; wheel scrolls"),
 ];
 

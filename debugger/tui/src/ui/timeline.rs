@@ -182,11 +182,7 @@ fn loading(frame: &mut Frame, area: Rect, t: &Theme, f: &ReplayFrame) {
     let text = match (&f.failed, f.loading) {
         (Some(e), _) => Line::styled(format!("cannot replay: {e}"), t.bad),
         (None, Some((done, total))) => {
-            let pct = if total == 0 {
-                100
-            } else {
-                (done * 100 / total).min(100)
-            };
+            let pct = (done * 100).checked_div(total).map_or(100, |p| p.min(100));
             let w = area.width.saturating_sub(40) as u64;
             let filled = (w * pct / 100) as usize;
             Line::from(vec![

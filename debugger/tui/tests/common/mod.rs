@@ -13,12 +13,13 @@ use ratatui::buffer::Buffer;
 use ratatui::Terminal;
 
 /// Every fixture, recorded or placeholder (see tests/fixtures/README.md).
-pub const FIXTURES: [&str; 5] = [
+pub const FIXTURES: [&str; 6] = [
     "healthy",
     "kalloc_global",
     "deadlock",
     "bget_no_buffers",
     "null_next",
+    "xv6_odd_names",
 ];
 
 pub fn fixture(name: &str) -> Arc<View> {

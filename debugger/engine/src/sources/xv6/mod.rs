@@ -154,6 +154,17 @@ impl Xv6Source {
         Self::with_types(symbols, Arc::new(types), ram)
     }
 
+    /// Checks that `symbols` is an xv6-shaped kernel (a `struct spinlock` with `locked`,
+    /// `name` and `cpu`, and the global array of the `struct cpu` it points to) without
+    /// building a source: what kernel detection asks.
+    pub fn recognize(symbols: &Symbols) -> Result<(), Xv6Error> {
+        let types = Types::load(symbols).map_err(|e| match e {
+            TypesError::NoDebugInfo { path } => Xv6Error::NoDebugInfo { path },
+            other => Xv6Error::Types(other),
+        })?;
+        layout::find_core(&types, symbols.path()).map(|_| ())
+    }
+
     /// Like [`Xv6Source::open_with_ram`], with types already read.
     pub fn with_types(
         symbols: &Symbols,
