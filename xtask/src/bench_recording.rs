@@ -1,10 +1,12 @@
 //! `cargo xtask bench recording`: recordings version 2 against version 1 on real sessions.
 //!
-//! Records kalloctest, bcachetest and `workload=mixed` with today's `lockscope check --record`
-//! (version 1), keeps a real guest's RAM (kalloctest in QEMU with its RAM in a file), then runs
-//! the measurements in release mode (the engine's `bench_recording` example): bytes per event
-//! and writer time per event for both formats side by side, seeking in a 10-minute recording,
-//! and the size and time of a RAM snapshot.
+//! Records kalloctest, bcachetest and `workload=mixed` with `lockscope check --record`, keeps a
+//! real guest's RAM (kalloctest in QEMU with its RAM in a file), then runs the measurements in
+//! release mode (the engine's `bench_recording` example): bytes per event and writer time per
+//! event for both formats side by side (the same feeds written as version 1 and 2), seeking in
+//! a 10-minute recording, and the size and time of a RAM snapshot; then the dashboard's path
+//! on the same 10-minute recording (the TUI's `bench_replay` example: a replay's seeks, steps
+//! and ranges, frames built as the dashboard gets them).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,8 +26,8 @@ fn bench_dir() -> Result<PathBuf> {
     Ok(d)
 }
 
-/// Records a real session in version 1 with today's `lockscope check --record`.
-fn record_v1(lockscope: &Path, elf: &Path, bootargs: &str, out: &Path) -> Result<()> {
+/// Records a real session with `lockscope check --record`.
+fn record(lockscope: &Path, elf: &Path, bootargs: &str, out: &Path) -> Result<()> {
     let _ = std::fs::remove_file(out);
     let o = Command::new(lockscope)
         .args(["check", "--for", "120", "--bootargs", bootargs])
@@ -58,7 +60,7 @@ fn guest_ram(elf: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The whole recording benchmark. `lockscope` is the release binary (today's v1 recorder).
+/// The whole recording benchmark. `lockscope` is the release binary.
 pub fn run(elf: &Path, lockscope: &Path) -> Result<()> {
     println!("== recordings: version 2 vs version 1 on real sessions, side by side in one run");
     let dir = bench_dir()?;
@@ -67,7 +69,7 @@ pub fn run(elf: &Path, lockscope: &Path) -> Result<()> {
         ("bcachetest", "workload=bcachetest"),
         ("mixed", "workload=mixed secs=3"),
     ] {
-        record_v1(lockscope, elf, args, &dir.join(format!("{name}.lstrace")))?;
+        record(lockscope, elf, args, &dir.join(format!("{name}.lsrec")))?;
     }
     guest_ram(elf, &dir.join("guest-ram"))?;
     let mut c = cargo();
@@ -84,5 +86,20 @@ pub fn run(elf: &Path, lockscope: &Path) -> Result<()> {
     .arg(&dir);
     status(c)?;
     std::fs::remove_file(dir.join("guest-ram"))?;
+    let ten = dir.join("ten-minutes.lsrec");
+    let mut c = cargo();
+    c.args([
+        "run",
+        "-q",
+        "--release",
+        "-p",
+        "lockscope-tui",
+        "--example",
+        "bench_replay",
+        "--",
+    ])
+    .arg(&ten);
+    status(c)?;
+    std::fs::remove_file(&ten)?;
     Ok(())
 }

@@ -9,6 +9,7 @@ use clap::Args;
 use lockscope_engine::Session;
 
 use crate::dashboard;
+use crate::record::RecordArgs;
 use crate::setup::{attach_options, join_options};
 
 #[derive(Args)]
@@ -27,21 +28,20 @@ pub struct AttachArgs {
     /// Without this it waits for its gdb (or `i` in the dashboard).
     #[arg(long = "continue")]
     continue_held: bool,
-    /// Record everything seen into this trace file.
-    #[arg(long)]
-    record: Option<PathBuf>,
+    #[command(flatten)]
+    record: RecordArgs,
 }
 
 pub fn attach(a: AttachArgs) -> Result<u8> {
     let (options, symbols, poll) = match &a.addr {
         Some(addr) => {
-            let (mut o, s) = attach_options(addr, a.kernel, a.poll_hz, a.record)?;
+            let (mut o, s) = attach_options(addr, a.kernel, a.poll_hz, &a.record)?;
             o.continue_held = a.continue_held;
             let hz = o.poll_hz;
             (o, s, Some(hz))
         }
         None => {
-            let (o, s, entry) = join_options(a.kernel, a.record)?;
+            let (o, s, entry) = join_options(a.kernel, &a.record)?;
             eprintln!(
                 "lockscope: joining the lockscope qemu session of {} (pid {})",
                 entry.cwd.display(),

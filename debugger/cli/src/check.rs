@@ -109,7 +109,7 @@ pub fn check(a: CheckArgs) -> Result<u8> {
     let (mut options, symbols) = match (&a.attach, &a.xv6.xv6) {
         (Some(_), Some(_)) => anyhow::bail!("--attach and --xv6 do not go together: --xv6 boots the tree's kernel, --attach watches a QEMU that runs"),
         (Some(addr), None) if addr.is_empty() => {
-            let (o, s, _) = join_options(a.boot.kernel.clone(), a.boot.record.clone())?;
+            let (o, s, _) = join_options(a.boot.kernel.clone(), &a.boot.record)?;
             (o, s)
         }
         (Some(addr), None) => {
@@ -117,7 +117,7 @@ pub fn check(a: CheckArgs) -> Result<u8> {
                 addr,
                 a.boot.kernel.clone(),
                 a.boot.poll_hz,
-                a.boot.record.clone(),
+                &a.boot.record,
             )?;
             o.continue_held = a.continue_held;
             (o, s)

@@ -1,8 +1,11 @@
 //! The dashboard over a live session (run, attach) or a fixed view (replay).
 
 use anyhow::Result;
-use lockscope_engine::{Ending, Session, SessionHandle, TargetState, View};
+use lockscope_engine::recording::TimelineOptions;
+use lockscope_engine::{Ending, Session, TargetState};
+use lockscope_tui::replay::{At, Player};
 
+use crate::recorded::Opened;
 use crate::setup::EXIT_USAGE;
 
 /// Runs the dashboard on a live session, then ends the session and says how it went.
@@ -29,9 +32,11 @@ pub fn live(session: Session, poll_hz: Option<f64>) -> Result<u8> {
     }
 }
 
-/// The dashboard on a fixed view (a replayed trace).
-pub fn fixed(view: View) -> Result<u8> {
-    let handle = SessionHandle::fixed(view);
-    lockscope_tui::run(handle, lockscope_tui::Options::default())?;
+/// The dashboard on a recording's timeline, the cursor at target time `at` (else its end).
+/// The timeline is built on the replay's own thread while the dashboard shows its progress.
+pub fn replay(o: Opened, at: Option<u64>) -> Result<u8> {
+    let at = at.map_or(At::End, At::Time);
+    let player = Player::open(o.rec, o.symbols, at, TimelineOptions::default())?;
+    lockscope_tui::replay::run_replay(&player, lockscope_tui::Options::default())?;
     Ok(0)
 }

@@ -5,10 +5,14 @@ mod attach;
 mod check;
 mod dashboard;
 mod diagnosis;
+mod export;
 mod paths;
 mod qemu;
+mod record;
+mod recorded;
 mod replay;
 mod run;
+mod serve;
 mod setup;
 mod summary;
 mod text;
@@ -20,9 +24,11 @@ use clap::{Parser, Subcommand};
 
 use attach::AttachArgs;
 use check::CheckArgs;
+use export::ExportArgs;
 use qemu::QemuArgs;
 use replay::ReplayArgs;
 use run::RunArgs;
+use serve::ServeArgs;
 use setup::EXIT_USAGE;
 
 #[derive(Parser)]
@@ -50,8 +56,14 @@ enum Cmd {
     /// spinlock-across-sleep or lock-order-inversion. Exit status: 0 ok, 3 a fault, 4 a warning
     /// only, 2 usage or connection error.
     Check(CheckArgs),
-    /// Replay a recorded trace: the dashboard on its final state, or a verdict with --check.
+    /// Replay a recording on a timeline (seek, step, marks, counter deltas over a range), or
+    /// print its verdict (--check, --at TIME).
     Replay(ReplayArgs),
+    /// Write a recording as a Perfetto trace (-o out.pftrace), or one of its stops as an ELF
+    /// core file for gdb (--core FILE).
+    Export(ExportArgs),
+    /// Serve a stop saved in a recording to gdb (`target remote`), post-mortem.
+    Serve(ServeArgs),
     /// Be an xv6 Makefile's QEMU: `make qemu QEMU="lockscope qemu --"` runs QEMU as the
     /// Makefile says, with the console on your terminal, and lets `lockscope attach` (in
     /// another terminal) show the kernel live.
@@ -65,6 +77,8 @@ fn main() -> ExitCode {
         Cmd::Attach(a) => attach::attach(a),
         Cmd::Check(a) => check::check(a),
         Cmd::Replay(a) => replay::replay(a),
+        Cmd::Export(a) => export::export(a),
+        Cmd::Serve(a) => serve::serve(a),
         Cmd::Qemu(a) => qemu::qemu(a),
     };
     match result {

@@ -20,6 +20,7 @@ use lockscope_engine::session::registry::{self, Entry, Registration};
 use lockscope_engine::session::{LineConsole, LineRun};
 use lockscope_engine::{Ending, Session, SessionError, SessionOptions, Target, TargetState, View};
 
+use crate::record::RecordArgs;
 use crate::setup::load_symbols;
 use crate::summary;
 use crate::xv6::{write_captured, ARGS_TO_ENV};
@@ -29,9 +30,8 @@ pub struct QemuArgs {
     /// The QEMU binary [default: the first qemu-system-riscv64 on PATH].
     #[arg(long)]
     qemu: Option<PathBuf>,
-    /// Record the whole session into this file (replay it with `lockscope replay`).
-    #[arg(long)]
-    record: Option<PathBuf>,
+    #[command(flatten)]
+    record: RecordArgs,
     /// No lock events from lockscope's QEMU plugin (state only); the guest runs a few percent
     /// faster. Also set by LOCKSCOPE_NO_PLUGIN=1 in the environment (through a Makefile).
     #[arg(long)]
@@ -125,7 +125,7 @@ pub fn qemu(a: QemuArgs) -> Result<u8> {
         snapshot_drives: false,
         plugin: !a.no_plugin && std::env::var_os("LOCKSCOPE_NO_PLUGIN").is_none_or(|v| v != "1"),
     }));
-    options.record = a.record.clone();
+    options.record = a.record.options();
     options.status_file = Some(registry::status_path(&registry_dir, std::process::id()));
     // Nobody looks at views until the end: few of them save the CPU the guest wants.
     options.view_hz = 1.0;
@@ -168,7 +168,7 @@ pub fn qemu(a: QemuArgs) -> Result<u8> {
         harts,
         console_log: session.info.console_log.clone(),
         gdb_listen,
-        record: a.record.clone(),
+        record: a.record.record.clone(),
         qemu_command: session.info.qemu_command.clone().unwrap_or_default(),
         plugin_file: session.info.plugin_file.clone(),
     };
@@ -195,7 +195,7 @@ pub fn qemu(a: QemuArgs) -> Result<u8> {
         "{}",
         summary::session_summary(
             &view,
-            a.record.as_deref(),
+            a.record.record.as_deref(),
             finished.console_log.as_deref(),
             ram_note.as_deref()
         )

@@ -11,6 +11,7 @@ use lockscope_engine::session::Joined;
 use lockscope_engine::{QemuConfig, SessionOptions, Symbols, Target};
 
 use crate::paths;
+use crate::record::RecordArgs;
 
 /// Exit status for usage and connection errors.
 pub const EXIT_USAGE: u8 = 2;
@@ -56,9 +57,8 @@ pub struct BootArgs {
     /// any breakpoint is set.
     #[arg(long)]
     pub break_on_panic: bool,
-    /// Record everything seen into this trace file (replay it with `lockscope replay`).
-    #[arg(long)]
-    pub record: Option<PathBuf>,
+    #[command(flatten)]
+    pub record: RecordArgs,
     /// Keep the guest console in this file [default: a file in the temp directory, kept only
     /// when the session ends in a fault].
     #[arg(long)]
@@ -105,7 +105,7 @@ pub fn boot_options(boot: &BootArgs) -> Result<(SessionOptions, Arc<Symbols>)> {
     o.shared_ram = !boot.gdb_poll;
     o.panic_breakpoint = boot.break_on_panic;
     o.poll_hz = boot.poll_hz.unwrap_or(DEFAULT_POLL_HZ);
-    o.record = boot.record.clone();
+    o.record = boot.record.options();
     o.console_log = boot.console_log.clone();
     Ok((o, symbols))
 }
@@ -115,13 +115,13 @@ pub fn attach_options(
     addr: &str,
     kernel: Option<PathBuf>,
     poll_hz: Option<f64>,
-    record: Option<PathBuf>,
+    record: &RecordArgs,
 ) -> Result<(SessionOptions, Arc<Symbols>)> {
     let kernel = paths::kernel(kernel)?;
     let symbols = load_symbols(&kernel)?;
     let mut o = SessionOptions::new(Target::Attach(addr.to_string()));
     o.poll_hz = poll_hz.unwrap_or_else(|| default_poll_hz(&symbols));
-    o.record = record;
+    o.record = record.options();
     Ok((o, symbols))
 }
 
@@ -129,7 +129,7 @@ pub fn attach_options(
 /// symbols (`kernel` overrides the one it runs), and its registry entry.
 pub fn join_options(
     kernel: Option<PathBuf>,
-    record: Option<PathBuf>,
+    record: &RecordArgs,
 ) -> Result<(SessionOptions, Arc<Symbols>, Entry)> {
     let entry = registry::newest()?;
     let symbols = load_symbols(&kernel.unwrap_or_else(|| entry.kernel.clone()))?;
@@ -147,7 +147,7 @@ pub fn join_options(
         status_file: Some(registry::status_path(&registry::dir()?, entry.pid)),
         plugin_file: entry.plugin_file.clone(),
     }));
-    o.record = record;
+    o.record = record.options();
     Ok((o, symbols, entry))
 }
 
@@ -174,7 +174,7 @@ pub fn xv6_options(
     let kernel = run.line.kernel().expect("line_from_tree checks -kernel");
     let symbols = load_symbols(&kernel)?;
     let mut o = SessionOptions::new(Target::Line(run));
-    o.record = boot.record.clone();
+    o.record = boot.record.options();
     o.console_log = boot.console_log.clone();
     Ok((o, symbols))
 }

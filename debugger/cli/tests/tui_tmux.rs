@@ -78,3 +78,52 @@ fn a_bucket_order_deadlock_opens_the_deadlock_view() {
         s.contains("lockscope exited 0")
     });
 }
+
+/// The issue's "done when", with the real binary in a real terminal: a recorded hang opens on
+/// its timeline, jumps to the deadlock, steps back event by event on a deadlocked hart, and
+/// exports to Perfetto.
+#[test]
+fn replay_jumps_to_the_deadlock_steps_back_and_exports() {
+    let trace = workspace().join("traces/bucket-order-deadlock.lsrec");
+    let t = Tmux::start("replay", &shell(&format!("replay '{}'", trace.display())));
+    let s = t.wait_for("the timeline", Duration::from_secs(60), |s| {
+        s.contains("┌ Timeline") && s.contains("DEADLOCK")
+    });
+    assert!(
+        s.contains("Deadlock"),
+        "opened at the end, on the Deadlock view: {s}"
+    );
+    // To the start, then m (deadlock marks) and }: the cursor lands on the deadlock.
+    for k in ["g", "s", "t", "a", "r", "t", "Enter", "m"] {
+        t.send(k);
+    }
+    t.wait_for("the mark kind", Duration::from_secs(10), |s| {
+        s.contains("jump to: deadlock")
+    });
+    t.send("}");
+    let at = t.wait_for("the deadlock mark", Duration::from_secs(10), |s| {
+        s.contains("DEADLOCK") && s.contains("┃")
+    });
+    // Harts view, then < steps back on the first hart: the bar says which event.
+    t.send("2");
+    t.send("<");
+    let back = t.wait_for("a step back", Duration::from_secs(10), |s| {
+        s.contains("at the cursor: hart0")
+    });
+    assert_ne!(at, back);
+    t.send("q");
+    t.wait_for("lockscope to exit", Duration::from_secs(30), |s| {
+        s.contains("lockscope exited 0")
+    });
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let out = dir.path().join("deadlock.pftrace");
+    let o = lockscope()
+        .arg("export")
+        .arg(&trace)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::metadata(&out).unwrap().len() > 100);
+}

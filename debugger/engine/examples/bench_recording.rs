@@ -1,11 +1,13 @@
 //! The measurements of `cargo xtask bench recording` (run in release mode by xtask, which
-//! records the sessions first): `bench_recording DIR` reads `DIR/kalloctest.lstrace`,
-//! `DIR/bcachetest.lstrace`, `DIR/mixed.lstrace` (version 1, recorded by today's
-//! `lockscope check --record`) and `DIR/guest-ram` (QEMU's RAM file after kalloctest).
+//! records the sessions first): `bench_recording DIR` reads `DIR/kalloctest.lsrec`,
+//! `DIR/bcachetest.lsrec`, `DIR/mixed.lsrec` (recorded by `lockscope check --record`) and
+//! `DIR/guest-ram` (QEMU's RAM file after kalloctest).
 //!
-//! Version 2 against version 1 side by side in one run: bytes per event and the writer's time
-//! per event; seeking in a 10-minute recording (real `workload=mixed` feeds repeated, time and
-//! counters carried on); saving and reading back a real guest's RAM at a stop.
+//! Version 2 against version 1 side by side in one run (the same feeds written both ways):
+//! bytes per event and the writer's time per event; seeking in a 10-minute recording (real
+//! `workload=mixed` feeds repeated, time and counters carried on), left in
+//! `DIR/ten-minutes.lsrec` for the dashboard's replay benchmark; saving and reading back a real
+//! guest's RAM at a stop.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -15,7 +17,7 @@ use lockscope_engine::memory::ByteImage;
 use lockscope_engine::recording::{
     Recording, RecordingHeader, RecordingWriter, Timeline, TimelineOptions, WriterOptions,
 };
-use lockscope_engine::trace::{TraceHeader, TraceReader, TraceWriter};
+use lockscope_engine::trace::{TraceHeader, TraceWriter};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -28,14 +30,19 @@ const MAX_BYTES_PER_EVENT: f64 = 4.0;
 const MAX_SEEK: Duration = Duration::from_millis(100);
 const TEN_MINUTES_NS: u64 = 600_000_000_000;
 
-fn read_v1(path: &Path) -> Result<(TraceHeader, Vec<Feed>)> {
-    let mut r = TraceReader::open(path)?;
-    let h = r.header().clone();
-    let mut feeds = Vec::new();
-    while let Some(f) = r.next_feed()? {
-        feeds.push(f);
-    }
-    Ok((h, feeds))
+/// A recorded session's feeds, and the header a version-1 trace of it would have.
+fn read_recorded(path: &Path) -> Result<(TraceHeader, Vec<Feed>)> {
+    let rec = Recording::open(path)?;
+    let h = rec.header();
+    let v1 = TraceHeader {
+        abi_version: h.abi_version,
+        kernel: h.kernel_name.as_ref().map(PathBuf::from),
+        kernel_fingerprint: h.kernel_fingerprint.clone(),
+        smp: h.smp,
+        bootargs: h.bootargs.clone(),
+        source: h.source.clone(),
+    };
+    Ok((v1, rec.feeds().collect()))
 }
 
 fn events(feeds: &[Feed]) -> u64 {
@@ -89,8 +96,8 @@ fn rss_kib() -> u64 {
 }
 
 /// Sizes and writer cost of both formats on one real session.
-fn formats(name: &str, v1_path: &Path, dir: &Path) -> Result<()> {
-    let (h, feeds) = read_v1(v1_path)?;
+fn formats(name: &str, recorded: &Path, dir: &Path) -> Result<()> {
+    let (h, feeds) = read_recorded(recorded)?;
     let n = events(&feeds);
     if n == 0 {
         bail!("{name}: the recording has no events");
@@ -209,8 +216,8 @@ fn lcg(x: &mut u64) -> u64 {
     *x >> 11
 }
 
-fn seek(v1_mixed: &Path, dir: &Path) -> Result<()> {
-    let (h, feeds) = read_v1(v1_mixed)?;
+fn seek(mixed: &Path, dir: &Path) -> Result<()> {
+    let (h, feeds) = read_recorded(mixed)?;
     let long = extend(&feeds, TEN_MINUTES_NS);
     let n = events(&long);
     let path = dir.join("ten-minutes.lsrec");
@@ -275,7 +282,7 @@ fn seek(v1_mixed: &Path, dir: &Path) -> Result<()> {
         d.locks.len(),
         t.elapsed().as_secs_f64() * 1e3
     );
-    std::fs::remove_file(&path)?;
+    // Kept for the dashboard's replay benchmark (xtask removes it).
     Ok(())
 }
 
@@ -338,9 +345,9 @@ fn main() -> Result<()> {
             .ok_or("usage: bench_recording DIR")?,
     );
     for name in ["kalloctest", "bcachetest"] {
-        formats(name, &dir.join(format!("{name}.lstrace")), &dir)?;
+        formats(name, &dir.join(format!("{name}.lsrec")), &dir)?;
     }
-    seek(&dir.join("mixed.lstrace"), &dir)?;
+    seek(&dir.join("mixed.lsrec"), &dir)?;
     ram(&dir.join("guest-ram"), &dir)?;
     Ok(())
 }

@@ -39,7 +39,9 @@ pub struct HartStop {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StopInfo {
     pub reason: StopReason,
-    /// The hart that reported the stop, when the stub says.
+    /// The hart the stop is about: for a capture lockscope asked for, the panicking (or a
+    /// deadlocked or stalled) hart; otherwise the one the stub named. A post-mortem gdb selects
+    /// it first.
     pub hart: Option<HartId>,
     pub harts: Vec<HartStop>,
 }

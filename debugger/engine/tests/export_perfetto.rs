@@ -116,7 +116,7 @@ fn kalloctest_and_bcachetest_exports_parse_and_count_right() {
 fn a_deadlock_export_has_its_findings_with_file_and_line() {
     let sym = Arc::new(Symbols::load(traces().join("lockscope-kernel.elf")).unwrap());
     let out = check(
-        &traces().join("bucket-order-deadlock.lstrace"),
+        &traces().join("bucket-order-deadlock.lsrec"),
         Some(sym),
         serde_json::json!({
             "instants": ["deadlock", "lock-order inversion"],

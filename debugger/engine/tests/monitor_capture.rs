@@ -65,10 +65,13 @@ fn stop(reason: StopReason) -> Feed {
 fn a_recorded_panic_is_captured_once() {
     let mut m = monitor(true);
     assert_eq!(snapshot(&mut m, snap(0).build()), None);
+    assert_eq!(m.capture_focus(), None);
     assert_eq!(
         snapshot(&mut m, panicked(snap(10 * MS).build())),
         Some(StopReason::Panic)
     );
+    // The capture names the panicking hart (a post-mortem gdb selects it).
+    assert_eq!(m.capture_focus(), Some(1));
     // The capture is on its way: more snapshots with the panic ask for nothing more.
     assert_eq!(snapshot(&mut m, panicked(snap(20 * MS).build())), None);
     assert_eq!(feed(&mut m, stop(StopReason::Panic)), None);
@@ -97,6 +100,8 @@ fn a_deadlock_is_captured_once_confirmed_and_only_once() {
         snapshot(&mut m, deadlocked(1250 * MS, 900 * MS)),
         Some(StopReason::Interrupted)
     );
+    // About a hart of the cycle.
+    assert!(matches!(m.capture_focus(), Some(0 | 1)));
     assert_eq!(snapshot(&mut m, deadlocked(1300 * MS, 900 * MS)), None);
 }
 

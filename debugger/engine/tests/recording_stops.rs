@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use lockscope_engine::feed::{Feed, StopInfo, StopReason};
 use lockscope_engine::memory::{ByteImage, GuestMemory};
+use lockscope_engine::model::FullRegs;
 use lockscope_engine::recording::format::{ChunkHeader, ChunkKind, HEADER_LEN};
 use lockscope_engine::recording::{
-    HartRegisters, Keep, Problem, Recording, RecordingError, RecordingWriter, WriterOptions,
+    Keep, Problem, Recording, RecordingError, RecordingWriter, WriterOptions,
 };
 use recording_util::*;
 
@@ -36,7 +37,7 @@ fn guest_ram() -> ByteImage {
 }
 
 fn stop_info(reason: StopReason) -> StopInfo {
-    let deadlock = v1_feeds(&traces().join("bucket-order-deadlock.lstrace"));
+    let deadlock = v1_feeds(&v1_trace());
     let mut info = deadlock
         .iter()
         .find_map(|f| match f {
@@ -45,15 +46,19 @@ fn stop_info(reason: StopReason) -> StopInfo {
         })
         .expect("the sample deadlock trace has a stop");
     info.reason = reason;
+    // Every register of every hart travels in the stop itself.
+    for h in &mut info.harts {
+        h.full = Some(regs(h.hart));
+    }
     info
 }
 
-fn regs(hart: u32) -> HartRegisters {
-    HartRegisters {
-        hart,
-        gprs: (0..32).map(|i| i * 0x1000 + hart as u64).collect(),
+fn regs(hart: u32) -> FullRegs {
+    FullRegs {
+        x: (0..32).map(|i| i * 0x1000 + hart as u64).collect(),
         pc: 0x8000_1234,
-        csrs: vec![(0x180, 0x8000_0000_0008_0000), (0x1000, 1)],
+        privilege: Some(1),
+        csrs: vec![(0x180, 0x8000_0000_0008_0000), (0x100, 0x22)],
     }
 }
 
@@ -61,7 +66,7 @@ fn regs(hart: u32) -> HartRegisters {
 fn stops_keep_their_registers_and_guest_ram() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("stop.lsrec");
-    let feeds: Vec<Feed> = v1_feeds(&traces().join("bucket-order-deadlock.lstrace"))
+    let feeds: Vec<Feed> = v1_feeds(&v1_trace())
         .into_iter()
         .filter(|f| !matches!(f, Feed::Stop(_)))
         .collect();
@@ -73,8 +78,8 @@ fn stops_keep_their_registers_and_guest_ram() {
     }
     let first = stop_info(StopReason::Interrupted);
     w.write(&Feed::Stop(first.clone())).unwrap();
-    w.stop_ram(&mut ram, range.clone()).unwrap();
-    w.stop_registers(vec![regs(0), regs(1)]).unwrap();
+    let saved = w.stop_ram(&mut ram, range.clone()).unwrap();
+    assert_eq!((saved.stop, saved.bytes_in), (0, ram.bytes.len() as u64));
     w.write(&Feed::Resumed).unwrap();
     for f in &feeds[feeds.len() / 2..] {
         w.write(f).unwrap();
@@ -91,7 +96,21 @@ fn stops_keep_their_registers_and_guest_ram() {
     let stops = rec.stops();
     assert_eq!(stops.len(), 2);
     assert_eq!(stops[0].info.as_ref(), Some(&first));
-    assert_eq!(stops[0].regs, vec![regs(0), regs(1)]);
+    let full: Vec<_> = first.harts.iter().map(|h| h.full.clone()).collect();
+    assert!(full
+        .iter()
+        .all(|f| f.as_ref().is_some_and(|f| f.x.len() == 32)));
+    assert_eq!(
+        stops[0]
+            .info
+            .as_ref()
+            .unwrap()
+            .harts
+            .iter()
+            .map(|h| h.full.clone())
+            .collect::<Vec<_>>(),
+        full
+    );
     assert_eq!(stops[0].ram, Some(range.clone()));
     assert_eq!(stops[1].info.as_ref(), Some(&second));
     assert!(stops[1].ram.is_none());
@@ -123,6 +142,38 @@ fn stops_keep_their_registers_and_guest_ram() {
         e.to_string().contains("has no stop number 7 (it has 2"),
         "{e}"
     );
+}
+
+/// A session's gdb thread saves the RAM while it holds the guest stopped; the stop itself
+/// reaches the writer later, through the monitor. They meet by number.
+#[test]
+fn ram_saved_before_its_stop_is_written_belongs_to_that_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stop.lsrec");
+    let mut ram = guest_ram();
+    let range = BASE..BASE + ram.bytes.len() as u64;
+    let mut w = RecordingWriter::create(&path, &header(), WriterOptions::default()).unwrap();
+    let first = stop_info(StopReason::Interrupted);
+    w.write(&Feed::Stop(first.clone())).unwrap();
+    w.write(&Feed::Resumed).unwrap();
+    // Stop 1's RAM, then stop 1.
+    ram.bytes[(20 << 20) + 200] = 0x77;
+    w.stop_ram_of(1, &mut ram, range.clone()).unwrap();
+    let second = stop_info(StopReason::Panic);
+    w.write(&Feed::Stop(second.clone())).unwrap();
+    w.finish().unwrap();
+    let rec = Recording::open(&path).unwrap();
+    let stops = rec.stops();
+    assert_eq!(stops.len(), 2);
+    assert!(stops[0].ram.is_none(), "stop 0 was saved without RAM");
+    assert_eq!(stops[1].info.as_ref(), Some(&second));
+    assert_eq!(stops[1].ram, Some(range));
+    let mut b = [0u8; 1];
+    rec.stop_ram(1)
+        .unwrap()
+        .read(BASE + (20 << 20) + 200, &mut b)
+        .unwrap();
+    assert_eq!(b[0], 0x77);
 }
 
 #[test]
@@ -208,7 +259,7 @@ fn the_kernel_travels_inside_and_no_path_does() {
         ..WriterOptions::default()
     };
     let mut w = RecordingWriter::create(&path, &header, options).unwrap();
-    for f in v1_feeds(&traces().join("null-next-kerneltrap.lstrace")) {
+    for f in sample_feeds("null-next-kerneltrap") {
         w.write(&f).unwrap();
     }
     w.finish().unwrap();
@@ -393,4 +444,33 @@ fn stop_ram_needs_a_stop() {
     // A header that decodes is what the tests above rely on to find chunks.
     let h = ChunkHeader::decode(&[0u8; HEADER_LEN]);
     assert!(h.is_err());
+}
+
+/// A session's gdb thread announces the RAM of a stop before the monitor sees the stop: a
+/// recording finished right after the stop still gets that RAM.
+#[test]
+fn finishing_waits_for_announced_ram() {
+    use lockscope_engine::recording::Recorder;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.lsrec");
+    let w = RecordingWriter::create(&path, &header(), WriterOptions::default()).unwrap();
+    let rec = Recorder::new(w);
+    let gdb_side = rec.clone();
+    gdb_side.ram_coming();
+    let saver = std::thread::spawn(move || {
+        let mut ram = guest_ram();
+        let range = BASE..BASE + ram.bytes.len() as u64;
+        // The stop goes to the monitor first; the RAM is saved a moment later.
+        std::thread::sleep(Duration::from_millis(300));
+        gdb_side.stop_ram(0, &mut ram, range).unwrap();
+    });
+    rec.write(&Feed::Stop(stop_info(StopReason::Panic)))
+        .unwrap();
+    rec.write(&Feed::Resumed).unwrap();
+    rec.finish().unwrap();
+    saver.join().unwrap();
+    assert!(rec.write(&Feed::Resumed).is_err(), "finished");
+    let r = Recording::open(&path).unwrap();
+    assert!(r.problems().is_empty(), "{:?}", r.problems());
+    assert!(r.stops()[0].ram.is_some(), "the RAM came before the finish");
 }

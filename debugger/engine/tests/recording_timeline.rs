@@ -73,7 +73,7 @@ fn the_view_from_a_keyframe_equals_the_view_replayed_from_the_start() {
 
 #[test]
 fn a_deadlock_is_marked_and_stepping_back_finds_the_acquisition_that_closed_it() {
-    let tl = timeline(&traces().join("bucket-order-deadlock.lstrace"), 10);
+    let tl = timeline(&traces().join("bucket-order-deadlock.lsrec"), 10);
     let mark = tl
         .marks()
         .iter()
@@ -193,7 +193,7 @@ fn losses_and_panics_are_marked() {
     );
     assert!(lost.iter().any(|m| m.what == "hart 1 lost 1 events"));
 
-    let panic = timeline(&traces().join("refcnt-leak-panic.lstrace"), 10);
+    let panic = timeline(&traces().join("refcnt-leak-panic.lsrec"), 100_000);
     let m = panic
         .marks()
         .iter()
@@ -214,4 +214,81 @@ fn times_parse_for_at() {
     assert!(parse_time("3x").unwrap_err().contains("unknown unit"));
     // The feed in every item kind of a stop replays through the timeline too.
     assert!(all_kinds().iter().any(|f| matches!(f, Feed::Stop(_))));
+}
+
+#[test]
+fn advancing_a_monitor_forward_equals_seeking() {
+    let tl = timeline(&fixtures().join("bcachetest-head.lsrec"), 20_000);
+    let n = tl.len();
+    // Steps of every size, some ending inside event batches, some crossing keyframes.
+    let mut p = n / 7;
+    let mut m = tl.monitor_at(p);
+    for step in [1, 1, 2, 17, 333, 5000, 1, 60_000, 3] {
+        let q = (p + step).min(n);
+        assert!(tl.advance(&mut m, p, q));
+        // Everything but the generation, which counts the pieces fed.
+        let (mut a, mut b) = (json(&m.view()), json(&tl.view_at(q)));
+        a["generation"] = 0.into();
+        b["generation"] = 0.into();
+        let differ: Vec<&String> = a
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| a[k.as_str()] != b[k.as_str()])
+            .collect();
+        assert!(differ.is_empty(), "{p} -> {q}: {differ:?}");
+        p = q;
+    }
+    assert!(!tl.advance(&mut m, p, p - 1), "only forward");
+}
+
+#[test]
+fn a_delta_view_holds_the_changes_over_the_range() {
+    let tl = timeline(&fixtures().join("bcachetest-head.lsrec"), 20_000);
+    // Counters come with snapshots: from the first to the last.
+    let snaps = tl.snapshots();
+    assert!(snaps.len() >= 2);
+    let (p0, p1) = (snaps[0].0, snaps[snaps.len() - 1].0);
+    let (v0, v1) = (tl.view_at(p0), tl.view_at(p1));
+    let d = lockscope_engine::recording::delta_view(&v0, &v1);
+    let numbers = tl.range_delta(p0, p1);
+    let mut changed = 0;
+    for row in &d.report.locks {
+        let want = numbers.locks.iter().find(|l| l.name == row.name).unwrap();
+        assert_eq!(
+            (row.acquires, row.contended, row.spins),
+            (want.acquires, want.contended, want.spins),
+            "{}",
+            row.name
+        );
+        assert_eq!(row.wait.total_ns, want.wait_ns);
+        assert_eq!(row.hold.total_ns, want.hold_ns);
+        // A maximum shows only when it was reached inside the range.
+        let old = v0.report.locks.iter().find(|l| l.id == row.id).unwrap();
+        let new = v1.report.locks.iter().find(|l| l.id == row.id).unwrap();
+        if old.hold.max_ns == new.hold.max_ns {
+            assert_eq!(row.hold.max_ns, None);
+        } else {
+            assert_eq!(row.hold.max_ns, new.hold.max_ns);
+        }
+        assert_eq!(
+            row.hold.hist.samples,
+            row.hold.hist.buckets.iter().map(|b| b.count).sum::<u64>()
+        );
+        changed += (row.acquires > 0) as usize;
+    }
+    assert!(changed > 3, "bcachetest takes many locks: {changed}");
+    let (b, b0, b1) = (
+        d.report.bcache.as_ref().unwrap(),
+        v0.report.bcache.as_ref().unwrap(),
+        v1.report.bcache.as_ref().unwrap(),
+    );
+    assert_eq!(b.hits, b1.hits - b0.hits);
+    assert_eq!(
+        b.buckets[0].misses,
+        b1.buckets[0].misses - b0.buckets[0].misses
+    );
+    assert_eq!(d.events_total, v1.events_total - v0.events_total);
+    // State is as at the end of the range.
+    assert_eq!(d.report.harts[0].held, v1.report.harts[0].held);
 }

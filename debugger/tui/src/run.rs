@@ -138,7 +138,7 @@ pub fn run_with<B: Backend>(
                                 app.message = Some("the guest console takes no input".into());
                             }
                         }
-                        Effect::None => {}
+                        Effect::None | Effect::Replay(_) => {}
                     }
                     (dirty, urgent) = (true, true);
                 }

@@ -16,7 +16,8 @@
 //!   second, free pages per allocator list, buffers in use per bucket.
 //! - `Findings`: instant events for panics, deadlocks, stalls and lock-order inversions.
 //!
-//! Processes and sleep locks are not in the model yet, so no process tracks are written.
+//! A spin names the process its hart runs when the source reads it (xv6's `cpus[i].proc`). The
+//! model's process table and sleep locks (from the xv6 reader) are not exported as tracks yet.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -323,6 +324,8 @@ pub fn export_perfetto(
     let mut pending_flow: BTreeMap<LockId, u64> = BTreeMap::new();
     let mut next_flow = 1u64;
     let mut last_contended: Option<(u64, u64)> = None;
+    // The process each hart runs, as of the last snapshot (sources that read xv6's `cpus[]`).
+    let mut running: BTreeMap<HartId, String> = BTreeMap::new();
     let mut now = 0u64;
     let mut batch: Vec<LockEvent> = Vec::new();
     for feed in rec.feeds() {
@@ -367,6 +370,9 @@ pub fn export_perfetto(
                             }
                             ev.debug_annotations
                                 .push(arg_str("site", findings.site(&monitor, e.pc)));
+                            if let Some(p) = running.get(&e.hart) {
+                                ev.debug_annotations.push(arg_str("process", p.clone()));
+                            }
                             o.event(ts, ev)?;
                             *o.stats.spins.entry(e.hart).or_default() += 1;
                         }
@@ -435,6 +441,12 @@ pub fn export_perfetto(
             Feed::Snapshot(s) => {
                 now = now.max(s.time_ns);
                 let t = now;
+                running.clear();
+                for h in &s.harts {
+                    if let Some(p) = h.cpu.as_ref().and_then(|c| c.proc.as_ref()) {
+                        running.insert(h.hart, format!("pid {} {}", p.pid, p.name));
+                    }
+                }
                 let mut per_class: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
                 let mut contended = 0u64;
                 for l in &s.locks {

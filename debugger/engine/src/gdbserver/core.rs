@@ -113,10 +113,15 @@ fn note(out: &mut Vec<u8>, kind: u32, desc: &[u8]) {
     out.resize(out.len().next_multiple_of(4), 0);
 }
 
-fn notes(stop: &PostMortemStop) -> Vec<u8> {
+/// `pr_fname` is 16 bytes; BFD reads all 16 (no terminating zero needed), and gdb compares
+/// them with the executable's file name.
+const FNAME_LEN: usize = 16;
+
+fn notes(stop: &PostMortemStop, program: &str) -> Vec<u8> {
     let mut out = Vec::new();
     let mut ps = vec![0u8; PRPSINFO_SIZE];
-    let fname = b"kernel";
+    // The kernel's file name, as gdb compares it with the executable it was given.
+    let fname = &program.as_bytes()[..program.len().min(FNAME_LEN)];
     ps[PR_FNAME..PR_FNAME + fname.len()].copy_from_slice(fname);
     let args = format!("lockscope post-mortem: {}", stop.reason);
     let args = &args.as_bytes()[..args.len().min(79)];
@@ -145,10 +150,8 @@ fn notes(stop: &PostMortemStop) -> Vec<u8> {
 /// The kernel's `e_flags` (float ABI, compressed instructions), so the core matches it.
 fn kernel_flags(symbols: &Symbols) -> elf::FileFlags {
     let default = elf::EF_RISCV_RVC | elf::EF_RISCV_FLOAT_ABI_DOUBLE;
-    let Ok(data) = std::fs::read(symbols.path()) else {
-        return default;
-    };
-    match elf::FileHeader64::<Endianness>::parse(&data[..]) {
+    // From the bytes held (a kernel taken from a recording has no file).
+    match elf::FileHeader64::<Endianness>::parse(symbols.elf_bytes()) {
         Ok(h) => match h.endian() {
             Ok(e) => h.e_flags(e),
             Err(_) => default,
@@ -167,7 +170,11 @@ pub fn write_core(
         return Err(CoreError::NoHarts);
     }
     let segs = segments(stop)?;
-    let note_data = notes(stop);
+    let program = symbols
+        .path()
+        .file_name()
+        .map_or_else(|| "kernel".into(), |n| n.to_string_lossy().into_owned());
+    let note_data = notes(stop, &program);
     let elf_err = |e: object::write::Error| CoreError::Elf(e.to_string());
 
     let mut buffer = StreamingBuffer::new(std::io::BufWriter::with_capacity(1 << 20, out));

@@ -10,7 +10,7 @@
 
 use crate::analysis::Analyzer;
 use crate::feed::StopReason;
-use crate::model::HartState;
+use crate::model::{HartId, HartState};
 
 use super::view::TargetState;
 
@@ -162,4 +162,18 @@ impl Captures {
     pub(super) fn take_resume(&mut self) -> bool {
         std::mem::take(&mut self.resume)
     }
+}
+
+/// The hart a capture is about: the panicking hart, else one in a confirmed deadlock cycle (the
+/// first waiter), else the first stalled hart. A post-mortem gdb selects it first.
+pub(super) fn focus(analyzer: &Analyzer) -> Option<HartId> {
+    if let Some(p) = analyzer.snapshot().and_then(|s| s.panic.as_ref()) {
+        return Some(p.hart);
+    }
+    if let Some(c) = analyzer.deadlocks().iter().find(|c| c.confirmed) {
+        return c.edges.first().map(|e| e.waiter);
+    }
+    analyzer
+        .stall()
+        .and_then(|s| s.harts.first().map(|h| h.hart))
 }

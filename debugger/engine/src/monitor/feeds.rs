@@ -1,8 +1,6 @@
 //! The [`Monitor`]: feeds in (live or recorded), state kept between them.
 
 use std::collections::VecDeque;
-use std::fs::File;
-use std::io::BufWriter;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,8 +10,8 @@ use super::view::{PauseStats, SourceKind, TargetState};
 use crate::analysis::{AnalysisConfig, Analyzer, Check, ConfigError, Verdict};
 use crate::feed::{Feed, StopReason};
 use crate::model::{HartId, LockEvent};
+use crate::recording::{Recorder, WriterStats};
 use crate::symbols::Symbols;
-use crate::trace::TraceWriter;
 
 /// Harts whose recent events are kept (the kernel has at most 8; the bound is for bad input).
 const MAX_RECENT_HARTS: usize = 64;
@@ -61,7 +59,7 @@ pub struct Monitor {
     pub(super) lost_total: u64,
     pub(super) pauses: PauseStats,
     pub(super) pause_window: VecDeque<u64>,
-    pub(super) recorder: Option<TraceWriter<BufWriter<File>>>,
+    pub(super) recorder: Option<Recorder>,
     pub(super) captures: Captures,
     /// The capture the last snapshot called for, until the session takes it.
     pub(super) wanted: Option<StopReason>,
@@ -162,17 +160,21 @@ impl Monitor {
         }
     }
 
-    /// Writes every feed applied from now on to `w`. A write error stops the recording and is
-    /// reported on the console view; the session goes on.
-    pub fn set_recorder(&mut self, w: TraceWriter<BufWriter<File>>) {
-        self.recorder = Some(w);
+    /// Writes every feed applied from now on to `r` (a session shares it with the thread that
+    /// saves guest RAM at stops). A write error stops the recording and is reported on the
+    /// console view; the session goes on.
+    pub fn set_recorder(&mut self, r: Recorder) {
+        self.recorder = Some(r);
     }
 
-    /// Flushes and closes the recording.
-    pub fn finish_recording(&mut self) {
-        if let Some(mut w) = self.recorder.take() {
-            if let Err(e) = w.flush() {
+    /// Finishes the recording (its index, and the `keep` segments joined), if there is one.
+    pub fn finish_recording(&mut self) -> Option<WriterStats> {
+        let r = self.recorder.take()?;
+        match r.finish() {
+            Ok(stats) => Some(stats),
+            Err(e) => {
                 self.push_console(&format!("\n[lockscope] the recording is incomplete: {e}\n"));
+                None
             }
         }
     }
@@ -235,7 +237,7 @@ impl Monitor {
     }
 
     pub fn apply(&mut self, feed: &Feed) {
-        if let Some(w) = self.recorder.as_mut() {
+        if let Some(w) = &self.recorder {
             if let Err(e) = w.write(feed) {
                 self.recorder = None;
                 self.push_console(&format!("\n[lockscope] recording stopped: {e}\n"));
@@ -420,6 +422,11 @@ impl Monitor {
         if t.reported_at.is_none() && s.panic.is_some() && stacks {
             t.reported_at = Some(Instant::now());
         }
+    }
+
+    /// The hart a capture is about now: the panicking one, else a deadlocked or stalled one.
+    pub fn capture_focus(&self) -> Option<crate::model::HartId> {
+        super::capture::focus(&self.analyzer)
     }
 
     /// The verdict alone (cheaper than a view). A test the lab's own output failed is a

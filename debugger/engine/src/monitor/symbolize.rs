@@ -211,6 +211,12 @@ impl Monitor {
         from_console
     }
 
+    /// The site of a lock event (its pc is a return address), as the views show it: for
+    /// events a view does not hold (a replay shows the ones after its cursor).
+    pub fn event_place(&self, pc: u64) -> Place {
+        self.return_place(pc)
+    }
+
     /// A return address: the call site it returns to, outside the lock implementation.
     pub(super) fn return_place(&self, ra: u64) -> Place {
         let Some(sym) = &self.symbols else {

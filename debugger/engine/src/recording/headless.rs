@@ -22,7 +22,7 @@ pub fn view_at(
     let mut mono = 0u64;
     let mut start: Option<u64> = None;
     'chunks: for c in rec.feed_chunks() {
-        for mut feed in rec.read_feeds(&c.chunk).unwrap_or_default() {
+        for mut feed in rec.feeds_or_gap(&c) {
             canonical(&mut feed);
             let first_time = match &feed {
                 Feed::Events { events, .. } => events.iter().map(|e| e.time_ns).min(),

@@ -1,7 +1,8 @@
 //! Recordings, format version 2: a session's [`Feed`](crate::feed::Feed) stream in checksummed,
 //! compressed chunks, with the guest RAM of every stop, optionally the kernel ELF, and an index.
 //!
-//! - [`RecordingWriter`]: what a session calls instead of [`crate::trace::TraceWriter`].
+//! - [`RecordingWriter`]: what a session writes its feed with ([`Recorder`] shares one between
+//!   the monitor and the thread that saves guest RAM at stops).
 //! - [`Recording`]: opens a version-2 file (or a version-1 trace, converted in memory), survives
 //!   a cut or damaged file and says what it lost ([`Problem`]), reads stops and their RAM lazily.
 //! - [`Timeline`]: the state at any time of a recording, fast (keyframes built on open).
@@ -11,6 +12,7 @@
 
 mod codec;
 mod convert;
+mod delta;
 pub mod format;
 mod headless;
 mod keep;
@@ -18,6 +20,7 @@ mod marks;
 mod ram;
 mod reader;
 mod scan;
+mod shared;
 mod timeline;
 mod writer;
 
@@ -27,13 +30,16 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use convert::{convert_v1, Converted};
+pub use delta::{delta_view, CounterDelta, RangeDelta};
 pub use headless::{parse_time, view_at};
 pub use keep::Keep;
 pub use marks::{Mark, MarkKind};
 pub use ram::RecordedRam;
-pub use reader::{ChunkRef, FeedChunk, Problem, RecordedStop, Recording};
-pub use timeline::{CounterDelta, Direction, Position, RangeDelta, Timeline, TimelineOptions};
-pub use writer::{HartRegisters, RecordingWriter, WriterOptions, WriterStats};
+pub use reader::{FeedChunk, RecordedStop, Recording};
+pub use scan::{ChunkRef, Problem};
+pub use shared::Recorder;
+pub use timeline::{Direction, Position, Timeline, TimelineOptions};
+pub use writer::{RamSaved, RecordingWriter, WriterOptions, WriterStats};
 
 /// Where a recording came from. No path of the recording machine goes in here: the kernel is
 /// named by its file name and identified by its build fingerprint.

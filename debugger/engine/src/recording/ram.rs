@@ -12,11 +12,12 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use super::format::{put_varint, Cursor};
-use super::reader::{read_payload, ChunkRef, Storage};
-use super::writer::RAM_BLOCK;
+use super::scan::{read_payload, ChunkRef, Storage};
 use crate::memory::{check_range, GuestMemory, MemoryError};
 
 const PAGE: usize = 4096;
+/// Guest RAM is saved in blocks of this size; all-zero blocks are left out.
+pub const RAM_BLOCK: u64 = 1 << 20;
 /// Decompressed blocks kept in memory per open stop.
 const CACHED_BLOCKS: usize = 8;
 

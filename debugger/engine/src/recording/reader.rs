@@ -9,89 +9,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::codec;
-use super::format::{ChunkHeader, ChunkKind, FILE_MAGIC};
+use super::format::{ChunkKind, FILE_MAGIC};
 use super::keep::segment_paths;
 use super::ram::RecordedRam;
 pub(crate) use super::scan::read_payload;
-use super::scan::{read_index, scan};
-use super::writer::{HartRegisters, StopRecord, WriterOptions};
+use super::scan::{read_index, scan, Storage};
+pub use super::scan::{ChunkRef, Problem};
+use super::writer::{StopRecord, WriterOptions};
 use super::{io_err, RecordingError, RecordingHeader};
 use crate::feed::{Feed, StopInfo};
-
-/// Something lost from a recording that otherwise opens.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case", tag = "kind")]
-pub enum Problem {
-    /// The file ends inside a chunk (a killed writer, a full disk).
-    Cut {
-        file: String,
-        chunk: u64,
-        offset: u64,
-        missing_bytes: u64,
-    },
-    /// The writer did not finish (no index at the end): chunks were found by scanning.
-    Unfinished { file: String },
-    /// A chunk failed its checks and was skipped.
-    Damaged {
-        file: String,
-        chunk: u64,
-        offset: u64,
-        problem: String,
-    },
-    /// Bytes that held no readable chunk, skipped to the next chunk found.
-    Skipped {
-        file: String,
-        offset: u64,
-        bytes: u64,
-    },
-    /// A version-1 trace ended early or was damaged; what came before it replays.
-    V1 { problem: String },
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Problem::Cut {
-                file,
-                chunk,
-                offset,
-                missing_bytes,
-            } => write!(
-                f,
-                "{file} was cut inside chunk {chunk} (at byte {offset}, {missing_bytes} bytes short): everything before that chunk replays"
-            ),
-            Problem::Unfinished { file } => write!(
-                f,
-                "{file} was not finished (no index at its end; the recorder was killed or the disk filled): its chunks were found by scanning"
-            ),
-            Problem::Damaged {
-                file,
-                chunk,
-                offset,
-                problem,
-            } => write!(
-                f,
-                "{file}: chunk {chunk} at byte {offset} is damaged ({problem}): skipped, the rest replays"
-            ),
-            Problem::Skipped { file, offset, bytes } => write!(
-                f,
-                "{file}: {bytes} bytes from byte {offset} hold no readable chunk: skipped"
-            ),
-            Problem::V1 { problem } => write!(f, "{problem}"),
-        }
-    }
-}
-
-/// Where one chunk is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ChunkRef {
-    /// Which file of a segmented recording (0 for a plain one).
-    pub file: usize,
-    /// The chunk's position in its file, from 0 (the header chunk).
-    pub ordinal: u64,
-    pub offset: u64,
-    pub header: ChunkHeader,
-}
 
 /// A feed chunk, as the timeline indexes it.
 #[derive(Clone, Copy, Debug)]
@@ -101,6 +27,9 @@ pub struct FeedChunk {
     pub t0: u64,
     pub t1: u64,
     pub items: u32,
+    /// Chunks are missing just before this one (a damaged header, skipped bytes): events may
+    /// have been lost there.
+    pub gap_before: bool,
 }
 
 /// A stop saved in the recording.
@@ -109,25 +38,13 @@ pub struct RecordedStop {
     /// The writer's number for it (stops dropped by `keep` leave gaps).
     pub number: usize,
     pub time_ns: u64,
-    /// The `Feed::Stop` item: reason, reporting hart, pc/ra/sp/fp and CSRs of every hart.
+    /// The `Feed::Stop` item: reason, reporting hart, every hart's registers (`full`: every
+    /// general register and the saved CSRs, when the session captured them) and stack.
     pub info: Option<StopInfo>,
-    /// Every register of every hart, when the session saved them.
-    pub regs: Vec<HartRegisters>,
     /// The guest RAM range saved with it.
     pub ram: Option<Range<u64>>,
     /// Addresses of the RAM blocks stored (the rest of the range is zero).
     pub ram_blocks: Vec<u64>,
-}
-
-pub(crate) struct Storage {
-    pub names: Vec<String>,
-    files: Vec<File>,
-}
-
-impl Storage {
-    pub fn read_at(&self, file: usize, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        self.files[file].read_exact_at(buf, offset)
-    }
 }
 
 /// An open recording.
@@ -313,7 +230,16 @@ impl Recording {
     pub fn feed_chunks(&self) -> Vec<FeedChunk> {
         let mut out = Vec::new();
         let mut seen_feeds = false;
+        let mut gap = false;
+        let mut prev: Option<&ChunkRef> = None;
         for c in &self.chunks {
+            // Chunks are numbered from 0 in each file: a jump means some could not be read.
+            let expected = match prev {
+                Some(p) if p.file == c.file => p.header.seq.wrapping_add(1),
+                _ => 0,
+            };
+            gap |= c.header.seq != expected;
+            prev = Some(c);
             let keep = match c.header.kind {
                 ChunkKind::Feeds => {
                     seen_feeds = true;
@@ -328,6 +254,7 @@ impl Recording {
                     t0: c.header.t0,
                     t1: c.header.t1,
                     items: c.header.items,
+                    gap_before: std::mem::take(&mut gap),
                 });
             }
         }
@@ -346,6 +273,29 @@ impl Recording {
         }
     }
 
+    /// The feed items of one chunk. Where events may have been lost (the chunk is damaged, or
+    /// chunks before it are missing) it adds a report that every hart lost events there (at
+    /// least one each: how many is not known), so that the analysis does not trust what it
+    /// rebuilt from those harts' events across the gap.
+    pub fn feeds_or_gap(&self, c: &FeedChunk) -> Vec<Feed> {
+        // Harts are known when the session booted the guest; 64 bounds a bad header.
+        let gap = || Feed::Events {
+            events: Vec::new(),
+            lost: (0..self.header.smp.min(64)).map(|h| (h, 1)).collect(),
+        };
+        let known = self.header.smp > 0;
+        let mut out = Vec::new();
+        if c.gap_before && known {
+            out.push(gap());
+        }
+        match self.read_feeds(&c.chunk) {
+            Some(f) => out.extend(f),
+            None if known && !c.gap_before => out.push(gap()),
+            None => {}
+        }
+        out
+    }
+
     fn damaged(&self, c: &ChunkRef, problem: String) -> Problem {
         Problem::Damaged {
             file: self.storage.names[c.file].clone(),
@@ -355,11 +305,12 @@ impl Recording {
         }
     }
 
-    /// Every feed item in order, skipping damaged chunks (see [`Recording::problems`]).
+    /// Every feed item in order; a damaged chunk is replaced by a loss on every hart (see
+    /// [`Recording::feeds_or_gap`] and [`Recording::problems`]).
     pub fn feeds(&self) -> impl Iterator<Item = Feed> + '_ {
         self.feed_chunks()
             .into_iter()
-            .flat_map(move |c| self.read_feeds(&c.chunk).unwrap_or_default())
+            .flat_map(move |c| self.feeds_or_gap(&c))
     }
 
     /// The stops saved in the recording, oldest first.
@@ -386,7 +337,6 @@ impl Recording {
                         number: rec.stop,
                         time_ns: rec.time_ns,
                         info: None,
-                        regs: Vec::new(),
                         ram: None,
                         ram_blocks: Vec::new(),
                     });
@@ -396,9 +346,6 @@ impl Recording {
             if rec.info.is_some() {
                 s.info = rec.info;
                 s.time_ns = rec.time_ns;
-            }
-            if !rec.regs.is_empty() {
-                s.regs = rec.regs;
             }
             if rec.ram.is_some() {
                 s.ram = rec.ram;

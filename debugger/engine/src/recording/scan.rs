@@ -1,5 +1,6 @@
 //! Finding the chunks of a file: from its index when the writer finished, else by walking the
-//! chunk headers from the start and resynchronising on the next chunk magic after damage.
+//! chunk headers from the start and resynchronising on the next chunk magic after damage; and
+//! what could not be read ([`Problem`]).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -8,7 +9,92 @@ use super::format::{
     decode_trailer, unpack, ChunkHeader, ChunkKind, CHUNK_MAGIC, FILE_MAGIC, HEADER_LEN,
     TRAILER_LEN,
 };
-use super::reader::{ChunkRef, Problem, Storage};
+
+/// Something lost from a recording that otherwise opens.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Problem {
+    /// The file ends inside a chunk (a killed writer, a full disk).
+    Cut {
+        file: String,
+        chunk: u64,
+        offset: u64,
+        missing_bytes: u64,
+    },
+    /// The writer did not finish (no index at the end): chunks were found by scanning.
+    Unfinished { file: String },
+    /// A chunk failed its checks and was skipped.
+    Damaged {
+        file: String,
+        chunk: u64,
+        offset: u64,
+        problem: String,
+    },
+    /// Bytes that held no readable chunk, skipped to the next chunk found.
+    Skipped {
+        file: String,
+        offset: u64,
+        bytes: u64,
+    },
+    /// A version-1 trace ended early or was damaged; what came before it replays.
+    V1 { problem: String },
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::Cut {
+                file,
+                chunk,
+                offset,
+                missing_bytes,
+            } => write!(
+                f,
+                "{file} was cut inside chunk {chunk} (at byte {offset}, {missing_bytes} bytes short): everything before that chunk replays"
+            ),
+            Problem::Unfinished { file } => write!(
+                f,
+                "{file} was not finished (no index at its end; the recorder was killed or the disk filled): its chunks were found by scanning"
+            ),
+            Problem::Damaged {
+                file,
+                chunk,
+                offset,
+                problem,
+            } => write!(
+                f,
+                "{file}: chunk {chunk} at byte {offset} is damaged ({problem}): skipped, the rest replays"
+            ),
+            Problem::Skipped { file, offset, bytes } => write!(
+                f,
+                "{file}: {bytes} bytes from byte {offset} hold no readable chunk: skipped"
+            ),
+            Problem::V1 { problem } => write!(f, "{problem}"),
+        }
+    }
+}
+
+/// Where one chunk is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkRef {
+    /// Which file of a segmented recording (0 for a plain one).
+    pub file: usize,
+    /// The chunk's position in its file, from 0 (the header chunk).
+    pub ordinal: u64,
+    pub offset: u64,
+    pub header: ChunkHeader,
+}
+
+pub(crate) struct Storage {
+    pub names: Vec<String>,
+    pub files: Vec<File>,
+}
+
+impl Storage {
+    pub fn read_at(&self, file: usize, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.files[file].read_exact_at(buf, offset)
+    }
+}
 
 /// Reads and checks one chunk's payload: bounded by its header, CRC-checked, decompressed to
 /// exactly the size the header says.

@@ -13,8 +13,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
-
 use super::marks::{Mark, MarkKind, MarkWatch};
 use super::reader::{FeedChunk, Problem, Recording};
 use super::RecordingError;
@@ -54,28 +52,6 @@ impl Default for TimelineOptions {
 pub enum Direction {
     Forward,
     Back,
-}
-
-/// Counter changes of one lock (or class) over a range.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct CounterDelta {
-    pub name: String,
-    pub class: String,
-    pub acquires: u64,
-    pub contended: u64,
-    /// The lab's `#test-and-set`.
-    pub spins: u64,
-    pub wait_ns: u64,
-    pub hold_ns: u64,
-}
-
-/// Counter deltas over `[t0, t1]`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct RangeDelta {
-    pub t0_ns: u64,
-    pub t1_ns: u64,
-    pub locks: Vec<CounterDelta>,
-    pub classes: Vec<CounterDelta>,
 }
 
 struct ChunkInfo {
@@ -154,7 +130,7 @@ fn elements(feed: &Feed) -> u64 {
 }
 
 fn decode(rec: &Recording, c: &FeedChunk, mono_start: u64) -> Decoded {
-    let mut feeds = rec.read_feeds(&c.chunk).unwrap_or_default();
+    let mut feeds = rec.feeds_or_gap(c);
     let mut starts = Vec::with_capacity(feeds.len());
     let mut times = Vec::new();
     let mut mono = mono_start;
@@ -417,7 +393,7 @@ impl Timeline {
         self.chunks[ci].first + d.times.partition_point(|&x| x <= t) as u64
     }
 
-    /// A monitor fed up to position `p`.
+    /// A monitor fed up to position `p`, from the nearest keyframe before it.
     pub fn monitor_at(&self, p: Position) -> Monitor {
         let p = p.min(self.len());
         let target = self.chunks.partition_point(|c| c.first + c.len <= p);
@@ -434,23 +410,49 @@ impl Timeline {
                 0,
             ),
         };
-        for ci in from..self.chunks.len() {
+        let start = self.chunks.get(from).map_or(self.len(), |c| c.first);
+        self.feed(&mut m, start, p);
+        m
+    }
+
+    /// Moves a monitor that is at position `from` on to `to` (forward only), feeding the
+    /// elements between: cheaper than [`Timeline::monitor_at`] for short steps forward (a
+    /// replay playing, or stepping through events). Returns false, leaving `m` untouched, when
+    /// `to` is before `from`.
+    pub fn advance(&self, m: &mut Monitor, from: Position, to: Position) -> bool {
+        if to < from {
+            return false;
+        }
+        self.feed(m, from, to.min(self.len()));
+        true
+    }
+
+    /// Feeds the elements at indices `from..to` (the positions after `from`, up to `to`). An
+    /// event batch cut by either end is fed in part; its losses go with its first element.
+    fn feed(&self, m: &mut Monitor, from: Position, to: Position) {
+        let first_chunk = self.chunks.partition_point(|c| c.first + c.len <= from);
+        for ci in first_chunk..self.chunks.len() {
             let c = &self.chunks[ci];
-            if c.first >= p {
+            if c.first >= to {
                 break;
             }
             let d = self.decoded(ci);
             for (fi, feed) in d.feeds.iter().enumerate() {
                 let at = c.first + d.starts[fi];
-                if at >= p {
+                let n = elements(feed);
+                if at >= to {
                     break;
                 }
-                let n = elements(feed);
+                if at + n <= from {
+                    continue;
+                }
                 match feed {
-                    Feed::Events { events, lost } if at + n > p => {
+                    Feed::Events { events, lost } if at < from || at + n > to => {
+                        let lo = from.saturating_sub(at) as usize;
+                        let hi = ((to - at) as usize).min(events.len());
                         let part = Feed::Events {
-                            events: events[..(p - at) as usize].to_vec(),
-                            lost: lost.clone(),
+                            events: events[lo.min(hi)..hi].to_vec(),
+                            lost: if at >= from { lost.clone() } else { Vec::new() },
                         };
                         m.apply(&part);
                     }
@@ -458,7 +460,6 @@ impl Timeline {
                 }
             }
         }
-        m
     }
 
     /// The view at position `p`.
@@ -582,74 +583,5 @@ impl Timeline {
             }
         }
         back
-    }
-
-    /// Per-lock and per-class counter changes between two positions (what the lab's tests
-    /// measure over each test).
-    pub fn range_delta(&self, p0: Position, p1: Position) -> RangeDelta {
-        let (p0, p1) = (p0.min(p1), p0.max(p1));
-        let (a, b) = (self.monitor_at(p0), self.monitor_at(p1));
-        let (ra, rb) = (a.analyzer().lock_rows(), b.analyzer().lock_rows());
-        let delta = |name: &str,
-                     class: &str,
-                     x: Option<(u64, u64, u64, u64, u64)>,
-                     y: (u64, u64, u64, u64, u64)| {
-            let x = x.unwrap_or_default();
-            // Counters that went down mean a new boot: count from zero.
-            let d = |new: u64, old: u64| if new >= old { new - old } else { new };
-            CounterDelta {
-                name: name.to_owned(),
-                class: class.to_owned(),
-                acquires: d(y.0, x.0),
-                contended: d(y.1, x.1),
-                spins: d(y.2, x.2),
-                wait_ns: d(y.3, x.3),
-                hold_ns: d(y.4, x.4),
-            }
-        };
-        let key = |r: &crate::analysis::LockRow| {
-            (
-                r.acquires,
-                r.contended,
-                r.spins,
-                r.wait.total_ns,
-                r.hold.total_ns,
-            )
-        };
-        let locks: Vec<CounterDelta> = rb
-            .iter()
-            .map(|r| {
-                let old = ra.iter().find(|o| o.id == r.id).map(key);
-                delta(&r.name, &r.class, old, key(r))
-            })
-            .collect();
-        let mut classes: Vec<CounterDelta> = Vec::new();
-        for l in &locks {
-            let class = if l.class.is_empty() {
-                &l.name
-            } else {
-                &l.class
-            };
-            match classes.iter_mut().find(|c| c.name == *class) {
-                Some(c) => {
-                    c.acquires += l.acquires;
-                    c.contended += l.contended;
-                    c.spins += l.spins;
-                    c.wait_ns += l.wait_ns;
-                    c.hold_ns += l.hold_ns;
-                }
-                None => classes.push(CounterDelta {
-                    name: class.clone(),
-                    class: class.clone(),
-                    ..l.clone()
-                }),
-            }
-        }
-        RangeDelta {
-            t0_ns: self.time_of(p0),
-            t1_ns: self.time_of(p1),
-            locks,
-            classes,
-        }
     }
 }

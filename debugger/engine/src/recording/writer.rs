@@ -13,36 +13,34 @@ use serde::{Deserialize, Serialize};
 use super::codec::ChunkEncoder;
 use super::format::{encode_trailer, ChunkHeader, ChunkKind, FILE_MAGIC, FLAG_ZSTD, HEADER_LEN};
 use super::keep::{Keep, Segments};
-use super::ram::encode_ram_block;
+use super::ram::{encode_ram_block, RAM_BLOCK};
 use super::{io_err, RecordingError, RecordingHeader};
 use crate::feed::{Feed, StopInfo};
 use crate::memory::GuestMemory;
-use crate::model::HartId;
 
-/// Guest RAM is saved in blocks of this size; all-zero blocks are left out.
-pub const RAM_BLOCK: u64 = 1 << 20;
 /// Parts of the kernel ELF are at most this large.
 const KERNEL_PART: usize = 8 << 20;
+/// A stop's RAM is at most this large (QEMU `virt` boots with a few GiB at most).
+const MAX_STOP_RAM: u64 = 64 << 30;
 
-/// Every register of one hart at a stop, as the gdb stub gives them, beyond [`StopInfo`]'s.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HartRegisters {
-    pub hart: HartId,
-    /// x0..x31.
-    pub gprs: Vec<u64>,
-    pub pc: u64,
-    /// CSRs by number (`satp` is 0x180, `sstatus` 0x100), and QEMU's `priv` as number 0x1000.
-    pub csrs: Vec<(u32, u64)>,
+/// What [`RecordingWriter::stop_ram`] saved.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RamSaved {
+    /// The stop it belongs to.
+    pub stop: usize,
+    /// Guest RAM read.
+    pub bytes_in: u64,
+    /// Bytes written to the recording for it (zero pages cost nothing).
+    pub bytes_out: u64,
 }
 
-/// One stop's record in the StopRegs chunks; chunks for the same stop merge.
+/// One stop's record in the StopRegs chunks; chunks for the same stop merge. Every hart's
+/// registers are in the [`StopInfo`] (`HartStop::full`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct StopRecord {
     pub stop: usize,
     pub time_ns: u64,
     pub info: Option<StopInfo>,
-    #[serde(default)]
-    pub regs: Vec<HartRegisters>,
     #[serde(default)]
     pub ram: Option<Range<u64>>,
     /// Addresses of the RAM blocks stored (the others are all zero).
@@ -403,28 +401,57 @@ impl RecordingWriter {
         &mut self,
         mem: &mut dyn GuestMemory,
         ram: Range<u64>,
-    ) -> Result<(), RecordingError> {
+    ) -> Result<RamSaved, RecordingError> {
         self.check()?;
-        let r = self.write_ram(mem, ram);
+        let r = match self.stops.checked_sub(1) {
+            Some(stop) => self.write_ram(stop, mem, ram),
+            None => Err(RecordingError::Invalid {
+                what: "stop_ram".into(),
+                problem: "no stop was recorded yet: write the Feed::Stop first".into(),
+            }),
+        };
+        self.guard(r)
+    }
+
+    /// Saves guest RAM for stop number `stop` (the writer numbers the `Feed::Stop`s it is given
+    /// from 0), which may not have been written yet: a session's gdb thread saves the RAM while
+    /// it holds the guest stopped, and the stop itself reaches the writer through the monitor.
+    /// Readers merge the two by number.
+    pub fn stop_ram_of(
+        &mut self,
+        stop: usize,
+        mem: &mut dyn GuestMemory,
+        ram: Range<u64>,
+    ) -> Result<RamSaved, RecordingError> {
+        self.check()?;
+        let r = self.write_ram(stop, mem, ram);
         self.guard(r)
     }
 
     fn write_ram(
         &mut self,
+        stop: usize,
         mem: &mut dyn GuestMemory,
         ram: Range<u64>,
-    ) -> Result<(), RecordingError> {
-        let stop = self
-            .stops
-            .checked_sub(1)
-            .ok_or_else(|| RecordingError::Invalid {
-                what: "stop_ram".into(),
-                problem: "no stop was recorded yet: write the Feed::Stop first".into(),
-            })?;
+    ) -> Result<RamSaved, RecordingError> {
+        if ram.end <= ram.start || ram.end - ram.start > MAX_STOP_RAM {
+            return Err(RecordingError::Invalid {
+                what: format!("guest RAM {:#x}..{:#x}", ram.start, ram.end),
+                problem: format!(
+                    "a stop's RAM must be between 1 byte and {} GiB",
+                    MAX_STOP_RAM >> 30
+                ),
+            });
+        }
         let mut block = vec![0u8; RAM_BLOCK as usize];
         let mut addr = ram.start;
         let mut cctx = zstd::bulk::Compressor::new(1).map_err(io_err(&self.path))?;
         let mut stored_blocks = Vec::new();
+        let mut saved = RamSaved {
+            stop,
+            bytes_in: 0,
+            bytes_out: 0,
+        };
         while addr < ram.end {
             let len = (ram.end - addr).min(RAM_BLOCK) as usize;
             let buf = &mut block[..len];
@@ -433,6 +460,7 @@ impl RecordingWriter {
                 problem: e.to_string(),
             })?;
             self.stats.ram_bytes_in += len as u64;
+            saved.bytes_in += len as u64;
             if let Some(raw) = encode_ram_block(buf, &mut self.raw) {
                 let stored = cctx.compress(raw).map_err(io_err(&self.path))?;
                 let h = ChunkHeader {
@@ -444,6 +472,7 @@ impl RecordingWriter {
                 let n = sink.chunk(h, &stored)?;
                 self.stats.bytes += n;
                 self.stats.ram_bytes_out += n;
+                saved.bytes_out += n;
                 stored_blocks.push(addr);
             }
             addr += len as u64;
@@ -454,25 +483,8 @@ impl RecordingWriter {
             ram: Some(ram),
             ram_blocks: stored_blocks,
             ..StopRecord::default()
-        })
-    }
-
-    /// Saves every register of every hart for the latest stop (beyond `StopInfo`'s).
-    pub fn stop_registers(&mut self, regs: Vec<HartRegisters>) -> Result<(), RecordingError> {
-        self.check()?;
-        let r = match self.stops.checked_sub(1) {
-            Some(stop) => self.stop_record(&StopRecord {
-                stop,
-                time_ns: self.now_ns,
-                regs,
-                ..StopRecord::default()
-            }),
-            None => Err(RecordingError::Invalid {
-                what: "stop_registers".into(),
-                problem: "no stop was recorded yet: write the Feed::Stop first".into(),
-            }),
-        };
-        self.guard(r)
+        })?;
+        Ok(saved)
     }
 
     fn stop_record(&mut self, rec: &StopRecord) -> Result<(), RecordingError> {

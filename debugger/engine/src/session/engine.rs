@@ -64,7 +64,8 @@ impl Engine {
                     self.monitor.apply(&f);
                     if ending.is_none() {
                         if let Some(reason) = self.monitor.capture_wanted() {
-                            self.to_gdb(GdbRequest::Capture(reason));
+                            let focus = self.monitor.capture_focus();
+                            self.to_gdb(GdbRequest::Capture(reason, focus));
                         }
                         if self.monitor.resume_wanted() {
                             self.to_gdb(GdbRequest::Resume);

@@ -17,8 +17,8 @@ pub enum SessionError {
     Source(#[from] crate::sources::SourceError),
     #[error(transparent)]
     Memory(#[from] crate::memory::MemoryError),
-    #[error(transparent)]
-    Trace(#[from] crate::trace::TraceError),
+    #[error("cannot record the session: {0}")]
+    Recording(#[from] crate::recording::RecordingError),
     #[error(transparent)]
     RamDir(#[from] crate::qemu::ram_dir::RamDirError),
     #[error(transparent)]

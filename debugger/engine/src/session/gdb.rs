@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use super::messages::{GdbRequest, Msg};
 use super::reading::Reading;
+use super::stop_ram::StopRam;
 use crate::diagnose::{stack_frames, unwind_hart};
 use crate::feed::{Feed, HartStop, StopInfo, StopReason};
 use crate::gdb::{GdbClient, GdbError, Stop, StopCause};
 use crate::memory::SharedRam;
-use crate::model::HartRegs;
+use crate::model::{HartId, HartRegs};
 use crate::sources::{SourceError, StopView};
 use crate::symbols::{Symbols, UnwindLimits};
 
@@ -38,13 +39,15 @@ pub(super) struct GdbSide {
     /// The panic-halt breakpoint, when one was set.
     pub(super) halt: Option<u64>,
     pub(super) poll: Option<Poll>,
+    /// Saves guest RAM into the recording at each stop, when recording.
+    pub(super) stop_ram: Option<StopRam>,
 }
 
 /// Runs until asked to quit or the connection fails; `initial` is a stop that came with the
 /// first resume (an immediate panic).
 pub(super) fn gdb_thread(mut g: GdbSide, requests: Receiver<GdbRequest>, initial: Option<Stop>) {
     if let Some(stop) = initial {
-        g.stopped(&stop, None);
+        g.stopped(&stop, None, None);
     }
     match g.serve(&requests) {
         Ok(()) => {
@@ -80,7 +83,7 @@ impl GdbSide {
             if let Some(p) = self.poll.filter(|_| Instant::now() >= next_poll) {
                 next_poll = Instant::now() + p.interval;
                 if let Some(stop) = self.poll_once(p.budget)? {
-                    self.stopped(&stop, None);
+                    self.stopped(&stop, None, None);
                 }
             }
             let wait = match self.poll {
@@ -90,7 +93,7 @@ impl GdbSide {
                 None => IDLE,
             };
             if let Some(stop) = self.client.wait_stop(wait)? {
-                self.stopped(&stop, None);
+                self.stopped(&stop, None, None);
             }
         }
     }
@@ -98,20 +101,20 @@ impl GdbSide {
     /// Handles one request; `Err` when the connection is gone.
     fn request(&mut self, r: GdbRequest) -> Result<(), GdbError> {
         match r {
-            GdbRequest::Interrupt | GdbRequest::Capture(_) if self.client.is_running() => {
+            GdbRequest::Interrupt | GdbRequest::Capture(..) if self.client.is_running() => {
                 let stop = self.client.interrupt()?;
-                let reason = match r {
-                    GdbRequest::Capture(reason) => Some(reason),
-                    _ => None,
+                let (reason, focus) = match r {
+                    GdbRequest::Capture(reason, focus) => (Some(reason), focus),
+                    _ => (None, None),
                 };
-                self.stopped(&stop, reason);
+                self.stopped(&stop, reason, focus);
             }
             GdbRequest::Resume if !self.client.is_running() => match self.client.resume()? {
                 None => {
                     self.reading.clock.running();
                     self.reading.out.feed(Feed::Resumed);
                 }
-                Some(stop) => self.stopped(&stop, None),
+                Some(stop) => self.stopped(&stop, None, None),
             },
             _ => {}
         }
@@ -143,11 +146,15 @@ impl GdbSide {
     }
 
     /// The guest stopped: note it, and capture every hart. `reason` overrides what the stop
-    /// reply says (a capture the monitor asked for).
-    fn stopped(&mut self, stop: &Stop, reason: Option<StopReason>) {
+    /// reply says (a capture the monitor asked for), and `focus` the hart it names (the
+    /// panicking or deadlocked hart, rather than the one the interrupt happened to stop).
+    fn stopped(&mut self, stop: &Stop, reason: Option<StopReason>, focus: Option<HartId>) {
         self.reading.clock.stopped();
         let reason = reason.unwrap_or_else(|| classify(stop, self.halt));
-        let harts = self.capture(reason, stop);
+        if let Some(s) = &self.stop_ram {
+            s.coming();
+        }
+        let harts = self.capture(reason, stop, focus);
         let view = StopView {
             symbols: &self.symbols,
             reason,
@@ -165,12 +172,18 @@ impl GdbSide {
         if let Err(e) = result {
             self.reading.out.send(Msg::SourceFailed(e.to_string()));
         }
+        // Still stopped: the RAM matches the registers just captured.
+        if let Some(s) = self.stop_ram.as_mut() {
+            if let Some(note) = s.save(self.shared.as_mut(), &mut self.client) {
+                self.reading.out.feed(Feed::Console(format!("\n{note}\n")));
+            }
+        }
     }
 
     /// Sends the registers and unwound stack of every hart of the stopped guest; returns them,
     /// for the consistent snapshot that follows. Stacks a paged kernel keeps outside RAM are
     /// read through the hart's page table.
-    fn capture(&mut self, reason: StopReason, stop: &Stop) -> Vec<HartStop> {
+    fn capture(&mut self, reason: StopReason, stop: &Stop, focus: Option<HartId>) -> Vec<HartStop> {
         let threads = self.client.known_threads().to_vec();
         let mut harts = Vec::with_capacity(threads.len());
         for t in threads {
@@ -198,7 +211,7 @@ impl GdbSide {
         }
         self.reading.out.feed(Feed::Stop(StopInfo {
             reason,
-            hart: stop.thread.and_then(|t| t.cpu_index()),
+            hart: focus.or_else(|| stop.thread.and_then(|t| t.cpu_index())),
             harts: harts.clone(),
         }));
         harts

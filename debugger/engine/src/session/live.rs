@@ -23,10 +23,10 @@ use crate::analysis::Severity;
 use crate::feed::Ending;
 use crate::monitor::{Monitor, SourceKind, TargetState, View};
 use crate::qemu::ram_dir::alive;
+use crate::recording::{Recorder, RecordingHeader, RecordingWriter, WriterOptions};
 use crate::sources::plugin::{self as lsplugin, LockFunctions, PluginFile, WithPluginEvents};
 use crate::sources::{self, KernelKind, OpenOptions};
 use crate::symbols::Symbols;
-use crate::trace::{TraceHeader, TraceWriter};
 
 /// A running session. Drop or [`Session::finish`] ends it.
 pub struct Session {
@@ -117,7 +117,7 @@ impl Session {
         };
         let mut source = sources::open(kind, &symbols, &open)?;
         let halt = panic_halt(&options, &symbols)?;
-        let mut monitor = new_monitor(&options, &symbols)?;
+        let (mut monitor, recorder) = new_monitor(&options, &symbols)?;
         let (with_plugin, no_plugin) = match kind {
             KernelKind::Xv6 => plugin_launch(&options, &symbols),
             KernelKind::Abi { .. } => (None, None),
@@ -250,7 +250,15 @@ impl Session {
             // Nothing of ours stops a joined guest: its time runs from now.
             t.clock.running();
         }
-        let gdb = t.gdb(&mut reached, reading, &ram, halt, &options, &symbols)?;
+        let gdb = t.gdb(
+            &mut reached,
+            reading,
+            &ram,
+            halt,
+            &options,
+            &symbols,
+            recorder,
+        )?;
         let (handle, engine) = t.engine(monitor, gdb, &options, has_probe, qemu.clone())?;
         if let Some(input) = qemu.as_ref().and_then(|q| q.take_stdin()) {
             handle.set_console_input(input);
@@ -363,8 +371,12 @@ fn panic_halt(options: &SessionOptions, symbols: &Symbols) -> Result<Option<u64>
     Ok(Some(symbols.panic_halt()?.address))
 }
 
-/// The monitor, recording to `options.record` when asked.
-fn new_monitor(options: &SessionOptions, symbols: &Arc<Symbols>) -> Result<Monitor, SessionError> {
+/// The monitor, recording to `options.record` when asked; the recorder is shared with the gdb
+/// thread, which saves guest RAM at stops.
+fn new_monitor(
+    options: &SessionOptions,
+    symbols: &Arc<Symbols>,
+) -> Result<(Monitor, Option<Recorder>), SessionError> {
     let source = if options.shared_ram {
         SourceKind::SharedRam
     } else {
@@ -372,25 +384,33 @@ fn new_monitor(options: &SessionOptions, symbols: &Arc<Symbols>) -> Result<Monit
     };
     let mut monitor = Monitor::new(options.monitor.clone(), Some(symbols.clone()), source)
         .map_err(|e| SessionError::Config(e.to_string()))?;
-    if let Some(path) = &options.record {
-        let (smp, bootargs) = match &options.target {
-            Target::Run(c) => (c.smp, c.bootargs.clone()),
-            _ => (options.known_harts().unwrap_or(0), String::new()),
-        };
-        let header = TraceHeader {
-            abi_version: lockscope_abi::ABI_VERSION,
-            kernel: Some(symbols.path().to_path_buf()),
-            kernel_fingerprint: Some(symbols.fingerprint()),
-            smp,
-            bootargs,
-            source: if options.shared_ram {
-                "shared-ram"
-            } else {
-                "gdb"
-            }
-            .into(),
-        };
-        monitor.set_recorder(TraceWriter::create(path, &header)?);
+    let Some(record) = &options.record else {
+        return Ok((monitor, None));
+    };
+    let (smp, bootargs) = match &options.target {
+        Target::Run(c) => (c.smp, c.bootargs.clone()),
+        _ => (options.known_harts().unwrap_or(0), String::new()),
+    };
+    let how = if options.shared_ram {
+        "shared-ram"
+    } else {
+        "gdb"
+    };
+    let mut header =
+        RecordingHeader::new(smp, &bootargs, how).kernel(symbols.path(), symbols.fingerprint());
+    if symbols.symbol(lockscope_abi::ROOT_SYMBOL).is_ok() {
+        header.abi_version = lockscope_abi::ABI_VERSION;
     }
-    Ok(monitor)
+    let writer = RecordingWriter::create(
+        &record.path,
+        &header,
+        WriterOptions {
+            keep: record.keep,
+            kernel_elf: record.with_kernel.then(|| symbols.elf_bytes().to_vec()),
+            ..WriterOptions::default()
+        },
+    )?;
+    let recorder = Recorder::new(writer);
+    monitor.set_recorder(recorder.clone());
+    Ok((monitor, Some(recorder)))
 }

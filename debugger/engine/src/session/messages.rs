@@ -7,6 +7,7 @@ use std::thread::JoinHandle;
 use super::error::SessionError;
 use super::handle::Command;
 use crate::feed::{Feed, StopReason};
+use crate::model::HartId;
 
 /// Messages to the engine thread.
 pub(super) enum Msg {
@@ -35,8 +36,8 @@ pub(super) enum GdbRequest {
     Interrupt,
     Resume,
     /// Stop and capture, leaving the guest stopped: the monitor wants the registers and stacks
-    /// of a recorded panic, a confirmed deadlock or a stall.
-    Capture(StopReason),
+    /// of a recorded panic, a confirmed deadlock or a stall; the hart it is about, if known.
+    Capture(StopReason, Option<HartId>),
     Quit,
 }
 

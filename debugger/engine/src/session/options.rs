@@ -5,6 +5,28 @@ use std::path::PathBuf;
 
 use crate::monitor::MonitorConfig;
 use crate::qemu::{QemuConfig, QemuLine, RAM_BASE};
+use crate::recording::Keep;
+
+/// What a session records (`--record FILE [--keep 2m|500MB] [--with-kernel]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordOptions {
+    /// The recording (format version 2).
+    pub path: PathBuf,
+    /// Keep only the last part of the session.
+    pub keep: Option<Keep>,
+    /// Put the kernel ELF (compressed) inside, so the recording opens without the tree.
+    pub with_kernel: bool,
+}
+
+impl RecordOptions {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            keep: None,
+            with_kernel: false,
+        }
+    }
+}
 
 /// Where the target is.
 #[derive(Clone, Debug)]
@@ -82,8 +104,8 @@ pub struct SessionOptions {
     /// Attached to a guest held at reset (QEMU `-S`, never continued): continue it. Without
     /// this the guest stays held until its debugger continues it (or the user presses `i`).
     pub continue_held: bool,
-    /// Write the feed to this trace file.
-    pub record: Option<PathBuf>,
+    /// Record the session: its feed, and at each stop every hart's registers and guest RAM.
+    pub record: Option<RecordOptions>,
     /// Keep the guest console in this file (run only). Without it the console goes to a file in
     /// the temporary directory that is kept only when the session ends in a fault.
     pub console_log: Option<PathBuf>,

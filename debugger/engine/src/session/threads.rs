@@ -23,6 +23,7 @@ use super::probe::probe_thread;
 use super::qemu_wait::qemu_wait_thread;
 use super::reading::Reading;
 use super::registry::{read_status, Status};
+use super::stop_ram::StopRam;
 use super::tail::Tail;
 use super::target::{ConsoleFeed, Reached};
 use crate::feed::{Feed, StopInfo, StopReason};
@@ -30,6 +31,7 @@ use crate::gdbserver::proxy::GdbProxy;
 use crate::memory::SharedRam;
 use crate::monitor::Monitor;
 use crate::qemu::ram_dir::alive;
+use crate::recording::Recorder;
 use crate::symbols::{Symbols, UnwindLimits};
 
 /// Guest RAM assumed for unwinding stacks when attached (the session did not boot QEMU, so it
@@ -190,6 +192,7 @@ impl Threads {
         halt: Option<u64>,
         options: &SessionOptions,
         symbols: &Arc<Symbols>,
+        recorder: Option<Recorder>,
     ) -> Result<Option<Sender<GdbRequest>>, SessionError> {
         let Some(mut client) = reached.client.take() else {
             return Ok(None);
@@ -231,6 +234,7 @@ impl Threads {
                 interval: Duration::from_secs_f64(1.0 / options.poll_hz.max(0.1)),
                 budget: options.poll_budget,
             }),
+            stop_ram: recorder.map(|r| StopRam::new(r, options.known_ram())),
         };
         let (tx, rx) = mpsc::channel();
         self.handles

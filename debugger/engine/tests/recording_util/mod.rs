@@ -1,4 +1,5 @@
-//! Shared by the recording tests: real feeds from the sample traces, writers with small chunks.
+//! Shared by the recording tests: real feeds from the sample recordings, writers with small
+//! chunks.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -13,9 +14,24 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The sample traces (version 1, recorded from the real kernel).
+/// The sample recordings (version 2, recorded from the real kernel) and the kernel ELF they
+/// were recorded with.
 pub fn traces() -> PathBuf {
     root().join("traces")
+}
+
+/// The version-1 trace kept for the compatibility tests (`bug=bucket-order`, recorded from an
+/// older build of the kernel), next to its version-2 conversion `bucket-order-deadlock.lsrec`.
+pub fn v1_trace() -> PathBuf {
+    fixtures().join("bucket-order-deadlock.lstrace")
+}
+
+/// Feeds of the sample recording `traces/NAME.lsrec`.
+pub fn sample_feeds(name: &str) -> Vec<Feed> {
+    lockscope_engine::recording::Recording::open(&traces().join(format!("{name}.lsrec")))
+        .unwrap()
+        .feeds()
+        .collect()
 }
 
 pub fn fixtures() -> PathBuf {
@@ -84,7 +100,7 @@ pub fn all_kinds() -> Vec<Feed> {
             lost: vec![(1, 1)],
         },
     ];
-    feeds.extend(v1_feeds(&traces().join("bucket-order-deadlock.lstrace")));
+    feeds.extend(v1_feeds(&v1_trace()));
     feeds.push(Feed::Stop(StopInfo {
         reason: StopReason::Other,
         hart: None,

@@ -5,7 +5,9 @@ use crossterm::event::{
 };
 use lockscope_engine::Command;
 
+use super::replay_ui::TimelineAction;
 use super::state::{App, Input, Tab};
+use crate::replay::Request;
 
 /// Everything the user (or the loop) can ask of the UI.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +57,17 @@ pub enum Action {
     },
     ScrollUp,
     ScrollDown,
+    /// The mouse moved with the left button held, or let go of it.
+    Drag {
+        column: u16,
+        row: u16,
+    },
+    Release {
+        column: u16,
+        row: u16,
+    },
+    /// A replay's timeline (keys and the mouse on its bar).
+    Timeline(TimelineAction),
 }
 
 /// What an action asks of the loop around the App.
@@ -63,6 +76,8 @@ pub enum Effect {
     None,
     Quit,
     Send(Command),
+    /// A request to the replay.
+    Replay(Request),
     /// Type these bytes at the guest console (at most 4: one character).
     Type([u8; 4], u8),
 }
@@ -73,6 +88,14 @@ impl App {
             Event::Key(k) if k.kind != KeyEventKind::Release => self.key_action(k),
             Event::Mouse(m) => match m.kind {
                 MouseEventKind::Down(MouseButton::Left) => Some(Action::Click {
+                    column: m.column,
+                    row: m.row,
+                }),
+                MouseEventKind::Drag(MouseButton::Left) => Some(Action::Drag {
+                    column: m.column,
+                    row: m.row,
+                }),
+                MouseEventKind::Up(MouseButton::Left) => Some(Action::Release {
                     column: m.column,
                     row: m.row,
                 }),
@@ -113,6 +136,9 @@ impl App {
                 KeyCode::Char(c) if !ctrl => Action::FilterChar(c),
                 _ => return None,
             });
+        }
+        if let Some(a) = self.timeline_key(k) {
+            return Some(a);
         }
         Some(match k.code {
             KeyCode::Char('q') => Action::Quit,

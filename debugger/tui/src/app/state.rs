@@ -8,6 +8,7 @@ use ratatui::layout::Rect;
 
 use super::events::EventsState;
 use super::locks::{LocksState, SortKey};
+use super::replay_ui::ReplayUi;
 use crate::theme::Theme;
 
 /// The views, in tab order.
@@ -107,6 +108,9 @@ pub(crate) struct Hits {
     pub sort_headers: Vec<(Rect, SortKey)>,
     /// The rows of the current view's list: first visible line and area.
     pub list: Option<(Rect, usize)>,
+    /// A replay's timeline bar (one row: columns map to times), and the rows a click seeks on.
+    pub timeline: Option<Rect>,
+    pub timeline_rows: Option<Rect>,
 }
 
 /// Where the text views are scrolled to; `max` and `page` are learned while rendering.
@@ -129,6 +133,8 @@ impl Scroll {
 pub enum Input {
     LocksFilter,
     EventsFilter,
+    /// A time to go to, in a replay (`g`).
+    GoTo,
     /// Keys go to the guest console (Esc stops).
     Console,
 }
@@ -162,6 +168,8 @@ pub struct App {
     pub findings_scroll: Scroll,
     /// A one-line message for the status bar, until the next key.
     pub message: Option<String>,
+    /// Set when the dashboard replays a recording on a timeline.
+    pub replay: Option<ReplayUi>,
     seen_panic: bool,
     seen_deadlock: bool,
     pub(crate) hits: RefCell<Hits>,
@@ -191,6 +199,7 @@ impl App {
             processes_scroll: Scroll::default(),
             findings_scroll: Scroll::default(),
             message: None,
+            replay: None,
             seen_panic: false,
             seen_deadlock: false,
             hits: RefCell::default(),

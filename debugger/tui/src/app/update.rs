@@ -7,12 +7,16 @@ use ratatui::layout::Position;
 
 use super::input::{Action, Effect};
 use super::locks::LocksRow;
+use super::replay_ui::TimelineAction;
 use super::state::{App, Input, Tab};
 
 impl App {
     /// Applies an action. `live` is the newest published view.
     pub fn update(&mut self, action: Action, live: &Arc<View>) -> Effect {
-        if !matches!(action, Action::Tick | Action::Resize) {
+        if !matches!(
+            action,
+            Action::Tick | Action::Resize | Action::Drag { .. } | Action::Release { .. }
+        ) {
             self.message = None;
         }
         if self.show_help && !matches!(action, Action::Quit | Action::Tick | Action::Resize) {
@@ -76,6 +80,7 @@ impl App {
             Action::FilterBackspace => self.edit_filter(|f| {
                 f.pop();
             }),
+            Action::FilterDone if self.input == Some(Input::GoTo) => return self.goto_done(),
             Action::FilterDone => self.input = None,
             Action::FilterCancel => {
                 self.edit_filter(String::clear);
@@ -123,7 +128,18 @@ impl App {
                     self.message = Some("h shows the other harts on the Panic view".into());
                 }
             }
+            Action::Click { column, row } if self.on_timeline(column, row) => {
+                return self.timeline_action(TimelineAction::Press(column), view)
+            }
             Action::Click { column, row } => self.click(view, column, row),
+            Action::Drag { column, .. } if self.replay.is_some() => {
+                return self.timeline_action(TimelineAction::Drag(column), view)
+            }
+            Action::Release { column, .. } if self.replay.is_some() => {
+                return self.timeline_action(TimelineAction::Release(column), view)
+            }
+            Action::Drag { .. } | Action::Release { .. } => {}
+            Action::Timeline(t) => return self.timeline_action(t, view),
         }
         Effect::None
     }
@@ -138,6 +154,11 @@ impl App {
                 f(&mut self.events.filter);
                 self.events.version += 1;
                 self.events.back = 0;
+            }
+            Some(Input::GoTo) => {
+                if let Some(r) = self.replay.as_mut() {
+                    f(&mut r.goto);
+                }
             }
             Some(Input::Console) | None => {}
         }

@@ -1,6 +1,6 @@
 //! The recent lock events, newest at the bottom, and the guest console under them.
 
-use lockscope_engine::model::EventKind;
+use lockscope_engine::model::{EventKind, LockEvent};
 use lockscope_engine::View;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
@@ -51,11 +51,34 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App, view: &View) {
             app.page.set(rows_h);
             let wide = inner.width >= 110;
             let end = rows_idx.len().saturating_sub(app.events.back);
-            let start = end.saturating_sub(rows_h);
-            let rows: Vec<Row> = rows_idx[start..end]
+            // In a replay, the cursor's event is highlighted, with the events after it below
+            // (dimmed), when the list follows the cursor.
+            let replay = app.replay.as_ref().map(|r| &r.frame);
+            let upcoming: &[LockEvent] = match replay {
+                Some(f) if app.events.back == 0 && app.events.filter.is_empty() => &f.upcoming,
+                _ => &[],
+            };
+            let after = upcoming.len().min(rows_h / 3);
+            let start = end.saturating_sub(rows_h - after);
+            let cursor = replay.and_then(|f| f.event).filter(|e| {
+                app.events.back == 0
+                    && rows_idx[..end]
+                        .last()
+                        .and_then(|&i| view.recent_events.get(i))
+                        == Some(e)
+            });
+            let past = rows_idx[start..end]
                 .iter()
                 .filter_map(|&i| view.recent_events.get(i))
-                .map(|e| {
+                .enumerate()
+                .map(|(k, e)| {
+                    let at_cursor = cursor.is_some() && start + k + 1 == end;
+                    (e, if at_cursor { Some(t.selected) } else { None })
+                });
+            let next = upcoming[..after].iter().map(|e| (e, Some(t.dim)));
+            let rows: Vec<Row> = past
+                .chain(next)
+                .map(|(e, row_style)| {
                     let mut site = String::new();
                     match view.places.get(&e.pc) {
                         Some(p) if wide => format::place(p, &mut site),
@@ -67,13 +90,25 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App, view: &View) {
                         EventKind::Acquired { contended: true } => t.warn,
                         _ => t.base,
                     };
-                    Row::new(vec![
-                        Cell::from(format::timestamp(e.time_ns)),
+                    // The cursor's row is marked, not only highlighted (NO_COLOR, captures).
+                    let time = match row_style {
+                        Some(s) if s == t.selected => format!("▶{}", format::timestamp(e.time_ns)),
+                        _ => format::timestamp(e.time_ns),
+                    };
+                    let row = Row::new(vec![
+                        Cell::from(time),
                         Cell::from(format!("hart{}", e.hart)),
                         Cell::from(Span::styled(format::event_kind(e.kind), kind_style)),
-                        Cell::from(lock_name(view, e.lock).into_owned()),
+                        Cell::from(match replay.and_then(|f| f.timeline.as_ref()) {
+                            Some(tl) => tl.lock_name(view, e.lock).into_owned(),
+                            None => lock_name(view, e.lock).into_owned(),
+                        }),
                         Cell::from(site),
-                    ])
+                    ]);
+                    match row_style {
+                        Some(s) => row.style(s),
+                        None => row,
+                    }
                 })
                 .collect();
             let widths = [

@@ -11,6 +11,7 @@ mod lock_detail;
 mod locks;
 mod panic;
 mod procs;
+mod timeline;
 
 use lockscope_engine::{Ending, Severity, SourceKind, StopReason, TargetState, Verdict, View};
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
@@ -51,11 +52,12 @@ pub fn render(frame: &mut Frame, app: &App, view: &View) {
         }
         Verdict::Fail | Verdict::SpinlockAcrossSleep => true,
     };
-    let [header, tabs, verdict, body, status] = Layout::vertical([
+    let [header, tabs, verdict, body, bar, status] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(1),
         Constraint::Length(shows_verdict as u16),
         Constraint::Min(0),
+        Constraint::Length(timeline::height(app, area)),
         Constraint::Length(1),
     ])
     .areas(area);
@@ -74,6 +76,9 @@ pub fn render(frame: &mut Frame, app: &App, view: &View) {
         Tab::Processes => procs::render(frame, body, app, view),
         Tab::Findings => findings::render(frame, body, app, view),
         Tab::Console => console::render(frame, body, app, view),
+    }
+    if bar.height > 0 {
+        timeline::render(frame, bar, app, view);
     }
     render_status(frame, status, app, view);
     if app.show_help {
@@ -335,14 +340,18 @@ fn render_status(frame: &mut Frame, area: Rect, app: &App, view: &View) {
         frame.render_widget(Paragraph::new(Line::from(spans)), area);
         return;
     }
-    let filter = match app.input {
-        Some(Input::LocksFilter) => Some(&app.locks.filter),
-        Some(Input::EventsFilter) => Some(&app.events.filter),
+    let prompt = match app.input {
+        Some(Input::LocksFilter) => Some(("filter: ", &app.locks.filter)),
+        Some(Input::EventsFilter) => Some(("filter: ", &app.events.filter)),
+        Some(Input::GoTo) => Some((
+            "go to (3.2s, 1500ms, +1s, -200ms, end): ",
+            app.replay.as_ref().map_or(&app.locks.filter, |r| &r.goto),
+        )),
         Some(Input::Console) | None => None,
     };
-    if let Some(text) = filter {
+    if let Some((prompt, text)) = prompt {
         let mut spans = vec![
-            Span::styled("filter: ", t.key),
+            Span::styled(prompt, t.key),
             Span::raw(text.clone()),
             Span::styled("█", t.dim),
             Span::raw("   "),
@@ -363,6 +372,16 @@ fn render_status(frame: &mut Frame, area: Rect, app: &App, view: &View) {
     };
     add(0, "?", " help");
     add(0, "q", " quit");
+    if app.replay.is_some() {
+        add(0, ",.", " step");
+        add(1, "{}", " mark");
+        add(1, "m", " kind");
+        add(1, "g", " go to");
+        add(1, "v", " range");
+        add(2, "p", " play");
+        add(3, "[]", " snapshot");
+        add(3, "<>", " hart step");
+    }
     add(2, "1-9", " views");
     match app.tab {
         Tab::Locks if app.locks.detail => {
@@ -383,15 +402,17 @@ fn render_status(frame: &mut Frame, area: Rect, app: &App, view: &View) {
         Tab::Console if app.console_input => add(1, "Enter", " type"),
         _ => add(1, "j/k", " move"),
     }
-    add(
-        2,
-        "p",
-        if app.paused() {
-            " resume display"
-        } else {
-            " pause"
-        },
-    );
+    if app.replay.is_none() {
+        add(
+            2,
+            "p",
+            if app.paused() {
+                " resume display"
+            } else {
+                " pause"
+            },
+        );
+    }
     if app.controllable {
         add(3, "i", " interrupt/resume");
     }
@@ -440,10 +461,30 @@ const HELP: &[(&str, &str)] = &[
     ("mouse", "click tabs, rows, column titles; wheel scrolls"),
 ];
 
+/// The timeline keys, in a replay.
+const REPLAY_HELP: &[(&str, &str)] = &[
+    (", .", "step one event back, forward (any hart)"),
+    (
+        "< >",
+        "one event of the hart (Harts view's, else the cursor's)",
+    ),
+    ("[ ]", "previous, next snapshot"),
+    ("{ }", "previous, next mark; m: which kind"),
+    ("g", "go to a time: 3.2s, +1s, -200ms, end"),
+    ("v V", "range from/to the cursor (deltas); clear it"),
+    ("p + -", "play, pause; faster, slower"),
+    ("mouse", "click the bar to seek, drag on it for a range"),
+];
+
 fn render_help(frame: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
     let w = 68.min(area.width);
-    let h = (HELP.len() as u16 + 4).min(area.height);
+    let replay: &[(&str, &str)] = if app.replay.is_some() {
+        REPLAY_HELP
+    } else {
+        &[]
+    };
+    let h = (HELP.len() as u16 + replay.len() as u16 + 4).min(area.height);
     let r = Rect::new(
         area.x + (area.width - w) / 2,
         area.y + (area.height - h) / 2,
@@ -452,6 +493,8 @@ fn render_help(frame: &mut Frame, area: Rect, app: &App) {
     );
     let mut lines: Vec<Line> = HELP
         .iter()
+        .filter(|(k, _)| app.replay.is_none() || !matches!(*k, "p" | "i"))
+        .chain(replay)
         .map(|(k, what)| {
             Line::from(vec![
                 Span::styled(format!("{k:>13}  "), t.key),
