@@ -225,6 +225,7 @@ pub(crate) type TestStep = fn(&mut TestEnv) -> Result<()>;
 /// What the tests need, in order.
 const TEST_STEPS: &[TestStep] = &[
     kernel_for_tests,
+    plugin_for_tests,
     xv6_fixture_for_tests,
     perfetto_for_tests,
     qemu10_for_tests,
@@ -234,6 +235,24 @@ const TEST_STEPS: &[TestStep] = &[
 fn kernel_for_tests(env: &mut TestEnv) -> Result<()> {
     env.set("LOCKSCOPE_KERNEL", build_kernel()?);
     ensure_disk()?;
+    Ok(())
+}
+
+/// lockscope's QEMU plugin, built optimized as users get it (a debug build slows the guest), and
+/// named to every test by `LOCKSCOPE_PLUGIN_DIR` so that a stale build beside the test binaries
+/// is never loaded instead.
+fn plugin_for_tests(env: &mut TestEnv) -> Result<()> {
+    let mut c = cargo();
+    c.args([
+        "build",
+        "--release",
+        "-p",
+        "lockscope-qemu-v1",
+        "-p",
+        "lockscope-qemu-v2",
+    ]);
+    status(c).context("building lockscope's QEMU plugin")?;
+    env.set("LOCKSCOPE_PLUGIN_DIR", root().join("target/release"));
     Ok(())
 }
 

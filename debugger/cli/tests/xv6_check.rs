@@ -377,3 +377,35 @@ fn check_xv6_panic_names_process_held_locks_bufs_and_every_hart() {
         .collect();
     assert!(fns.contains(&"bget") && fns.contains(&"bread"), "{fns:?}");
 }
+
+#[test]
+fn a_plugin_qemu_will_not_load_leaves_a_session_reading_state_only_and_saying_why() {
+    let _one = one_qemu();
+    let tree = Tree::new();
+    // A "plugin" QEMU refuses: not a shared object at all.
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["liblockscope_qemu_v1.so", "liblockscope_qemu_v2.so"] {
+        std::fs::write(dir.path().join(name), b"not an ELF").unwrap();
+    }
+    let out = lockscope()
+        .args(["check", "--xv6"])
+        .arg(tree.path())
+        .args(["--type", "kalloctest", "--for", "240", "--json"])
+        .env("LOCKSCOPE_PLUGIN_DIR", dir.path())
+        .output()
+        .unwrap();
+    let (code, v) = json_report(&out);
+    assert_eq!(code, 0, "the session ran without the plugin: {v}");
+    let reader = v["kernel_reader"].as_str().unwrap();
+    assert!(
+        reader.starts_with("xv6 (DWARF); no lock events: "),
+        "{reader}"
+    );
+    assert_eq!(v["no_lock_events"], true);
+    let tests = v["lab_tests"].as_array().unwrap();
+    assert!(!tests.is_empty(), "kalloctest ran: {v}");
+    assert!(
+        reader.contains("QEMU did not start with lockscope's plugin"),
+        "the header says why: {reader}"
+    );
+}

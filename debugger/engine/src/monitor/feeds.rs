@@ -9,7 +9,7 @@ use super::lab::LabTracker;
 use super::view::{PauseStats, SourceKind, TargetState};
 use crate::analysis::{AnalysisConfig, Analyzer, Check, ConfigError, Verdict};
 use crate::feed::{Feed, StopReason};
-use crate::model::{HartId, LockEvent};
+use crate::model::{EventKind, HartId, LockEvent, LockId};
 use crate::recording::{Recorder, WriterStats};
 use crate::symbols::Symbols;
 
@@ -332,9 +332,30 @@ impl Monitor {
 
     /// The newest `n` events of `hart`, oldest first.
     pub(super) fn last_events(&self, hart: HartId, n: usize) -> Vec<LockEvent> {
-        self.recent.get(hart as usize).map_or_else(Vec::new, |q| {
-            q.iter().skip(q.len().saturating_sub(n)).copied().collect()
-        })
+        let Some(q) = self.recent.get(hart as usize) else {
+            return Vec::new();
+        };
+        let cut = q.len().saturating_sub(n);
+        // The acquisitions of locks the hart still holds come too when they are older than the
+        // last `n` (a scan that took and dropped many locks since): they are what matters.
+        let mut released: std::collections::HashSet<LockId> = Default::default();
+        let mut held_before: Vec<LockEvent> = Vec::new();
+        for (i, e) in q.iter().enumerate().rev() {
+            match e.kind {
+                EventKind::Released => {
+                    released.insert(e.lock);
+                }
+                EventKind::Acquired { .. } if released.insert(e.lock) => {
+                    if i < cut && held_before.len() < n {
+                        held_before.push(*e);
+                    }
+                }
+                _ => {}
+            }
+        }
+        held_before.reverse();
+        held_before.extend(q.iter().skip(cut).copied());
+        held_before
     }
 
     /// The newest `recent_events` events of all harts, oldest first.

@@ -118,7 +118,7 @@ impl Session {
         let mut source = sources::open(kind, &symbols, &open)?;
         let halt = panic_halt(&options, &symbols)?;
         let (mut monitor, recorder) = new_monitor(&options, &symbols)?;
-        let (with_plugin, no_plugin) = match kind {
+        let (mut with_plugin, mut no_plugin) = match kind {
             KernelKind::Xv6 => plugin_launch(&options, &symbols),
             KernelKind::Abi { .. } => (None, None),
         };
@@ -130,7 +130,20 @@ impl Session {
             Target::Run(config) => target::boot(config, options.shared_ram)?,
             Target::Line(run) => {
                 let path = log.as_ref().map(|l| l.path.clone()).unwrap_or_default();
-                target::boot_line(run, &path, with_plugin.as_ref())?
+                match target::boot_line(run, &path, with_plugin.as_ref()) {
+                    Ok(r) => r,
+                    // A QEMU that would not start with the plugin (a build it refuses, a
+                    // plugin from another lockscope build) runs without it: state only.
+                    Err(e) if with_plugin.is_some() => {
+                        with_plugin = None;
+                        no_plugin = Some(format!(
+                            "QEMU did not start with lockscope's plugin ({}): reading state only",
+                            e.to_string().lines().next().unwrap_or_default()
+                        ));
+                        target::boot_line(run, &path, None)?
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             Target::Attach(addr) => target::attach(addr)?,
             Target::Joined(j) => target::join(j)?,
@@ -186,7 +199,7 @@ impl Session {
             }
         }
         monitor.set_kernel_reader(match &no_plugin {
-            Some(_) => format!("{} (no lock events: see the console)", source.describe()),
+            Some(why) => format!("{}; no lock events: {why}", source.describe()),
             None => source.describe(),
         });
         monitor.set_lock_events(source.has_events());
