@@ -55,7 +55,12 @@ enum Cmd {
     /// Build, then open the dashboard on 4 harts running workload=demo (? for keys, q quits)
     Demo,
     /// Every test, including those that boot QEMU
-    Test,
+    Test {
+        /// Instead of the whole workspace, these `cargo test` arguments (after `--`), with the
+        /// same preparation: `cargo xtask test -- -p lockscope --test xv6_check`
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
     /// The kernel ELF, the disk image and the debugger
     Build,
     /// Boot the kernel alone; the exit status is its verdict (0 pass, 2 fail, 3 bad boot
@@ -133,7 +138,7 @@ fn run(cmd: Cmd) -> Result<ExitCode> {
     ensure_tools(&[])?;
     match cmd {
         Cmd::Demo => demo(),
-        Cmd::Test => test(),
+        Cmd::Test { cargo_args } => test(&cargo_args),
         Cmd::Build => build().map(|_| ExitCode::SUCCESS),
         Cmd::Qemu(a) => qemu(a),
         Cmd::Bench(a) => bench(a).map(|_| ExitCode::SUCCESS),
@@ -278,7 +283,7 @@ fn perfetto_for_tests(env: &mut TestEnv) -> Result<()> {
     Ok(())
 }
 
-fn test() -> Result<ExitCode> {
+fn test(cargo_args: &[String]) -> Result<ExitCode> {
     let start = Instant::now();
     let mut env = TestEnv::default();
     for step in TEST_STEPS {
@@ -286,8 +291,13 @@ fn test() -> Result<ExitCode> {
     }
     let mut c = cargo();
     // Every test binary runs even if one fails, so one report shows every failure.
-    c.args(["test", "--workspace", "--no-fail-fast"])
-        .envs(env.0);
+    c.arg("test");
+    if cargo_args.is_empty() {
+        c.args(["--workspace", "--no-fail-fast"]);
+    } else {
+        c.args(cargo_args);
+    }
+    c.envs(env.0);
     let ok = c.status().context("running cargo test")?.success();
     eprintln!("xtask: test took {:.0} s", start.elapsed().as_secs_f64());
     Ok(if ok {

@@ -341,7 +341,7 @@ fn check_xv6_panic_names_process_held_locks_bufs_and_every_hart() {
     assert_eq!(code, 3, "{v}");
     assert_eq!(v["verdict"], "panic");
     let d = &v["panic_diagnosis"];
-    assert_eq!(d["process"]["name"], "bcachetest", "{d}");
+    assert_eq!(d["process"]["name"], "bcachetest", "{v}");
     let held = d["held"].as_array().unwrap();
     assert!(
         held.iter().any(
@@ -355,7 +355,12 @@ fn check_xv6_panic_names_process_held_locks_bufs_and_every_hart() {
     let bufs = &d["bufs"];
     let total = bufs["total"].as_u64().unwrap();
     let referenced = bufs["referenced"].as_array().unwrap();
-    assert!(total > 0 && referenced.len() as u64 == total, "{bufs}");
+    // The other harts run on until they see `panicked`: by the stop they may have dropped a
+    // reference or two, so most (not necessarily all) bufs are still referenced.
+    assert!(
+        total > 0 && referenced.len() as u64 <= total && referenced.len() as u64 * 4 >= total * 3,
+        "{bufs}"
+    );
     assert!(
         referenced.iter().any(|b| b["refcnt"].as_u64().unwrap() > 1),
         "{bufs}"

@@ -9,7 +9,7 @@ use super::{
 };
 use crate::memory::GuestMemory;
 use crate::model::{LockEvent, LockId, Snapshot};
-use crate::sources::{Drained, Source, SourceError};
+use crate::sources::{Drained, Source, SourceError, StopView};
 
 /// Events converted per drain at most: bounds the memory one drain takes whatever the budget.
 const MAX_EVENTS_PER_DRAIN: usize = 1 << 20;
@@ -167,5 +167,9 @@ impl Source for WithPluginEvents {
 
     fn panicked(&mut self, mem: &mut dyn GuestMemory) -> bool {
         self.inner.panicked(mem)
+    }
+
+    fn at_stop(&mut self, mem: &mut dyn GuestMemory, stop: &StopView<'_>, snap: &mut Snapshot) {
+        self.inner.at_stop(mem, stop, snap);
     }
 }
