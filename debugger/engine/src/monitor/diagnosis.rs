@@ -412,6 +412,13 @@ fn bufs_why(snap: &Snapshot) -> Option<BufsWhy> {
                 String::new()
             }
         )
+    } else if extra as usize >= total {
+        // The other harts ran on after the panic until they saw `panicked`, and may have
+        // dropped a reference or two by the stop; references far beyond one per buf are a leak.
+        format!(
+            "{} of {total} bufs have refcnt > 0 at the stop (harts still running after the panic may have dropped some), {held} held by a process, and {extra} references are beyond one per buf: a reference was taken and never dropped (a missing brelse, or a refcnt++ too many)",
+            referenced.len()
+        )
     } else {
         format!(
             "{} of {total} bufs have refcnt > 0 ({held} held by a process); the buffers bget can recycle are where it looks: check that a miss looks in every bucket",
