@@ -32,9 +32,10 @@ pub struct CheckArgs {
     #[arg(long = "type", value_name = "COMMAND")]
     type_: Vec<String>,
     /// Watch at most this long; the verdict comes earlier when it is certain (a panic, a
-    /// deadlock, a stall, or the workload's own exit).
-    #[arg(long = "for", default_value_t = 120.0, value_name = "SECONDS")]
-    for_secs: f64,
+    /// deadlock, a stall, the workload's own exit, or the prompt after the last --type)
+    /// [default: 120, or 900 with --type: a lab test takes minutes on a slow host].
+    #[arg(long = "for", value_name = "SECONDS")]
+    for_secs: Option<f64>,
     /// Print the result as JSON (schema in docs/check.md).
     #[arg(long)]
     json: bool,
@@ -134,7 +135,10 @@ pub fn check(a: CheckArgs) -> Result<u8> {
         typed_at: None,
     };
     options.view_hz = 10.0;
-    if !(a.for_secs > 0.0 && a.for_secs.is_finite()) {
+    let for_secs = a
+        .for_secs
+        .unwrap_or(if a.type_.is_empty() { 120.0 } else { 900.0 });
+    if !(for_secs > 0.0 && for_secs.is_finite()) {
         anyhow::bail!("--for must be a positive number of seconds");
     }
     let started = Instant::now();
@@ -142,7 +146,7 @@ pub fn check(a: CheckArgs) -> Result<u8> {
     if let Some(note) = &session.info.ram_note {
         eprintln!("lockscope: {note}");
     }
-    let deadline = Instant::now() + Duration::from_secs_f64(a.for_secs);
+    let deadline = Instant::now() + Duration::from_secs_f64(for_secs);
     let mut certainty = Certainty { fault_since: None };
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
