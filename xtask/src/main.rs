@@ -15,6 +15,7 @@ mod bench_gdb;
 mod bench_panic;
 mod bench_plugin;
 mod bench_recording;
+mod cmd;
 mod fixture;
 mod kernel;
 mod perfetto;
@@ -22,15 +23,15 @@ mod qemu10;
 mod record;
 mod tools;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use lockscope_abi::exit;
 use lockscope_engine::qemu::QemuConfig;
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
+use cmd::{cargo, root};
 use kernel::{build_kernel, build_lockscope, ensure_disk};
 
 /// Boot arguments of `cargo xtask demo`: the demo workload, which runs until the dashboard
@@ -146,27 +147,6 @@ fn run(cmd: Cmd) -> Result<ExitCode> {
 /// exactly how to. Cheap when everything is there, so modules call it for their own tools.
 pub(crate) fn ensure_tools(extra: &[tools::Tool]) -> Result<()> {
     tools::ensure(extra)
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives one level below the workspace root")
-        .to_path_buf()
-}
-
-pub(crate) fn cargo() -> Command {
-    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    c.current_dir(root());
-    c
-}
-
-pub(crate) fn status(mut c: Command) -> Result<()> {
-    let st = c.status().with_context(|| format!("running {c:?}"))?;
-    if !st.success() {
-        bail!("{c:?} failed with {st}");
-    }
-    Ok(())
 }
 
 fn build() -> Result<()> {
