@@ -8,7 +8,7 @@
 //! - a tool a command needs: a [`tools::Tool`] passed to [`ensure_tools`];
 //! - something the test binaries need (a built fixture, a fetched QEMU, a Python venv): a
 //!   [`TestStep`] in [`TEST_STEPS`] that prepares it and sets the environment variable that
-//!   tells the tests where it is.
+//!   tells the tests where it is (or a check of the tree, like [`no_module_cycles`]).
 
 mod bench;
 mod bench_gdb;
@@ -18,6 +18,7 @@ mod bench_recording;
 mod cmd;
 mod fixture;
 mod kernel;
+mod modcycles;
 mod perfetto;
 mod qemu10;
 mod record;
@@ -199,16 +200,23 @@ impl TestEnv {
 }
 
 /// One thing `cargo xtask test` prepares before `cargo test`: builds or fetches it, and says
-/// where it is through [`TestEnv`].
+/// where it is through [`TestEnv`]; or a check of the tree that fails the run.
 pub(crate) type TestStep = fn(&mut TestEnv) -> Result<()>;
 
-/// What the tests need, in order.
+/// What the tests need, in order, after the cheap checks.
 const TEST_STEPS: &[TestStep] = &[
+    no_module_cycles,
     kernel_for_tests,
     xv6_fixture_for_tests,
     perfetto_for_tests,
     qemu10_for_tests,
 ];
+
+/// No import cycles between the modules of any source tree ([`modcycles::TREES`]); first,
+/// since it takes a second.
+fn no_module_cycles(_env: &mut TestEnv) -> Result<()> {
+    modcycles::check()
+}
 
 /// The kernel ELF (`LOCKSCOPE_KERNEL`) and the disk image next to it.
 fn kernel_for_tests(env: &mut TestEnv) -> Result<()> {
