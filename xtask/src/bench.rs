@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use lockscope_engine::qemu::QemuConfig;
 
+use crate::cmd::{cargo, status};
 use crate::kernel::{boot, build_kernel};
-use crate::{cargo, status};
 
 /// `cargo bench` of the engine's ingest (decode + analysis on one core).
 pub fn ingest() -> Result<()> {

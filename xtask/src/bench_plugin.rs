@@ -84,7 +84,7 @@ impl Drop for Scratch {
 fn scratch_dir() -> Result<Scratch> {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    let d = crate::root().join("target/bench-plugin").join(format!(
+    let d = crate::cmd::root().join("target/bench-plugin").join(format!(
         "{}-{}",
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
@@ -94,7 +94,7 @@ fn scratch_dir() -> Result<Scratch> {
 }
 
 fn build_plugins(root: &Path) -> Result<()> {
-    let mut c = crate::cargo();
+    let mut c = crate::cmd::cargo();
     c.args([
         "build",
         "--release",
@@ -103,7 +103,7 @@ fn build_plugins(root: &Path) -> Result<()> {
         "-p",
         "lockscope-qemu-v2",
     ]);
-    crate::status(c).context("building the plugin")?;
+    crate::cmd::status(c).context("building the plugin")?;
     let _ = root;
     Ok(())
 }
@@ -448,12 +448,12 @@ fn build_fixture(root: &Path) -> Result<(PathBuf, PathBuf)> {
     let dest = root.join("target/bench-plugin/fixture");
     let _ = std::fs::remove_dir_all(&dest);
     std::fs::create_dir_all(dest.parent().context("parent")?)?;
-    crate::status({
+    crate::cmd::status({
         let mut c = std::process::Command::new("cp");
         c.arg("-r").arg(&src).arg(&dest);
         c
     })?;
-    crate::status({
+    crate::cmd::status({
         let mut c = std::process::Command::new("make");
         c.current_dir(&dest)
             .args(["-j2", "kernel/kernel", "fs.img"]);

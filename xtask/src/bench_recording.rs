@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use lockscope_engine::qemu::QemuConfig;
 
-use crate::{cargo, status};
+use crate::cmd::{cargo, status};
 
 fn bench_dir() -> Result<PathBuf> {
     let d = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -5,7 +5,7 @@ use lockscope_engine::qemu::{Captured, QemuConfig};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::{cargo, root, status};
+use crate::cmd::{cargo, root, status};
 
 pub const TARGET: &str = "riscv64gc-unknown-none-elf";
 

@@ -8,29 +8,31 @@
 //! - a tool a command needs: a [`tools::Tool`] passed to [`ensure_tools`];
 //! - something the test binaries need (a built fixture, a fetched QEMU, a Python venv): a
 //!   [`TestStep`] in [`TEST_STEPS`] that prepares it and sets the environment variable that
-//!   tells the tests where it is.
+//!   tells the tests where it is (or a check of the tree, like [`no_module_cycles`]).
 
 mod bench;
 mod bench_gdb;
 mod bench_panic;
 mod bench_plugin;
 mod bench_recording;
+mod cmd;
 mod fixture;
 mod kernel;
+mod modcycles;
 mod perfetto;
 mod qemu10;
 mod record;
 mod tools;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use lockscope_abi::exit;
 use lockscope_engine::qemu::QemuConfig;
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
+use cmd::{cargo, root};
 use kernel::{build_kernel, build_lockscope, ensure_disk};
 
 /// Boot arguments of `cargo xtask demo`: the demo workload, which runs until the dashboard
@@ -153,27 +155,6 @@ pub(crate) fn ensure_tools(extra: &[tools::Tool]) -> Result<()> {
     tools::ensure(extra)
 }
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives one level below the workspace root")
-        .to_path_buf()
-}
-
-pub(crate) fn cargo() -> Command {
-    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    c.current_dir(root());
-    c
-}
-
-pub(crate) fn status(mut c: Command) -> Result<()> {
-    let st = c.status().with_context(|| format!("running {c:?}"))?;
-    if !st.success() {
-        bail!("{c:?} failed with {st}");
-    }
-    Ok(())
-}
-
 fn build() -> Result<()> {
     let elf = build_kernel()?;
     let disk = kernel::make_disk()?;
@@ -224,17 +205,24 @@ impl TestEnv {
 }
 
 /// One thing `cargo xtask test` prepares before `cargo test`: builds or fetches it, and says
-/// where it is through [`TestEnv`].
+/// where it is through [`TestEnv`]; or a check of the tree that fails the run.
 pub(crate) type TestStep = fn(&mut TestEnv) -> Result<()>;
 
-/// What the tests need, in order.
+/// What the tests need, in order, after the cheap checks.
 const TEST_STEPS: &[TestStep] = &[
+    no_module_cycles,
     kernel_for_tests,
     plugin_for_tests,
     xv6_fixture_for_tests,
     perfetto_for_tests,
     qemu10_for_tests,
 ];
+
+/// No import cycles between the modules of any source tree ([`modcycles::TREES`]); first,
+/// since it takes a second.
+fn no_module_cycles(_env: &mut TestEnv) -> Result<()> {
+    modcycles::check()
+}
 
 /// The kernel ELF (`LOCKSCOPE_KERNEL`) and the disk image next to it.
 fn kernel_for_tests(env: &mut TestEnv) -> Result<()> {

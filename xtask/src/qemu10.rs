@@ -97,7 +97,7 @@ pub fn ensure_qemu10(root: &Path) -> Result<PathBuf> {
     for entry in std::fs::read_dir(&dl)? {
         let deb = entry?.path();
         if deb.extension().is_some_and(|e| e == "deb") {
-            crate::status({
+            crate::cmd::status({
                 let mut c = Command::new("dpkg");
                 c.arg("-x").arg(&deb).arg(&tmp);
                 c
@@ -138,5 +138,5 @@ fn apt_has_suite() -> Result<bool> {
 fn apt_update() -> Result<()> {
     let mut c = Command::new("apt-get");
     c.arg("update").env("DEBIAN_FRONTEND", "noninteractive");
-    crate::status(c).context("apt-get update")
+    crate::cmd::status(c).context("apt-get update")
 }

@@ -4,8 +4,8 @@
 use anyhow::{bail, Context, Result};
 use std::process::Command;
 
+use crate::cmd::root;
 use crate::kernel::{build_kernel, build_lockscope, ensure_disk};
-use crate::root;
 
 /// One scenario: the sample recording it makes, the view fixture taken from it, how the kernel
 /// boots, how long to watch (until the verdict when `None`), and whether the kernel goes inside.

@@ -6,8 +6,8 @@
 use anyhow::{bail, Context, Result};
 use std::process::Command;
 
+use crate::cmd::status;
 use crate::kernel::TARGET;
-use crate::status;
 
 /// A program a command runs, and the Debian package that provides it.
 #[derive(Clone, Copy, Debug)]

@@ -10,9 +10,17 @@ use serde::{Deserialize, Serialize};
 
 mod diagnosis;
 
+mod event;
+mod xv6;
+
 pub use diagnosis::{
     AccessDiagnosis, AccessKind, AccessName, Diagnosis, HartDiagnosis, HartState, HeldLock,
     LockEvidence, SleepOn, SleeperDiagnosis,
+};
+pub use event::{EventKind, LockEvent, LockMode};
+pub use xv6::{
+    FieldValue, Finding, FindingKind, ProcessSnapshot, RwLockSnapshot, SavedContext,
+    SleeplockSnapshot,
 };
 
 /// Index into [`Snapshot::locks`].
@@ -428,119 +436,6 @@ pub struct Snapshot {
     pub diagnosis: Option<Diagnosis>,
 }
 
-/// Registers a process saved when it last switched away (xv6's `p->context`): where its
-/// kernel stack can be unwound from.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SavedContext {
-    pub ra: u64,
-    pub sp: u64,
-    /// s0, the frame pointer.
-    pub fp: u64,
-}
-
-/// One process.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcessSnapshot {
-    /// Index in the process table.
-    pub slot: u32,
-    pub pid: i64,
-    pub name: String,
-    /// As the kernel's enum names it: `SLEEPING`, `RUNNABLE`, `RUNNING`...
-    pub state: String,
-    /// What a sleeping process sleeps on.
-    pub chan: Option<u64>,
-    /// The channel as a known object: `buf 3 (block 33)`, `ticks`, `sleeplock log.lock`.
-    pub chan_name: Option<String>,
-    pub killed: bool,
-    /// The hart running it (from the per-CPU records).
-    pub hart: Option<HartId>,
-    /// Virtual address of its kernel stack (translate through the kernel page table).
-    pub kstack: Option<u64>,
-    pub context: Option<SavedContext>,
-    /// Its own lock (`proc[i].lock`).
-    pub lock: Option<LockId>,
-}
-
-/// One sleeplock.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SleeplockSnapshot {
-    pub path: String,
-    pub name: Option<String>,
-    pub addr: u64,
-    pub locked: bool,
-    pub holder: Option<ProcRef>,
-    /// Its inner spinlock.
-    pub lock: Option<LockId>,
-}
-
-/// One field of a structure whose fields its author chose, flattened: `readers[2]`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FieldValue {
-    pub name: String,
-    /// The value of an integer, enum or pointer field.
-    pub value: Option<i64>,
-    /// As shown: `3`, `0x80012000`, `WRITING`, `?` when unreadable.
-    pub text: String,
-}
-
-/// A reader-writer spinlock (the 2025 lab's `struct rwspinlock`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RwLockSnapshot {
-    pub path: String,
-    pub addr: u64,
-    /// Its inner spinlock.
-    pub lock: Option<LockId>,
-    /// Every other field, as the student defined it.
-    pub fields: Vec<FieldValue>,
-}
-
-/// What a finding is about. Each one makes a lab's "OK" meaningless.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FindingKind {
-    /// A lock's name points into a stack (a local buffer of a function that returned).
-    LockNameOnStack,
-    /// A lock's name points into kalloc'd memory.
-    LockNameOnHeap,
-    /// A lock's name points nowhere valid, or at something that is not a string.
-    LockNameInvalid,
-    /// An allocator or buffer-cache lock whose name the lab's `statslock` does not count.
-    LockNameNotCounted,
-    /// A spinlock used (counts, or held) that `initlock` never named.
-    LockUninitialised,
-    /// A used spinlock missing from the lab's `locks[]` registry.
-    LockNotRegistered,
-    /// A registry entry that does not point at a lock in memory.
-    RegistryEntryInvalid,
-    /// `n` or `nts` wrapped negative.
-    CounterWrapped,
-    /// A lock's `cpu` is neither null nor one of `cpus[]`.
-    HolderInvalid,
-    /// A block cached in two buffers.
-    BlockCachedTwice,
-    /// A bucket list that loops back on itself.
-    BucketCycle,
-    /// A bucket list pointer that does not land on a buffer.
-    BucketStrayPointer,
-    /// A buffer on two bucket lists.
-    BufInTwoBuckets,
-    /// A free page on two free lists.
-    PageOnTwoLists,
-    /// A free list that reaches a page twice (a double `kfree`).
-    PageTwiceOnList,
-    /// A free list pointer that is not a free page.
-    FreeListStrayPointer,
-}
-
-/// Something wrong in the target's state that its own tests may not notice.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Finding {
-    pub kind: FindingKind,
-    /// The variable path (or `name@address`) of what it is about.
-    pub path: String,
-    pub message: String,
-}
-
 impl Snapshot {
     pub fn lock(&self, id: LockId) -> Option<&LockState> {
         self.locks.get(id as usize)
@@ -551,97 +446,6 @@ impl Snapshot {
         match self.lock(id) {
             Some(l) => l.meta.name.clone(),
             None => format!("lock#{id}"),
-        }
-    }
-}
-
-/// What happened in one lock event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum EventKind {
-    /// The first test-and-set failed; the hart starts spinning.
-    Spin,
-    /// The lock was taken; `contended` when it was taken after spinning.
-    Acquired {
-        contended: bool,
-    },
-    Released,
-}
-
-/// How a lock was taken, beyond a plain spinlock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LockMode {
-    /// A reader's (shared) hold of a reader-writer lock.
-    Read,
-    /// A writer's (exclusive) hold of a reader-writer lock.
-    Write,
-    /// A sleeplock: held by a process, not a hart, and often released on another hart. `lock`
-    /// is the sleeplock's inner spinlock; `Acquired` is the moment the process got the
-    /// sleeplock (inside `acquiresleep`, the inner spinlock held), `Released` when it gave it
-    /// back. There is no `Spin`: a process waiting for a sleeplock sleeps.
-    Sleep,
-}
-
-/// One lock event from a hart's ring.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LockEvent {
-    pub time_ns: u64,
-    pub hart: HartId,
-    pub lock: LockId,
-    pub kind: EventKind,
-    /// Return address into the code that did it (symbolize `pc - 1`).
-    pub pc: u64,
-    /// `None`: a spinlock (every event of a source that knows no modes).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mode: Option<LockMode>,
-    /// The acquisition was a trylock: it never waits, so it orders nothing.
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub trylock: bool,
-}
-
-fn is_false(b: &bool) -> bool {
-    !*b
-}
-
-impl LockEvent {
-    /// The mode and trylock flag in three bits, for the recording codecs: the mode (0 none,
-    /// 1 read, 2 write, 3 sleep) and the trylock flag as bit 2. 0 for a plain spinlock event.
-    pub fn mode_bits(&self) -> u8 {
-        let m = match self.mode {
-            None => 0,
-            Some(LockMode::Read) => 1,
-            Some(LockMode::Write) => 2,
-            Some(LockMode::Sleep) => 3,
-        };
-        m | (self.trylock as u8) << 2
-    }
-
-    /// Sets the mode and trylock flag from [`LockEvent::mode_bits`]; `None` for bits it never
-    /// writes.
-    pub fn with_mode_bits(mut self, bits: u8) -> Option<Self> {
-        if bits > 7 {
-            return None;
-        }
-        self.mode = match bits & 3 {
-            0 => None,
-            1 => Some(LockMode::Read),
-            2 => Some(LockMode::Write),
-            _ => Some(LockMode::Sleep),
-        };
-        self.trylock = bits & 4 != 0;
-        Some(self)
-    }
-
-    /// A spinlock event (no mode, not a trylock).
-    pub fn new(time_ns: u64, hart: HartId, lock: LockId, kind: EventKind, pc: u64) -> Self {
-        Self {
-            time_ns,
-            hart,
-            lock,
-            kind,
-            pc,
-            mode: None,
-            trylock: false,
         }
     }
 }
@@ -662,18 +466,5 @@ mod tests {
         assert_eq!(index_from_name("bcache.evict"), Vec::<u32>::new());
         assert_eq!(index_from_name("42"), Vec::<u32>::new());
         assert_eq!(index_from_name("x99999999999"), Vec::<u32>::new());
-    }
-
-    #[test]
-    fn events_without_modes_read_as_spinlock_events() {
-        let e: LockEvent =
-            serde_json::from_str(r#"{"time_ns":1,"hart":0,"lock":2,"kind":"Released","pc":3}"#)
-                .unwrap();
-        assert_eq!(e, LockEvent::new(1, 0, 2, EventKind::Released, 3));
-        let json = serde_json::to_string(&e).unwrap();
-        assert!(
-            !json.contains("mode") && !json.contains("trylock"),
-            "{json}"
-        );
     }
 }

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 
 use lockscope_plugin_abi::{self as abi, Event, EventKind, HartState, HeldEntry};
 
-use crate::rw::RwFrame;
+use crate::frame::RwFrame;
 use crate::shared::Shared;
 
 /// Depth of the call-site stack (an interrupt between a call and its acquisition nests one).
@@ -191,7 +191,7 @@ impl Ctx<'_> {
     /// Plugin time: the host's monotonic clock with the stops lockscope saw taken out, so a
     /// breakpoint never looks like a long hold. Read only by the callbacks that stamp something.
     pub fn now(&self) -> u64 {
-        crate::monotonic_ns().saturating_sub(self.s.stopped_total())
+        crate::clock::monotonic_ns().saturating_sub(self.s.stopped_total())
     }
 
     pub fn emit(&mut self, mut e: Event) {

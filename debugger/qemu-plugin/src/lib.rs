@@ -7,7 +7,9 @@
 //! watched instructions get a callback; everything else in the guest runs as without a plugin.
 //! See docs/plugin.md.
 
+mod clock;
 pub mod ffi;
+mod frame;
 mod hart;
 mod rw;
 mod shared;
@@ -20,6 +22,7 @@ use std::sync::OnceLock;
 
 use lockscope_plugin_abi::{self as abi, Watch, WatchKind};
 
+pub use clock::monotonic_ns;
 use hart::{Ctx, Hart};
 use shared::Shared;
 
@@ -43,17 +46,6 @@ struct Slot(UnsafeCell<Hart>);
 unsafe impl Sync for Slot {}
 
 static HARTS: [Slot; MAX_VCPUS] = [const { Slot(UnsafeCell::new(Hart::new())) }; MAX_VCPUS];
-
-/// Host `CLOCK_MONOTONIC` in ns: portable (no TSC), the clock lockscope stamps stops with.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec out-pointer; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 #[inline]
 fn with_hart(vcpu: c_uint, f: impl FnOnce(&mut Ctx<'_>)) {

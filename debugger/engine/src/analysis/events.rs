@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::held::HeldEv;
 use super::hist::Log2Hist;
-use super::modes::{ReRead, RwHeld, RwSpin, SleepHolding, RW_HOLDS};
+use super::mode_state::{ReRead, RwHeld, RwSpin, SleepHolding, RW_HOLDS};
 use super::order::OrderGraph;
 use crate::model::{EventKind, HartId, LockEvent, LockId, LockMode};
 

@@ -6,7 +6,7 @@ use rustc_hash::FxHashSet;
 use super::analyzer::Analyzer;
 use super::classes::Instance;
 use super::lockdep::order_breaks;
-use super::modes::SleepHolding;
+use super::mode_state::SleepHolding;
 use super::order::{EdgeSite, OrderEdge};
 use super::views::{Inversion, InversionKind, LockOrderReport, OrderEdgeView};
 use crate::model::LockId;

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::analyzer::Analyzer;
 use super::events::IngestStats;
 use super::hang_parts::{HangKind, HangReport, RwDeadlock, SleepChain};
-use super::modes::SleepHolding;
+use super::mode_state::SleepHolding;
 use super::views::{Inversion, InversionKind, PanicView};
 use super::watch::{DeadlockCycle, StallReason, StallReport, StalledHart};
 use crate::model::{HartRun, LockId, Outcome};

@@ -7,7 +7,7 @@ use super::events::{IngestStats, Site};
 use super::hang_parts::HangReport;
 use super::hist::HistView;
 use super::lockdep::NestOrder;
-use super::modes::SleepHolding;
+use super::mode_state::SleepHolding;
 use super::order::EdgeSite;
 use super::scause::Scause;
 use super::series::Rates;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::perfetto::{arg_str, arg_u64, ExportError, Out};
+use super::out::{arg_str, arg_u64, ExportError, Out};
 use crate::monitor::Monitor;
 
 /// Panics, deadlocks, stalls and inversions, each reported once, with `file:line` sites.

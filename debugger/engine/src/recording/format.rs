@@ -13,7 +13,12 @@
 //! `LSCK` lets a reader find the next chunk after a damaged one. Every length is bounded here,
 //! before anything is allocated for it.
 
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+
 use super::RecordingError;
+use crate::feed::StopInfo;
 
 pub const FILE_MAGIC: &[u8; 8] = b"LSREC\0\x02\n";
 pub const CHUNK_MAGIC: &[u8; 4] = b"LSCK";
@@ -308,6 +313,20 @@ pub fn corrupt(path: &std::path::Path, chunk: u64, offset: u64, problem: String)
         offset,
         problem,
     }
+}
+
+/// One stop's record in the StopRegs chunks; chunks for the same stop merge. Every hart's
+/// registers are in the [`StopInfo`] (`HartStop::full`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct StopRecord {
+    pub stop: usize,
+    pub time_ns: u64,
+    pub info: Option<StopInfo>,
+    #[serde(default)]
+    pub ram: Option<Range<u64>>,
+    /// Addresses of the RAM blocks stored (the others are all zero).
+    #[serde(default)]
+    pub ram_blocks: Vec<u64>,
 }
 
 #[cfg(test)]

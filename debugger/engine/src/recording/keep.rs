@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use super::format::{ChunkHeader, ChunkKind, HEADER_LEN};
-use super::writer::FileSink;
+use super::sink::FileSink;
 use super::{io_err, RecordingError};
 
 /// How much of a session to keep.
@@ -201,7 +201,7 @@ pub(crate) fn join_segments(path: &Path, parts: &[PathBuf]) -> Result<(), Record
     let tmp = path.with_file_name(tmp_name);
     let mut sink = FileSink::create(&tmp)?;
     for (i, part) in parts.iter().enumerate() {
-        let rec = super::Recording::open(part)?;
+        let rec = super::Recording::open_v2(part)?;
         let file = File::open(part).map_err(io_err(part))?;
         for c in rec.chunks() {
             let first_only = matches!(

@@ -3,8 +3,10 @@
 
 use serde::Serialize;
 
-use super::timeline::Position;
 use crate::monitor::Monitor;
+
+/// A place on the timeline: the state after this many elements.
+pub type Position = u64;
 
 /// What a mark on the timeline is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

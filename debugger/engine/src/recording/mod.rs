@@ -17,10 +17,12 @@ pub mod format;
 mod headless;
 mod keep;
 mod marks;
+mod open;
 mod ram;
 mod reader;
 mod scan;
 mod shared;
+mod sink;
 mod timeline;
 mod writer;
 

@@ -9,13 +9,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::codec;
+use super::format::StopRecord;
 use super::format::{ChunkKind, FILE_MAGIC};
-use super::keep::segment_paths;
 use super::ram::RecordedRam;
 pub(crate) use super::scan::read_payload;
 use super::scan::{read_index, scan, Storage};
 pub use super::scan::{ChunkRef, Problem};
-use super::writer::{StopRecord, WriterOptions};
 use super::{io_err, RecordingError, RecordingHeader};
 use crate::feed::{Feed, StopInfo};
 
@@ -47,9 +46,40 @@ pub struct RecordedStop {
     pub ram_blocks: Vec<u64>,
 }
 
+/// What a file's first bytes say it is.
+pub(crate) enum FileKind {
+    /// A version-1 trace (`LSTRACE1`).
+    V1,
+    /// A version-2 recording.
+    V2,
+}
+
+/// Reads the magic of `path`: a version-1 trace, a version-2 recording, or the error that says
+/// what it is instead.
+pub(crate) fn file_kind(path: &Path) -> Result<FileKind, RecordingError> {
+    let file = File::open(path).map_err(io_err(path))?;
+    let mut magic = [0u8; 8];
+    let n = file.read_at(&mut magic, 0).map_err(io_err(path))?;
+    if n == 8 && &magic == b"LSTRACE1" {
+        return Ok(FileKind::V1);
+    }
+    if n == 8 && magic[..6] == FILE_MAGIC[..6] && magic[6] != FILE_MAGIC[6] {
+        return Err(RecordingError::NewerVersion {
+            path: path.to_owned(),
+            version: magic[6],
+        });
+    }
+    if n < 8 || &magic != FILE_MAGIC {
+        return Err(RecordingError::NotARecording {
+            path: path.to_owned(),
+        });
+    }
+    Ok(FileKind::V2)
+}
+
 /// An open recording.
 pub struct Recording {
-    path: PathBuf,
+    pub(super) path: PathBuf,
     storage: Arc<Storage>,
     header: RecordingHeader,
     chunks: Vec<ChunkRef>,
@@ -58,62 +88,18 @@ pub struct Recording {
 }
 
 impl Recording {
-    /// Opens a version-2 recording, the segments of an unfinished `keep` recording (when `path`
-    /// itself does not exist), or a version-1 trace (converted into an unnamed temporary file).
-    pub fn open(path: &Path) -> Result<Self, RecordingError> {
-        if !path.exists() {
-            let parts = segment_paths(path)?;
-            if !parts.is_empty() {
-                return Self::open_files(path, &parts, 2, Vec::new());
-            }
-        }
-        let file = File::open(path).map_err(io_err(path))?;
-        let mut magic = [0u8; 8];
-        let n = file.read_at(&mut magic, 0).map_err(io_err(path))?;
-        if n == 8 && &magic == b"LSTRACE1" {
-            return Self::open_v1(path);
-        }
-        if n == 8 && magic[..6] == FILE_MAGIC[..6] && magic[6] != FILE_MAGIC[6] {
-            return Err(RecordingError::NewerVersion {
+    /// Opens one version-2 file (a `keep` segment): neither the segments of `path` nor a
+    /// version-1 trace.
+    pub(crate) fn open_v2(path: &Path) -> Result<Self, RecordingError> {
+        match file_kind(path)? {
+            FileKind::V2 => Self::open_files(path, &[path.to_owned()], 2, Vec::new()),
+            FileKind::V1 => Err(RecordingError::NotARecording {
                 path: path.to_owned(),
-                version: magic[6],
-            });
+            }),
         }
-        if n < 8 || &magic != FILE_MAGIC {
-            return Err(RecordingError::NotARecording {
-                path: path.to_owned(),
-            });
-        }
-        Self::open_files(path, &[path.to_owned()], 2, Vec::new())
     }
 
-    fn open_v1(path: &Path) -> Result<Self, RecordingError> {
-        let tmp = std::env::temp_dir().join(format!(
-            "lockscope-v1-{}-{}.lsrec",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos())
-        ));
-        let mut problems = Vec::new();
-        let result = super::convert::convert_v1(path, &tmp, WriterOptions::default());
-        let r = match result {
-            Ok(p) => {
-                problems.extend(p.problem.map(|problem| Problem::V1 { problem }));
-                let mut r = Self::open_files(path, std::slice::from_ref(&tmp), 1, problems);
-                if let Ok(rec) = &mut r {
-                    rec.path = path.to_owned();
-                }
-                r
-            }
-            Err(e) => Err(e),
-        };
-        // The open handle keeps the converted data; the name is not needed.
-        let _ = std::fs::remove_file(&tmp);
-        r
-    }
-
-    fn open_files(
+    pub(super) fn open_files(
         path: &Path,
         files: &[PathBuf],
         version: u32,

@@ -21,8 +21,7 @@ use crate::model::{HartId, LockEvent};
 use crate::monitor::{Monitor, MonitorConfig, SourceKind, View};
 use crate::symbols::Symbols;
 
-/// The state after this many elements.
-pub type Position = u64;
+pub use super::marks::Position;
 
 /// Decoded chunks kept for stepping and seeking nearby.
 const CACHED_CHUNKS: usize = 4;

@@ -26,6 +26,7 @@ pub(crate) mod cc;
 mod load;
 mod resolve;
 mod scope;
+mod units;
 
 use std::collections::HashMap;
 use std::fmt;

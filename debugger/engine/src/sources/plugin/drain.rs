@@ -9,26 +9,6 @@ use super::file::PluginFile;
 use super::{PluginError, PluginEvent, PluginEventKind};
 use crate::model::{HartId, LockMode};
 
-/// Read cursors and running totals of every ring.
-#[derive(Clone, Debug)]
-pub(super) struct Cursors {
-    next: Vec<u64>,
-    lost: Vec<u64>,
-    bad: u64,
-    scratch: Vec<Event>,
-}
-
-impl Cursors {
-    pub fn new(nharts: u32) -> Self {
-        Self {
-            next: vec![0; nharts as usize],
-            lost: vec![0; nharts as usize],
-            bad: 0,
-            scratch: Vec::new(),
-        }
-    }
-}
-
 /// What one drain did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DrainStats {

@@ -7,7 +7,7 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 use lockscope_plugin_abi::{self as abi, Control, Header, Layout};
 
-use super::drain::Cursors;
+use super::cursors::Cursors;
 use super::{PluginError, WatchPlan};
 
 /// Host `CLOCK_MONOTONIC` in ns: the clock the plugin stamps events with.

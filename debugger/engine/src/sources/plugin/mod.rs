@@ -21,6 +21,7 @@
 //! [`LockEvent`]: crate::model::LockEvent
 
 mod convert;
+mod cursors;
 mod drain;
 mod file;
 mod find;

@@ -9,25 +9,18 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use gimli::{AttributeValue, DwTag, Reader as _};
+use gimli::{AttributeValue, DwTag};
 use object::{Object, ObjectSection};
 
 use super::resolve::{
     resolve_globals, resolve_types, RawBits, RawGlobal, RawKind, RawMember, RawType,
 };
 use super::scope::Scopes;
+use super::units::{die_name, DieRef, Units, MAX_EXPR_STEPS, R};
 use super::{BaseKind, Global, Qualifier, Type, TypeId, TypesError};
-
-pub(super) type R = gimli::EndianArcSlice<gimli::RunTimeEndian>;
 
 /// DIE trees nest a few levels in C (unit, function, block, ...); deeper is malformed.
 const MAX_DIE_DEPTH: usize = 256;
-/// Expression evaluations (member offsets, addresses) are a handful of operations.
-pub(super) const MAX_EXPR_STEPS: u32 = 256;
-
-/// A reference to a DIE: unit index and offset inside the unit.
-pub(super) type DieRef = (u32, u64);
-
 pub(super) struct Loaded {
     pub types: Vec<Type>,
     pub globals: Vec<Global>,
@@ -38,47 +31,6 @@ enum Parent {
     Type(usize),
     Subprogram(Option<String>),
     Other,
-}
-
-pub(super) struct Units {
-    pub dwarf: gimli::Dwarf<R>,
-    pub units: Vec<gimli::Unit<R>>,
-    /// `.debug_info` offset range of each unit, for `DW_FORM_ref_addr` references.
-    starts: Vec<(u64, u64)>,
-}
-
-impl Units {
-    /// Resolves a type or origin reference to (unit, offset).
-    pub fn resolve(&self, unit: u32, value: AttributeValue<R>) -> Option<DieRef> {
-        match value {
-            AttributeValue::UnitRef(off) => Some((unit, off.0 as u64)),
-            AttributeValue::DebugInfoRef(off) => {
-                let off = off.0 as u64;
-                let i = self.starts.partition_point(|&(s, _)| s <= off);
-                let (start, end) = *self.starts.get(i.checked_sub(1)?)?;
-                (off < end).then_some(((i - 1) as u32, off - start))
-            }
-            _ => None,
-        }
-    }
-
-    pub fn unit(&self, i: u32) -> Option<&gimli::Unit<R>> {
-        self.units.get(i as usize)
-    }
-
-    /// A string attribute (`DW_AT_name`) as UTF-8, lossily.
-    pub fn string(&self, unit: &gimli::Unit<R>, value: AttributeValue<R>) -> Option<String> {
-        let s = self.dwarf.attr_string(unit, value).ok()?;
-        Some(s.to_string_lossy().ok()?.into_owned())
-    }
-
-    pub fn name_of(
-        &self,
-        unit: &gimli::Unit<R>,
-        entry: &gimli::DebuggingInformationEntry<R>,
-    ) -> Option<String> {
-        self.string(unit, entry.attr_value(gimli::DW_AT_name)?)
-    }
 }
 
 pub(super) fn load(path: &Path, elf: &[u8]) -> Result<Loaded, TypesError> {
@@ -422,15 +374,6 @@ impl FirstPass<'_> {
             origin,
         });
     }
-}
-
-/// The name of the DIE at (unit, offset), if it has one.
-pub(super) fn die_name(units: &Units, u: u32, off: u64) -> Option<String> {
-    let unit = units.unit(u)?;
-    let entry = unit
-        .entry(gimli::UnitOffset(usize::try_from(off).ok()?))
-        .ok()?;
-    units.name_of(unit, &entry)
 }
 
 /// A member offset: a constant (DWARF 3+) or a location expression evaluated with the struct's

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use gimli::AttributeValue;
 
-use super::load::{DieRef, Units};
+use super::units::{DieRef, Units};
 use super::{
     BaseKind, BitField, Composite, Global, Member, Qualifier, Type, TypeId, TypeKind, MAX_CHAIN,
 };

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use gimli::{AttributeValue, Reader as _};
 
-use super::load::{die_name, DieRef, Units, MAX_EXPR_STEPS, R};
+use super::units::{die_name, DieRef, Units, MAX_EXPR_STEPS, R};
 use super::{TypeId, Types, TypesError};
 
 /// Functions nest inlined calls a few levels deep; more is malformed.
