@@ -244,7 +244,7 @@ fn plugin_for_tests(env: &mut TestEnv) -> Result<()> {
         "-p",
         "lockscope-qemu-v2",
     ]);
-    status(c).context("building lockscope's QEMU plugin")?;
+    cmd::status(c).context("building lockscope's QEMU plugin")?;
     env.set("LOCKSCOPE_PLUGIN_DIR", root().join("target/release"));
     Ok(())
 }
