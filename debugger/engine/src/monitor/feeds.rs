@@ -345,8 +345,10 @@ impl Monitor {
                 EventKind::Released => {
                     released.insert(e.lock);
                 }
-                EventKind::Acquired { .. } if released.insert(e.lock) => {
-                    if i < cut && held_before.len() < n {
+                EventKind::Acquired { .. } => {
+                    // Not released later: still held (and an older acquisition of it was not).
+                    let still_held = released.insert(e.lock);
+                    if still_held && i < cut && held_before.len() < n {
                         held_before.push(*e);
                     }
                 }
