@@ -414,3 +414,30 @@ fn a_plugin_qemu_will_not_load_leaves_a_session_reading_state_only_and_saying_wh
         "the header says why: {reader}"
     );
 }
+
+#[test]
+fn check_xv6_with_the_plugin_names_a_bucket_deadlock_with_both_sites() {
+    let _one = one_qemu();
+    let tree = Tree::new();
+    let out = lockscope()
+        .args(["check", "--xv6"])
+        .arg(tree.path())
+        .args(["--snapshot", "--make", "BUG=bucket-order"])
+        .args(["--type", "bcachetest", "--for", "240", "--json"])
+        .output()
+        .unwrap();
+    let (code, v) = json_report(&out);
+    assert_eq!(code, 3, "{v}");
+    assert_eq!(v["verdict"], "deadlock", "{v}");
+    // The plugin publishes what each hart holds and spins on: the cycle is exact, no stop
+    // needed, each edge with the C line of its acquire().
+    let edges = v["check"]["deadlocks"][0]["edges"].as_array().unwrap();
+    assert_eq!(edges.len(), 2, "{v}");
+    assert_eq!(edges[0]["holder"], edges[1]["waiter"]);
+    assert_eq!(edges[1]["holder"], edges[0]["waiter"]);
+    let chain = v["deadlocks"][0].as_str().unwrap();
+    assert!(
+        chain.contains("bcache.bucket") && chain.contains("bio.c:"),
+        "{chain}"
+    );
+}

@@ -8,7 +8,7 @@ use super::{
     abi, to_lock_events, LockAddrMap, PluginEvent, PluginEventKind, PluginFile, WatchPlan,
 };
 use crate::memory::GuestMemory;
-use crate::model::{LockEvent, LockId, Snapshot};
+use crate::model::{Held, LockEvent, LockId, Snapshot, Spin};
 use crate::sources::{Drained, Source, SourceError, StopView};
 
 /// Events converted per drain at most: bounds the memory one drain takes whatever the budget.
@@ -151,6 +151,33 @@ impl Source for WithPluginEvents {
         // Stamped in the plugin's time, which its events carry.
         let mut s = self.inner.snapshot(mem, self.file.now_ns())?;
         self.remap(&s);
+        // What each hart holds and spins on, as the plugin publishes it: a deadlock is seen
+        // from these, without a stop. Reader-writer holds are left to the events.
+        for st in self.file.hart_states() {
+            let Some(h) = s.harts.iter_mut().find(|h| h.hart == st.hart) else {
+                continue;
+            };
+            h.held = st
+                .held
+                .iter()
+                .filter(|x| x.mode.is_none())
+                .filter_map(|x| {
+                    Some(Held {
+                        lock: self.map.get(x.addr)?,
+                        pc: x.site_pc,
+                        since_ns: Some(x.since_ns),
+                    })
+                })
+                .collect();
+            h.held_truncated = st.held_truncated;
+            h.spinning = st.spinning.filter(|x| x.mode.is_none()).and_then(|x| {
+                Some(Spin {
+                    lock: self.map.get(x.addr)?,
+                    pc: x.site_pc,
+                    since_ns: x.since_ns,
+                })
+            });
+        }
         // Acquisitions and test-and-sets stay the kernel's own `n` and `nts` (what the lab
         // prints); contention and times come from the events.
         for l in &mut s.locks {
