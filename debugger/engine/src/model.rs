@@ -443,9 +443,22 @@ impl Snapshot {
 
     /// The lock's name, or `lock#N` for an id the table does not have.
     pub fn lock_name(&self, id: LockId) -> String {
-        match self.lock(id) {
-            Some(l) => l.meta.name.clone(),
-            None => format!("lock#{id}"),
+        let Some(l) = self.lock(id) else {
+            return format!("lock#{id}");
+        };
+        // Several locks of one name (a student's bucket locks all named "buf_table_lock"):
+        // the variable says which one.
+        match l.path.as_deref() {
+            Some(path)
+                if path != l.meta.name
+                    && self
+                        .locks
+                        .iter()
+                        .any(|o| o.meta.id != l.meta.id && o.meta.name == l.meta.name) =>
+            {
+                format!("{} ({path})", l.meta.name)
+            }
+            _ => l.meta.name.clone(),
         }
     }
 }

@@ -402,11 +402,22 @@ impl View {
 
 impl VerdictNames for View {
     fn lock(&self, id: LockId) -> String {
-        self.report
+        let Some(l) = self.report.locks.iter().find(|l| l.id == id) else {
+            return format!("lock#{id}");
+        };
+        // Several locks of one name (xv6's bucket locks all named "bcache"): the variable
+        // says which.
+        let shared = self
+            .report
             .locks
             .iter()
-            .find(|l| l.id == id)
-            .map_or_else(|| format!("lock#{id}"), |l| l.name.clone())
+            .filter(|o| o.name == l.name)
+            .nth(1)
+            .is_some();
+        match self.detail.lock(id).and_then(|d| d.path.as_deref()) {
+            Some(path) if shared && path != l.name => format!("{} ({path})", l.name),
+            _ => l.name.clone(),
+        }
     }
     fn chain_site(&self, pc: u64) -> String {
         self.place(pc).file_line()
