@@ -77,7 +77,7 @@ pub struct Disassembly {
 
 /// An operand with register names resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) enum Op {
+pub(crate) enum Op {
     Reg(String),
     Imm(i64),
     Mem { base: String, disp: i64 },
@@ -85,7 +85,7 @@ pub(super) enum Op {
 
 /// One instruction as decoded, before presentation.
 #[derive(Clone, Debug)]
-pub(super) struct Decoded {
+pub(crate) struct Decoded {
     pub address: u64,
     pub bytes: Vec<u8>,
     pub mnemonic: String,
@@ -112,7 +112,8 @@ const PC_RELATIVE: &[&str] = &[
     "bgez", "bltz", "bgtz", "bgt", "ble", "bgtu", "bleu", "c.beqz", "c.bnez",
 ];
 
-fn capstone() -> Result<Capstone, SymbolsError> {
+/// A RISC-V capstone with compressed instructions and operand details.
+pub(crate) fn capstone() -> Result<Capstone, SymbolsError> {
     Capstone::new()
         .riscv()
         .mode(ArchMode::RiscV64)
@@ -126,7 +127,15 @@ fn capstone() -> Result<Capstone, SymbolsError> {
 /// Decodes all of `bytes` (at `addr`) in order. Bytes capstone cannot decode become a
 /// `.2byte` pseudo-instruction, and decoding resumes two bytes on.
 pub(super) fn decode(bytes: &[u8], addr: u64) -> Result<Vec<Decoded>, SymbolsError> {
-    let cs = capstone()?;
+    decode_with(&capstone()?, bytes, addr)
+}
+
+/// [`decode`] with a capstone the caller keeps (decoding many functions).
+pub(crate) fn decode_with(
+    cs: &Capstone,
+    bytes: &[u8],
+    addr: u64,
+) -> Result<Vec<Decoded>, SymbolsError> {
     let mut out = Vec::new();
     let mut off = 0usize;
     while off < bytes.len() {

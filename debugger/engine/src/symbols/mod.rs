@@ -31,6 +31,7 @@ mod source;
 pub mod types;
 mod unwind;
 
+pub(crate) use disasm::{capstone, decode_with, Op};
 pub use disasm::{Disassembly, Instruction};
 pub use dwarf::{demangle, Location, SiteFilter, SourceFrame};
 pub use elf::{ElfMemory, Symbol, SymbolHit, SymbolKind, Symbols, TextRange};

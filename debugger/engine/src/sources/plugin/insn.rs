@@ -2,8 +2,6 @@
 //! operands, and the few questions the plan asks of them (a test-and-set? a store? a return? a
 //! call, and to where?).
 
-use capstone::arch::riscv::{ArchExtraMode, ArchMode, RiscVOperand};
-use capstone::arch::{BuildsCapstone, BuildsCapstoneExtraMode};
 use capstone::Capstone;
 
 use super::PluginError;
@@ -17,12 +15,7 @@ pub(super) struct Insn {
     pub ops: Vec<Op>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) enum Op {
-    Reg(String),
-    Imm(i64),
-    Mem { base: String, disp: i64 },
-}
+pub(super) use crate::symbols::Op;
 
 impl Insn {
     pub fn reg(&self, i: usize) -> Option<&str> {
@@ -138,60 +131,25 @@ impl Insn {
     }
 }
 
+/// The symbols' capstone (RISC-V with compressed instructions and operand details).
 pub(super) fn capstone() -> Result<Capstone, PluginError> {
-    Capstone::new()
-        .riscv()
-        .mode(ArchMode::RiscV64)
-        .extra_mode([ArchExtraMode::RiscVC].into_iter())
-        .detail(true)
-        .build()
-        .map_err(|e| PluginError::Disassembler(e.to_string()))
+    crate::symbols::capstone().map_err(|e| PluginError::Disassembler(e.to_string()))
 }
 
-/// Decodes `bytes` at `addr`; undecodable halfwords are skipped.
+/// Decodes `bytes` at `addr` with the symbols' decoder; undecodable halfwords are skipped.
 pub(super) fn decode(cs: &Capstone, bytes: &[u8], addr: u64) -> Result<Vec<Insn>, PluginError> {
-    let mut out = Vec::new();
-    let mut off = 0usize;
-    while off < bytes.len() {
-        let insns = cs
-            .disasm_all(&bytes[off..], addr + off as u64)
-            .map_err(|e| PluginError::Disassembler(e.to_string()))?;
-        let mut advanced = 0;
-        for i in insns.iter() {
-            let detail = cs
-                .insn_detail(i)
-                .map_err(|e| PluginError::Disassembler(e.to_string()))?;
-            let reg = |r| cs.reg_name(r).unwrap_or_else(|| "?".into());
-            let ops = detail
-                .arch_detail()
-                .operands()
-                .into_iter()
-                .filter_map(|op| match op {
-                    capstone::arch::ArchOperand::RiscVOperand(op) => Some(op),
-                    #[allow(unreachable_patterns)]
-                    _ => None,
-                })
-                .filter_map(|op| match op {
-                    RiscVOperand::Reg(r) => Some(Op::Reg(reg(r))),
-                    RiscVOperand::Imm(v) => Some(Op::Imm(v)),
-                    RiscVOperand::Mem(m) => Some(Op::Mem {
-                        base: reg(m.base()),
-                        disp: m.disp(),
-                    }),
-                    RiscVOperand::Invalid => None,
-                })
-                .collect();
-            out.push(Insn {
-                addr: i.address(),
-                len: i.len() as u64,
-                mnemonic: i.mnemonic().unwrap_or("?").to_owned(),
-                ops,
-            });
-            advanced += i.len();
-        }
-        off += advanced + if off + advanced < bytes.len() { 2 } else { 0 };
-    }
-    Ok(out)
+    let decoded = crate::symbols::decode_with(cs, bytes, addr)
+        .map_err(|e| PluginError::Disassembler(e.to_string()))?;
+    Ok(decoded
+        .into_iter()
+        .filter(|d| !d.mnemonic.starts_with('.'))
+        .map(|d| Insn {
+            addr: d.address,
+            len: d.bytes.len() as u64,
+            mnemonic: d.mnemonic,
+            ops: d.ops,
+        })
+        .collect())
 }
 
 /// A code address an instruction computes statically.
