@@ -67,7 +67,9 @@ impl Certainty {
             (TargetState::Stopped { .. }, _) => true,
             _ => false,
         };
-        captured || since.elapsed() > Duration::from_secs(3)
+        // Ten seconds: with millions of plugin events a second to analyse, a loaded host can
+        // take seconds to get to the capture; a session that cannot stop the guest waits it out.
+        captured || since.elapsed() > Duration::from_secs(10)
     }
 }
 

@@ -173,7 +173,8 @@ fn the_wrap_is_found_with_the_first_nesting_that_breaks_the_order() {
     );
     let s = a.check().summary;
     assert!(
-        s.contains("bcache -> bcache (hart 1, 0x80000060 then 0x80000014)"),
+        // The bucket locks share a name: each is told apart by its variable.
+        s.contains("bcache (bcache.bucket[5].lock) -> bcache (bcache.bucket[0].lock) (hart 1, 0x80000060 then 0x80000014)"),
         "{s}"
     );
 }
@@ -464,14 +465,14 @@ fn a_spinlock_held_across_acquiresleep_is_flagged_before_sched_panics() {
         (s.lock, s.held_pc, s.pc, s.hart),
         (bucket(4), 0x500, 0x700, 1)
     );
-    assert_eq!(s.lock_name, "bcache");
+    assert_eq!(s.lock_name, "bcache (bcache.bucket[4].lock)");
     assert_eq!(s.sleeplock_name, "buffer");
     let check = a.check();
     assert_eq!(check.verdict, Verdict::SpinlockAcrossSleep);
     assert_eq!(check.severity, Severity::Warning);
     assert!(
         check.summary.starts_with(
-            "spinlock bcache (taken at 0x500) held across acquiresleep of buffer at 0x700 on hart 1"
+            "spinlock bcache (bcache.bucket[4].lock) (taken at 0x500) held across acquiresleep of buffer at 0x700 on hart 1"
         ),
         "{}",
         check.summary

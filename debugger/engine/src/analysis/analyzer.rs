@@ -66,7 +66,8 @@ impl Analyzer {
                 c.max_locks,
                 c.max_sites_per_lock,
                 c.max_order_edges,
-            ),
+            )
+            .with_protocol_sites(c.protocol_sites.clone()),
             series: Series::new(
                 c.history_interval_ns,
                 c.rate_window_ns,

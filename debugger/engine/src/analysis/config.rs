@@ -32,6 +32,12 @@ pub struct AnalysisConfig {
     pub max_order_edges: usize,
     /// Longest lock-order cycle searched for.
     pub max_order_cycle_len: usize,
+    /// Code ranges (`start..end`) whose lock acquisitions follow the kernel's own documented
+    /// protocol: they add no lock-order edge and no spinlock-across-sleep finding. For xv6:
+    /// `sleep` and `wakeup` (a process's lock taken under the condition's lock, by design) and
+    /// `iput` (which takes the inode's sleeplock under `itable.lock` only when it cannot block,
+    /// as its comment says). Empty for our kernel.
+    pub protocol_sites: Vec<(u64, u64)>,
 }
 
 impl Default for AnalysisConfig {
@@ -48,6 +54,7 @@ impl Default for AnalysisConfig {
             max_harts: 64,
             max_order_edges: 65_536,
             max_order_cycle_len: 4,
+            protocol_sites: Vec::new(),
         }
     }
 }

@@ -275,6 +275,8 @@ pub(crate) struct EventState {
     proc_locks: Vec<bool>,
     pub(crate) sleeps: Vec<SleepHolding>,
     pub(crate) rereads: Vec<ReRead>,
+    /// Code ranges of the kernel's own documented lock protocols.
+    protocol_sites: Vec<(u64, u64)>,
 }
 
 impl EventState {
@@ -291,7 +293,19 @@ impl EventState {
             proc_locks: Vec::new(),
             sleeps: Vec::new(),
             rereads: Vec::new(),
+            protocol_sites: Vec::new(),
         }
+    }
+
+    /// See [`super::AnalysisConfig::protocol_sites`].
+    pub fn with_protocol_sites(mut self, sites: Vec<(u64, u64)>) -> Self {
+        self.protocol_sites = sites;
+        self
+    }
+
+    /// The acquisition at `pc` follows the kernel's own protocol (no order edge, no finding).
+    pub(crate) fn protocol_site(&self, pc: u64) -> bool {
+        self.protocol_sites.iter().any(|&(s, e)| s <= pc && pc < e)
     }
 
     pub(crate) fn max_sites(&self) -> usize {
@@ -449,11 +463,12 @@ impl EventState {
         if e.trylock {
             self.stats.trylocks += 1;
         }
+        let protocol = self.protocol_site(e.pc);
         let hart = &mut self.harts[h];
         let lk = &mut self.locks[slot];
         hart.events += 1;
         lk.events += 1;
-        let order_ok = hart.in_sync && !e.trylock;
+        let order_ok = hart.in_sync && !e.trylock && !protocol;
         match e.kind {
             EventKind::Spin => {
                 lk.spins += 1;

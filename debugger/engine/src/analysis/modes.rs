@@ -167,7 +167,10 @@ impl EventState {
     pub(crate) fn ingest_sleep(&mut self, e: &LockEvent) {
         self.stats.sleep_events += 1;
         let hart = &self.harts[e.hart as usize];
-        if !matches!(e.kind, EventKind::Acquired { .. }) || !hart.in_sync() {
+        if !matches!(e.kind, EventKind::Acquired { .. })
+            || !hart.in_sync()
+            || self.protocol_site(e.pc)
+        {
             return;
         }
         // `acquiresleep` holds the sleeplock's own inner spinlock when it takes it, and

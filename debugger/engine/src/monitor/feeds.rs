@@ -112,7 +112,11 @@ impl Monitor {
         symbols: Option<Arc<Symbols>>,
         source: SourceKind,
     ) -> Result<Self, ConfigError> {
-        let analyzer = Analyzer::new(config.analysis.clone())?;
+        let mut analysis = config.analysis.clone();
+        if let Some(sym) = &symbols {
+            analysis.protocol_sites.extend(protocol_sites(sym));
+        }
+        let analyzer = Analyzer::new(analysis)?;
         Ok(Self {
             config,
             analyzer,
@@ -552,4 +556,19 @@ mod tests {
         assert_eq!(times, vec![5, 6, 7], "the newest three across both harts");
         assert!(v.recent_events.iter().any(|e| e.hart == 1));
     }
+}
+
+/// xv6's functions whose lock acquisitions follow its own documented protocol (see
+/// [`AnalysisConfig::protocol_sites`]): `sleep` and `wakeup` take a process's lock under the
+/// condition's lock by design, and `iput` takes an inode's sleeplock under `itable.lock` only
+/// when nothing else can hold it. Found by their C names, so our Rust kernel has none.
+const XV6_PROTOCOL_FUNCTIONS: &[&str] = &["sleep", "wakeup", "iput"];
+
+fn protocol_sites(symbols: &crate::symbols::Symbols) -> Vec<(u64, u64)> {
+    symbols
+        .symbols()
+        .iter()
+        .filter(|s| s.size > 0 && XV6_PROTOCOL_FUNCTIONS.contains(&s.name.as_str()))
+        .map(|s| (s.address, s.address + s.size))
+        .collect()
 }
