@@ -475,6 +475,21 @@ impl Monitor {
     }
 }
 
+/// xv6's functions whose lock acquisitions follow its own documented protocol (see
+/// [`AnalysisConfig::protocol_sites`]): `sleep` and `wakeup` take a process's lock under the
+/// condition's lock by design, and `iput` takes an inode's sleeplock under `itable.lock` only
+/// when nothing else can hold it. Found by their C names, so our Rust kernel has none.
+const XV6_PROTOCOL_FUNCTIONS: &[&str] = &["sleep", "wakeup", "iput"];
+
+fn protocol_sites(symbols: &crate::symbols::Symbols) -> Vec<(u64, u64)> {
+    symbols
+        .symbols()
+        .iter()
+        .filter(|s| s.size > 0 && XV6_PROTOCOL_FUNCTIONS.contains(&s.name.as_str()))
+        .map(|s| (s.address, s.address + s.size))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -556,19 +571,4 @@ mod tests {
         assert_eq!(times, vec![5, 6, 7], "the newest three across both harts");
         assert!(v.recent_events.iter().any(|e| e.hart == 1));
     }
-}
-
-/// xv6's functions whose lock acquisitions follow its own documented protocol (see
-/// [`AnalysisConfig::protocol_sites`]): `sleep` and `wakeup` take a process's lock under the
-/// condition's lock by design, and `iput` takes an inode's sleeplock under `itable.lock` only
-/// when nothing else can hold it. Found by their C names, so our Rust kernel has none.
-const XV6_PROTOCOL_FUNCTIONS: &[&str] = &["sleep", "wakeup", "iput"];
-
-fn protocol_sites(symbols: &crate::symbols::Symbols) -> Vec<(u64, u64)> {
-    symbols
-        .symbols()
-        .iter()
-        .filter(|s| s.size > 0 && XV6_PROTOCOL_FUNCTIONS.contains(&s.name.as_str()))
-        .map(|s| (s.address, s.address + s.size))
-        .collect()
 }
