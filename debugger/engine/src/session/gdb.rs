@@ -192,16 +192,25 @@ impl GdbSide {
                 continue;
             };
             let regs = HartRegs::from(&r);
+            // Every GPR and the saved CSRs, for the post-mortem gdb server and core files.
+            let full = crate::gdbserver::full_registers(&mut self.client, t, &r);
+            // A hart stopped in a machine-mode handler (an older xv6's timervec, which leaves
+            // sp, s0 and ra alone) is really where `mepc` says: its stack is unwound from there.
+            let mut from = regs;
+            if regs.privilege == Some(3) {
+                if let Some(mepc) = full.csr(MEPC).filter(|&p| self.symbols.is_text(p)) {
+                    from.pc = mepc;
+                }
+            }
             let unwind = match self.shared.as_mut() {
-                Some(mem) => unwind_hart(&self.symbols, &regs, r.satp, mem, &self.limits),
+                Some(mem) => unwind_hart(&self.symbols, &from, r.satp, mem, &self.limits),
                 // The stub reads virtual addresses itself.
                 None => self
                     .symbols
-                    .unwind(&regs, &mut self.client, &self.limits.clone().paged()),
+                    .unwind(&from, &mut self.client, &self.limits.clone().paged()),
             };
             let frames = stack_frames(&unwind.frames);
-            // Every GPR and the saved CSRs, for the post-mortem gdb server and core files.
-            let full = Some(crate::gdbserver::full_registers(&mut self.client, t, &r));
+            let full = Some(full);
             harts.push(HartStop {
                 hart,
                 regs,
@@ -217,6 +226,9 @@ impl GdbSide {
         harts
     }
 }
+
+/// The machine exception program counter's CSR number.
+const MEPC: u16 = 0x341;
 
 /// Why the guest stopped, from the stop reply: the panic-halt breakpoint, an interrupt, or else.
 fn classify(stop: &Stop, halt: Option<u64>) -> StopReason {
