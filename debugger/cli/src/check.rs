@@ -145,6 +145,9 @@ pub fn check(a: CheckArgs) -> Result<u8> {
     }
     let started = Instant::now();
     let session = Session::start(options, symbols)?;
+    if let Some(addr) = session.info.gdb_listen {
+        eprintln!("lockscope: your gdb connects here: target remote {addr}");
+    }
     if let Some(note) = &session.info.ram_note {
         eprintln!("lockscope: {note}");
     }

@@ -59,6 +59,10 @@ pub struct BootArgs {
     pub break_on_panic: bool,
     #[command(flatten)]
     pub record: RecordArgs,
+    /// Serve your gdb here while lockscope watches (`127.0.0.1:1234`, `:1234` or `1234`):
+    /// lockscope's proxy in front of QEMU's stub (docs/gdb.md); `target remote` it as QEMU's.
+    #[arg(long, value_name = "ADDR")]
+    pub gdb_listen: Option<String>,
     /// Keep the guest console in this file [default: a file in the temp directory, kept only
     /// when the session ends in a fault].
     #[arg(long)]
@@ -107,6 +111,7 @@ pub fn boot_options(boot: &BootArgs) -> Result<(SessionOptions, Arc<Symbols>)> {
     o.poll_hz = boot.poll_hz.unwrap_or(DEFAULT_POLL_HZ);
     o.record = boot.record.options();
     o.console_log = boot.console_log.clone();
+    o.gdb_listen = boot.gdb_listen.clone();
     Ok((o, symbols))
 }
 

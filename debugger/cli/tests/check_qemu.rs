@@ -537,3 +537,29 @@ fn attach_watches_a_running_qemu_through_its_stub_and_leaves_it_running() {
         "an attached check leaves QEMU running"
     );
 }
+
+#[test]
+fn gdb_listen_serves_the_users_gdb_while_the_check_runs() {
+    let port = support::xv6::free_port();
+    let child = lockscope()
+        .args(["check", "--json", "--for", "120", "--smp", "2"])
+        .args(["--bootargs", "workload=kalloctest"])
+        .args(["--gdb-listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Real gdb-multiarch through lockscope's proxy, beside lockscope's own client: the harts,
+    // a kernel global, and a detach that leaves the guest running.
+    let g = support::xv6::gdb(&kernel(), port, &["info threads", "detach"]);
+    assert!(g.contains("Thread 1.2"), "two harts as threads:\n{g}");
+    let out = child.wait_with_output().unwrap();
+    let (code, v) = json_report(&out);
+    assert_eq!(code, 0, "the check's verdict still comes: {v}");
+    assert_eq!(v["verdict"], "ok");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("target remote 127.0.0.1:{port}")),
+        "{err}"
+    );
+}

@@ -127,7 +127,9 @@ impl Session {
             .boots()
             .then(|| ConsoleLog::new(options.console_log.clone()));
         let mut reached = match &options.target {
-            Target::Run(config) => target::boot(config, options.shared_ram)?,
+            Target::Run(config) => {
+                target::boot(config, options.shared_ram, options.gdb_listen.as_deref())?
+            }
             Target::Line(run) => {
                 let path = log.as_ref().map(|l| l.path.clone()).unwrap_or_default();
                 match target::boot_line(run, &path, with_plugin.as_ref()) {

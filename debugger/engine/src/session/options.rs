@@ -106,6 +106,9 @@ pub struct SessionOptions {
     pub continue_held: bool,
     /// Record the session: its feed, and at each stop every hart's registers and guest RAM.
     pub record: Option<RecordOptions>,
+    /// A QEMU the session boots from its own configuration (`run`): serve the user's gdb here
+    /// through lockscope's proxy (`127.0.0.1:1234`, `:1234`, `1234`), QEMU's stub kept private.
+    pub gdb_listen: Option<String>,
     /// Keep the guest console in this file (run only). Without it the console goes to a file in
     /// the temporary directory that is kept only when the session ends in a fault.
     pub console_log: Option<PathBuf>,
@@ -130,6 +133,7 @@ impl SessionOptions {
             view_hz: 10.0,
             panic_breakpoint: false,
             continue_held: false,
+            gdb_listen: None,
             record: None,
             console_log: None,
             status_file: None,

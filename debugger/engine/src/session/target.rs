@@ -10,6 +10,7 @@ use super::error::SessionError;
 use super::launch::{PluginLaunch, Qemu};
 use super::options::{Joined, LineConsole, LineRun};
 use crate::gdb::{Config as GdbConfig, GdbClient};
+use crate::gdbserver::proxy::{parse_listen, GdbProxy, ProxyOptions};
 use crate::qemu::QemuConfig;
 
 /// How long QEMU gets to open its gdb stub, and to size its shared RAM file.
@@ -39,11 +40,22 @@ pub(super) struct Reached {
 }
 
 /// Boots `config` held at reset, connects to its stub and waits for its shared RAM file.
-pub(super) fn boot(config: &QemuConfig, shared_ram: bool) -> Result<Reached, SessionError> {
+pub(super) fn boot(
+    config: &QemuConfig,
+    shared_ram: bool,
+    gdb_listen: Option<&str>,
+) -> Result<Reached, SessionError> {
     if !shared_ram && config.memory_mib == 0 {
         return Err(SessionError::Config("memory size 0".into()));
     }
-    let qemu = Qemu::start(config, shared_ram, START_TIMEOUT)?;
+    let mut qemu = Qemu::start(config, shared_ram, START_TIMEOUT)?;
+    if let Some(spec) = gdb_listen {
+        // The user's gdb on `spec`, lockscope's own client on the proxy's private port.
+        let proxy =
+            GdbProxy::start_with(qemu.gdb_addr, parse_listen(spec)?, ProxyOptions::default())?;
+        qemu.gdb_addr = proxy.private_addr();
+        qemu.proxy = Some(Arc::new(proxy));
+    }
     let client = qemu.connect_gdb()?;
     let console = qemu
         .take_console()
