@@ -28,6 +28,10 @@ pub struct AttachArgs {
     /// Without this it waits for its gdb (or `i` in the dashboard).
     #[arg(long = "continue")]
     continue_held: bool,
+    /// With an address: serve your gdb here (`127.0.0.1:1234`, `:1234` or `1234`), through
+    /// lockscope's proxy in front of that stub (docs/gdb.md), while lockscope watches.
+    #[arg(long, value_name = "ADDR")]
+    gdb_listen: Option<String>,
     #[command(flatten)]
     record: RecordArgs,
 }
@@ -37,10 +41,14 @@ pub fn attach(a: AttachArgs) -> Result<u8> {
         Some(addr) => {
             let (mut o, s) = attach_options(addr, a.kernel, a.poll_hz, &a.record)?;
             o.continue_held = a.continue_held;
+            o.gdb_listen = a.gdb_listen.clone();
             let hz = o.poll_hz;
             (o, s, Some(hz))
         }
         None => {
+            if a.gdb_listen.is_some() {
+                anyhow::bail!("--gdb-listen needs an address to attach to: a lockscope qemu session serves the Makefile's own gdb port");
+            }
             let (o, s, entry) = join_options(a.kernel, &a.record)?;
             eprintln!(
                 "lockscope: joining the lockscope qemu session of {} (pid {})",

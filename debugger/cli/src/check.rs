@@ -112,6 +112,9 @@ pub fn check(a: CheckArgs) -> Result<u8> {
     let (mut options, symbols) = match (&a.attach, &a.xv6.xv6) {
         (Some(_), Some(_)) => anyhow::bail!("--attach and --xv6 do not go together: --xv6 boots the tree's kernel, --attach watches a QEMU that runs"),
         (Some(addr), None) if addr.is_empty() => {
+            if a.boot.gdb_listen.is_some() {
+                anyhow::bail!("--gdb-listen needs --attach HOST:PORT: a lockscope qemu session serves the Makefile's own gdb port");
+            }
             let (o, s, _) = join_options(a.boot.kernel.clone(), &a.boot.record)?;
             (o, s)
         }
@@ -123,6 +126,7 @@ pub fn check(a: CheckArgs) -> Result<u8> {
                 &a.boot.record,
             )?;
             o.continue_held = a.continue_held;
+            o.gdb_listen = a.boot.gdb_listen.clone();
             (o, s)
         }
         (None, Some(tree)) => xv6_options(&a.boot, &a.xv6, tree)?,

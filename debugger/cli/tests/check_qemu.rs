@@ -563,3 +563,36 @@ fn gdb_listen_serves_the_users_gdb_while_the_check_runs() {
         "{err}"
     );
 }
+
+#[test]
+fn attach_with_gdb_listen_puts_the_users_gdb_through_lockscope() {
+    let q = QemuConfig::new(kernel())
+        .smp(2)
+        .bootargs("workload=kalloctest secs=60")
+        .console(Console::None)
+        .spawn_with_gdb(Duration::from_secs(30))
+        .unwrap();
+    let port = support::xv6::free_port();
+    let child = lockscope()
+        .args(["check", "--json", "--for", "8", "--continue"])
+        .args(["--attach", &q.addr.to_string()])
+        .args(["--gdb-listen", &format!("127.0.0.1:{port}")])
+        .arg("--kernel")
+        .arg(kernel())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // QEMU's stub takes one client: lockscope's is the proxy's upstream, and the user's gdb
+    // gets in through the proxy instead of waiting in QEMU's backlog.
+    let g = support::xv6::gdb(&kernel(), port, &["info threads", "detach"]);
+    assert!(g.contains("Thread 1.2"), "two harts as threads:\n{g}");
+    let out = child.wait_with_output().unwrap();
+    let (code, v) = json_report(&out);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["verdict"], "ok");
+    assert!(
+        q.process.is_alive(),
+        "the guest runs on after both detached"
+    );
+}

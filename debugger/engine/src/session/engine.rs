@@ -68,7 +68,7 @@ impl Engine {
                             self.to_gdb(GdbRequest::Capture(reason, focus));
                         }
                         if self.monitor.resume_wanted() {
-                            self.to_gdb(GdbRequest::Resume);
+                            self.to_gdb(GdbRequest::ResumeSampled);
                         }
                     }
                 }

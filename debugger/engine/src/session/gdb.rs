@@ -41,6 +41,8 @@ pub(super) struct GdbSide {
     pub(super) poll: Option<Poll>,
     /// Saves guest RAM into the recording at each stop, when recording.
     pub(super) stop_ram: Option<StopRam>,
+    /// The guest is stopped because this thread interrupted it for a sample capture.
+    pub(super) sampled: bool,
 }
 
 /// Runs until asked to quit or the connection fails; `initial` is a stop that came with the
@@ -107,7 +109,12 @@ impl GdbSide {
                     GdbRequest::Capture(reason, focus) => (Some(reason), focus),
                     _ => (None, None),
                 };
+                self.sampled = reason == Some(StopReason::Sample);
                 self.stopped(&stop, reason, focus);
+            }
+            GdbRequest::ResumeSampled if self.sampled && !self.client.is_running() => {
+                self.sampled = false;
+                return self.request(GdbRequest::Resume);
             }
             GdbRequest::Resume if !self.client.is_running() => match self.client.resume()? {
                 None => {

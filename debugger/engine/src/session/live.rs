@@ -36,6 +36,8 @@ pub struct Session {
     others: Vec<JoinHandle<()>>,
     stop: StopFlag,
     qemu: Option<Arc<Qemu>>,
+    /// The user's gdb's way into a QEMU someone else started, kept for the session's life.
+    _user_proxy: Option<Arc<crate::gdbserver::proxy::GdbProxy>>,
     console_log: Option<ConsoleLog>,
     /// The QEMU command line, when the session boots QEMU.
     pub qemu_command: Option<String>,
@@ -147,7 +149,7 @@ impl Session {
                     Err(e) => return Err(e),
                 }
             }
-            Target::Attach(addr) => target::attach(addr)?,
+            Target::Attach(addr) => target::attach(addr, options.gdb_listen.as_deref())?,
             Target::Joined(j) => target::join(j)?,
         };
         if let (Some(addr), Some(client)) = (halt, reached.client.as_mut()) {
@@ -218,6 +220,7 @@ impl Session {
             gdb_listen: qemu
                 .as_ref()
                 .and_then(|q| q.proxy.as_ref())
+                .or(reached.proxy.as_ref())
                 .map(|p| p.user_addr()),
             plugin_file,
         };
@@ -254,6 +257,9 @@ impl Session {
                 t.proxy_watch(p)?;
             }
         }
+        if let Some(p) = &reached.proxy {
+            t.proxy_watch(p)?;
+        }
         if let Target::Joined(j) = &options.target {
             t.owner_watch(j)?;
         }
@@ -287,6 +293,7 @@ impl Session {
             qemu_command: info.qemu_command.clone(),
             info,
             qemu,
+            _user_proxy: reached.proxy.clone(),
             console_log: log,
         })
     }

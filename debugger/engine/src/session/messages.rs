@@ -35,6 +35,9 @@ pub(super) enum Msg {
 pub(super) enum GdbRequest {
     Interrupt,
     Resume,
+    /// Let the guest run again after a sample capture, if a sample capture is what stopped it:
+    /// never a guest someone else holds (QEMU -S, the user's gdb, `i`).
+    ResumeSampled,
     /// Stop and capture, leaving the guest stopped: the monitor wants the registers and stacks
     /// of a recorded panic, a confirmed deadlock or a stall; the hart it is about, if known.
     Capture(StopReason, Option<HartId>),

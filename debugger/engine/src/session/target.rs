@@ -32,6 +32,9 @@ pub(super) struct Reached {
     pub(super) client: Option<GdbClient>,
     /// The QEMU the session started.
     pub(super) qemu: Option<Arc<Qemu>>,
+    /// The user's gdb's way in, for a QEMU someone else started (`attach --gdb-listen`); a
+    /// QEMU the session started keeps its own in [`Qemu::proxy`].
+    pub(super) proxy: Option<Arc<GdbProxy>>,
     /// Guest RAM in a file, when shared.
     pub(super) shared_ram: Option<PathBuf>,
     pub(super) console: Option<ConsoleFeed>,
@@ -67,6 +70,7 @@ pub(super) fn boot(
         None
     };
     Ok(Reached {
+        proxy: None,
         client: Some(client),
         qemu: Some(Arc::new(qemu)),
         shared_ram,
@@ -108,6 +112,7 @@ pub(super) fn boot_line(
         LineConsole::Terminal => None,
     };
     Ok(Reached {
+        proxy: None,
         client: Some(client),
         qemu: Some(Arc::new(qemu)),
         shared_ram,
@@ -117,11 +122,31 @@ pub(super) fn boot_line(
 }
 
 /// Connects to the gdb stub of a QEMU that runs (`HOST:PORT`); connecting stops the guest.
-pub(super) fn attach(addr: &str) -> Result<Reached, SessionError> {
-    let mut client = GdbClient::connect(addr, GdbConfig::default())?;
+pub(super) fn attach(addr: &str, gdb_listen: Option<&str>) -> Result<Reached, SessionError> {
+    let proxy = match gdb_listen {
+        Some(spec) => {
+            let upstream = std::net::ToSocketAddrs::to_socket_addrs(addr)
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| {
+                    SessionError::Config(format!("{addr} is not a HOST:PORT lockscope can reach"))
+                })?;
+            Some(Arc::new(GdbProxy::start_with(
+                upstream,
+                parse_listen(spec)?,
+                ProxyOptions::default(),
+            )?))
+        }
+        None => None,
+    };
+    let mut client = match &proxy {
+        Some(p) => GdbClient::connect_addr(p.private_addr(), GdbConfig::default())?,
+        None => GdbClient::connect(addr, GdbConfig::default())?,
+    };
     let held_at_reset = at_reset(&mut client);
     Ok(Reached {
         client: Some(client),
+        proxy,
         qemu: None,
         shared_ram: None,
         console: None,
@@ -138,6 +163,7 @@ pub(super) fn join(j: &Joined) -> Result<Reached, SessionError> {
         )));
     }
     Ok(Reached {
+        proxy: None,
         client: None,
         qemu: None,
         shared_ram: Some(j.ram_file.clone()),

@@ -235,6 +235,7 @@ impl Threads {
                 budget: options.poll_budget,
             }),
             stop_ram: recorder.map(|r| StopRam::new(r, options.known_ram())),
+            sampled: false,
         };
         let (tx, rx) = mpsc::channel();
         self.handles
