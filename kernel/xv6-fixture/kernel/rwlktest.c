@@ -57,6 +57,10 @@ static void reader(uint64 arg)
     if (inside_writer)
       __sync_fetch_and_add(&errors, 1);
     pause(HOLD);
+    // Until readers have once been inside together, linger a little (bounded) so the other
+    // reader can join: on a loaded host the harts' threads may otherwise never overlap.
+    for (int k = 0; k < 200 && max_readers < 2 && !one_hart; k++)
+      pause(HOLD);
     check_pair();
     __sync_fetch_and_sub(&inside_readers, 1);
     read_release(&rwlk);
