@@ -538,22 +538,36 @@ fn attach_watches_a_running_qemu_through_its_stub_and_leaves_it_running() {
     );
 }
 
-#[test]
-fn gdb_listen_serves_the_users_gdb_while_the_check_runs() {
+/// `lockscope check ARGS --gdb-listen 127.0.0.1:PORT --json` in the background, real
+/// gdb-multiarch's `info threads` and `detach` through that port while it runs, then the
+/// check's output (with gdb's text and the port).
+fn check_beside_gdb(args: &[&str]) -> (String, std::process::Output, u16) {
     let port = support::xv6::free_port();
     let child = lockscope()
-        .args(["check", "--json", "--for", "120", "--smp", "2"])
-        .args(["--bootargs", "workload=kalloctest"])
+        .args(["check", "--json"])
+        .args(args)
         .args(["--gdb-listen", &format!("127.0.0.1:{port}")])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Real gdb-multiarch through lockscope's proxy, beside lockscope's own client: the harts,
-    // a kernel global, and a detach that leaves the guest running.
     let g = support::xv6::gdb(&kernel(), port, &["info threads", "detach"]);
+    (g, child.wait_with_output().unwrap(), port)
+}
+
+#[test]
+fn gdb_listen_serves_the_users_gdb_while_the_check_runs() {
+    // Real gdb-multiarch through lockscope's proxy, beside lockscope's own client: the harts,
+    // and a detach that leaves the guest running.
+    let (g, out, port) = check_beside_gdb(&[
+        "--for",
+        "120",
+        "--smp",
+        "2",
+        "--bootargs",
+        "workload=kalloctest",
+    ]);
     assert!(g.contains("Thread 1.2"), "two harts as threads:\n{g}");
-    let out = child.wait_with_output().unwrap();
     let (code, v) = json_report(&out);
     assert_eq!(code, 0, "the check's verdict still comes: {v}");
     assert_eq!(v["verdict"], "ok");
@@ -572,22 +586,20 @@ fn attach_with_gdb_listen_puts_the_users_gdb_through_lockscope() {
         .console(Console::None)
         .spawn_with_gdb(Duration::from_secs(30))
         .unwrap();
-    let port = support::xv6::free_port();
-    let child = lockscope()
-        .args(["check", "--json", "--for", "8", "--continue"])
-        .args(["--attach", &q.addr.to_string()])
-        .args(["--gdb-listen", &format!("127.0.0.1:{port}")])
-        .arg("--kernel")
-        .arg(kernel())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     // QEMU's stub takes one client: lockscope's is the proxy's upstream, and the user's gdb
     // gets in through the proxy instead of waiting in QEMU's backlog.
-    let g = support::xv6::gdb(&kernel(), port, &["info threads", "detach"]);
+    let kernel = kernel();
+    let addr = q.addr.to_string();
+    let (g, out, _) = check_beside_gdb(&[
+        "--for",
+        "8",
+        "--continue",
+        "--attach",
+        &addr,
+        "--kernel",
+        kernel.to_str().unwrap(),
+    ]);
     assert!(g.contains("Thread 1.2"), "two harts as threads:\n{g}");
-    let out = child.wait_with_output().unwrap();
     let (code, v) = json_report(&out);
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["verdict"], "ok");
