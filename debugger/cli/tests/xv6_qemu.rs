@@ -187,6 +187,10 @@ fn make_qemu_gdb_with_lockscope_as_qemu_shares_the_guest_with_gdb_and_attach() {
             runs += 1;
         }
         let v = attached(registry.path(), 1);
+        if v["buckets"].as_array().unwrap().is_empty() {
+            // This look ended before its first snapshot (a loaded host): look again.
+            continue;
+        }
         climbed |= bucket_acquires(&v) > before + 100;
         running |= v["cpus"]
             .as_array()
@@ -253,10 +257,21 @@ fn make_qemu_gdb_with_lockscope_as_qemu_shares_the_guest_with_gdb_and_attach() {
     let names: Vec<&str> = tests.iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert_eq!(names.len(), 2 * runs, "{v}");
     assert!(names.chunks(2).all(|p| p == ["test0", "test1"]), "{v}");
+    // A short test can start and end between two looks (its window is then unmeasured, and
+    // says so); each of the two was measured at least once.
     for x in tests {
         assert_eq!(x["result"], "ok", "{x}");
-        assert_eq!(x["measured"], true, "{x}");
-        assert!(x["tot"].as_i64().unwrap() <= x["tot_all"].as_i64().unwrap());
+        if x["measured"] == true {
+            assert!(x["tot"].as_i64().unwrap() <= x["tot_all"].as_i64().unwrap());
+        }
+    }
+    for name in ["test0", "test1"] {
+        assert!(
+            tests
+                .iter()
+                .any(|x| x["name"] == name && x["measured"] == true),
+            "{name} measured once: {v}"
+        );
     }
 }
 
