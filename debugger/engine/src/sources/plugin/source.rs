@@ -27,6 +27,8 @@ pub struct WithPluginEvents {
     unmapped: u64,
     /// Wait and hold times per lock, from the events (the kernel keeps only `n` and `nts`).
     times: HashMap<LockId, Times>,
+    /// The drain's buffer, kept from drain to drain (200 a second).
+    raw: Vec<PluginEvent>,
 }
 
 /// One lock's times, summed from its events as our kernel sums them in its counters.
@@ -75,6 +77,7 @@ impl WithPluginEvents {
             what,
             unmapped: 0,
             times: HashMap::new(),
+            raw: Vec::new(),
         }
     }
 
@@ -123,7 +126,8 @@ impl Source for WithPluginEvents {
         budget: usize,
         out: &mut Vec<LockEvent>,
     ) -> Result<Drained, SourceError> {
-        let mut raw = Vec::new();
+        let mut raw = std::mem::take(&mut self.raw);
+        raw.clear();
         let budget = budget.min(MAX_EVENTS_PER_DRAIN * size_of::<super::abi::Event>());
         let stats = self.file.drain(budget, &mut raw)?;
         for e in &raw {
@@ -132,6 +136,7 @@ impl Source for WithPluginEvents {
             }
         }
         let conv = to_lock_events(&raw, &self.map, out);
+        self.raw = raw;
         self.unmapped += conv.unmapped;
         let lost = stats
             .per_hart
