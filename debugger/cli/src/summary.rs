@@ -1,11 +1,12 @@
-//! The few lines `lockscope qemu` prints on stderr when the session ends: how QEMU ended, the
-//! verdict, the lab's tests, the findings, and where the recording and console log are.
+//! The lines `lockscope qemu` prints on stderr when the session ends: how QEMU ended, the
+//! verdict, the lab's tests, the findings, what a panic's or hang's stop showed (as `lockscope
+//! check` prints it), and where the recording and console log are.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use lockscope_engine::monitor::{LabResult, LabTest};
-use lockscope_engine::{Ending, TargetState, View};
+use lockscope_engine::{CheckReport, Ending, TargetState, View};
 
 /// Findings listed at most; the rest are counted.
 const MAX_FINDINGS: usize = 5;
@@ -66,7 +67,12 @@ pub fn session_summary(
             if f.len() == 1 { "" } else { "s" }
         );
         for x in f.iter().take(MAX_FINDINGS) {
-            let _ = writeln!(s, "lockscope:   {}: {}", kind_name(x), x.message);
+            let _ = writeln!(
+                s,
+                "lockscope:   {}: {}",
+                crate::text::kind_name(x),
+                x.message
+            );
         }
         if f.len() > MAX_FINDINGS {
             let _ = writeln!(
@@ -75,6 +81,15 @@ pub fn session_summary(
                 f.len() - MAX_FINDINGS
             );
         }
+    }
+    // What the stops showed: the student's terminal is where the session ended, so the answer
+    // goes there rather than only into the recording.
+    let report = CheckReport::from_view(v);
+    let mut diagnosis = String::new();
+    crate::text::stop_text(&mut diagnosis, &report, v);
+    crate::text::order_text(&mut diagnosis, &report);
+    for line in diagnosis.lines().filter(|l| !l.trim().is_empty()) {
+        let _ = writeln!(s, "lockscope: {line}");
     }
     if let Some(n) = ram_note {
         let _ = writeln!(s, "lockscope: {n}");
@@ -86,12 +101,4 @@ pub fn session_summary(
         let _ = writeln!(s, "lockscope: guest console log: {}", l.display());
     }
     s
-}
-
-/// A finding's kind as JSON spells it (`lock_name_on_stack`).
-pub fn kind_name(f: &lockscope_engine::model::Finding) -> String {
-    serde_json::to_value(f.kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| format!("{:?}", f.kind))
 }

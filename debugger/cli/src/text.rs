@@ -120,6 +120,15 @@ pub fn report_text(r: &CheckReport, v: &View) -> String {
     }
     lab_tests_text(&mut out, r);
     findings_text(&mut out, r);
+    stop_text(&mut out, r, v);
+    last_events(&mut out, r);
+    order_text(&mut out, r);
+    out
+}
+
+/// What stops showed: the panic with its backtrace and diagnosis, a confirmed hang, deadlocks
+/// and stalls.
+pub fn stop_text(out: &mut String, r: &CheckReport, v: &View) {
     if let Some(p) = &v.panic {
         let _ = writeln!(out, "\n--- panic");
         if let Some(c) = &v.check.panic {
@@ -155,10 +164,10 @@ pub fn report_text(r: &CheckReport, v: &View) -> String {
                 );
             }
         }
-        crate::diagnosis::panic_text(&mut out, r.panic_diagnosis.as_ref(), &r.panic_harts);
+        crate::diagnosis::panic_text(out, r.panic_diagnosis.as_ref(), &r.panic_harts);
     }
     if let Some(h) = &r.hang {
-        crate::diagnosis::hang_text(&mut out, h);
+        crate::diagnosis::hang_text(out, h);
     }
     if !r.deadlocks.is_empty() {
         let _ = writeln!(out, "\n--- deadlock");
@@ -172,7 +181,10 @@ pub fn report_text(r: &CheckReport, v: &View) -> String {
             let _ = writeln!(out, "{s}");
         }
     }
-    last_events(&mut out, r);
+}
+
+/// Spinlocks held across acquiresleep and lock-order inversions, each with its sites.
+pub fn order_text(out: &mut String, r: &CheckReport) {
     if !r.spinlock_across_sleep.is_empty() {
         let _ = writeln!(out, "\n--- spinlocks held across acquiresleep");
         for s in &r.spinlock_across_sleep {
@@ -195,7 +207,6 @@ pub fn report_text(r: &CheckReport, v: &View) -> String {
             }
         }
     }
-    out
 }
 
 /// The lock table, lab style: with times when the kernel's locks deliver events, with each
@@ -399,6 +410,14 @@ fn findings_text(out: &mut String, r: &CheckReport) {
         r.findings.len()
     );
     for f in &r.findings {
-        let _ = writeln!(out, "{}: {}", crate::summary::kind_name(f), f.message);
+        let _ = writeln!(out, "{}: {}", kind_name(f), f.message);
     }
+}
+
+/// A finding's kind as JSON spells it (`lock_name_on_stack`).
+pub fn kind_name(f: &lockscope_engine::model::Finding) -> String {
+    serde_json::to_value(f.kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{:?}", f.kind))
 }

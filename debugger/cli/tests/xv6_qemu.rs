@@ -285,3 +285,85 @@ impl<'a, I: DoubleEndedIterator<Item = &'a str>> LastNonEmpty<'a> for I {
         self.rfind(|l| !l.trim().is_empty()).map(str::trim_end)
     }
 }
+
+/// `make qemu` with lockscope as QEMU on a kernel whose bcache leaks a reference per lookup:
+/// bcachetest panics with `bget: no buffers`, and when the student quits QEMU the summary
+/// on their terminal holds the answer `lockscope check` gives: the panicking hart's stack
+/// through bget and bread, the process, the locks it holds with their lines, and why no buf
+/// was free.
+#[test]
+fn make_qemu_panic_is_diagnosed_in_the_summary() {
+    let _one = one_qemu();
+    let tree = Tree::new();
+    let registry = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let bin = env!("CARGO_BIN_EXE_lockscope");
+    let stderr = tree.path().join("lockscope.stderr");
+    // stderr to a file: the summary is longer than the terminal.
+    let command = format!(
+        "cd '{}' && make qemu BUG=refcnt-leak QEMU=\"'{bin}' qemu --\" 2>'{}'; echo \"make exited $?\"; sleep 120",
+        tree.path().display(),
+        stderr.display()
+    );
+    let t = Tmux::start_with(
+        "xv6panic",
+        &command,
+        &[("LOCKSCOPE_REGISTRY_DIR", registry.path().as_os_str())],
+    );
+    t.wait_for("the shell's prompt", Duration::from_secs(120), |s| {
+        s.lines().any(|l| l.trim_end() == "$")
+    });
+    t.send("bcachetest");
+    t.send("Enter");
+    t.wait_for("the panic", Duration::from_secs(240), |s| {
+        s.contains("panic: bget: no buffers")
+    });
+    // A second client sees the panic too; by the end of its look the session's own capture
+    // (tens of milliseconds) is long done.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = run({
+            let mut c = lockscope_in(registry.path());
+            c.args(["check", "--attach", "--for", "1", "--json"]);
+            c
+        });
+        let (_, v) = json_report(&out);
+        if v["verdict"] == "panic" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "attach never saw the panic: {v}");
+    }
+    t.send("C-a");
+    t.send("x");
+    t.wait_for("make to end", Duration::from_secs(60), |s| {
+        s.contains("make exited")
+    });
+    let summary = std::fs::read_to_string(&stderr).unwrap();
+    assert!(summary.contains("verdict panic"), "{summary}");
+    assert!(summary.contains("lockscope: --- panic"), "{summary}");
+    assert!(
+        summary.contains("lockscope: process: pid ") && summary.contains("(bcachetest)"),
+        "{summary}"
+    );
+    assert!(
+        summary
+            .lines()
+            .any(|l| l.contains("taken at bget ") && l.contains("bio.c:")),
+        "the held lock with its line: {summary}"
+    );
+    assert!(
+        summary.contains("lockscope: buffer cache: ")
+            && summary.contains("a reference was taken and never dropped"),
+        "{summary}"
+    );
+    assert!(
+        summary
+            .lines()
+            .any(|l| l.contains(" bget ") && l.contains("[inlined]"))
+            && summary.lines().any(|l| l.contains(" bread ")),
+        "bget inlined into bread on the panicking hart's stack: {summary}"
+    );
+    assert!(
+        summary.contains("lockscope: every hart at the stop:"),
+        "{summary}"
+    );
+}
