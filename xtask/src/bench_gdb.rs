@@ -10,8 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use lockscope_engine::gdbserver::GdbProxy;
-use lockscope_engine::qemu::{Console, QemuConfig};
+use lockscope_engine::gdbserver::proxy::RamFile;
+use lockscope_engine::gdbserver::{GdbProxy, ProxyOptions};
+use lockscope_engine::qemu::{Console, QemuConfig, RAM_BASE};
 
 /// Timed inside gdb, so gdb's start and the connection are not counted. The caches are off so
 /// every read goes to the stub, as a read after a stop does.
@@ -47,15 +48,28 @@ impl Drop for Kill {
 
 /// One gdb session against `addr`: (seconds per stepi, seconds per 64 KiB read).
 fn measure(elf: &Path, addr: SocketAddr, script: &Path) -> Result<(f64, f64)> {
-    let out = Command::new("gdb-multiarch")
+    let mut child = Command::new("gdb-multiarch")
         .args(["-batch", "-nx", "-ex", "set pagination off"])
         .args(["-ex", &format!("target remote {addr}")])
         .args(["-ex", &format!("source {}", script.display())])
         .args(["-ex", "detach"])
         .arg(elf)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .context("running gdb-multiarch")?;
+    // A session that hangs (a stub that stopped answering) ends the bench with an error.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("gdb-multiarch against {addr} did not finish within 180 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text
         .lines()
@@ -89,8 +103,12 @@ pub fn proxy_cost(elf: &Path, rounds: u32) -> Result<()> {
         SCRIPT.replace("STEPS", "200").replace("READS", "50"),
     )?;
     let port = free_port()?;
+    // Guest RAM shared, as in a session: the proxy answers memory reads of the stopped
+    // guest from it.
+    let ram = dir.join("ram");
     let mut cmd = QemuConfig::new(elf)
         .smp(2)
+        .shared_ram(&ram)
         .bootargs("workload=kalloctest secs=3600 exit=no")
         .gdb_port(port)
         .console(Console::File(dir.join("console")))
@@ -118,7 +136,14 @@ pub fn proxy_cost(elf: &Path, rounds: u32) -> Result<()> {
         ds.push(s);
         dr.push(r);
         let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let proxy = GdbProxy::start(qemu, listen)?;
+        let options = ProxyOptions {
+            ram: Some(RamFile {
+                path: ram.clone(),
+                base: RAM_BASE,
+            }),
+            ..ProxyOptions::default()
+        };
+        let proxy = GdbProxy::start_with(qemu, listen, options)?;
         let (s, r) = measure(elf, proxy.user_addr(), &script)?;
         proxy.shutdown()?;
         ps.push(s);

@@ -426,3 +426,75 @@ fn grader_drives_a_held_guest_while_lockscope_keeps_its_own_breakpoint() {
     ls.detach().unwrap();
     proxy.shutdown().unwrap();
 }
+
+/// Memory reads of a stopped guest are answered from shared RAM where QEMU would answer the
+/// same, and say what QEMU says: kernel text read through the kernel's Sv39 table, a stack
+/// through it, a device register (relayed), an unmapped address (QEMU's error), a read
+/// longer than QEMU takes in one packet.
+#[test]
+fn memory_reads_from_guest_ram_say_what_qemu_says() {
+    let _serial = serial();
+    let q = Qemu::boot(2, "workload=kalloctest secs=600 exit=no", false, true);
+    let commands = |target: SocketAddr| -> Vec<String> {
+        vec![
+            format!("target remote {target}"),
+            // Stopped in S mode with paging on, in a function whose text is static.
+            "break lockscope_kernel::kalloc::alloc".into(),
+            "continue".into(),
+            "delete".into(),
+            "p $priv".into(),
+            "x/64xw lockscope_kernel::kalloc::alloc".into(),
+            // virtio-mmio's magic value: a device register, the same every time.
+            "x/1xw 0x10001000".into(),
+            "x/1xw 0x0".into(),
+            "x/1xw 0x4000000000".into(),
+            // gdb splits this into packets; the text and rodata are the same each boot.
+            "python print('SUM', sum(gdb.selected_inferior().read_memory(0x80000000, 65536).tobytes()))".into(),
+            "detach".into(),
+        ]
+    };
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let options = lockscope_engine::gdbserver::ProxyOptions {
+        ram: Some(lockscope_engine::gdbserver::proxy::RamFile {
+            path: q.ram_file(),
+            base: lockscope_engine::qemu::RAM_BASE,
+        }),
+        ..Default::default()
+    };
+    let proxy = GdbProxy::start_with(q.addr(), listen, options).expect("proxy starts");
+    let dir = q.dir.path().to_path_buf();
+    let through =
+        Gdb::spawn(&kernel(), &commands(proxy.user_addr()), &dir).finish(Duration::from_secs(120));
+    let from_ram = proxy.reads_from_ram();
+    proxy.shutdown().unwrap();
+    let direct = Gdb::spawn(&kernel(), &commands(q.addr()), &dir).finish(Duration::from_secs(120));
+
+    // What gdb printed for memory, either way.
+    let memory = |out: &str| -> Vec<String> {
+        out.lines()
+            .filter(|l| {
+                (l.starts_with("0x") && l.contains(":\t"))
+                    || l.starts_with("SUM")
+                    || l.contains("Cannot access memory")
+            })
+            .map(str::to_owned)
+            .collect()
+    };
+    let (a, b) = (memory(&through), memory(&direct));
+    assert!(a.len() >= 10, "through the proxy:\n{through}");
+    assert_eq!(a, b, "through the proxy:\n{through}\ndirect:\n{direct}");
+    assert!(through.contains("$1 = 1"), "stopped in S mode:\n{through}");
+    assert!(
+        a.iter().any(|l| l.contains("0x74726976")),
+        "the device register was relayed to QEMU: {a:?}"
+    );
+    assert_eq!(
+        a.iter()
+            .filter(|l| l.contains("Cannot access memory"))
+            .count(),
+        2,
+        "{a:?}"
+    );
+    // 64 KiB in 2 KiB packets and the function's text: most reads never went to QEMU.
+    assert!(from_ram >= 32, "{from_ram} reads from RAM");
+}

@@ -52,6 +52,12 @@ impl AddressSpace {
 
 /// Walks the Sv39 page table of `satp` for `va`.
 pub fn translate(mem: &mut dyn GuestMemory, satp: u64, va: u64) -> Result<u64, TranslateError> {
+    leaf(mem, satp, va).map(|(pa, _)| pa)
+}
+
+/// Walks the Sv39 page table of `satp` for `va`: the physical address and the leaf PTE (its
+/// permission bits: valid, R, W, X, U, G, A, D from bit 0 up).
+pub fn leaf(mem: &mut dyn GuestMemory, satp: u64, va: u64) -> Result<(u64, u64), TranslateError> {
     if satp >> 60 != 8 {
         return Err(TranslateError::Mode { satp });
     }
@@ -78,7 +84,7 @@ pub fn translate(mem: &mut dyn GuestMemory, satp: u64, va: u64) -> Result<u64, T
             if ppn & low_ppn != 0 {
                 return Err(TranslateError::Unmapped { va, level, pte });
             }
-            return Ok((ppn << 12) | (va & ((1 << span) - 1)));
+            return Ok(((ppn << 12) | (va & ((1 << span) - 1)), pte));
         }
         if level == 0 {
             return Err(TranslateError::Unmapped { va, level, pte });

@@ -167,6 +167,10 @@ impl Qemu {
                 let listen = parse_listen(&spec)?;
                 let options = ProxyOptions {
                     hold_for_user: line.held(),
+                    ram: Some(crate::gdbserver::proxy::RamFile {
+                        path: ram.path.clone(),
+                        base: crate::qemu::RAM_BASE,
+                    }),
                     ..ProxyOptions::default()
                 };
                 match GdbProxy::start_with(addr, listen, options) {

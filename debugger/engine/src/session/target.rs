@@ -10,7 +10,7 @@ use super::error::SessionError;
 use super::launch::{PluginLaunch, Qemu};
 use super::options::{Joined, LineConsole, LineRun};
 use crate::gdb::{Config as GdbConfig, GdbClient};
-use crate::gdbserver::proxy::{parse_listen, GdbProxy, ProxyOptions};
+use crate::gdbserver::proxy::{parse_listen, GdbProxy, ProxyOptions, RamFile};
 use crate::qemu::QemuConfig;
 
 /// How long QEMU gets to open its gdb stub, and to size its shared RAM file.
@@ -54,8 +54,14 @@ pub(super) fn boot(
     let mut qemu = Qemu::start(config, shared_ram, START_TIMEOUT)?;
     if let Some(spec) = gdb_listen {
         // The user's gdb on `spec`, lockscope's own client on the proxy's private port.
-        let proxy =
-            GdbProxy::start_with(qemu.gdb_addr, parse_listen(spec)?, ProxyOptions::default())?;
+        let options = ProxyOptions {
+            ram: qemu.ram_file.clone().map(|path| RamFile {
+                path,
+                base: crate::qemu::RAM_BASE,
+            }),
+            ..ProxyOptions::default()
+        };
+        let proxy = GdbProxy::start_with(qemu.gdb_addr, parse_listen(spec)?, options)?;
         qemu.gdb_addr = proxy.private_addr();
         qemu.proxy = Some(Arc::new(proxy));
     }

@@ -113,6 +113,8 @@ struct State {
 #[derive(Default)]
 pub struct Shared {
     state: Mutex<State>,
+    /// Memory reads answered from guest RAM, not relayed to QEMU.
+    pub ram_reads: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {

@@ -9,6 +9,7 @@
 mod events;
 mod link;
 mod packet;
+mod ram_reads;
 mod relay;
 mod upstream;
 
@@ -27,6 +28,7 @@ use thiserror::Error;
 
 pub use events::{ProxyEvent, StoppedInterval, UserStatus, UserStop, UserStopReason};
 pub use packet::frame;
+pub use ram_reads::RamFile;
 pub use relay::ReportOutcome;
 
 use events::Shared;
@@ -66,13 +68,16 @@ pub enum ProxyError {
 }
 
 /// How the proxy starts.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct ProxyOptions {
     /// QEMU was started with `-S` for gdb (as `make qemu-gdb` does): the guest waits for the
     /// user's gdb to continue it, whatever lockscope does.
     pub hold_for_user: bool,
     /// How long QEMU's stub may take to answer the proxy's handshake (default 2 s).
     pub connect_timeout: Option<Duration>,
+    /// The guest's shared RAM file: memory reads of a stopped guest are answered from it
+    /// where QEMU would answer the same (see `ram_reads.rs`).
+    pub ram: Option<RamFile>,
 }
 
 /// Parses where the user's gdb connects: `PORT`, `HOST:PORT`, or QEMU's `tcp::PORT` and
@@ -140,6 +145,7 @@ impl GdbProxy {
             options.connect_timeout.unwrap_or(Duration::from_secs(2)),
         )?;
         let closer = up.stream.try_clone()?;
+        let up_no_ack = up.no_ack;
         up.stream.set_nonblocking(true)?;
         let mut up_stream = mio::net::TcpStream::from_std(up.stream);
 
@@ -162,15 +168,22 @@ impl GdbProxy {
 
         let shared = Arc::new(Shared::default());
         let mut up_link = Link::new(up_stream);
+        up_link.no_ack = up_no_ack;
         if std::env::var_os("LOCKSCOPE_GDB_TRACE").is_some() {
             up_link.trace = Some("qemu");
         }
+        let ram_reads = options
+            .ram
+            .clone()
+            .zip(up.space_regs)
+            .map(|(file, regs)| ram_reads::RamReads::new(file, regs));
         let relay = Relay::new(
             up_link,
             up.threads,
             up.current,
             options.hold_for_user,
             shared.clone(),
+            ram_reads,
         );
         let (tx, rx) = mpsc::channel();
         let mut lp = Loop {
@@ -208,6 +221,11 @@ impl GdbProxy {
     }
 
     /// A new subscription to the proxy's events.
+    /// Memory reads of the user's gdb or lockscope answered from guest RAM so far.
+    pub fn reads_from_ram(&self) -> u64 {
+        self.shared.ram_reads.load(Ordering::Relaxed)
+    }
+
     pub fn events(&self) -> Receiver<ProxyEvent> {
         let (tx, rx) = mpsc::channel();
         self.shared.subscribe(tx);

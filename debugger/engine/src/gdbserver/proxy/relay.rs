@@ -18,6 +18,7 @@ mod stops;
 use super::events::{Shared, UserStopReason};
 use super::link::Link;
 use super::packet::{hart_of, qemu_thread};
+use super::ram_reads::RamReads;
 use crate::gdb::codec::RspFrame;
 use crate::gdb::stop::{StopReply, SIGINT};
 use crate::gdb::ThreadId;
@@ -98,6 +99,11 @@ enum Pending {
     },
     Internal,
     ReadPc,
+    /// A register `ram_reads` needs, of this thread.
+    ReadRegister {
+        thread: Vec<u8>,
+        reg: u32,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -167,6 +173,8 @@ pub struct Relay {
     attribution: Option<Attribution>,
     shared: Arc<Shared>,
     user_first: bool,
+    /// Memory reads answered from guest RAM while the guest is stopped.
+    ram_reads: Option<RamReads>,
 }
 
 /// Thread ids compare by meaning: QEMU writes `p01.02`, gdb `p1.2`.
@@ -204,6 +212,7 @@ impl Relay {
         current: Vec<u8>,
         hold_for_user: bool,
         shared: Arc<Shared>,
+        ram_reads: Option<RamReads>,
     ) -> Self {
         let user = Peer::new(if hold_for_user {
             View::Stopped
@@ -233,6 +242,7 @@ impl Relay {
             attribution: None,
             shared,
             user_first: true,
+            ram_reads,
         }
     }
 

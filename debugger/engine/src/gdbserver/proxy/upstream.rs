@@ -8,10 +8,13 @@ use std::time::{Duration, Instant};
 
 use super::packet::{frame, is_stop, stop_thread};
 use super::ProxyError;
-use crate::gdb::codec::{Decoder, RspFrame};
+use crate::gdb::codec::{unescape, Decoder, RspFrame};
+use crate::gdb::target_xml::{TargetDescription, TargetXmlError};
 
 /// Most threads (harts) accepted from the stub.
 const MAX_THREADS: usize = 1024;
+/// Largest target description file accepted (QEMU 7.2's CSR file is about 40 KiB).
+const MAX_FEATURE_FILE: usize = 1 << 20;
 
 pub struct Upstream {
     pub stream: TcpStream,
@@ -19,6 +22,11 @@ pub struct Upstream {
     pub threads: Vec<Vec<u8>>,
     /// The thread QEMU reports as current.
     pub current: Vec<u8>,
+    /// QEMU agreed to `QStartNoAckMode`: no `+` either way from now on.
+    pub no_ack: bool,
+    /// The numbers of the `priv` and `satp` registers in QEMU's target description, when it
+    /// has both: what memory reads served from guest RAM translate with.
+    pub space_regs: Option<(u32, u32)>,
 }
 
 struct Handshake {
@@ -27,6 +35,7 @@ struct Handshake {
     decoder: Decoder,
     frames: VecDeque<RspFrame>,
     timeout: Duration,
+    no_ack: bool,
 }
 
 impl Handshake {
@@ -42,7 +51,9 @@ impl Handshake {
         loop {
             while let Some(f) = self.frames.pop_front() {
                 if let RspFrame::Packet(p) = f {
-                    self.stream.write_all(b"+").map_err(io)?;
+                    if !self.no_ack {
+                        self.stream.write_all(b"+").map_err(io)?;
+                    }
                     // QEMU announces the stop it made for a new connection before answering.
                     if command != "?" && is_stop(&p) {
                         continue;
@@ -82,6 +93,53 @@ impl Handshake {
     }
 }
 
+impl Handshake {
+    /// One file of the target description (`qXfer:features:read`), bounded.
+    fn feature_file(&mut self, annex: &str) -> Result<String, ProxyError> {
+        let mut data = Vec::new();
+        loop {
+            let command = format!("qXfer:features:read:{annex}:{:x},ffb", data.len());
+            let reply = self.exchange(&command)?;
+            let bad = || ProxyError::Upstream {
+                addr: self.addr,
+                reason: format!("unexpected reply to {command}"),
+            };
+            let (last, body) = match reply.split_first() {
+                Some((b'l', body)) => (true, body),
+                Some((b'm', body)) if !body.is_empty() => (false, body),
+                _ => return Err(bad()),
+            };
+            data.extend_from_slice(&unescape(body).map_err(|_| bad())?);
+            if data.len() > MAX_FEATURE_FILE {
+                return Err(bad());
+            }
+            if last {
+                return String::from_utf8(data).map_err(|_| bad());
+            }
+        }
+    }
+
+    /// The register numbers of `priv` and `satp`, or `None` when the description lacks one or
+    /// cannot be read (reads then all go to QEMU).
+    fn space_registers(&mut self) -> Option<(u32, u32)> {
+        let main = self.feature_file("target.xml").ok()?;
+        let desc = TargetDescription::parse(&main, &mut |annex| {
+            self.feature_file(annex).map_err(|_| Unreadable)
+        })
+        .ok()?;
+        Some((desc.register("priv")?.regnum, desc.register("satp")?.regnum))
+    }
+}
+
+/// The target description could not be read (only whether it could matters).
+struct Unreadable;
+
+impl From<TargetXmlError> for Unreadable {
+    fn from(_: TargetXmlError) -> Self {
+        Unreadable
+    }
+}
+
 /// Connects to QEMU's stub (which stops the guest) and learns its threads.
 pub fn connect(addr: SocketAddr, timeout: Duration) -> Result<Upstream, ProxyError> {
     let stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| ProxyError::NoStub {
@@ -95,9 +153,19 @@ pub fn connect(addr: SocketAddr, timeout: Duration) -> Result<Upstream, ProxyErr
         decoder: Decoder::default(),
         frames: VecDeque::new(),
         timeout,
+        no_ack: false,
     };
     // Thread ids come as `p01.01` from then on, whoever asks later.
-    h.exchange("qSupported:multiprocess+;swbreak+;hwbreak+;vContSupported+")?;
+    let supported = h.exchange("qSupported:multiprocess+;swbreak+;hwbreak+;vContSupported+")?;
+    // Without acks QEMU writes each reply in one piece and the relay wakes once per packet, not
+    // also for every `+` (gdb talking to QEMU directly turns them off too).
+    if supported
+        .split(|&b| b == b';')
+        .any(|f| f == b"QStartNoAckMode+")
+        && h.exchange("QStartNoAckMode")? == b"OK"
+    {
+        h.no_ack = true;
+    }
     let mut threads = Vec::new();
     let mut command = "qfThreadInfo";
     loop {
@@ -140,7 +208,17 @@ pub fn connect(addr: SocketAddr, timeout: Duration) -> Result<Upstream, ProxyErr
             current = t;
         }
     }
+    let space_regs = if supported
+        .split(|&b| b == b';')
+        .any(|f| f == b"qXfer:features:read+")
+    {
+        h.space_registers()
+    } else {
+        None
+    };
     Ok(Upstream {
+        space_regs,
+        no_ack: h.no_ack,
         stream: h.stream,
         threads,
         current,

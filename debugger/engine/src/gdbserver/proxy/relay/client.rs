@@ -3,6 +3,7 @@
 //! resumes go to QEMU only when neither client holds the guest stopped.
 
 use super::super::packet::{qemu_thread, Command};
+use super::super::ram_reads::{parse_read, Need};
 use super::{norm, with_prefix, Item, Pending, Relay, Up, View, Who};
 
 impl Relay {
@@ -28,6 +29,32 @@ impl Relay {
                     );
                     return;
                 }
+            }
+        }
+        if matches!(p.first(), Some(b'G' | b'P')) || command == Command::Monitor {
+            // A register (satp, the mode) or anything may change: read them again.
+            if let Some(r) = &mut self.ram_reads {
+                r.forget();
+            }
+        }
+        if let (Some(r), Some(thread), Some((addr, len))) =
+            (self.ram_reads.as_mut(), self.up_g.clone(), parse_read(&p))
+        {
+            match r.read(&thread, addr, len) {
+                Need::Reply(bytes) => {
+                    self.shared
+                        .ram_reads
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.reply(who, &bytes);
+                    return;
+                }
+                Need::Register(reg) => {
+                    self.peer(who).queue.push_front(Item::Packet(p));
+                    let cmd = format!("p{reg:x}");
+                    self.send_up(cmd.as_bytes(), Some(Pending::ReadRegister { thread, reg }));
+                    return;
+                }
+                Need::Relay => {}
             }
         }
         match command {
@@ -154,6 +181,9 @@ impl Relay {
         }
         self.send_up(&cmd, None);
         self.up = Up::Running { owner, step };
+        if let Some(r) = &mut self.ram_reads {
+            r.forget();
+        }
         false
     }
 }

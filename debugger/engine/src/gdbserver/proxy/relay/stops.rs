@@ -72,6 +72,11 @@ impl Relay {
             }
             Some(Pending::Internal) => {}
             Some(Pending::ReadPc) => self.on_pc(&p),
+            Some(Pending::ReadRegister { thread, reg }) => {
+                if let Some(r) = &mut self.ram_reads {
+                    r.learned(&thread, reg, &p);
+                }
+            }
         }
     }
 
