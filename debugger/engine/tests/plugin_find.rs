@@ -63,3 +63,23 @@ fn a_file_from_another_build_is_refused_with_a_reason() {
     let bumped = format!("layout version {}", abi::VERSION + 1);
     assert!(e.contains(&bumped), "{e}");
 }
+
+/// The plugin's file has all its blocks when it is created: a full /dev/shm is an error then,
+/// not a SIGBUS in QEMU when a ring first reaches an unallocated page.
+#[test]
+fn the_plugin_file_is_reserved_whole() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plugin");
+    let plan = kernel_plan(&kernel());
+    let file = PluginFile::create(&path, 3, abi::DEFAULT_RING_ENTRIES, &plan, (8, 0)).unwrap();
+    let m = std::fs::metadata(&path).unwrap();
+    assert!(m.len() > 3 * u64::from(abi::DEFAULT_RING_ENTRIES));
+    assert!(
+        m.blocks() * 512 >= m.len(),
+        "{} of {} bytes",
+        m.blocks() * 512,
+        m.len()
+    );
+    drop(file);
+}

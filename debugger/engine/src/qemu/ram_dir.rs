@@ -188,7 +188,7 @@ impl Drop for RamFile {
 
 /// Gives the file all its blocks now, so running out of space is an error here and not a
 /// SIGBUS in QEMU later.
-fn reserve(f: &File, size: u64) -> io::Result<()> {
+pub(crate) fn reserve(f: &File, size: u64) -> io::Result<()> {
     let len = libc::off_t::try_from(size)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "size too large"))?;
     // SAFETY: a valid open descriptor; posix_fallocate returns an errno value.

@@ -92,6 +92,15 @@ impl PluginFile {
             .open(path)
             .map_err(io)?;
         file.set_len(layout.file_size).map_err(io)?;
+        // All its blocks now (it may sit in /dev/shm beside guest RAM): a full disk is this
+        // error, not a SIGBUS in QEMU's plugin later.
+        crate::qemu::ram_dir::reserve(&file, layout.file_size).map_err(|source| {
+            PluginError::NoSpace {
+                path: path.to_owned(),
+                bytes: layout.file_size,
+                source,
+            }
+        })?;
         // SAFETY: our own new file; QEMU (the only other user) is not started yet, and every
         // later access to live fields goes through atomics.
         let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.map_err(io)?;

@@ -59,6 +59,13 @@ pub enum PluginError {
         #[source]
         source: std::io::Error,
     },
+    #[error("plugin file {path}: cannot reserve {bytes} bytes ({source}): free space there, or point LOCKSCOPE_RAM_DIR at a directory with room")]
+    NoSpace {
+        path: std::path::PathBuf,
+        bytes: u64,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("plugin file {path}: {reason}")]
     Corrupt {
         path: std::path::PathBuf,
