@@ -17,50 +17,16 @@ use lockscope_engine::sources::xv6::{VirtMemory, Xv6Source};
 use lockscope_engine::sources::Source;
 use lockscope_engine::symbols::Symbols;
 
+#[path = "xv6_fixture_tree.rs"]
+mod fixture_tree;
+use fixture_tree::{copy_tree, fixture_source};
+
 const RAM_BASE: u64 = 0x8000_0000;
 const RAM_MIB: u64 = 128;
 
 /// One QEMU at a time: the machine has two cores and these tests time nothing, but a starved
 /// guest makes every deadline longer.
 static QEMU_LOCK: Mutex<()> = Mutex::new(());
-
-fn fixture_source() -> PathBuf {
-    let dir = std::env::var_os("LOCKSCOPE_XV6_FIXTURE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../kernel/xv6-fixture"));
-    assert!(
-        dir.join("Makefile").is_file(),
-        "the xv6 fixture kernel is not at {}: set LOCKSCOPE_XV6_FIXTURE to its directory",
-        dir.display()
-    );
-    dir
-}
-
-/// Copies the fixture's sources (not its build outputs) into `to`.
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let name = e.file_name();
-        let n = name.to_string_lossy();
-        let out = n.ends_with(".o")
-            || n.ends_with(".d")
-            || [
-                "fs.img",
-                ".gdbinit",
-                "config.h",
-                "config.h.tmp",
-                "kernel.asm",
-            ]
-            .contains(&&*n);
-        let (src, dst) = (e.path(), to.join(&name));
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&src, &dst);
-        } else if !(out || n == "kernel" || n == "mkimg") {
-            std::fs::copy(&src, &dst).unwrap();
-        }
-    }
-}
 
 struct Built {
     dir: tempfile::TempDir,

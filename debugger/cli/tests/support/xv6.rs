@@ -5,6 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
+#[path = "../../../engine/tests/xv6_fixture_tree.rs"]
+mod fixture_tree;
+use fixture_tree::copy_tree;
+pub use fixture_tree::fixture_source as fixture;
+
 /// One QEMU of these tests at a time: the machine has two cores, and a starved guest makes
 /// every deadline longer.
 pub static QEMU_LOCK: Mutex<()> = Mutex::new(());
@@ -12,45 +17,6 @@ pub static QEMU_LOCK: Mutex<()> = Mutex::new(());
 /// Takes [`QEMU_LOCK`], whatever a failed test left behind.
 pub fn one_qemu() -> std::sync::MutexGuard<'static, ()> {
     QEMU_LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The fixture's sources: `LOCKSCOPE_XV6_FIXTURE`, else the workspace's kernel/xv6-fixture.
-pub fn fixture() -> PathBuf {
-    let dir = std::env::var_os("LOCKSCOPE_XV6_FIXTURE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| super::workspace().join("kernel/xv6-fixture"));
-    assert!(
-        dir.join("Makefile").is_file(),
-        "the xv6 fixture kernel is not at {}: set LOCKSCOPE_XV6_FIXTURE to its directory",
-        dir.display()
-    );
-    dir
-}
-
-/// Copies the fixture's sources (not its build outputs) into `to`.
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let name = e.file_name();
-        let n = name.to_string_lossy();
-        let output = n.ends_with(".o")
-            || n.ends_with(".d")
-            || [
-                "fs.img",
-                ".gdbinit",
-                "config.h",
-                "config.h.tmp",
-                "kernel.asm",
-            ]
-            .contains(&&*n);
-        let (src, dst) = (e.path(), to.join(&name));
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&src, &dst);
-        } else if !(output || n == "kernel" || n == "mkimg") {
-            std::fs::copy(&src, &dst).unwrap();
-        }
-    }
 }
 
 /// A scratch copy of the fixture tree, removed on drop.

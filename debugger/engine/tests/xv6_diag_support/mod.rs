@@ -20,6 +20,11 @@ use lockscope_engine::symbols::types::Types;
 use lockscope_engine::symbols::Symbols;
 use lockscope_engine::{Session, SessionOptions, Target};
 
+#[path = "../xv6_fixture_tree.rs"]
+mod fixture_tree;
+use fixture_tree::copy_tree;
+pub use fixture_tree::fixture_source;
+
 /// Harts the fixture boots with (the Makefile's default).
 pub const CPUS: u32 = 3;
 /// From boot to the first prompt: other builds and QEMUs share the 2 cores.
@@ -29,38 +34,6 @@ pub const COMMAND: Duration = Duration::from_secs(240);
 
 /// One QEMU at a time per test binary: the machine has two cores.
 static QEMU_LOCK: Mutex<()> = Mutex::new(());
-
-pub fn fixture_source() -> PathBuf {
-    let dir = std::env::var_os("LOCKSCOPE_XV6_FIXTURE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../kernel/xv6-fixture"));
-    assert!(
-        dir.join("Makefile").is_file(),
-        "the xv6 fixture kernel is not at {}: set LOCKSCOPE_XV6_FIXTURE to its directory",
-        dir.display()
-    );
-    dir
-}
-
-/// Copies the fixture's sources (not its build outputs) into `to`.
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let name = e.file_name();
-        let n = name.to_string_lossy();
-        let output = n.ends_with(".o")
-            || n.ends_with(".d")
-            || n.ends_with(".tmp")
-            || ["fs.img", ".gdbinit", "config.h", "kernel.asm"].contains(&&*n);
-        let (src, dst) = (e.path(), to.join(&name));
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&src, &dst);
-        } else if !(output || n == "kernel" || n == "mkimg") {
-            std::fs::copy(&src, &dst).unwrap();
-        }
-    }
-}
 
 /// A private build of the fixture with some make variables (`BUG=refcnt-leak`).
 pub struct Built {
