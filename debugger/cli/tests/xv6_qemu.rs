@@ -344,7 +344,10 @@ fn make_qemu_panic_is_diagnosed_in_the_summary() {
     });
     assert!(end.contains("make exited 0"), "{end}");
     let summary = std::fs::read_to_string(&stderr).unwrap();
-    assert!(summary.contains("terminating on signal 15"), "QEMU's own words: {summary}");
+    assert!(
+        summary.contains("terminating on signal 15"),
+        "QEMU's own words: {summary}"
+    );
     assert!(
         summary.contains("lockscope: QEMU exited (status 0); verdict panic"),
         "{summary}"

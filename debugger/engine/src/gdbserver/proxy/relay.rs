@@ -53,6 +53,8 @@ struct Peer {
     multiprocess: bool,
     interrupt_pending: bool,
     last_resume: Option<Vec<u8>>,
+    /// The next thread `qsThreadInfo` lists.
+    next_thread: usize,
 }
 
 impl Peer {
@@ -66,6 +68,7 @@ impl Peer {
             multiprocess: false,
             interrupt_pending: false,
             last_resume: None,
+            next_thread: 0,
         }
     }
 

@@ -57,6 +57,22 @@ impl Relay {
                 Need::Relay => {}
             }
         }
+        if p == b"qfThreadInfo" || p == b"qsThreadInfo" {
+            // The harts never change: listed from the handshake's list, one per reply as QEMU
+            // sends them (gdb asks after every stop; three round trips saved).
+            let i = if p[1] == b'f' {
+                0
+            } else {
+                self.peer(who).next_thread
+            };
+            let reply = match self.threads.get(i) {
+                Some(t) => with_prefix(b"m", t),
+                None => b"l".to_vec(),
+            };
+            self.peer(who).next_thread = i + 1;
+            self.reply(who, &reply);
+            return;
+        }
         match command {
             Command::StopQuery => {
                 let thread = match (self.reported, who) {
