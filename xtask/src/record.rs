@@ -2,6 +2,7 @@
 //! recorded from the real kernel.
 
 use anyhow::{bail, Context, Result};
+use std::path::Path;
 use std::process::Command;
 
 use crate::cmd::root;
@@ -81,6 +82,9 @@ const RUNS: [Run; 10] = [
 
 /// Largest sample kept in the repository.
 const MAX_SAMPLE: u64 = 2 << 20;
+/// The xv6 sample's snapshots carry the process table and every buf: about 2.4 MB for
+/// bcachetest and rwlktest.
+const MAX_XV6_SAMPLE: u64 = 3 << 20;
 
 /// Records real sessions with `lockscope check --record` (format version 2) into `traces/`,
 /// next to the kernel ELF they were recorded with, and turns some into the dashboard's view
@@ -146,7 +150,68 @@ pub fn fixtures() -> Result<()> {
             println!("fixture {v}: from {}", r.sample);
         }
     }
+    xv6_sample(&lockscope, &traces)?;
     println!("now review the dashboard snapshots: cargo test -p lockscope-tui; cargo insta review");
+    Ok(())
+}
+
+/// The xv6 sample: the C fixture kernel (our own code, in xv6's shape) running bcachetest and
+/// rwlktest under its own Makefile's QEMU line with lockscope's plugin, recorded as a student's
+/// session would be. Its ELF goes inside (`--with-kernel`).
+fn xv6_sample(lockscope: &Path, traces: &Path) -> Result<()> {
+    let root = root();
+    let built = crate::fixture::build_fixture(&root, &crate::fixture::default_out(&root), &[])?;
+    // A scratch copy, so the built fixture stays as tests expect it.
+    let tree = root.join("target/tmp/xv6-sample-tree");
+    let _ = std::fs::remove_dir_all(&tree);
+    std::fs::create_dir_all(tree.parent().unwrap_or(&root))?;
+    let st = Command::new("cp")
+        .arg("-r")
+        .arg(&built)
+        .arg(&tree)
+        .status()
+        .context("copying the fixture tree")?;
+    if !st.success() {
+        bail!("copying {} failed", built.display());
+    }
+    let out = traces.join("xv6-bcachetest-rwlktest.lsrec");
+    for attempt in 1..=3 {
+        let st = Command::new(lockscope)
+            .args(["check", "--xv6"])
+            .arg(&tree)
+            .args([
+                "--snapshot",
+                "--type",
+                "bcachetest",
+                "--type",
+                "rwlktest",
+                "--with-kernel",
+            ])
+            .arg("--record")
+            .arg(&out)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .context("running lockscope check --xv6")?;
+        if st.code() == Some(2) {
+            bail!("lockscope check --xv6 failed to run");
+        }
+        let lost = lost_events(lockscope, &out)?;
+        if lost == 0 {
+            break;
+        }
+        println!("trace xv6: {lost} events lost (attempt {attempt} of 3)");
+    }
+    let _ = std::fs::remove_dir_all(&tree);
+    let size = std::fs::metadata(&out)?.len();
+    println!("trace xv6-bcachetest-rwlktest: {} KiB", size >> 10);
+    if size > MAX_XV6_SAMPLE {
+        bail!(
+            "{} is {} KiB, more than the {} KiB the xv6 sample may take",
+            out.display(),
+            size >> 10,
+            MAX_XV6_SAMPLE >> 10
+        );
+    }
     Ok(())
 }
 

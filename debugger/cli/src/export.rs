@@ -38,8 +38,16 @@ pub fn export(a: ExportArgs) -> Result<u8> {
     let o = recorded::open(&a.trace, a.kernel.clone())?;
     if let Some(out) = &a.output {
         let stats = export_perfetto(&o.rec, o.symbols.clone(), out)?;
+        let modes = if stats.sleep_holds + stats.rw_holds > 0 {
+            format!(
+                ", {} sleeplock and {} reader-writer holds",
+                stats.sleep_holds, stats.rw_holds
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "{}: {} events as {} hold and {} spin slices, {} flows, {} findings ({} bytes); open it at https://ui.perfetto.dev (\"Open trace file\")",
+            "{}: {} events as {} hold and {} spin slices{modes}, {} flows, {} findings ({} bytes); open it at https://ui.perfetto.dev (\"Open trace file\")",
             out.display(),
             stats.events,
             stats.holds.values().sum::<u64>(),

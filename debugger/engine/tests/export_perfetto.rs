@@ -31,7 +31,8 @@ fn python() -> PathBuf {
     venv
 }
 
-/// Acquisitions per lock name and spins per hart, as the engine decodes the recording.
+/// Spinlock acquisitions per lock name and spins per hart, as the engine decodes the recording
+/// (sleeplock and reader-writer holds are on tracks of their own).
 fn engine_counts(rec: &Recording) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
     let mut names: BTreeMap<u32, String> = BTreeMap::new();
     for f in rec.feeds() {
@@ -46,7 +47,7 @@ fn engine_counts(rec: &Recording) -> (BTreeMap<String, u64>, BTreeMap<String, u6
         if let Feed::Events { events, .. } = f {
             for e in events {
                 match e.kind {
-                    EventKind::Acquired { .. } => {
+                    EventKind::Acquired { .. } if e.mode.is_none() => {
                         let n = names
                             .get(&e.lock)
                             .cloned()
@@ -54,7 +55,7 @@ fn engine_counts(rec: &Recording) -> (BTreeMap<String, u64>, BTreeMap<String, u6
                         *holds.entry(n).or_insert(0) += 1;
                     }
                     EventKind::Spin => *spins.entry(e.hart.to_string()).or_insert(0) += 1,
-                    EventKind::Released => {}
+                    EventKind::Acquired { .. } | EventKind::Released => {}
                 }
             }
         }
@@ -151,4 +152,49 @@ fn flows_join_a_release_to_the_waiting_acquisition() {
         stats.flows
     );
     assert_eq!(stats.clamped, 0);
+}
+
+/// An xv6 session (the C fixture's bcachetest and rwlktest, events from the plugin): the
+/// buffers' sleeplock holds go on process tracks and reader-writer holds on their own, and the
+/// spinlock tracks still never overlap.
+#[test]
+fn xv6_sleeplocks_on_process_tracks_and_reader_writer_holds() {
+    use lockscope_engine::model::LockMode;
+    let path = traces().join("xv6-bcachetest-rwlktest.lsrec");
+    let rec = Recording::open(&path).unwrap();
+    let (mut sleep, mut rw) = (0u64, 0u64);
+    let mut depth: BTreeMap<(u32, u32), u32> = BTreeMap::new();
+    for f in rec.feeds() {
+        if let Feed::Events { events, .. } = f {
+            for e in events {
+                match (e.mode, e.kind) {
+                    (Some(LockMode::Sleep), EventKind::Acquired { .. }) => sleep += 1,
+                    (Some(LockMode::Read), EventKind::Acquired { .. }) => {
+                        let d = depth.entry((e.lock, e.hart)).or_insert(0);
+                        rw += u64::from(*d == 0);
+                        *d += 1;
+                    }
+                    (Some(LockMode::Read), EventKind::Released) => {
+                        if let Some(d) = depth.get_mut(&(e.lock, e.hart)) {
+                            *d = d.saturating_sub(1);
+                        }
+                    }
+                    (Some(LockMode::Write), EventKind::Acquired { .. }) => rw += 1,
+                    _ => {}
+                }
+            }
+        }
+    }
+    assert!(
+        sleep > 100 && rw > 100,
+        "sleeplock holds {sleep}, reader-writer {rw}"
+    );
+    let out = check(
+        &path,
+        None,
+        serde_json::json!({ "sleep_holds": sleep, "rw_holds": rw }),
+    );
+    let found: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(found["sleep_holds"], sleep, "{out}");
+    assert_eq!(found["rw_holds"], rw, "{out}");
 }

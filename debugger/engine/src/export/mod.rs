@@ -3,6 +3,7 @@
 //! - [`perfetto`]: Perfetto's protobuf trace format, for the Perfetto UI.
 
 mod findings;
+mod modes;
 mod out;
 pub mod perfetto;
 

@@ -47,6 +47,10 @@ pub struct ExportStats {
     pub holds: BTreeMap<String, u64>,
     /// Spin slices per hart.
     pub spins: BTreeMap<HartId, u64>,
+    /// Sleeplock hold slices (on process tracks).
+    pub sleep_holds: u64,
+    /// Reader-writer hold slices (a hart's re-entered read hold counts once).
+    pub rw_holds: u64,
     pub flows: u64,
     pub counter_values: u64,
     pub instants: u64,

@@ -16,8 +16,10 @@
 //!   second, free pages per allocator list, buffers in use per bucket.
 //! - `Findings`: instant events for panics, deadlocks, stalls and lock-order inversions.
 //!
-//! A spin names the process its hart runs when the source reads it (xv6's `cpus[i].proc`). The
-//! model's process table and sleep locks (from the xv6 reader) are not exported as tracks yet.
+//! - `Sleeplocks` and `Reader-writer locks`: their holds, per process and per lock (see
+//!   `modes.rs`).
+//!
+//! A spin names the process its hart runs when the source reads it (xv6's `cpus[i].proc`).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -28,6 +30,7 @@ use std::sync::Arc;
 use perfetto_protos::track_event::track_event;
 
 use super::findings::Findings;
+use super::modes::ModeTracks;
 use super::out::{arg_str, arg_u64, event, Out, FINDINGS};
 pub use super::out::{ExportError, ExportStats};
 use crate::feed::Feed;
@@ -207,6 +210,7 @@ pub fn export_perfetto(
     let mut last_contended: Option<(u64, u64)> = None;
     // The process each hart runs, as of the last snapshot (sources that read xv6's `cpus[]`).
     let mut running: BTreeMap<HartId, String> = BTreeMap::new();
+    let mut modes = ModeTracks::default();
     let mut now = 0u64;
     let mut batch: Vec<LockEvent> = Vec::new();
     for feed in rec.feeds() {
@@ -221,6 +225,23 @@ pub fn export_perfetto(
                     o.stats.events += 1;
                     let lock_track = LOCK_BASE + e.lock as u64;
                     let hart_track = HART_BASE + e.hart as u64;
+                    if let (Some(mode), false) = (e.mode, e.kind == EventKind::Spin) {
+                        // A spin on a reader-writer lock is a spin like any other; its holds,
+                        // and sleeplocks', go on tracks of their own.
+                        if let Some(s) = spins.get_mut(&e.hart).filter(|s| s.open) {
+                            if e.kind != EventKind::Released {
+                                s.open = false;
+                                s.end_ns = e.time_ns.max(s.end_ns);
+                                o.event(
+                                    s.end_ns,
+                                    event(track_event::Type::TYPE_SLICE_END, hart_track),
+                                )?;
+                            }
+                        }
+                        let process = running.get(&e.hart).map(String::as_str);
+                        modes.event(&mut o, e, mode, process, &cat.name(e.lock))?;
+                        continue;
+                    }
                     match e.kind {
                         EventKind::Spin => {
                             if let Some(s) = spins.get_mut(&e.hart).filter(|s| s.open) {
@@ -322,6 +343,7 @@ pub fn export_perfetto(
             Feed::Snapshot(s) => {
                 now = now.max(s.time_ns);
                 let t = now;
+                modes.note_snapshot(s);
                 running.clear();
                 for h in &s.harts {
                     if let Some(p) = h.cpu.as_ref().and_then(|c| c.proc.as_ref()) {
@@ -388,6 +410,7 @@ pub fn export_perfetto(
             event(track_event::Type::TYPE_SLICE_END, HART_BASE + *hart as u64),
         )?;
     }
+    modes.close(&mut o, now)?;
     findings.inversions(&monitor, &mut o)?;
     o.w.flush().map_err(|source| ExportError::Io {
         path: out.to_owned(),

@@ -2,9 +2,10 @@
 
 usage: check_trace.py TRACE.pftrace EXPECTED.json
 
-EXPECTED has, from the engine's own decoding of the recording: "holds" (acquisitions per lock
-name), "spins" (spins per hart), and optionally "instants" (names that must appear as instant
-events) and "arg_contains" (a string some instant's argument must contain). Prints what it
+EXPECTED has, from the engine's own decoding of the recording: "holds" (spinlock acquisitions
+per lock name), "spins" (spins per hart), and optionally "sleep_holds" and "rw_holds" (slices
+under the Sleeplocks and Reader-writer locks roots), "instants" (names that must appear as
+instant events) and "arg_contains" (a string some instant's argument must contain). Prints what it
 found as JSON; exits 1 with the reasons when anything is off.
 """
 
@@ -53,6 +54,7 @@ def main():
 
     holds = defaultdict(int)
     spins = defaultdict(int)
+    mode_holds = defaultdict(int)
     flows_out, flows_in = set(), set()
     instants = []
     for uuid, evs in events.items():
@@ -82,6 +84,8 @@ def main():
                     holds[name] += 1
                 elif root == "Harts":
                     spins[name.removeprefix("hart ")] += 1
+                elif root in ("Sleeplocks", "Reader-writer locks"):
+                    mode_holds[root] += 1
             elif e.type == TE.TYPE_SLICE_END:
                 if open_since is None:
                     errors.append(f"{name}: a slice ends at {ts} with none open")
@@ -98,6 +102,9 @@ def main():
         errors.append(f"holds per lock (trace, engine) differ: {diff}")
     if dict(spins) != expected["spins"]:
         errors.append(f"spins per hart differ: trace {dict(spins)}, engine {expected['spins']}")
+    for key, root in (("sleep_holds", "Sleeplocks"), ("rw_holds", "Reader-writer locks")):
+        if key in expected and mode_holds[root] != expected[key]:
+            errors.append(f"{key}: trace {mode_holds[root]}, engine {expected[key]}")
     if not flows_in <= flows_out:
         errors.append(f"flows end that never began: {sorted(flows_in - flows_out)[:5]}")
     names = [e.name for e in instants]
@@ -113,6 +120,8 @@ def main():
         "tracks": len(tracks),
         "holds": sum(holds.values()),
         "spins": sum(spins.values()),
+        "sleep_holds": mode_holds["Sleeplocks"],
+        "rw_holds": mode_holds["Reader-writer locks"],
         "flows": len(flows_in),
         "counter_values": counters,
         "instants": names,
