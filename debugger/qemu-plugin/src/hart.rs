@@ -191,7 +191,7 @@ impl Ctx<'_> {
     /// Plugin time: the host's monotonic clock with the stops lockscope saw taken out, so a
     /// breakpoint never looks like a long hold. Read only by the callbacks that stamp something.
     pub fn now(&self) -> u64 {
-        crate::clock::monotonic_ns().saturating_sub(self.s.stopped_total())
+        lockscope_plugin_abi::monotonic_ns().saturating_sub(self.s.stopped_total())
     }
 
     pub fn emit(&mut self, mut e: Event) {

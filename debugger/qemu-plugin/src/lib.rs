@@ -7,7 +7,6 @@
 //! watched instructions get a callback; everything else in the guest runs as without a plugin.
 //! See docs/plugin.md.
 
-mod clock;
 pub mod ffi;
 mod frame;
 mod hart;
@@ -22,8 +21,8 @@ use std::sync::OnceLock;
 
 use lockscope_plugin_abi::{self as abi, Watch, WatchKind};
 
-pub use clock::monotonic_ns;
 use hart::{Ctx, Hart};
+pub use lockscope_plugin_abi::monotonic_ns;
 use shared::Shared;
 
 /// Most vCPUs the plugin keeps tables for (the file may describe fewer).

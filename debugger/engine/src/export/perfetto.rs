@@ -228,14 +228,9 @@ pub fn export_perfetto(
                     if let (Some(mode), false) = (e.mode, e.kind == EventKind::Spin) {
                         // A spin on a reader-writer lock is a spin like any other; its holds,
                         // and sleeplocks', go on tracks of their own.
-                        if let Some(s) = spins.get_mut(&e.hart).filter(|s| s.open) {
-                            if e.kind != EventKind::Released {
-                                s.open = false;
-                                s.end_ns = e.time_ns.max(s.end_ns);
-                                o.event(
-                                    s.end_ns,
-                                    event(track_event::Type::TYPE_SLICE_END, hart_track),
-                                )?;
+                        if e.kind != EventKind::Released {
+                            if let Some(s) = spins.get_mut(&e.hart) {
+                                end_spin(&mut o, s, e.time_ns, hart_track)?;
                             }
                         }
                         let process = running.get(&e.hart).map(String::as_str);
@@ -244,14 +239,9 @@ pub fn export_perfetto(
                     }
                     match e.kind {
                         EventKind::Spin => {
-                            if let Some(s) = spins.get_mut(&e.hart).filter(|s| s.open) {
+                            if let Some(s) = spins.get_mut(&e.hart) {
                                 // A spin that ended unseen (lost events).
-                                s.open = false;
-                                s.end_ns = e.time_ns.max(s.end_ns);
-                                o.event(
-                                    s.end_ns,
-                                    event(track_event::Type::TYPE_SLICE_END, hart_track),
-                                )?;
+                                end_spin(&mut o, s, e.time_ns, hart_track)?;
                             }
                             let s = spins.entry(e.hart).or_insert(SpinState {
                                 lock: e.lock,
@@ -417,6 +407,16 @@ pub fn export_perfetto(
         source,
     })?;
     Ok(o.stats)
+}
+
+/// Ends `s` at `ts` (not before its last end) if it is open.
+fn end_spin(o: &mut Out, s: &mut SpinState, ts: u64, track: u64) -> Result<(), ExportError> {
+    if s.open {
+        s.open = false;
+        s.end_ns = ts.max(s.end_ns);
+        o.event(s.end_ns, event(track_event::Type::TYPE_SLICE_END, track))?;
+    }
+    Ok(())
 }
 
 fn clamp(ts: u64, floor: u64, clamped: &mut u64) -> u64 {

@@ -10,11 +10,13 @@
 //! in QEMU's vCPU threads while lockscope maps the same file.
 #![no_std]
 
+mod clock;
 mod hart;
 mod header;
 mod ring;
 mod watch;
 
+pub use clock::monotonic_ns;
 pub use hart::*;
 pub use header::*;
 pub use ring::*;

@@ -10,16 +10,7 @@ use lockscope_plugin_abi::{self as abi, Control, Header, Layout};
 use super::cursors::Cursors;
 use super::{PluginError, WatchPlan};
 
-/// Host `CLOCK_MONOTONIC` in ns: the clock the plugin stamps events with.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+pub use super::abi::monotonic_ns;
 
 /// What the plugin says about itself.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,6 +1,8 @@
-//! The host clock the plugin stamps events with.
+//! The clock of every time in the file: host `CLOCK_MONOTONIC` in ns. The plugin stamps events
+//! with it and lockscope stamps the VM's stops with it, so both sides read this one function.
+//! Portable (no TSC: hosts can be arm64).
 
-/// Host `CLOCK_MONOTONIC` in ns: portable (no TSC), the clock lockscope stamps stops with.
+/// Host `CLOCK_MONOTONIC` in ns.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
