@@ -91,9 +91,7 @@ impl Handshake {
             }
         }
     }
-}
 
-impl Handshake {
     /// One file of the target description (`qXfer:features:read`), bounded.
     fn feature_file(&mut self, annex: &str) -> Result<String, ProxyError> {
         let mut data = Vec::new();
@@ -157,8 +155,8 @@ pub fn connect(addr: SocketAddr, timeout: Duration) -> Result<Upstream, ProxyErr
     };
     // Thread ids come as `p01.01` from then on, whoever asks later.
     let supported = h.exchange("qSupported:multiprocess+;swbreak+;hwbreak+;vContSupported+")?;
-    // Without acks QEMU writes each reply in one piece and the relay wakes once per packet, not
-    // also for every `+` (gdb talking to QEMU directly turns them off too).
+    // Without acks the relay wakes once per reply, not also for every `+` (QEMU 7.2 does not
+    // offer it; a stub that does gets it).
     if supported
         .split(|&b| b == b';')
         .any(|f| f == b"QStartNoAckMode+")
